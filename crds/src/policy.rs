@@ -1,0 +1,530 @@
+//! The `RecordingPolicy` resource (`earshot.io/v1alpha1`): which users of a
+//! tenant are recorded, how, where recordings go and how long they are kept.
+//!
+//! Every `///` comment here becomes the `description` that `kubectl explain`
+//! prints, so they are written for a platform engineer, not for Rust readers.
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Smallest retention the product offers (the hosted-PBX manual's slider starts at 7).
+pub const MIN_RETENTION_DAYS: i32 = 7;
+/// Largest retention the CRD accepts; operators usually configure a lower maximum.
+pub const MAX_RETENTION_DAYS: i32 = 3650;
+/// Largest number of users in one policy. It bounds the cost of the CEL rules
+/// the API server runs on every write (`tests/crd.rs` checks the estimate).
+/// Extensions are kept unique by `x-kubernetes-list-type: map`, which the API
+/// server enforces in linear time, rather than by a quadratic CEL rule.
+pub const MAX_USERS: usize = 1000;
+
+/// A tenant's call-recording policy: the users whose calls are recorded, in
+/// which mode, the DTMF shortcode that toggles on-demand recording, how many
+/// days recordings are kept and where they are stored. The namespace is the
+/// tenant. The operator runs recorder pods for each policy.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "earshot.io",
+    version = "v1alpha1",
+    kind = "RecordingPolicy",
+    namespaced,
+    status = "RecordingPolicyStatus",
+    shortname = "rp",
+    category = "earshot",
+    doc = "A tenant's call-recording policy: users, modes, shortcodes, retention and storage.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether the policy is fully applied"
+    ),
+    printcolumn(
+        name = "Retention",
+        type_ = "integer",
+        json_path = ".spec.retentionDays",
+        description = "Days recordings are kept"
+    ),
+    printcolumn(
+        name = "Users",
+        type_ = "integer",
+        json_path = ".status.users.total",
+        description = "Users in the policy"
+    ),
+    printcolumn(
+        name = "Always",
+        type_ = "integer",
+        json_path = ".status.users.always",
+        description = "Users recorded on every call"
+    ),
+    printcolumn(
+        name = "OnDemand",
+        type_ = "integer",
+        json_path = ".status.users.onDemand",
+        description = "Users who toggle recording with their shortcode"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new(
+    "!has(self.users) || self.users.all(u, (has(u.mode) ? u.mode : self.defaultMode) != 'OnDemand' || has(u.shortcode) || has(self.defaultShortcode))"
+).message(
+    "every user whose mode is OnDemand (set directly or through defaultMode) needs a shortcode: set users[].shortcode or spec.defaultShortcode"
+).reason(Reason::FieldValueRequired).field_path(".users"))]
+#[serde(rename_all = "camelCase")]
+pub struct RecordingPolicySpec {
+    /// The users of this tenant whose calls the policy covers, by internal
+    /// number (extension). A user who is not listed is never recorded;
+    /// removing a user stops recording their calls and keeps every recording
+    /// already made.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["extension"]))]
+    pub users: Vec<PolicyUser>,
+
+    /// Mode for users that do not set their own `mode`. Defaults to
+    /// `OnDemand`, as a user added to the recording list starts on demand.
+    #[serde(default)]
+    pub default_mode: RecordingMode,
+
+    /// Shortcode for users that do not set their own `shortcode`: `*`
+    /// followed by one digit, e.g. `*5`. Required when any user's effective
+    /// mode is `OnDemand` and that user sets no shortcode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^\*[0-9]$"))]
+    pub default_shortcode: Option<String>,
+
+    /// Days a recording is kept before it is deleted, counted from when it
+    /// was stored. A change applies to all recordings of the policy, earlier
+    /// ones included, from the moment of the change. Minimum 7; the operator
+    /// may enforce a lower maximum than the 3650 the API accepts (see the
+    /// `RetentionEnforced` condition).
+    #[serde(default = "default_retention_days")]
+    #[schemars(range(min = 7, max = 3650))]
+    pub retention_days: i32,
+
+    /// Where recordings are written. When omitted the operator's default
+    /// storage (Helm value `defaultStorage`) is used, under the prefix
+    /// `<namespace>/<policy name>/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageSpec>,
+
+    /// How the recorder pods run: replicas, SIP listener, peers, RTP ports,
+    /// networking, resources and recording format.
+    #[serde(default)]
+    pub recorder: RecorderSpec,
+}
+
+fn default_retention_days() -> i32 {
+    MIN_RETENTION_DAYS
+}
+
+/// One user of the tenant, identified by their internal number.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyUser {
+    /// The user's internal number (extension), e.g. `"008"`: the user part of
+    /// the SIP URI in From, P-Asserted-Identity, To or the Request-URI that
+    /// identifies this user on a call. Letters, digits and `.-_+`, 1 to 32
+    /// characters. Unique within the policy.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9.\-_+]{1,32}$"))]
+    pub extension: String,
+
+    /// Name shown next to the number in recording reports, e.g. `Ralf Gerrits`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub display_name: Option<String>,
+
+    /// `Always` records every call of this user, `OnDemand` lets the user
+    /// start and stop recording with the shortcode during a call, `Never`
+    /// records nothing. Defaults to `spec.defaultMode`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<RecordingMode>,
+
+    /// DTMF code that toggles recording during a live call: `*` followed by
+    /// one digit, e.g. `*5`. Keyed once it starts recording, again it stops,
+    /// and so on. Only this user's own leg can toggle. Defaults to
+    /// `spec.defaultShortcode`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^\*[0-9]$"))]
+    pub shortcode: Option<String>,
+}
+
+/// When a user's calls are recorded.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum RecordingMode {
+    /// Every call of the user is recorded, from answer to hang-up.
+    Always,
+    /// The user toggles recording during the call with their shortcode.
+    #[default]
+    OnDemand,
+    /// The user's calls are never recorded.
+    Never,
+}
+
+/// An S3-compatible object store (AWS S3, MinIO, Garage, Ceph RGW) that
+/// receives the recordings and enforces their retention with a lifecycle rule.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Endpoint URL of the S3 API, e.g. `https://s3.eu-west-1.amazonaws.com`
+    /// or `http://garage.storage.svc:3900`.
+    #[schemars(regex(pattern = r"^https?://[^\s/]+(/.*)?$"))]
+    pub endpoint: String,
+
+    /// Bucket that receives the recordings. It must exist; the operator never
+    /// creates or deletes buckets.
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$"))]
+    pub bucket: String,
+
+    /// Key prefix of this policy's recordings, ending in `/`. Defaults to
+    /// `<namespace>/<policy name>/`. The lifecycle rule that enforces
+    /// retention filters on this prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([A-Za-z0-9!\-_.*'()]+/)+$"))]
+    pub prefix: Option<String>,
+
+    /// Region name the store signs requests for, e.g. `eu-west-1` or
+    /// `garage`. Defaults to `us-east-1`.
+    #[serde(default = "default_region")]
+    #[schemars(length(min = 1, max = 64))]
+    pub region: String,
+
+    /// Address buckets as `endpoint/bucket` (path style, needed by MinIO,
+    /// Garage and Ceph RGW) instead of `bucket.endpoint`. Defaults to true.
+    #[serde(default = "default_true")]
+    pub path_style: bool,
+
+    /// Secret in the policy's namespace holding the access key.
+    pub credentials_secret: SecretKeys,
+}
+
+fn default_region() -> String {
+    "us-east-1".to_owned()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// A Secret in the policy's namespace and the keys in it that hold the
+/// S3 access key id and secret access key.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeys {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key holding the access key id. Defaults to `AWS_ACCESS_KEY_ID`.
+    #[serde(default = "default_access_key_key")]
+    pub access_key_id_key: String,
+    /// Key holding the secret access key. Defaults to `AWS_SECRET_ACCESS_KEY`.
+    #[serde(default = "default_secret_key_key")]
+    pub secret_access_key_key: String,
+}
+
+fn default_access_key_key() -> String {
+    "AWS_ACCESS_KEY_ID".to_owned()
+}
+
+fn default_secret_key_key() -> String {
+    "AWS_SECRET_ACCESS_KEY".to_owned()
+}
+
+/// How the recorder pods of this policy run.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.rtpPorts.min <= self.rtpPorts.max").message("recorder.rtpPorts.min must not be greater than recorder.rtpPorts.max").field_path(".rtpPorts"))]
+#[x_kube(validation = Rule::new("self.rtpPorts.min > self.rtpPorts.max || self.rtpPorts.max - self.rtpPorts.min >= 3").message("recorder.rtpPorts must hold at least 4 ports: each recorded media stream uses an RTP/RTCP pair per side").field_path(".rtpPorts"))]
+pub struct RecorderSpec {
+    /// Number of recorder pods. Calls are spread over them by the SIP
+    /// Service; each call stays on the pod that took it. Defaults to 1.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 1, max = 100))]
+    pub replicas: i32,
+
+    /// The SIP listener.
+    #[serde(default)]
+    pub sip: SipListener,
+
+    /// The SIP peers the recorder accepts requests from and where each
+    /// peer's requests are forwarded (e.g. PBX → trunk, trunk → PBX). A
+    /// request from a source that matches no peer is refused with `403`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub peers: Vec<SipPeer>,
+
+    /// UDP port range for RTP and RTCP relaying. Each recorded media stream
+    /// takes two pairs (one per side). Defaults to 30000-30999.
+    #[serde(default)]
+    pub rtp_ports: PortRange,
+
+    /// Pod network (default) or host network for PBXes outside the cluster.
+    #[serde(default)]
+    pub network: NetworkSpec,
+
+    /// CPU and memory for each recorder pod. Encoding a recorded call to MP3
+    /// costs about 2.5 ms of CPU per second of call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// What a recording contains while an `OnDemand` user has paused it:
+    /// `Skip` leaves the paused time out of the file, `Silence` keeps it as
+    /// silence so the file's timeline matches the call. Defaults to `Skip`.
+    #[serde(default)]
+    pub pause_behaviour: PauseBehaviour,
+
+    /// `Stereo` puts the caller on the left channel and the callee on the
+    /// right; `Mono` mixes both. Defaults to `Stereo`.
+    #[serde(default)]
+    pub channels: ChannelLayout,
+
+    /// Constant MP3 bitrate in kbit/s. Defaults to 32 (stereo 8 kHz speech).
+    #[serde(default = "default_bitrate")]
+    #[schemars(range(min = 8, max = 128))]
+    pub mp3_bitrate_kbps: i32,
+}
+
+impl Default for RecorderSpec {
+    fn default() -> Self {
+        Self {
+            replicas: default_replicas(),
+            sip: SipListener::default(),
+            peers: Vec::new(),
+            rtp_ports: PortRange::default(),
+            network: NetworkSpec::default(),
+            resources: None,
+            pause_behaviour: PauseBehaviour::default(),
+            channels: ChannelLayout::default(),
+            mp3_bitrate_kbps: default_bitrate(),
+        }
+    }
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+
+fn default_bitrate() -> i32 {
+    32
+}
+
+/// The recorder's SIP listener.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SipListener {
+    /// Port for SIP on every listed transport. Defaults to 5060.
+    #[serde(default = "default_sip_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    /// Transports to listen on. Defaults to both `UDP` and `TCP`.
+    #[serde(default = "default_transports")]
+    #[schemars(length(min = 1, max = 2))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub transports: Vec<SipTransport>,
+}
+
+impl Default for SipListener {
+    fn default() -> Self {
+        Self {
+            port: default_sip_port(),
+            transports: default_transports(),
+        }
+    }
+}
+
+fn default_sip_port() -> i32 {
+    5060
+}
+
+fn default_transports() -> Vec<SipTransport> {
+    vec![SipTransport::UDP, SipTransport::TCP]
+}
+
+/// A SIP transport.
+#[allow(clippy::upper_case_acronyms)] // the names are the SIP transport tokens
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SipTransport {
+    /// SIP over UDP.
+    UDP,
+    /// SIP over TCP.
+    TCP,
+}
+
+/// A SIP peer: where its requests come from and where they are sent on.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SipPeer {
+    /// Name of the peer, e.g. `pbx` or `trunk`. Unique within the policy.
+    #[schemars(regex(pattern = r"^[a-z0-9]([a-z0-9\-]{0,61}[a-z0-9])?$"))]
+    pub name: String,
+    /// Source networks of this peer in CIDR notation, e.g. `10.0.4.0/24` or
+    /// `192.0.2.10/32`. A request whose source address is in one of them
+    /// belongs to this peer.
+    #[schemars(length(min = 1, max = 32))]
+    #[x_kube(validation = Rule::new("self.all(c, isCIDR(c))").message("peers[].sources must be CIDRs such as 10.0.4.0/24 or 192.0.2.10/32"))]
+    pub sources: Vec<String>,
+    /// Where this peer's new requests are forwarded: `host:port` of the
+    /// next hop, e.g. `trunk.example.net:5060` or `10.0.5.2:5060`.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9.\-]+:[0-9]{1,5}$"))]
+    pub next_hop: String,
+    /// Transport towards the next hop. Defaults to `UDP`.
+    #[serde(default = "default_transport")]
+    pub next_hop_transport: SipTransport,
+}
+
+fn default_transport() -> SipTransport {
+    SipTransport::UDP
+}
+
+/// An inclusive UDP port range.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PortRange {
+    /// First port of the range. Defaults to 30000.
+    #[serde(default = "default_rtp_min")]
+    #[schemars(range(min = 1024, max = 65535))]
+    pub min: i32,
+    /// Last port of the range. Defaults to 30999.
+    #[serde(default = "default_rtp_max")]
+    #[schemars(range(min = 1024, max = 65535))]
+    pub max: i32,
+}
+
+impl Default for PortRange {
+    fn default() -> Self {
+        Self {
+            min: default_rtp_min(),
+            max: default_rtp_max(),
+        }
+    }
+}
+
+fn default_rtp_min() -> i32 {
+    30000
+}
+
+fn default_rtp_max() -> i32 {
+    30999
+}
+
+/// How the recorder pods attach to the network.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkSpec {
+    /// `Pod` uses the pod network behind a Service (PBX inside the cluster);
+    /// `Host` uses the node's network so PBXes outside the cluster reach the
+    /// recorder's RTP ports directly. Defaults to `Pod`.
+    #[serde(default)]
+    pub mode: NetworkMode,
+    /// Address written into SDP and Record-Route so peers send media and
+    /// in-dialog requests to the recorder. Defaults to the pod IP (`Pod`) or
+    /// the node IP (`Host`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("isIP(self)").message("network.advertisedAddress must be an IP address"))]
+    pub advertised_address: Option<String>,
+}
+
+/// Network attachment of recorder pods.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NetworkMode {
+    /// The pod network.
+    #[default]
+    Pod,
+    /// The node's network (hostNetwork).
+    Host,
+}
+
+/// What a recording holds while it is paused.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PauseBehaviour {
+    /// Leave paused time out of the file.
+    #[default]
+    Skip,
+    /// Keep paused time as silence.
+    Silence,
+}
+
+/// Channel layout of the MP3.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ChannelLayout {
+    /// Left = caller, right = callee.
+    #[default]
+    Stereo,
+    /// Both parties mixed into one channel.
+    Mono,
+}
+
+/// What the operator last did with the policy.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordingPolicyStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `RecorderAvailable`, `StorageReady` and `RetentionEnforced`,
+    /// each with a reason and a message saying what to fix.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// Address PBXes and trunks send SIP to (`host:port`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_address: Option<String>,
+    /// Recorder pods ready to take calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
+    /// Retention the storage lifecycle rule enforces now, in days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective_retention_days: Option<i32>,
+    /// When the effective retention last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_effective_since: Option<Time>,
+    /// Users in the policy per effective mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users: Option<UserCounts>,
+}
+
+/// Users in a policy per effective mode.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct UserCounts {
+    /// All users listed.
+    pub total: i32,
+    /// Users recorded on every call.
+    pub always: i32,
+    /// Users who toggle recording with their shortcode.
+    pub on_demand: i32,
+    /// Users never recorded.
+    pub never: i32,
+}
+
+impl RecordingPolicySpec {
+    /// The mode that applies to `user`: their own, or the policy default.
+    pub fn effective_mode(&self, user: &PolicyUser) -> RecordingMode {
+        user.mode.unwrap_or(self.default_mode)
+    }
+
+    /// The shortcode that applies to `user`: their own, or the policy default.
+    pub fn effective_shortcode<'a>(&'a self, user: &'a PolicyUser) -> Option<&'a str> {
+        user.shortcode
+            .as_deref()
+            .or(self.default_shortcode.as_deref())
+    }
+
+    /// Users per effective mode, as reported in the status.
+    pub fn user_counts(&self) -> UserCounts {
+        let mut counts = UserCounts {
+            total: self.users.len() as i32,
+            ..UserCounts::default()
+        };
+        for user in &self.users {
+            match self.effective_mode(user) {
+                RecordingMode::Always => counts.always += 1,
+                RecordingMode::OnDemand => counts.on_demand += 1,
+                RecordingMode::Never => counts.never += 1,
+            }
+        }
+        counts
+    }
+}
