@@ -1,1 +1,10 @@
+//! The sans-IO core of the Earshot recorder: SIP proxy, SDP rewrite, RTP
+//! relay, DTMF detection and recording decisions. It owns no socket and
+//! reads no clock: the shell feeds it bytes and `Instant`s and carries out
+//! what it returns (datagrams to send, timers, events).
+#![forbid(unsafe_code)]
 
+pub mod dtmf;
+pub mod g711;
+pub mod sdp;
+pub mod sip;

@@ -1,0 +1,561 @@
+//! SIP messages as the proxy needs them: the start line kept as received (so
+//! methods and reason phrases it does not know pass through unchanged),
+//! headers as `rsip` headers in their original order, and the body.
+//!
+//! Parsing never panics and bounds everything it accepts; compact header
+//! names are expanded and comma-separated Via/Route/Record-Route values are
+//! split into one header each (RFC 3261 §7.3.1 makes both forms equivalent).
+
+use rsip::Header;
+use rsip::headers::{RecordRoute, UntypedHeader, Via};
+
+/// Largest SIP message accepted, over UDP or TCP.
+pub const MAX_MESSAGE: usize = 64 * 1024;
+/// Most headers a message may carry.
+pub const MAX_HEADERS: usize = 256;
+
+/// Why bytes are not a SIP message the proxy can handle.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// Larger than [`MAX_MESSAGE`].
+    #[error("message larger than {MAX_MESSAGE} bytes")]
+    TooLarge,
+    /// No blank line ends the headers.
+    #[error("message has no end of headers")]
+    Truncated,
+    /// The first line is neither a request nor a status line.
+    #[error("bad start line")]
+    StartLine,
+    /// A header line that does not parse.
+    #[error("bad header line {0}")]
+    Header(usize),
+    /// More than [`MAX_HEADERS`] headers.
+    #[error("more than {MAX_HEADERS} headers")]
+    TooManyHeaders,
+    /// Content-Length is not a number or exceeds the bytes received.
+    #[error("bad Content-Length")]
+    ContentLength,
+    /// A header every request and response needs is missing.
+    #[error("missing {0} header")]
+    Missing(&'static str),
+    /// The Request-URI does not parse.
+    #[error("bad Request-URI")]
+    RequestUri,
+}
+
+/// The first line of a SIP message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartLine {
+    /// `METHOD Request-URI SIP/2.0`
+    Request {
+        /// The method token, as received (`INVITE`, `PUBLISH`, `FOO`, ...).
+        method: String,
+        /// The Request-URI as received; forwarded byte for byte.
+        uri: String,
+    },
+    /// `SIP/2.0 code reason`
+    Response {
+        /// The status code.
+        code: u16,
+        /// The reason phrase as received.
+        reason: String,
+    },
+}
+
+/// A parsed SIP message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Request or status line.
+    pub start: StartLine,
+    /// Headers in order, one value each for Via, Route and Record-Route.
+    pub headers: Vec<Header>,
+    /// The body (SDP, DTMF INFO, ...), exactly Content-Length bytes.
+    pub body: Vec<u8>,
+}
+
+/// Finds the end of one message at the start of a TCP stream buffer: `Ok(Some(len))`
+/// when a whole message is there, `Ok(None)` when more bytes are needed.
+pub fn frame_stream(buf: &[u8]) -> Result<Option<usize>, ParseError> {
+    // RFC 3261 §7.5: CRLFs before a message (keep-alives) are skipped by the caller.
+    let Some(head_end) = find(buf, b"\r\n\r\n") else {
+        return if buf.len() > MAX_MESSAGE { Err(ParseError::TooLarge) } else { Ok(None) };
+    };
+    let head = &buf[..head_end];
+    let length = content_length(head)?.ok_or(ParseError::Missing("Content-Length"))?;
+    let total = head_end + 4 + length;
+    if total > MAX_MESSAGE {
+        return Err(ParseError::TooLarge);
+    }
+    Ok((buf.len() >= total).then_some(total))
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The Content-Length of a header block, if it has one.
+fn content_length(head: &[u8]) -> Result<Option<usize>, ParseError> {
+    for line in head.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
+        let name = trim(&line[..colon]);
+        if name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l") {
+            let value = std::str::from_utf8(trim(&line[colon + 1..])).map_err(|_| ParseError::ContentLength)?;
+            return value.parse::<usize>().map(Some).map_err(|_| ParseError::ContentLength);
+        }
+    }
+    Ok(None)
+}
+
+fn trim(b: &[u8]) -> &[u8] {
+    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
+    let end = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    &b[start..end]
+}
+
+/// Compact forms (RFC 3261 §7.3.3 and extensions) and their full names.
+const COMPACT: &[(&str, &str)] = &[
+    ("i", "Call-ID"),
+    ("m", "Contact"),
+    ("e", "Content-Encoding"),
+    ("l", "Content-Length"),
+    ("c", "Content-Type"),
+    ("f", "From"),
+    ("s", "Subject"),
+    ("k", "Supported"),
+    ("t", "To"),
+    ("v", "Via"),
+    ("o", "Event"),
+    ("r", "Refer-To"),
+    ("b", "Referred-By"),
+    ("u", "Allow-Events"),
+];
+
+/// Splits a header value at commas outside quotes and angle brackets.
+fn split_commas(value: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut depth, mut quoted, mut start) = (0i32, false, 0);
+    for (i, c) in value.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            '<' if !quoted => depth += 1,
+            '>' if !quoted => depth -= 1,
+            ',' if !quoted && depth == 0 => {
+                parts.push(value[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(value[start..].trim());
+    parts.into_iter().filter(|p| !p.is_empty()).collect()
+}
+
+impl Message {
+    /// Parses one complete message (a UDP datagram or a framed TCP message).
+    pub fn parse(data: &[u8]) -> Result<Message, ParseError> {
+        if data.len() > MAX_MESSAGE {
+            return Err(ParseError::TooLarge);
+        }
+        let head_end = find(data, b"\r\n\r\n").ok_or(ParseError::Truncated)?;
+        let head = std::str::from_utf8(&data[..head_end]).map_err(|_| ParseError::StartLine)?;
+        let mut lines = head.split("\r\n");
+        let start = parse_start(lines.next().unwrap_or(""))?;
+
+        let mut raw: Vec<String> = Vec::new();
+        for line in lines {
+            if line.starts_with([' ', '\t']) {
+                // Folded continuation line (RFC 3261 §7.3.1).
+                let last = raw.last_mut().ok_or(ParseError::Header(1))?;
+                last.push(' ');
+                last.push_str(line.trim());
+            } else {
+                raw.push(line.to_owned());
+            }
+        }
+        if raw.len() > MAX_HEADERS {
+            return Err(ParseError::TooManyHeaders);
+        }
+        let mut headers = Vec::with_capacity(raw.len());
+        for (i, line) in raw.iter().enumerate() {
+            let (name, value) = line.split_once(':').ok_or(ParseError::Header(i + 2))?;
+            let name = name.trim();
+            if name.is_empty() || !name.bytes().all(is_token) {
+                return Err(ParseError::Header(i + 2));
+            }
+            let name = COMPACT
+                .iter()
+                .find(|(c, _)| c.eq_ignore_ascii_case(name))
+                .map_or(name, |(_, full)| full);
+            let value = value.trim();
+            let splittable = ["via", "route", "record-route"].iter().any(|n| n.eq_ignore_ascii_case(name));
+            let values = if splittable { split_commas(value) } else { vec![value] };
+            for value in values {
+                headers.push(make_header(name, value).ok_or(ParseError::Header(i + 2))?);
+            }
+        }
+        if headers.len() > MAX_HEADERS {
+            return Err(ParseError::TooManyHeaders);
+        }
+
+        let body_start = head_end + 4;
+        let available = data.len() - body_start;
+        let message_head = &data[..head_end];
+        let length = content_length(message_head)?.unwrap_or(available);
+        if length > available {
+            return Err(ParseError::ContentLength);
+        }
+        let msg = Message {
+            start,
+            headers,
+            body: data[body_start..body_start + length].to_vec(),
+        };
+        for (name, present) in [
+            ("Via", msg.top_via().is_some()),
+            ("Call-ID", msg.call_id().is_some()),
+            ("CSeq", msg.cseq().is_some()),
+            ("From", msg.header("From").is_some()),
+            ("To", msg.header("To").is_some()),
+        ] {
+            if !present {
+                return Err(ParseError::Missing(name));
+            }
+        }
+        if let StartLine::Request { uri, .. } = &msg.start {
+            rsip::Uri::try_from(uri.as_str()).map_err(|_| ParseError::RequestUri)?;
+        }
+        Ok(msg)
+    }
+
+    /// The message as bytes, with a Content-Length that matches the body.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = String::with_capacity(512 + self.body.len());
+        match &self.start {
+            StartLine::Request { method, uri } => {
+                out.push_str(method);
+                out.push(' ');
+                out.push_str(uri);
+                out.push_str(" SIP/2.0\r\n");
+            }
+            StartLine::Response { code, reason } => {
+                out.push_str(&format!("SIP/2.0 {code} {reason}\r\n"));
+            }
+        }
+        for h in &self.headers {
+            if matches!(h, Header::ContentLength(_)) {
+                continue;
+            }
+            out.push_str(&h.to_string());
+            out.push_str("\r\n");
+        }
+        out.push_str(&format!("Content-Length: {}\r\n\r\n", self.body.len()));
+        let mut bytes = out.into_bytes();
+        bytes.extend_from_slice(&self.body);
+        bytes
+    }
+
+    /// The method of a request, or `None` for a response.
+    pub fn method(&self) -> Option<&str> {
+        match &self.start {
+            StartLine::Request { method, .. } => Some(method),
+            StartLine::Response { .. } => None,
+        }
+    }
+
+    /// The status code of a response, or `None` for a request.
+    pub fn code(&self) -> Option<u16> {
+        match &self.start {
+            StartLine::Response { code, .. } => Some(*code),
+            StartLine::Request { .. } => None,
+        }
+    }
+
+    /// The Request-URI, parsed.
+    pub fn request_uri(&self) -> Option<rsip::Uri> {
+        match &self.start {
+            StartLine::Request { uri, .. } => rsip::Uri::try_from(uri.as_str()).ok(),
+            StartLine::Response { .. } => None,
+        }
+    }
+
+    /// First value of a header by (full, case-insensitive) name.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.iter().find_map(|h| header_value(h, name))
+    }
+
+    /// Every value of a header by name, in order.
+    pub fn headers_named(&self, name: &str) -> Vec<String> {
+        self.headers.iter().filter_map(|h| header_value(h, name)).collect()
+    }
+
+    /// The top Via value.
+    pub fn top_via(&self) -> Option<&str> {
+        self.headers.iter().find_map(|h| match h {
+            Header::Via(v) => Some(v.value()),
+            _ => None,
+        })
+    }
+
+    /// The branch parameter of the top Via.
+    pub fn branch(&self) -> Option<String> {
+        self.top_via().and_then(|v| param(v, "branch"))
+    }
+
+    /// The Call-ID.
+    pub fn call_id(&self) -> Option<String> {
+        self.headers.iter().find_map(|h| match h {
+            Header::CallId(v) => Some(v.value().to_owned()),
+            _ => None,
+        })
+    }
+
+    /// CSeq number and method.
+    pub fn cseq(&self) -> Option<(u32, String)> {
+        let value = self.header("CSeq")?;
+        let mut parts = value.split_whitespace();
+        let num = parts.next()?.parse().ok()?;
+        let method = parts.next()?.to_owned();
+        Some((num, method))
+    }
+
+    /// The tag parameter of From.
+    pub fn from_tag(&self) -> Option<String> {
+        self.header("From").and_then(|v| name_addr_param(&v, "tag"))
+    }
+
+    /// The tag parameter of To.
+    pub fn to_tag(&self) -> Option<String> {
+        self.header("To").and_then(|v| name_addr_param(&v, "tag"))
+    }
+
+    /// Content-Type without parameters, lower case.
+    pub fn content_type(&self) -> Option<String> {
+        self.header("Content-Type")
+            .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+    }
+
+    /// Removes the top Via and returns it.
+    pub fn pop_via(&mut self) -> Option<String> {
+        let i = self.headers.iter().position(|h| matches!(h, Header::Via(_)))?;
+        match self.headers.remove(i) {
+            Header::Via(v) => Some(v.value().to_owned()),
+            _ => None,
+        }
+    }
+
+    /// Adds a Via on top of all others.
+    pub fn push_via(&mut self, value: String) {
+        let i = self.headers.iter().position(|h| matches!(h, Header::Via(_))).unwrap_or(0);
+        self.headers.insert(i, Header::Via(Via::new(value)));
+    }
+
+    /// Adds a Record-Route on top of all others.
+    pub fn push_record_route(&mut self, value: String) {
+        let i = self
+            .headers
+            .iter()
+            .position(|h| matches!(h, Header::RecordRoute(_)))
+            .or_else(|| self.headers.iter().position(|h| matches!(h, Header::Via(_))).map(|i| i + 1))
+            .unwrap_or(0);
+        let i = if matches!(self.headers.get(i), Some(Header::RecordRoute(_))) {
+            i
+        } else {
+            // After the last Via, so the message still reads in the usual order.
+            self.headers.iter().rposition(|h| matches!(h, Header::Via(_))).map_or(0, |i| i + 1)
+        };
+        self.headers.insert(i, Header::RecordRoute(RecordRoute::new(value)));
+    }
+
+    /// The Route values in order.
+    pub fn routes(&self) -> Vec<String> {
+        self.headers
+            .iter()
+            .filter_map(|h| match h {
+                Header::Route(r) => Some(r.value().to_owned()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Removes the first Route header.
+    pub fn pop_route(&mut self) {
+        if let Some(i) = self.headers.iter().position(|h| matches!(h, Header::Route(_))) {
+            self.headers.remove(i);
+        }
+    }
+
+    /// Replaces the value of a header (first occurrence), or appends it.
+    pub fn set_header(&mut self, name: &str, value: String) {
+        let new = make_header(name, &value);
+        let Some(new) = new else { return };
+        match self.headers.iter().position(|h| header_value(h, name).is_some()) {
+            Some(i) => self.headers[i] = new,
+            None => self.headers.push(new),
+        }
+    }
+
+    /// Removes every header of that name.
+    pub fn remove_header(&mut self, name: &str) {
+        self.headers.retain(|h| header_value(h, name).is_none());
+    }
+}
+
+fn is_token(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
+}
+
+fn parse_start(line: &str) -> Result<StartLine, ParseError> {
+    if let Some(rest) = line.strip_prefix("SIP/2.0 ") {
+        let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
+        let code: u16 = code.parse().map_err(|_| ParseError::StartLine)?;
+        if !(100..700).contains(&code) {
+            return Err(ParseError::StartLine);
+        }
+        return Ok(StartLine::Response {
+            code,
+            reason: reason.to_owned(),
+        });
+    }
+    let mut parts = line.split(' ');
+    let (Some(method), Some(uri), Some("SIP/2.0"), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(ParseError::StartLine);
+    };
+    if method.is_empty() || !method.bytes().all(is_token) || uri.is_empty() {
+        return Err(ParseError::StartLine);
+    }
+    Ok(StartLine::Request {
+        method: method.to_owned(),
+        uri: uri.to_owned(),
+    })
+}
+
+/// Builds an `rsip` header from a name and value, typed where rsip knows the name.
+fn make_header(name: &str, value: &str) -> Option<Header> {
+    let line = format!("{name}: {value}");
+    let (_, tokenizer) = rsip::headers::header::Tokenizer::tokenize(line.as_bytes()).ok()?;
+    tokenizer.try_into().ok()
+}
+
+/// The value of `h` if its name is `name`.
+fn header_value(h: &Header, name: &str) -> Option<String> {
+    let text = h.to_string();
+    let (n, v) = text.split_once(':')?;
+    n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+}
+
+/// A `;name=value` parameter of a header value such as a Via.
+pub fn param(value: &str, name: &str) -> Option<String> {
+    value.split(';').skip(1).find_map(|p| {
+        let (n, v) = p.split_once('=').unwrap_or((p, ""));
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+    })
+}
+
+/// A header parameter of a name-addr (`"Name" <sip:..;uri-param>;tag=x`), outside the brackets.
+pub fn name_addr_param(value: &str, name: &str) -> Option<String> {
+    let after = match value.rfind('>') {
+        Some(i) => &value[i + 1..],
+        None => value,
+    };
+    param(after, name)
+}
+
+/// The URI inside a name-addr or addr-spec header value.
+pub fn name_addr_uri(value: &str) -> Option<rsip::Uri> {
+    let uri = match (value.find('<'), value.rfind('>')) {
+        (Some(a), Some(b)) if a < b => &value[a + 1..b],
+        _ => value.split(';').next().unwrap_or(value).trim(),
+    };
+    rsip::Uri::try_from(uri).ok()
+}
+
+/// The display name of a name-addr, without quotes.
+pub fn name_addr_display(value: &str) -> Option<String> {
+    let i = value.find('<')?;
+    let name = value[..i].trim().trim_matches('"').trim();
+    (!name.is_empty()).then(|| name.to_owned())
+}
+
+/// The user part of the URI in a name-addr, e.g. `008` for `<sip:008@pbx>`.
+pub fn name_addr_user(value: &str) -> Option<String> {
+    name_addr_uri(value).and_then(|u| u.user().map(str::to_owned))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INVITE: &str = "INVITE sip:012@10.0.0.2 SIP/2.0\r\n\
+        v: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1, SIP/2.0/UDP 10.0.0.9;branch=z9hG4bK0\r\n\
+        f: \"Ralf\" <sip:008@pbx>;tag=a\r\n\
+        t: <sip:012@pbx>\r\n\
+        i: abc@10.0.0.1\r\n\
+        CSeq: 1 INVITE\r\n\
+        Max-Forwards: 70\r\n\
+        X-Custom: kept, as is\r\n\
+        c: application/sdp\r\n\
+        l: 5\r\n\r\nv=0\r\n";
+
+    #[test]
+    fn parses_compact_forms_and_splits_via() {
+        let m = Message::parse(INVITE.as_bytes()).unwrap();
+        assert_eq!(m.method(), Some("INVITE"));
+        assert_eq!(m.headers_named("Via").len(), 2);
+        assert_eq!(m.branch().as_deref(), Some("z9hG4bK1"));
+        assert_eq!(m.call_id().as_deref(), Some("abc@10.0.0.1"));
+        assert_eq!(m.cseq(), Some((1, "INVITE".to_owned())));
+        assert_eq!(m.from_tag().as_deref(), Some("a"));
+        assert_eq!(m.to_tag(), None);
+        assert_eq!(m.body, b"v=0\r\n");
+        assert_eq!(m.header("X-Custom").as_deref(), Some("kept, as is"));
+        assert_eq!(name_addr_user(&m.header("From").unwrap()).as_deref(), Some("008"));
+        assert_eq!(name_addr_display(&m.header("From").unwrap()).as_deref(), Some("Ralf"));
+        assert_eq!(m.content_type().as_deref(), Some("application/sdp"));
+    }
+
+    #[test]
+    fn round_trips_unknown_methods_and_reason_phrases() {
+        let req = "FOO sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bKx\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: c\r\nCSeq: 2 FOO\r\nContent-Length: 0\r\n\r\n";
+        let m = Message::parse(req.as_bytes()).unwrap();
+        assert_eq!(String::from_utf8(m.to_bytes()).unwrap(), req);
+        let resp = "SIP/2.0 487 Request Cancelled Here\r\nVia: SIP/2.0/UDP a;branch=z9hG4bKx\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>;tag=2\r\nCall-ID: c\r\nCSeq: 2 INVITE\r\nContent-Length: 0\r\n\r\n";
+        let m = Message::parse(resp.as_bytes()).unwrap();
+        assert_eq!(m.code(), Some(487));
+        assert_eq!(String::from_utf8(m.to_bytes()).unwrap(), resp);
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_handle() {
+        assert_eq!(Message::parse(b"garbage"), Err(ParseError::Truncated));
+        assert_eq!(Message::parse(b"HELLO\r\n\r\n"), Err(ParseError::StartLine));
+        let no_callid = "OPTIONS sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bKx\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCSeq: 1 OPTIONS\r\n\r\n";
+        assert_eq!(Message::parse(no_callid.as_bytes()), Err(ParseError::Missing("Call-ID")));
+        let lying = INVITE.replace("l: 5", "l: 400");
+        assert_eq!(Message::parse(lying.as_bytes()), Err(ParseError::ContentLength));
+        let big = format!("{}X-Big: {}\r\n\r\n", &INVITE[..INVITE.find("l: 5").unwrap()], "a".repeat(MAX_MESSAGE));
+        assert_eq!(Message::parse(big.as_bytes()), Err(ParseError::TooLarge));
+    }
+
+    #[test]
+    fn frames_tcp_streams() {
+        let two = format!("{INVITE}{INVITE}");
+        let first = frame_stream(two.as_bytes()).unwrap().unwrap();
+        assert_eq!(first, INVITE.len());
+        assert_eq!(frame_stream(&two.as_bytes()[..10]).unwrap(), None);
+        assert_eq!(frame_stream(&INVITE.as_bytes()[..INVITE.len() - 2]).unwrap(), None);
+    }
+
+    #[test]
+    fn via_and_route_manipulation() {
+        let mut m = Message::parse(INVITE.as_bytes()).unwrap();
+        m.push_via("SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bKme".into());
+        assert_eq!(m.branch().as_deref(), Some("z9hG4bKme"));
+        m.push_record_route("<sip:10.9.9.9:5060;lr>".into());
+        assert_eq!(m.headers_named("Record-Route"), ["<sip:10.9.9.9:5060;lr>"]);
+        assert_eq!(m.pop_via().as_deref(), Some("SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bKme"));
+        let again = Message::parse(&m.to_bytes()).unwrap();
+        assert_eq!(again.headers_named("Via").len(), 2);
+        assert_eq!(again.headers_named("Record-Route").len(), 1);
+    }
+}

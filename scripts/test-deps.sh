@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what Earshot's tests need, skipping whatever is already there.
+# Idempotent and safe to run on every `make test`; versions are pinned so a
+# run today and a run next month test against the same peers.
+#
+#   SIPp 3.6.1 (Debian sip-tester)  SIP caller and callee with RTP from pcap
+#   ffmpeg (Debian)                 decodes the MP3s back for assertions
+#   tcpdump (Debian)                captures RTP on loopback in end-to-end tests
+set -euo pipefail
+
+SIPP_VERSION="3.6.1"
+need_apt=()
+
+have_sipp() { command -v sipp >/dev/null && sipp -v 2>&1 | grep -q "v${SIPP_VERSION}"; }
+have_sipp || need_apt+=(sip-tester)
+command -v ffmpeg >/dev/null || need_apt+=(ffmpeg)
+
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "test-deps: installing ${need_apt[*]} from Debian"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+have_sipp || { echo "test-deps: SIPp ${SIPP_VERSION} is required, found: $(sipp -v 2>&1 | grep -o 'v[0-9.]*' | head -1)" >&2; exit 1; }
+echo "test-deps: sipp $(sipp -v 2>&1 | grep -o 'v[0-9.]*' | head -1), $(ffmpeg -version | head -1 | cut -d' ' -f1-3)"
