@@ -1,0 +1,207 @@
+//! What the core tells the shell: calls starting, being answered and ending,
+//! recording switching on and off with the reason, DTMF digits, and the
+//! audio of recorded calls with its RTP timing.
+
+use std::time::Instant;
+
+use crate::config::Mode;
+use crate::dtmf::DtmfMethod;
+
+/// A party of the call, seen from the recorder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The party that sent the initial INVITE.
+    Caller,
+    /// The party it was sent to.
+    Callee,
+}
+
+impl Side {
+    /// The other party.
+    pub fn other(self) -> Side {
+        match self {
+            Side::Caller => Side::Callee,
+            Side::Callee => Side::Caller,
+        }
+    }
+
+    /// 0 for the caller, 1 for the callee.
+    pub fn index(self) -> usize {
+        match self {
+            Side::Caller => 0,
+            Side::Callee => 1,
+        }
+    }
+
+    /// Lower-case name for events and labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Caller => "caller",
+            Side::Callee => "callee",
+        }
+    }
+}
+
+/// A call's identity in events: a number for this process and a stable hash
+/// of the SIP Call-ID that names its recording.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CallRef {
+    /// Unique within this process.
+    pub id: u64,
+    /// 16 hex digits derived from the Call-ID (FNV-1a).
+    pub hash: String,
+}
+
+/// A number on the call.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Party {
+    /// The user part of the identifying URI (`008`).
+    pub number: Option<String>,
+    /// The display name, if the message carried one.
+    pub display_name: Option<String>,
+}
+
+/// A policy user involved in a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvolvedUser {
+    /// Their extension.
+    pub extension: String,
+    /// Display name from the policy.
+    pub display_name: Option<String>,
+    /// Their effective mode.
+    pub mode: Mode,
+    /// Which side of the call they are on.
+    pub side: Side,
+}
+
+/// Why recording changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordingReason {
+    /// The call was answered with an `Always` user on it.
+    Answered {
+        /// The `Always` user.
+        extension: String,
+    },
+    /// An `OnDemand` user keyed their shortcode.
+    Shortcode {
+        /// Who keyed it.
+        extension: String,
+        /// Their state after the toggle.
+        on: bool,
+    },
+    /// The call ended.
+    CallEnded,
+}
+
+/// Why a call ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndReason {
+    /// A BYE from one side.
+    Bye(Side),
+    /// CANCEL before answer.
+    Cancelled,
+    /// A final failure response to the INVITE.
+    Rejected(u16),
+    /// No final response, or no activity for the idle timeout.
+    Timeout,
+}
+
+impl EndReason {
+    /// Metric label for `earshot_calls_total{result}`.
+    pub fn result_label(&self, answered: bool) -> &'static str {
+        match (self, answered) {
+            (_, true) => "answered",
+            (EndReason::Cancelled, false) => "cancelled",
+            (EndReason::Rejected(_), false) => "rejected",
+            (EndReason::Timeout, false) => "timeout",
+            (EndReason::Bye(_), false) => "cancelled",
+        }
+    }
+}
+
+/// Something that happened to a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// An initial INVITE was accepted and forwarded.
+    CallStarted {
+        /// The call.
+        call: CallRef,
+        /// When.
+        at: Instant,
+        /// Who calls.
+        caller: Party,
+        /// Who is called.
+        callee: Party,
+        /// Policy users on the call (empty: the call is never recorded).
+        users: Vec<InvolvedUser>,
+    },
+    /// The first 2xx to the initial INVITE.
+    CallAnswered {
+        /// The call.
+        call: CallRef,
+        /// When.
+        at: Instant,
+    },
+    /// Recording started or stopped.
+    Recording {
+        /// The call.
+        call: CallRef,
+        /// When.
+        at: Instant,
+        /// True when recording from now on.
+        on: bool,
+        /// Why.
+        reason: RecordingReason,
+    },
+    /// A DTMF digit from one side.
+    Dtmf {
+        /// The call.
+        call: CallRef,
+        /// When.
+        at: Instant,
+        /// Who keyed it.
+        side: Side,
+        /// `0`-`9`, `*`, `#`, `A`-`D`.
+        digit: char,
+        /// How it arrived.
+        method: DtmfMethod,
+    },
+    /// One RTP audio packet of a recorded call.
+    Media(MediaFrame),
+    /// The call is over.
+    CallEnded {
+        /// The call.
+        call: CallRef,
+        /// When.
+        at: Instant,
+        /// Why.
+        reason: EndReason,
+        /// Whether it had been answered.
+        answered: bool,
+    },
+}
+
+/// Audio of a recorded call, as received from one side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaFrame {
+    /// The call.
+    pub call: CallRef,
+    /// When it arrived.
+    pub at: Instant,
+    /// Who sent it.
+    pub side: Side,
+    /// Media stream index (m= line).
+    pub stream: u8,
+    /// RTP SSRC.
+    pub ssrc: u32,
+    /// RTP sequence number.
+    pub seq: u16,
+    /// RTP timestamp.
+    pub timestamp: u32,
+    /// RTP payload type.
+    pub payload_type: u8,
+    /// Codec name from SDP (`PCMU`, `PCMA`, ...), when known.
+    pub codec: Option<String>,
+    /// The RTP payload.
+    pub payload: Vec<u8>,
+}
