@@ -24,6 +24,8 @@ pub const MAX_USERS: usize = 1000;
 /// which mode, the DTMF shortcode that toggles on-demand recording, how many
 /// days recordings are kept and where they are stored. The namespace is the
 /// tenant. The operator runs recorder pods for each policy.
+// Each printcolumn(...) repeats `type_ = ...`; clippy reads them as one attribute list.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "earshot.io",
@@ -64,7 +66,11 @@ pub const MAX_USERS: usize = 1000;
         json_path = ".status.users.onDemand",
         description = "Users who toggle recording with their shortcode"
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = Rule::new(
     "!has(self.users) || self.users.all(u, (has(u.mode) ? u.mode : self.defaultMode) != 'OnDemand' || has(u.shortcode) || has(self.defaultShortcode))"

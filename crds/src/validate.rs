@@ -124,10 +124,11 @@ impl PolicyValidator {
             crd: name.clone(),
             message: e.to_string(),
         })?;
-        let validator = jsonschema::draft4::new(&schema).map_err(|e| SchemaError::InvalidSchema {
-            crd: name.clone(),
-            message: e.to_string(),
-        })?;
+        let validator =
+            jsonschema::draft4::new(&schema).map_err(|e| SchemaError::InvalidSchema {
+                crd: name.clone(),
+                message: e.to_string(),
+            })?;
         let rules = kube_cel::compile_schema(&schema);
 
         let compile_errors: Vec<String> = rules
@@ -197,7 +198,10 @@ impl PolicyValidator {
 
     /// Like [`parse`](Self::parse), for a document already in JSON form.
     pub fn check(&self, value: Value) -> Result<RecordingPolicy, PolicyError> {
-        let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+        let api_version = value
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         let kind = value.get("kind").and_then(Value::as_str).unwrap_or("");
         if api_version != self.root.api_version || kind != self.root.kind {
             return Err(PolicyError::WrongKind {
@@ -232,7 +236,11 @@ fn list_type_violations(schema: &Value, value: &Value, path: String, out: &mut V
             if let Some(props) = schema.get("properties").and_then(Value::as_object) {
                 for (name, child) in fields {
                     if let Some(child_schema) = props.get(name) {
-                        let child_path = if path.is_empty() { name.clone() } else { format!("{path}.{name}") };
+                        let child_path = if path.is_empty() {
+                            name.clone()
+                        } else {
+                            format!("{path}.{name}")
+                        };
                         list_type_violations(child_schema, child, child_path, out);
                     }
                 }
@@ -302,7 +310,10 @@ mod tests {
 
     #[test]
     fn pointer_paths_read_like_kubectl() {
-        assert_eq!(json_pointer_to_path("/spec/users/3/extension"), "spec.users[3].extension");
+        assert_eq!(
+            json_pointer_to_path("/spec/users/3/extension"),
+            "spec.users[3].extension"
+        );
         assert_eq!(json_pointer_to_path(""), "");
     }
 }

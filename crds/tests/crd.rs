@@ -19,7 +19,8 @@ fn committed_crd_text() -> String {
 }
 
 fn committed_crd() -> CustomResourceDefinition {
-    serde_yaml::from_str(&committed_crd_text()).expect("committed CRD parses as a CustomResourceDefinition")
+    serde_yaml::from_str(&committed_crd_text())
+        .expect("committed CRD parses as a CustomResourceDefinition")
 }
 
 fn committed_validator() -> PolicyValidator {
@@ -28,8 +29,16 @@ fn committed_validator() -> PolicyValidator {
 
 fn schema() -> Value {
     let crd = committed_crd();
-    serde_json::to_value(crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap())
-        .unwrap()
+    serde_json::to_value(
+        crd.spec.versions[0]
+            .schema
+            .as_ref()
+            .unwrap()
+            .open_api_v3_schema
+            .as_ref()
+            .unwrap(),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -44,7 +53,10 @@ fn committed_crd_matches_crdgen() {
 #[test]
 fn crd_names_scope_and_subresources() {
     let crd = committed_crd();
-    assert_eq!(crd.metadata.name.as_deref(), Some("recordingpolicies.earshot.io"));
+    assert_eq!(
+        crd.metadata.name.as_deref(),
+        Some("recordingpolicies.earshot.io")
+    );
     assert_eq!(crd.spec.group, "earshot.io");
     assert_eq!(crd.spec.scope, "Namespaced");
     assert_eq!(crd.spec.names.kind, "RecordingPolicy");
@@ -53,7 +65,14 @@ fn crd_names_scope_and_subresources() {
     let version = &crd.spec.versions[0];
     assert_eq!(version.name, "v1alpha1");
     assert!(version.served && version.storage);
-    assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(), "status subresource");
+    assert!(
+        version
+            .subresources
+            .as_ref()
+            .and_then(|s| s.status.as_ref())
+            .is_some(),
+        "status subresource"
+    );
     let columns: Vec<&str> = version
         .additional_printer_columns
         .as_ref()
@@ -61,7 +80,10 @@ fn crd_names_scope_and_subresources() {
         .iter()
         .map(|c| c.name.as_str())
         .collect();
-    assert_eq!(columns, ["Ready", "Retention", "Users", "Always", "OnDemand", "Age"]);
+    assert_eq!(
+        columns,
+        ["Ready", "Retention", "Users", "Always", "OnDemand", "Age"]
+    );
 }
 
 /// Walks every schema node with its JSON path.
@@ -110,7 +132,10 @@ fn schema_is_structural() {
         );
     });
     assert!(untyped.is_empty(), "properties without a type: {untyped:?}");
-    assert!(forbidden.is_empty(), "non-structural keywords: {forbidden:?}");
+    assert!(
+        forbidden.is_empty(),
+        "non-structural keywords: {forbidden:?}"
+    );
 }
 
 #[test]
@@ -122,12 +147,21 @@ fn defaults_are_valid_against_their_schema() {
             let mut without = node.clone();
             without.as_object_mut().unwrap().remove("default");
             let validator = jsonschema::draft4::new(&without).unwrap();
-            let errors: Vec<String> = validator.iter_errors(default).map(|e| e.to_string()).collect();
-            assert!(errors.is_empty(), "default of {path} is invalid: {errors:?}");
+            let errors: Vec<String> = validator
+                .iter_errors(default)
+                .map(|e| e.to_string())
+                .collect();
+            assert!(
+                errors.is_empty(),
+                "default of {path} is invalid: {errors:?}"
+            );
             checked += 1;
         }
     });
-    assert!(checked >= 10, "expected the schema's defaults to be checked, saw {checked}");
+    assert!(
+        checked >= 10,
+        "expected the schema's defaults to be checked, saw {checked}"
+    );
 }
 
 #[test]
@@ -135,22 +169,37 @@ fn cel_rules_compile_stay_in_scope_and_within_cost_budget() {
     let schema = schema();
     let mut rules = 0;
     walk(&schema, String::new(), &mut |path, node| {
-        let Some(list) = node.get("x-kubernetes-validations").and_then(Value::as_array) else {
+        let Some(list) = node
+            .get("x-kubernetes-validations")
+            .and_then(Value::as_array)
+        else {
             return;
         };
         let compiled = kube_cel::compile_schema(node);
-        assert!(compiled.compilation_errors().is_empty(), "{path}: {:?}", compiled.compilation_errors());
+        assert!(
+            compiled.compilation_errors().is_empty(),
+            "{path}: {:?}",
+            compiled.compilation_errors()
+        );
         for rule in list {
             let text = rule["rule"].as_str().unwrap();
-            assert!(rule.get("message").is_some(), "{path}: rule {text} has no message");
-            let warnings = kube_cel::analyze_rule(text, &compiled, kube_cel::ScopeContext::CrdValidation);
+            assert!(
+                rule.get("message").is_some(),
+                "{path}: rule {text} has no message"
+            );
+            let warnings =
+                kube_cel::analyze_rule(text, &compiled, kube_cel::ScopeContext::CrdValidation);
             // The analyser does not know macro-bound variables (`all(u, ...)`):
             // a scope warning is real only for a name no macro in the rule binds.
             let real: Vec<_> = warnings
                 .iter()
                 .filter(|w| {
                     w.kind != kube_cel::WarningKind::WrongScope
-                        || !w.message.split('\'').nth(1).is_some_and(|var| text.contains(&format!("({var},")))
+                        || !w
+                            .message
+                            .split('\'')
+                            .nth(1)
+                            .is_some_and(|var| text.contains(&format!("({var},")))
                 })
                 .collect();
             assert!(real.is_empty(), "{path}: rule {text}: {real:?}");
@@ -180,7 +229,11 @@ fn samples_are_accepted() {
         let policy = validator
             .parse(&text)
             .unwrap_or_else(|e| panic!("{} is refused: {e}", file.display()));
-        assert!(!policy.spec.users.is_empty(), "{} lists users", file.display());
+        assert!(
+            !policy.spec.users.is_empty(),
+            "{} lists users",
+            file.display()
+        );
     }
 }
 
@@ -189,7 +242,10 @@ fn call_centre_sample_has_200_always_users() {
     let text = std::fs::read_to_string(repo().join("config/samples/call-centre.yaml")).unwrap();
     let policy = committed_validator().parse(&text).unwrap();
     let counts = policy.spec.user_counts();
-    assert_eq!((counts.total, counts.always, counts.on_demand, counts.never), (200, 200, 0, 0));
+    assert_eq!(
+        (counts.total, counts.always, counts.on_demand, counts.never),
+        (200, 200, 0, 0)
+    );
 }
 
 #[test]
@@ -203,45 +259,131 @@ fn small_office_sample_has_the_three_modes_and_defaults_applied() {
     assert_eq!(policy.spec.recorder.rtp_ports.min, 30000);
     assert_eq!(policy.spec.recorder.sip.port, 5060);
     let storage = policy.spec.storage.unwrap();
-    assert_eq!(storage.credentials_secret.access_key_id_key, "AWS_ACCESS_KEY_ID");
+    assert_eq!(
+        storage.credentials_secret.access_key_id_key,
+        "AWS_ACCESS_KEY_ID"
+    );
     assert!(storage.path_style);
 }
 
 /// Each invalid sample, the field the refusal names and words of its message.
 const REFUSALS: &[(&str, ViolationSource, &str, &str)] = &[
-    ("advertised-address-not-ip", ViolationSource::Rule, "advertisedAddress", "must be an IP address"),
-    ("default-ondemand-without-shortcode", ViolationSource::Rule, "users", "needs a shortcode"),
-    ("duplicate-extension", ViolationSource::Schema, "spec.users[1]", "Duplicate value: {\"extension\":\"008\"}"),
-    ("extension-format", ViolationSource::Schema, "spec.users[0].extension", "does not match"),
-    ("extension-too-long", ViolationSource::Schema, "spec.users[0].extension", "does not match"),
-    ("mode-enum", ViolationSource::Schema, "spec.users[0].mode", "\"Sometimes\" is not one of"),
-    ("ondemand-without-shortcode", ViolationSource::Rule, "users", "needs a shortcode"),
-    ("peer-source-not-cidr", ViolationSource::Rule, "sources", "must be CIDRs"),
-    ("retention-above-maximum", ViolationSource::Schema, "spec.retentionDays", "greater than the maximum of 3650"),
-    ("retention-below-minimum", ViolationSource::Schema, "spec.retentionDays", "less than the minimum of 7"),
-    ("rtp-range-inverted", ViolationSource::Rule, "rtpPorts", "min must not be greater than"),
-    ("shortcode-pattern", ViolationSource::Schema, "spec.users[0].shortcode", "does not match"),
-    ("storage-missing-bucket", ViolationSource::Schema, "spec.storage", "\"bucket\" is a required property"),
+    (
+        "advertised-address-not-ip",
+        ViolationSource::Rule,
+        "advertisedAddress",
+        "must be an IP address",
+    ),
+    (
+        "default-ondemand-without-shortcode",
+        ViolationSource::Rule,
+        "users",
+        "needs a shortcode",
+    ),
+    (
+        "duplicate-extension",
+        ViolationSource::Schema,
+        "spec.users[1]",
+        "Duplicate value: {\"extension\":\"008\"}",
+    ),
+    (
+        "extension-format",
+        ViolationSource::Schema,
+        "spec.users[0].extension",
+        "does not match",
+    ),
+    (
+        "extension-too-long",
+        ViolationSource::Schema,
+        "spec.users[0].extension",
+        "does not match",
+    ),
+    (
+        "mode-enum",
+        ViolationSource::Schema,
+        "spec.users[0].mode",
+        "\"Sometimes\" is not one of",
+    ),
+    (
+        "ondemand-without-shortcode",
+        ViolationSource::Rule,
+        "users",
+        "needs a shortcode",
+    ),
+    (
+        "peer-source-not-cidr",
+        ViolationSource::Rule,
+        "sources",
+        "must be CIDRs",
+    ),
+    (
+        "retention-above-maximum",
+        ViolationSource::Schema,
+        "spec.retentionDays",
+        "greater than the maximum of 3650",
+    ),
+    (
+        "retention-below-minimum",
+        ViolationSource::Schema,
+        "spec.retentionDays",
+        "less than the minimum of 7",
+    ),
+    (
+        "rtp-range-inverted",
+        ViolationSource::Rule,
+        "rtpPorts",
+        "min must not be greater than",
+    ),
+    (
+        "shortcode-pattern",
+        ViolationSource::Schema,
+        "spec.users[0].shortcode",
+        "does not match",
+    ),
+    (
+        "storage-missing-bucket",
+        ViolationSource::Schema,
+        "spec.storage",
+        "\"bucket\" is a required property",
+    ),
 ];
 
 #[test]
 fn invalid_samples_are_refused_for_the_reason_their_name_gives() {
     let validator = committed_validator();
     let files = yaml_files(&repo().join("config/samples/invalid"));
-    let names: Vec<String> = files.iter().map(|f| f.file_stem().unwrap().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> = files
+        .iter()
+        .map(|f| f.file_stem().unwrap().to_string_lossy().into_owned())
+        .collect();
     let expected: Vec<&str> = REFUSALS.iter().map(|r| r.0).collect();
-    assert_eq!(names, expected, "every invalid sample has an expected refusal and vice versa");
+    assert_eq!(
+        names, expected,
+        "every invalid sample has an expected refusal and vice versa"
+    );
     for (file, (name, source, field, words)) in files.iter().zip(REFUSALS) {
         let text = std::fs::read_to_string(file).unwrap();
         let err = validator.parse(&text).expect_err(name);
         let PolicyError::Invalid { violations, .. } = &err else {
             panic!("{name}: refused for the wrong reason: {err}");
         };
-        assert_eq!(violations.len(), 1, "{name}: exactly one violation, got {violations:?}");
+        assert_eq!(
+            violations.len(),
+            1,
+            "{name}: exactly one violation, got {violations:?}"
+        );
         let v = &violations[0];
         assert_eq!(v.source, *source, "{name}: {v}");
-        assert!(v.field.contains(field), "{name}: field {:?} should name {field}", v.field);
-        assert!(v.message.contains(words), "{name}: message {:?} should say {words:?}", v.message);
+        assert!(
+            v.field.contains(field),
+            "{name}: field {:?} should name {field}",
+            v.field
+        );
+        assert!(
+            v.message.contains(words),
+            "{name}: message {:?} should say {words:?}",
+            v.message
+        );
     }
 }
 
@@ -252,23 +394,47 @@ fn a_fixed_invalid_sample_is_accepted() {
     let validator = committed_validator();
     let mend: &[(&str, &str, &str)] = &[
         ("shortcode-pattern", "\"#5\"", "\"*5\""),
-        ("retention-below-minimum", "retentionDays: 3", "retentionDays: 7"),
-        ("duplicate-extension", "- extension: \"008\"\n      displayName: Ralf Gerrits (again)", "- extension: \"009\"\n      displayName: Ralf Gerrits (again)"),
-        ("ondemand-without-shortcode", "mode: OnDemand", "mode: OnDemand\n      shortcode: \"*1\""),
+        (
+            "retention-below-minimum",
+            "retentionDays: 3",
+            "retentionDays: 7",
+        ),
+        (
+            "duplicate-extension",
+            "- extension: \"008\"\n      displayName: Ralf Gerrits (again)",
+            "- extension: \"009\"\n      displayName: Ralf Gerrits (again)",
+        ),
+        (
+            "ondemand-without-shortcode",
+            "mode: OnDemand",
+            "mode: OnDemand\n      shortcode: \"*1\"",
+        ),
         ("rtp-range-inverted", "min: 31000", "min: 29000"),
     ];
     for (name, from, to) in mend {
-        let text = std::fs::read_to_string(repo().join(format!("config/samples/invalid/{name}.yaml"))).unwrap();
+        let text =
+            std::fs::read_to_string(repo().join(format!("config/samples/invalid/{name}.yaml")))
+                .unwrap();
         assert!(text.contains(from), "{name} contains {from}");
         let fixed = text.replace(from, to);
-        validator.parse(&fixed).unwrap_or_else(|e| panic!("{name} mended is still refused: {e}"));
+        validator
+            .parse(&fixed)
+            .unwrap_or_else(|e| panic!("{name} mended is still refused: {e}"));
     }
 }
 
 #[test]
 fn wrong_kind_and_garbage_are_refused_with_a_clear_error() {
     let validator = committed_validator();
-    let err = validator.parse("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n").unwrap_err();
-    assert_eq!(err.to_string(), "document is v1/ConfigMap, expected apiVersion earshot.io/v1alpha1 kind RecordingPolicy");
-    assert!(matches!(validator.parse("spec: [unclosed"), Err(PolicyError::Syntax(_))));
+    let err = validator
+        .parse("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n")
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "document is v1/ConfigMap, expected apiVersion earshot.io/v1alpha1 kind RecordingPolicy"
+    );
+    assert!(matches!(
+        validator.parse("spec: [unclosed"),
+        Err(PolicyError::Syntax(_))
+    ));
 }

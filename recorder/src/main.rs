@@ -1,1 +1,68 @@
-fn main() {}
+//! `earshot-recorder`: the media-path call recorder. A PBX sends its calls
+//! through it; it relays SIP and RTP unchanged for the parties and records
+//! the calls its policy says to record.
+#![forbid(unsafe_code)]
+
+mod config;
+mod events;
+mod metrics;
+mod runtime;
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Earshot's call recorder: SIP proxy and RTP relay that records calls per policy.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The configuration file (YAML); reloaded when it changes.
+    #[arg(long, short = 'c', env = "EARSHOT_CONFIG")]
+    config: PathBuf,
+    /// Check the configuration file and exit.
+    #[arg(long)]
+    check: bool,
+    /// Log filter, e.g. `info` or `earshot_recorder=debug`.
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    log: String,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    log_json: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)?;
+    if cli.log_json {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .json()
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let config = match config::Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("earshot-recorder: {e}");
+            std::process::exit(2);
+        }
+    };
+    if cli.check {
+        println!(
+            "{}: ok ({} users, {} peers, {} RTP port pairs)",
+            cli.config.display(),
+            config.users.len(),
+            config.peers.len(),
+            config.rtp_ports().len()
+        );
+        return Ok(());
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let server = runtime::bind(cli.config, config).await?;
+        server.run().await
+    })
+}

@@ -166,7 +166,9 @@ pub struct CoreConfig {
 impl CoreConfig {
     /// The peer a source address belongs to.
     pub fn peer_of(&self, ip: IpAddr) -> Option<&Peer> {
-        self.peers.iter().find(|p| p.sources.iter().any(|n| n.contains(ip)))
+        self.peers
+            .iter()
+            .find(|p| p.sources.iter().any(|n| n.contains(ip)))
     }
 }
 
@@ -179,9 +181,21 @@ mod tests {
         let n = IpNet::parse("10.1.2.0/24").unwrap();
         assert!(n.contains("10.1.2.200".parse().unwrap()));
         assert!(!n.contains("10.1.3.1".parse().unwrap()));
-        assert!(IpNet::parse("0.0.0.0/0").unwrap().contains("192.0.2.1".parse().unwrap()));
-        assert!(IpNet::parse("127.0.0.1").unwrap().contains("127.0.0.1".parse().unwrap()));
-        assert!(!IpNet::parse("::1/128").unwrap().contains("127.0.0.1".parse().unwrap()));
+        assert!(
+            IpNet::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("192.0.2.1".parse().unwrap())
+        );
+        assert!(
+            IpNet::parse("127.0.0.1")
+                .unwrap()
+                .contains("127.0.0.1".parse().unwrap())
+        );
+        assert!(
+            !IpNet::parse("::1/128")
+                .unwrap()
+                .contains("127.0.0.1".parse().unwrap())
+        );
         assert_eq!(IpNet::parse("10.0.0.0/33"), None);
         assert_eq!(IpNet::parse("pbx.example"), None);
     }

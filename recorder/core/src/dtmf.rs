@@ -270,7 +270,11 @@ mod tests {
     #[test]
     fn ignores_speech_like_single_tones_and_silence() {
         let mut d = ToneDetector::default();
-        let sine = |f: f32| (0..8000).map(move |n| (8000.0 * (2.0 * std::f32::consts::PI * f * n as f32 / 8000.0).sin()) as i16);
+        let sine = |f: f32| {
+            (0..8000).map(move |n| {
+                (8000.0 * (2.0 * std::f32::consts::PI * f * n as f32 / 8000.0).sin()) as i16
+            })
+        };
         for f in [440.0, 697.0, 1000.0, 1209.0] {
             assert_eq!(d.push(sine(f)), None, "{f} Hz");
         }
@@ -282,7 +286,10 @@ mod tests {
     #[test]
     fn telephone_events() {
         let e = parse_telephone_event(&[10, 0x8a, 0x03, 0x20]).unwrap();
-        assert_eq!((event_digit(e.event), e.end, e.duration), (Some('*'), true, 800));
+        assert_eq!(
+            (event_digit(e.event), e.end, e.duration),
+            (Some('*'), true, 800)
+        );
         assert_eq!(parse_telephone_event(&[1, 2]), None);
         let mut dedupe = EventDeduper::default();
         assert!(dedupe.is_new(1, 160));
@@ -292,8 +299,14 @@ mod tests {
 
     #[test]
     fn info_bodies() {
-        assert_eq!(parse_info("application/dtmf-relay", b"Signal=*\r\nDuration=160\r\n"), Some('*'));
-        assert_eq!(parse_info("application/dtmf-relay", b"Signal= 5\r\n"), Some('5'));
+        assert_eq!(
+            parse_info("application/dtmf-relay", b"Signal=*\r\nDuration=160\r\n"),
+            Some('*')
+        );
+        assert_eq!(
+            parse_info("application/dtmf-relay", b"Signal= 5\r\n"),
+            Some('5')
+        );
         assert_eq!(parse_info("application/dtmf", b"11"), Some('#'));
         assert_eq!(parse_info("application/dtmf", b"x"), None);
         assert_eq!(parse_info("text/plain", b"5"), None);
@@ -305,9 +318,17 @@ mod tests {
         let mut m = ShortcodeMatcher::default();
         assert_eq!(m.key(t0, '*'), None);
         assert_eq!(m.key(t0 + Duration::from_secs(1), '5'), Some(5));
-        assert_eq!(m.key(t0 + Duration::from_secs(2), '5'), None, "a digit alone is nothing");
+        assert_eq!(
+            m.key(t0 + Duration::from_secs(2), '5'),
+            None,
+            "a digit alone is nothing"
+        );
         m.key(t0, '*');
-        assert_eq!(m.key(t0 + Duration::from_millis(3001), '5'), None, "too late");
+        assert_eq!(
+            m.key(t0 + Duration::from_millis(3001), '5'),
+            None,
+            "too late"
+        );
         m.key(t0, '*');
         m.key(t0, '#');
         assert_eq!(m.key(t0, '5'), None, "anything else resets");

@@ -362,7 +362,11 @@ impl Recorder {
     }
 
     fn our_via(&self, transport: Transport, branch: &str) -> String {
-        format!("SIP/2.0/{} {};branch={branch}", transport.via_token(), self.cfg.advertised)
+        format!(
+            "SIP/2.0/{} {};branch={branch}",
+            transport.via_token(),
+            self.cfg.advertised
+        )
     }
 
     fn our_uri(&self, transport: Transport) -> String {
@@ -373,10 +377,16 @@ impl Recorder {
     }
 
     fn is_us(&self, uri: &rsip::Uri) -> bool {
-        let port = uri.host_with_port.port.as_ref().map_or(5060, |p| *p.value());
+        let port = uri
+            .host_with_port
+            .port
+            .as_ref()
+            .map_or(5060, |p| *p.value());
         let host_is_us = match &uri.host_with_port.host {
             rsip::Host::IpAddr(ip) => *ip == self.cfg.advertised.ip(),
-            rsip::Host::Domain(d) => d.to_string().parse::<IpAddr>().ok() == Some(self.cfg.advertised.ip()),
+            rsip::Host::Domain(d) => {
+                d.to_string().parse::<IpAddr>().ok() == Some(self.cfg.advertised.ip())
+            }
         };
         host_is_us && port == self.cfg.advertised.port()
     }
@@ -387,13 +397,19 @@ impl Recorder {
             rsip::Host::IpAddr(ip) => *ip,
             rsip::Host::Domain(d) => {
                 let d = d.to_string();
-                d.parse::<IpAddr>().ok().or_else(|| self.cfg.hosts.get(&d).copied())?
+                d.parse::<IpAddr>()
+                    .ok()
+                    .or_else(|| self.cfg.hosts.get(&d).copied())?
             }
         };
-        let port = uri.host_with_port.port.as_ref().map_or(5060, |p| *p.value());
-        let tcp = uri.params.iter().any(|p| {
-            matches!(p, rsip::Param::Transport(t) if t.to_string().eq_ignore_ascii_case("tcp"))
-        });
+        let port = uri
+            .host_with_port
+            .port
+            .as_ref()
+            .map_or(5060, |p| *p.value());
+        let tcp = uri.params.iter().any(
+            |p| matches!(p, rsip::Param::Transport(t) if t.to_string().eq_ignore_ascii_case("tcp")),
+        );
         Some(Target {
             transport: if tcp { Transport::Tcp } else { Transport::Udp },
             addr: SocketAddr::new(ip, port),
@@ -401,12 +417,21 @@ impl Recorder {
     }
 
     /// A response built locally to `req` (RFC 3261 §8.2.6).
-    fn local_response(&mut self, req: &Message, code: u16, reason: &str, extra: &[(&str, String)]) -> Message {
+    fn local_response(
+        &mut self,
+        req: &Message,
+        code: u16,
+        reason: &str,
+        extra: &[(&str, String)],
+    ) -> Message {
         let mut headers = Vec::new();
         for h in &req.headers {
             let keep = matches!(
                 h,
-                rsip::Header::Via(_) | rsip::Header::From(_) | rsip::Header::CallId(_) | rsip::Header::CSeq(_)
+                rsip::Header::Via(_)
+                    | rsip::Header::From(_)
+                    | rsip::Header::CallId(_)
+                    | rsip::Header::CSeq(_)
             );
             if keep {
                 headers.push(h.clone());
@@ -434,7 +459,14 @@ impl Recorder {
         msg
     }
 
-    fn refuse(&mut self, target: Target, req: &Message, code: u16, reason: &str, extra: &[(&str, String)]) {
+    fn refuse(
+        &mut self,
+        target: Target,
+        req: &Message,
+        code: u16,
+        reason: &str,
+        extra: &[(&str, String)],
+    ) {
         Stats::bump(&mut self.stats.sip_refused, code);
         if req.method() == Some("ACK") {
             return;
@@ -480,17 +512,22 @@ impl Recorder {
         let filtered: Vec<u8> = String::from_utf8_lossy(&head)
             .split("\r\n")
             .filter(|l| {
-                let n = l.split(':').next().unwrap_or("").trim().to_ascii_lowercase();
+                let n = l
+                    .split(':')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase();
                 n != "content-length" && n != "l"
             })
             .collect::<Vec<_>>()
             .join("\r\n")
             .into_bytes();
-        if let Ok(req) = Message::parse(&filtered) {
-            if req.method().is_some() {
-                let reason = format!("Bad Request ({error})");
-                self.refuse(source, &req, 400, &reason, &[]);
-            }
+        if let Ok(req) = Message::parse(&filtered)
+            && req.method().is_some()
+        {
+            let reason = format!("Bad Request ({error})");
+            self.refuse(source, &req, 400, &reason, &[]);
         }
     }
 
@@ -498,7 +535,10 @@ impl Recorder {
         let method = if method == "ACK" { "INVITE" } else { method };
         match msg.branch() {
             Some(b) if b.starts_with("z9hG4bK") => {
-                let sent_by = msg.top_via().and_then(|v| v.split_whitespace().nth(1)).unwrap_or("");
+                let sent_by = msg
+                    .top_via()
+                    .and_then(|v| v.split_whitespace().nth(1))
+                    .unwrap_or("");
                 let sent_by = sent_by.split(';').next().unwrap_or("");
                 format!("{b}|{sent_by}|{method}")
             }
@@ -519,14 +559,13 @@ impl Recorder {
 
         if method == "ACK" {
             let key = Self::server_key(&msg, "ACK");
-            if let Some(&sid) = self.server_keys.get(&key) {
-                if let Some(s) = self.servers.get_mut(&sid) {
-                    if s.final_code.is_some_and(|c| c >= 300) {
-                        // ACK for our non-2xx final response: hop by hop, absorbed.
-                        s.last_response = None;
-                        return;
-                    }
-                }
+            if let Some(&sid) = self.server_keys.get(&key)
+                && let Some(s) = self.servers.get_mut(&sid)
+                && s.final_code.is_some_and(|c| c >= 300)
+            {
+                // ACK for our non-2xx final response: hop by hop, absorbed.
+                s.last_response = None;
+                return;
             }
         } else if method == "CANCEL" {
             self.on_cancel(now, source, msg);
@@ -559,7 +598,9 @@ impl Recorder {
         };
 
         if method == "OPTIONS" && !in_dialog {
-            let for_us = msg.request_uri().is_some_and(|u| u.user().is_none() || self.is_us(&u));
+            let for_us = msg
+                .request_uri()
+                .is_some_and(|u| u.user().is_none() || self.is_us(&u));
             if for_us || max_forwards == 0 {
                 let resp = self.local_response(
                     &msg,
@@ -588,11 +629,25 @@ impl Recorder {
         }
 
         if method == "INVITE" && !in_dialog && self.draining {
-            self.refuse(source, &msg, 503, "Service Unavailable", &[("Retry-After", "5".to_owned())]);
+            self.refuse(
+                source,
+                &msg,
+                503,
+                "Service Unavailable",
+                &[("Retry-After", "5".to_owned())],
+            );
             return;
         }
-        if self.servers.len() >= MAX_TRANSACTIONS || (method == "INVITE" && !in_dialog && self.calls.len() >= MAX_CALLS) {
-            self.refuse(source, &msg, 503, "Service Unavailable", &[("Retry-After", "5".to_owned())]);
+        if self.servers.len() >= MAX_TRANSACTIONS
+            || (method == "INVITE" && !in_dialog && self.calls.len() >= MAX_CALLS)
+        {
+            self.refuse(
+                source,
+                &msg,
+                503,
+                "Service Unavailable",
+                &[("Retry-After", "5".to_owned())],
+            );
             return;
         }
 
@@ -651,10 +706,12 @@ impl Recorder {
                     }
                 }
             }
-            if method == "INFO" {
-                if let Some(digit) = msg.content_type().and_then(|ct| dtmf::parse_info(&ct, &msg.body)) {
-                    self.on_digit(now, cid, side, digit, DtmfMethod::SipInfo);
-                }
+            if method == "INFO"
+                && let Some(digit) = msg
+                    .content_type()
+                    .and_then(|ct| dtmf::parse_info(&ct, &msg.body))
+            {
+                self.on_digit(now, cid, side, digit, DtmfMethod::SipInfo);
             }
             if method == "BYE" {
                 self.end_call(now, cid, EndReason::Bye(side));
@@ -754,8 +811,12 @@ impl Recorder {
         };
         let ok = self.local_response(&msg, 200, "OK", &[]);
         self.send(source, &ok);
-        let Some(client) = self.servers.get(&sid).and_then(|s| s.client) else { return };
-        let Some(c) = self.clients.get_mut(&client) else { return };
+        let Some(client) = self.servers.get(&sid).and_then(|s| s.client) else {
+            return;
+        };
+        let Some(c) = self.clients.get_mut(&client) else {
+            return;
+        };
         if c.final_code.is_some() || c.cancelled {
             return;
         }
@@ -768,7 +829,9 @@ impl Recorder {
     }
 
     fn send_cancel(&mut self, _now: Instant, client: u64) {
-        let Some(c) = self.clients.get_mut(&client) else { return };
+        let Some(c) = self.clients.get_mut(&client) else {
+            return;
+        };
         c.cancelled = true;
         c.cancel_pending = false;
         let cancel = hop_request(&c.request, "CANCEL", None);
@@ -781,11 +844,15 @@ impl Recorder {
     fn on_response(&mut self, now: Instant, mut msg: Message) {
         let code = msg.code().unwrap_or(0);
         let branch = msg.branch().unwrap_or_default();
-        let method = msg.cseq().map(|c| c.1.to_ascii_uppercase()).unwrap_or_default();
+        let method = msg
+            .cseq()
+            .map(|c| c.1.to_ascii_uppercase())
+            .unwrap_or_default();
         let Some(&cid_txn) = self.client_branches.get(&branch) else {
             // A 2xx to INVITE retransmitted after our transaction ended is
             // forwarded statelessly along its Via (RFC 3261 §16.7 item 10).
-            if branch.starts_with(BRANCH_PREFIX) && method == "INVITE" && (200..300).contains(&code) {
+            if branch.starts_with(BRANCH_PREFIX) && method == "INVITE" && (200..300).contains(&code)
+            {
                 msg.pop_via();
                 if let Some(target) = msg.top_via().and_then(via_target) {
                     self.send(target, &msg);
@@ -794,7 +861,9 @@ impl Recorder {
             return;
         };
         let (sid, dest, is_invite, already_final, side, call) = {
-            let Some(c) = self.clients.get(&cid_txn) else { return };
+            let Some(c) = self.clients.get(&cid_txn) else {
+                return;
+            };
             if c.request.method().map(str::to_ascii_uppercase) != Some(method.clone()) {
                 return;
             }
@@ -806,7 +875,9 @@ impl Recorder {
         msg.pop_via();
 
         if code < 200 {
-            let Some(c) = self.clients.get_mut(&cid_txn) else { return };
+            let Some(c) = self.clients.get_mut(&cid_txn) else {
+                return;
+            };
             c.provisional = true;
             let pending = c.cancel_pending;
             if c.is_invite && code > 100 {
@@ -827,10 +898,11 @@ impl Recorder {
             if is_invite && (200..300).contains(&code) {
                 // 2xx retransmission (or another fork's 2xx): end to end, forward.
             } else {
-                if prev >= 300 && is_invite {
-                    if let Some(ack) = self.clients.get(&cid_txn).and_then(|c| c.ack.clone()) {
-                        self.send_bytes(dest, ack, "ACK");
-                    }
+                if prev >= 300
+                    && is_invite
+                    && let Some(ack) = self.clients.get(&cid_txn).and_then(|c| c.ack.clone())
+                {
+                    self.send_bytes(dest, ack, "ACK");
                 }
                 return;
             }
@@ -838,15 +910,16 @@ impl Recorder {
 
         // The responder is the side the request was sent to.
         let responder = side.other();
-        if let Some(cid) = call {
-            if is_sdp(&msg) && (code < 300) {
-                match self.apply_sdp(cid, responder, &msg.body) {
-                    Ok(body) => msg.body = body,
-                    Err(_) => {
-                        // The far end answered with SDP we cannot relay: the
-                        // parties still get their answer, with the body as sent.
-                        Stats::bump(&mut self.stats.rtp_dropped, "bad_sdp");
-                    }
+        if let Some(cid) = call
+            && is_sdp(&msg)
+            && (code < 300)
+        {
+            match self.apply_sdp(cid, responder, &msg.body) {
+                Ok(body) => msg.body = body,
+                Err(_) => {
+                    // The far end answered with SDP we cannot relay: the
+                    // parties still get their answer, with the body as sent.
+                    Stats::bump(&mut self.stats.rtp_dropped, "bad_sdp");
                 }
             }
         }
@@ -868,7 +941,9 @@ impl Recorder {
         }
 
         // Forward upstream.
-        let Some(s) = self.servers.get(&sid) else { return };
+        let Some(s) = self.servers.get(&sid) else {
+            return;
+        };
         let source = s.source;
         let bytes = self.send(source, &msg);
         let mut arm = Vec::new();
@@ -890,7 +965,9 @@ impl Recorder {
     }
 
     fn on_final(&mut self, now: Instant, cid: u64, method: &str, code: u16, _msg: &Message) {
-        let Some(call) = self.calls.get(&cid) else { return };
+        let Some(call) = self.calls.get(&cid) else {
+            return;
+        };
         let initial = method == "INVITE" && !call.answered;
         if initial && (200..300).contains(&code) {
             let call = self.calls.get_mut(&cid).expect("checked above");
@@ -899,7 +976,10 @@ impl Recorder {
             self.emit(Event::CallAnswered { call: r, at: now });
             self.update_recording(now, cid, None);
         } else if initial && code >= 300 {
-            let cancelled = self.clients.values().any(|c| c.call == Some(cid) && c.cancelled);
+            let cancelled = self
+                .clients
+                .values()
+                .any(|c| c.call == Some(cid) && c.cancelled);
             let reason = if code == 487 || cancelled {
                 EndReason::Cancelled
             } else if code == 408 {
@@ -936,12 +1016,21 @@ impl Recorder {
             display_name: message::name_addr_display(&to),
         };
         // Every identity that can name a policy user on each side.
-        let caller_ids = [pai.as_deref().and_then(message::name_addr_user), message::name_addr_user(&from)];
-        let callee_ids = [msg.request_uri().and_then(|u| u.user().map(str::to_owned)), message::name_addr_user(&to)];
+        let caller_ids = [
+            pai.as_deref().and_then(message::name_addr_user),
+            message::name_addr_user(&from),
+        ];
+        let callee_ids = [
+            msg.request_uri().and_then(|u| u.user().map(str::to_owned)),
+            message::name_addr_user(&to),
+        ];
         let mut involved: Vec<Involved> = Vec::new();
         for (side, ids) in [(Side::Caller, caller_ids), (Side::Callee, callee_ids)] {
             for ext in ids.into_iter().flatten() {
-                if involved.iter().any(|u| u.extension == ext && u.side == side) {
+                if involved
+                    .iter()
+                    .any(|u| u.extension == ext && u.side == side)
+                {
                     continue;
                 }
                 if let Some(user) = self.cfg.users.get(&ext) {
@@ -1000,7 +1089,9 @@ impl Recorder {
     }
 
     fn end_call(&mut self, now: Instant, cid: u64, reason: EndReason) {
-        let Some(call) = self.calls.get_mut(&cid) else { return };
+        let Some(call) = self.calls.get_mut(&cid) else {
+            return;
+        };
         if call.ended.is_some() {
             return;
         }
@@ -1030,7 +1121,9 @@ impl Recorder {
     }
 
     fn update_recording(&mut self, now: Instant, cid: u64, ended: Option<RecordingReason>) {
-        let Some(call) = self.calls.get_mut(&cid) else { return };
+        let Some(call) = self.calls.get_mut(&cid) else {
+            return;
+        };
         let want = call.wants_recording();
         let on = want.is_some();
         if on == call.recording {
@@ -1055,7 +1148,9 @@ impl Recorder {
 
     fn on_digit(&mut self, now: Instant, cid: u64, side: Side, digit: char, method: DtmfMethod) {
         Stats::bump(&mut self.stats.dtmf_digits, method.label());
-        let Some(call) = self.calls.get_mut(&cid) else { return };
+        let Some(call) = self.calls.get_mut(&cid) else {
+            return;
+        };
         let r = call.r.clone();
         let code = call.matchers[side.index()].key(now, digit);
         self.emit(Event::Dtmf {
@@ -1066,7 +1161,9 @@ impl Recorder {
             method,
         });
         let Some(code) = code else { return };
-        let Some(call) = self.calls.get_mut(&cid) else { return };
+        let Some(call) = self.calls.get_mut(&cid) else {
+            return;
+        };
         if !call.answered || call.ended.is_some() {
             return;
         }
@@ -1078,13 +1175,27 @@ impl Recorder {
                 toggled = Some((u.extension.clone(), u.on));
             }
         }
-        let Some((extension, on)) = toggled else { return };
-        Stats::bump(&mut self.stats.recording_toggles, if on { "on" } else { "off" });
+        let Some((extension, on)) = toggled else {
+            return;
+        };
+        Stats::bump(
+            &mut self.stats.recording_toggles,
+            if on { "on" } else { "off" },
+        );
         let was = call.recording;
-        self.update_recording(now, cid, Some(RecordingReason::Shortcode { extension: extension.clone(), on }));
+        self.update_recording(
+            now,
+            cid,
+            Some(RecordingReason::Shortcode {
+                extension: extension.clone(),
+                on,
+            }),
+        );
         // A toggle that does not change the call's state (an Always user is
         // also on it, or another OnDemand user still records) is still reported.
-        let Some(call) = self.calls.get(&cid) else { return };
+        let Some(call) = self.calls.get(&cid) else {
+            return;
+        };
         if call.recording == was {
             let r = call.r.clone();
             let recording = call.recording;
@@ -1102,7 +1213,10 @@ impl Recorder {
         let Some(call) = self.calls.get_mut(&cid) else {
             return Err("no call".into());
         };
-        let listens = [call.listens_for_shortcode(Side::Caller), call.listens_for_shortcode(Side::Callee)];
+        let listens = [
+            call.listens_for_shortcode(Side::Caller),
+            call.listens_for_shortcode(Side::Callee),
+        ];
         let mut ports = Vec::with_capacity(sdp.streams.len());
         for (i, s) in sdp.streams.iter().enumerate() {
             if i >= call.streams.len() {
@@ -1147,7 +1261,11 @@ impl Recorder {
         // In-band detection on a side whose media has no telephone-event.
         for side in [Side::Caller, Side::Callee] {
             for stream in call.streams.iter_mut() {
-                let te = stream.legs.iter().any(|l| l.stream.as_ref().is_some_and(|s| s.telephone_event().is_some()));
+                let te = stream.legs.iter().any(|l| {
+                    l.stream
+                        .as_ref()
+                        .is_some_and(|s| s.telephone_event().is_some())
+                });
                 let leg = &mut stream.legs[side.index()];
                 if listens[side.index()] && !te {
                     leg.tones.get_or_insert_with(Default::default);
@@ -1163,7 +1281,13 @@ impl Recorder {
 
     /// One UDP packet on a local RTP/RTCP port. Returns where to relay it,
     /// or `None` when it is dropped (and counted).
-    pub fn handle_rtp(&mut self, now: Instant, local_port: u16, source: SocketAddr, data: &[u8]) -> Option<Relay> {
+    pub fn handle_rtp(
+        &mut self,
+        now: Instant,
+        local_port: u16,
+        source: SocketAddr,
+        data: &[u8],
+    ) -> Option<Relay> {
         let Some(((cid, stream_idx, facing), rtcp_port)) = self.ports.owner(local_port) else {
             Stats::bump(&mut self.stats.rtp_dropped, "unknown_port");
             return None;
@@ -1173,13 +1297,20 @@ impl Recorder {
             return None;
         };
         let stream = &mut call.streams[stream_idx as usize];
-        let mux = stream.legs[facing.index()].stream.as_ref().is_some_and(|s| s.rtcp_mux);
+        let mux = stream.legs[facing.index()]
+            .stream
+            .as_ref()
+            .is_some_and(|s| s.rtcp_mux);
         let rtcp = rtcp_port || (mux && is_rtcp(data));
 
         // Symmetric RTP: accept the negotiated address and latch onto the
         // port media really comes from; everything else is dropped.
         let leg = &mut stream.legs[facing.index()];
-        let latched = if rtcp { &mut leg.latched_rtcp } else { &mut leg.latched };
+        let latched = if rtcp {
+            &mut leg.latched_rtcp
+        } else {
+            &mut leg.latched
+        };
         match (*latched, leg.negotiated) {
             (Some(l), _) if l == source => {}
             (None, Some(n)) if n.ip() == source.ip() => *latched = Some(source),
@@ -1194,7 +1325,11 @@ impl Recorder {
             other.latched_rtcp.or_else(|| {
                 other.negotiated.map(|n| {
                     let muxed = other.stream.as_ref().is_some_and(|s| s.rtcp_mux);
-                    if muxed { n } else { SocketAddr::new(n.ip(), n.port().wrapping_add(1)) }
+                    if muxed {
+                        n
+                    } else {
+                        SocketAddr::new(n.ip(), n.port().wrapping_add(1))
+                    }
                 })
             })
         } else {
@@ -1206,7 +1341,11 @@ impl Recorder {
         };
         let other_port = stream.ports[facing.other().index()];
         let other_muxed = other.stream.as_ref().is_some_and(|s| s.rtcp_mux);
-        let from_port = if rtcp && !other_muxed { other_port + 1 } else { other_port };
+        let from_port = if rtcp && !other_muxed {
+            other_port + 1
+        } else {
+            other_port
+        };
 
         if !rtcp {
             let Ok(rtp) = rtp_rs::RtpReader::new(data) else {
@@ -1221,7 +1360,12 @@ impl Recorder {
                 .find_map(|l| l.stream.as_ref().and_then(|s| s.telephone_event()));
             let codec = [&stream.legs[facing.other().index()], leg]
                 .iter()
-                .find_map(|l| l.stream.as_ref().and_then(|s| s.codec(pt)).map(|c| c.name.clone()));
+                .find_map(|l| {
+                    l.stream
+                        .as_ref()
+                        .and_then(|s| s.codec(pt))
+                        .map(|c| c.name.clone())
+                });
             let mut digit = None;
             if Some(pt) == te {
                 if let Some(ev) = dtmf::parse_telephone_event(rtp.payload()) {
@@ -1235,8 +1379,12 @@ impl Recorder {
                 if let Some(tones) = leg.tones.as_mut() {
                     let payload = rtp.payload();
                     let found = match codec.as_deref() {
-                        Some("PCMU") => tones.push(payload.iter().map(|&b| g711::ulaw_to_linear(b))),
-                        Some("PCMA") => tones.push(payload.iter().map(|&b| g711::alaw_to_linear(b))),
+                        Some("PCMU") => {
+                            tones.push(payload.iter().map(|&b| g711::ulaw_to_linear(b)))
+                        }
+                        Some("PCMA") => {
+                            tones.push(payload.iter().map(|&b| g711::alaw_to_linear(b)))
+                        }
                         _ => None,
                     };
                     digit = found.map(|d| (d, DtmfMethod::InBand));
@@ -1266,7 +1414,10 @@ impl Recorder {
             Side::Callee => "callee_to_caller",
         };
         Stats::bump(&mut self.stats.rtp_packets, dir);
-        Some(Relay { from_port, to: dest })
+        Some(Relay {
+            from_port,
+            to: dest,
+        })
     }
 
     // ---------------------------------------------------------------- timers
@@ -1277,7 +1428,9 @@ impl Recorder {
             if *at > now {
                 break;
             }
-            let Some(Reverse((_, timer))) = self.timers.pop() else { break };
+            let Some(Reverse((_, timer))) = self.timers.pop() else {
+                break;
+            };
             self.fire(now, timer);
         }
     }
@@ -1286,24 +1439,37 @@ impl Recorder {
         let t = self.cfg.timers;
         match timer {
             Timer::Retransmit(id) => {
-                let Some(c) = self.clients.get_mut(&id) else { return };
-                let waiting = if c.is_invite { !c.provisional && c.final_code.is_none() } else { c.final_code.is_none() };
+                let Some(c) = self.clients.get_mut(&id) else {
+                    return;
+                };
+                let waiting = if c.is_invite {
+                    !c.provisional && c.final_code.is_none()
+                } else {
+                    c.final_code.is_none()
+                };
                 if !waiting {
                     return;
                 }
-                c.retransmit = if c.is_invite { c.retransmit * 2 } else { (c.retransmit * 2).min(t.t2) };
+                c.retransmit = if c.is_invite {
+                    c.retransmit * 2
+                } else {
+                    (c.retransmit * 2).min(t.t2)
+                };
                 let (dest, bytes, next) = (c.dest, c.bytes.clone(), now + c.retransmit);
                 let method = c.request.method().unwrap_or_default().to_owned();
                 self.send_bytes(dest, bytes, &method);
                 self.arm(next, Timer::Retransmit(id));
             }
             Timer::ClientTimeout(id) => {
-                let Some(c) = self.clients.get(&id) else { return };
+                let Some(c) = self.clients.get(&id) else {
+                    return;
+                };
                 if c.final_code.is_some() || now < c.deadline {
                     // Answered, or the deadline moved (Timer C restarts on each provisional).
                     return;
                 }
-                let (sid, call, provisional, is_invite) = (c.server, c.call, c.provisional, c.is_invite);
+                let (sid, call, provisional, is_invite) =
+                    (c.server, c.call, c.provisional, c.is_invite);
                 if is_invite && provisional {
                     self.send_cancel(now, id);
                 }
@@ -1311,21 +1477,24 @@ impl Recorder {
                     c.final_code = Some(408);
                 }
                 self.arm(now + TXN_LINGER, Timer::Forget(id));
-                if let Some(s) = self.servers.get(&sid) {
-                    if s.final_code.is_none() {
-                        let req = s.request.clone();
-                        let source = s.source;
-                        let resp = self.local_response(&req, 408, "Request Timeout", &[]);
-                        let bytes = self.send(source, &resp);
-                        if let Some(s) = self.servers.get_mut(&sid) {
-                            s.final_code = Some(408);
-                            s.last_response = Some(bytes);
-                        }
-                        self.arm(now + TXN_LINGER, Timer::Forget(sid));
+                if let Some(s) = self.servers.get(&sid)
+                    && s.final_code.is_none()
+                {
+                    let req = s.request.clone();
+                    let source = s.source;
+                    let resp = self.local_response(&req, 408, "Request Timeout", &[]);
+                    let bytes = self.send(source, &resp);
+                    if let Some(s) = self.servers.get_mut(&sid) {
+                        s.final_code = Some(408);
+                        s.last_response = Some(bytes);
                     }
+                    self.arm(now + TXN_LINGER, Timer::Forget(sid));
                 }
                 if let Some(cid) = call {
-                    let method = self.clients.get(&id).and_then(|c| c.request.method().map(str::to_owned));
+                    let method = self
+                        .clients
+                        .get(&id)
+                        .and_then(|c| c.request.method().map(str::to_owned));
                     if method.as_deref() == Some("INVITE") {
                         let answered = self.calls.get(&cid).is_some_and(|c| c.answered);
                         if !answered {
@@ -1338,8 +1507,12 @@ impl Recorder {
                 }
             }
             Timer::ResponseRetransmit(sid) => {
-                let Some(s) = self.servers.get_mut(&sid) else { return };
-                let Some(resp) = s.last_response.clone() else { return };
+                let Some(s) = self.servers.get_mut(&sid) else {
+                    return;
+                };
+                let Some(resp) = s.last_response.clone() else {
+                    return;
+                };
                 s.retransmit = (s.retransmit * 2).min(t.t2);
                 let (source, next) = (s.source, now + s.retransmit);
                 self.send_bytes(source, resp, "INVITE");
@@ -1404,7 +1577,9 @@ fn hop_request(invite: &Message, method: &str, to: Option<String>) -> Message {
     }
     for h in &invite.headers {
         match h {
-            rsip::Header::Route(_) | rsip::Header::From(_) | rsip::Header::CallId(_) => headers.push(h.clone()),
+            rsip::Header::Route(_) | rsip::Header::From(_) | rsip::Header::CallId(_) => {
+                headers.push(h.clone())
+            }
             rsip::Header::To(_) if to.is_none() => headers.push(h.clone()),
             _ => {}
         }
@@ -1431,13 +1606,19 @@ fn via_target(via: &str) -> Option<Target> {
     let mut parts = via.split_whitespace();
     let proto = parts.next()?;
     let sent_by = parts.next()?.split(';').next()?;
-    let transport = if proto.to_ascii_uppercase().ends_with("TCP") { Transport::Tcp } else { Transport::Udp };
+    let transport = if proto.to_ascii_uppercase().ends_with("TCP") {
+        Transport::Tcp
+    } else {
+        Transport::Udp
+    };
     let (host, port) = match sent_by.rsplit_once(':') {
         Some((h, p)) => (h, p.parse().ok()?),
         None => (sent_by, 5060),
     };
     let host = message::param(via, "received").unwrap_or_else(|| host.to_owned());
-    let port = message::param(via, "rport").and_then(|p| p.parse().ok()).unwrap_or(port);
+    let port = message::param(via, "rport")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(port);
     Some(Target {
         transport,
         addr: SocketAddr::new(host.parse().ok()?, port),

@@ -45,7 +45,11 @@ pub fn linear_to_alaw(sample: i16) -> u8 {
     let Some(seg) = SEG_END.iter().position(|&end| v <= end) else {
         return (0x7F ^ mask) as u8;
     };
-    let mantissa = if seg < 2 { (v >> 1) & 0x0F } else { (v >> seg) & 0x0F };
+    let mantissa = if seg < 2 {
+        (v >> 1) & 0x0F
+    } else {
+        (v >> seg) & 0x0F
+    };
     (((seg as i32) << 4 | mantissa) ^ mask) as u8
 }
 
@@ -55,7 +59,11 @@ const fn ulaw_entry(u: u8) -> i16 {
     let exponent = ((u >> 4) & 0x07) as i32;
     let mantissa = (u & 0x0F) as i32;
     let magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84;
-    if sign != 0 { -magnitude as i16 } else { magnitude as i16 }
+    if sign != 0 {
+        -magnitude as i16
+    } else {
+        magnitude as i16
+    }
 }
 
 const fn alaw_entry(a: u8) -> i16 {
@@ -68,14 +76,22 @@ const fn alaw_entry(a: u8) -> i16 {
     } else {
         ((mantissa << 4) + 0x108) << (exponent - 1)
     };
-    if sign != 0 { magnitude as i16 } else { -magnitude as i16 }
+    if sign != 0 {
+        magnitude as i16
+    } else {
+        -magnitude as i16
+    }
 }
 
 const fn build(law: bool) -> [i16; 256] {
     let mut t = [0i16; 256];
     let mut i = 0;
     while i < 256 {
-        t[i] = if law { ulaw_entry(i as u8) } else { alaw_entry(i as u8) };
+        t[i] = if law {
+            ulaw_entry(i as u8)
+        } else {
+            alaw_entry(i as u8)
+        };
         i += 1;
     }
     t

@@ -4,15 +4,17 @@
 //! what it returns (datagrams to send, timers, events).
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod dtmf;
+pub mod engine;
+pub mod event;
 pub mod g711;
 pub mod sdp;
 pub mod sip;
-pub mod config;
-pub mod engine;
-pub mod event;
 pub mod stats;
 
 pub use config::{CoreConfig, IpNet, Mode, Peer, Target, Timers, Transport, User};
 pub use engine::{Output, Recorder, Relay, call_hash};
-pub use event::{CallRef, EndReason, Event, InvolvedUser, MediaFrame, Party, RecordingReason, Side};
+pub use event::{
+    CallRef, EndReason, Event, InvolvedUser, MediaFrame, Party, RecordingReason, Side,
+};

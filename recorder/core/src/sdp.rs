@@ -126,7 +126,10 @@ impl Sdp {
     /// Parses an SDP body.
     pub fn parse(body: &[u8]) -> Result<Sdp, SdpError> {
         let text = std::str::from_utf8(body).map_err(|_| SdpError::NotText)?;
-        let lines: Vec<String> = text.lines().map(|l| l.trim_end_matches('\r').to_owned()).collect();
+        let lines: Vec<String> = text
+            .lines()
+            .map(|l| l.trim_end_matches('\r').to_owned())
+            .collect();
         let mut session_conn: Option<Option<IpAddr>> = None;
         let mut streams: Vec<MediaStream> = Vec::new();
         let mut stream_conn: Vec<Option<Option<IpAddr>>> = Vec::new();
@@ -145,7 +148,12 @@ impl Sdp {
                 let mut parts = v.split_whitespace();
                 let media = parts.next().ok_or(SdpError::Media(n))?.to_owned();
                 let port_field = parts.next().ok_or(SdpError::Media(n))?;
-                let port: u16 = port_field.split('/').next().unwrap_or("").parse().map_err(|_| SdpError::Media(n))?;
+                let port: u16 = port_field
+                    .split('/')
+                    .next()
+                    .unwrap_or("")
+                    .parse()
+                    .map_err(|_| SdpError::Media(n))?;
                 let _proto = parts.next().ok_or(SdpError::Media(n))?;
                 let formats: Vec<u8> = parts.filter_map(|f| f.parse().ok()).collect();
                 let codecs = formats
@@ -211,15 +219,18 @@ impl Sdp {
                 _ => None,
             });
         for (i, s) in streams.iter_mut().enumerate() {
-            let conn = stream_conn[i].or(session_conn).ok_or(SdpError::NoConnection(i))?;
+            let conn = stream_conn[i]
+                .or(session_conn)
+                .ok_or(SdpError::NoConnection(i))?;
             s.rtp = match (conn, s.port) {
                 (Some(ip), p) if p != 0 => Some(SocketAddr::new(ip, p)),
                 _ => None,
             };
-            if let Some(d) = session_direction {
-                if s.direction == Direction::SendRecv && !has_stream_direction(&lines, i) {
-                    s.direction = d;
-                }
+            if let Some(d) = session_direction
+                && s.direction == Direction::SendRecv
+                && !has_stream_direction(&lines, i)
+            {
+                s.direction = d;
             }
         }
         Ok(Sdp { lines, streams })
@@ -247,7 +258,10 @@ impl Sdp {
                 let port = self.streams[i].port;
                 if port != 0 {
                     if let Some(&p) = ports.get(i) {
-                        let count = parts[1].split_once('/').map(|(_, c)| format!("/{c}")).unwrap_or_default();
+                        let count = parts[1]
+                            .split_once('/')
+                            .map(|(_, c)| format!("/{c}"))
+                            .unwrap_or_default();
                         let field = format!("{p}{count}");
                         parts[1] = &field;
                         format!("m={}", parts.join(" "))
@@ -295,7 +309,10 @@ fn has_stream_direction(lines: &[String], stream: usize) -> bool {
         if l.starts_with("m=") {
             current = Some(current.map_or(0, |c| c + 1));
         } else if current == Some(stream)
-            && matches!(l.as_str(), "a=sendrecv" | "a=sendonly" | "a=recvonly" | "a=inactive")
+            && matches!(
+                l.as_str(),
+                "a=sendrecv" | "a=sendonly" | "a=recvonly" | "a=inactive"
+            )
         {
             return true;
         }
@@ -350,21 +367,39 @@ mod tests {
     #[test]
     fn hold_forms() {
         let held = OFFER.replace("a=ptime:20", "a=sendonly");
-        assert_eq!(Sdp::parse(held.as_bytes()).unwrap().streams[0].direction, Direction::SendOnly);
+        assert_eq!(
+            Sdp::parse(held.as_bytes()).unwrap().streams[0].direction,
+            Direction::SendOnly
+        );
         let old_style = OFFER.replace("c=IN IP4 10.0.0.1", "c=IN IP4 0.0.0.0");
         let sdp = Sdp::parse(old_style.as_bytes()).unwrap();
         assert_eq!(sdp.streams[0].rtp, None);
         let out = String::from_utf8(sdp.rewrite("192.0.2.5".parse().unwrap(), &[30000])).unwrap();
         assert!(out.contains("c=IN IP4 0.0.0.0\r\n"), "{out}");
         let session_inactive = OFFER.replace("t=0 0\r\n", "t=0 0\r\na=inactive\r\n");
-        assert_eq!(Sdp::parse(session_inactive.as_bytes()).unwrap().streams[0].direction, Direction::Inactive);
+        assert_eq!(
+            Sdp::parse(session_inactive.as_bytes()).unwrap().streams[0].direction,
+            Direction::Inactive
+        );
     }
 
     #[test]
     fn lies_are_refused() {
-        assert_eq!(Sdp::parse(b"v=0\r\nm=audio x RTP/AVP 0\r\n"), Err(SdpError::Media(2)));
-        assert_eq!(Sdp::parse(b"v=0\r\nc=IN IP4 not-an-ip\r\n"), Err(SdpError::Connection(2)));
-        assert_eq!(Sdp::parse(b"v=0\r\nm=audio 4000 RTP/AVP 0\r\n"), Err(SdpError::NoConnection(0)));
-        assert_eq!(Sdp::parse(b"v=0\r\nc=IN IP6 10.0.0.1\r\n"), Err(SdpError::Connection(2)));
+        assert_eq!(
+            Sdp::parse(b"v=0\r\nm=audio x RTP/AVP 0\r\n"),
+            Err(SdpError::Media(2))
+        );
+        assert_eq!(
+            Sdp::parse(b"v=0\r\nc=IN IP4 not-an-ip\r\n"),
+            Err(SdpError::Connection(2))
+        );
+        assert_eq!(
+            Sdp::parse(b"v=0\r\nm=audio 4000 RTP/AVP 0\r\n"),
+            Err(SdpError::NoConnection(0))
+        );
+        assert_eq!(
+            Sdp::parse(b"v=0\r\nc=IN IP6 10.0.0.1\r\n"),
+            Err(SdpError::Connection(2))
+        );
     }
 }

@@ -38,8 +38,24 @@ impl Stats {
 /// Metric label for a SIP method: known methods by name, the rest as `OTHER`.
 pub fn method_label(method: &str) -> &'static str {
     const KNOWN: &[&str] = &[
-        "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "UPDATE", "INFO", "REFER", "NOTIFY",
-        "SUBSCRIBE", "MESSAGE", "PUBLISH",
+        "INVITE",
+        "ACK",
+        "BYE",
+        "CANCEL",
+        "OPTIONS",
+        "REGISTER",
+        "PRACK",
+        "UPDATE",
+        "INFO",
+        "REFER",
+        "NOTIFY",
+        "SUBSCRIBE",
+        "MESSAGE",
+        "PUBLISH",
     ];
-    KNOWN.iter().find(|m| m.eq_ignore_ascii_case(method)).copied().unwrap_or("OTHER")
+    KNOWN
+        .iter()
+        .find(|m| m.eq_ignore_ascii_case(method))
+        .copied()
+        .unwrap_or("OTHER")
 }

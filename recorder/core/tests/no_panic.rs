@@ -16,7 +16,14 @@ fn valid_messages() -> Vec<String> {
     vec![
         mk_invite("008", "012", "p1", &sdp("10.0.0.1", 4000, "a=sendonly\r\n")),
         mk_in_dialog("BYE", "p1", 2, true, "", ""),
-        mk_in_dialog("INFO", "p1", 3, false, "Signal=5\r\n", "Content-Type: application/dtmf-relay\r\n"),
+        mk_in_dialog(
+            "INFO",
+            "p1",
+            3,
+            false,
+            "Signal=5\r\n",
+            "Content-Type: application/dtmf-relay\r\n",
+        ),
     ]
 }
 

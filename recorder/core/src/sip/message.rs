@@ -78,7 +78,11 @@ pub struct Message {
 pub fn frame_stream(buf: &[u8]) -> Result<Option<usize>, ParseError> {
     // RFC 3261 §7.5: CRLFs before a message (keep-alives) are skipped by the caller.
     let Some(head_end) = find(buf, b"\r\n\r\n") else {
-        return if buf.len() > MAX_MESSAGE { Err(ParseError::TooLarge) } else { Ok(None) };
+        return if buf.len() > MAX_MESSAGE {
+            Err(ParseError::TooLarge)
+        } else {
+            Ok(None)
+        };
     };
     let head = &buf[..head_end];
     let length = content_length(head)?.ok_or(ParseError::Missing("Content-Length"))?;
@@ -97,19 +101,31 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 fn content_length(head: &[u8]) -> Result<Option<usize>, ParseError> {
     for line in head.split(|&b| b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
         let name = trim(&line[..colon]);
         if name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l") {
-            let value = std::str::from_utf8(trim(&line[colon + 1..])).map_err(|_| ParseError::ContentLength)?;
-            return value.parse::<usize>().map(Some).map_err(|_| ParseError::ContentLength);
+            let value = std::str::from_utf8(trim(&line[colon + 1..]))
+                .map_err(|_| ParseError::ContentLength)?;
+            return value
+                .parse::<usize>()
+                .map(Some)
+                .map_err(|_| ParseError::ContentLength);
         }
     }
     Ok(None)
 }
 
 fn trim(b: &[u8]) -> &[u8] {
-    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
-    let end = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     &b[start..end]
 }
 
@@ -188,8 +204,14 @@ impl Message {
                 .find(|(c, _)| c.eq_ignore_ascii_case(name))
                 .map_or(name, |(_, full)| full);
             let value = value.trim();
-            let splittable = ["via", "route", "record-route"].iter().any(|n| n.eq_ignore_ascii_case(name));
-            let values = if splittable { split_commas(value) } else { vec![value] };
+            let splittable = ["via", "route", "record-route"]
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(name));
+            let values = if splittable {
+                split_commas(value)
+            } else {
+                vec![value]
+            };
             for value in values {
                 headers.push(make_header(name, value).ok_or(ParseError::Header(i + 2))?);
             }
@@ -285,7 +307,10 @@ impl Message {
 
     /// Every value of a header by name, in order.
     pub fn headers_named(&self, name: &str) -> Vec<String> {
-        self.headers.iter().filter_map(|h| header_value(h, name)).collect()
+        self.headers
+            .iter()
+            .filter_map(|h| header_value(h, name))
+            .collect()
     }
 
     /// The top Via value.
@@ -330,13 +355,21 @@ impl Message {
 
     /// Content-Type without parameters, lower case.
     pub fn content_type(&self) -> Option<String> {
-        self.header("Content-Type")
-            .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        self.header("Content-Type").map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
     }
 
     /// Removes the top Via and returns it.
     pub fn pop_via(&mut self) -> Option<String> {
-        let i = self.headers.iter().position(|h| matches!(h, Header::Via(_)))?;
+        let i = self
+            .headers
+            .iter()
+            .position(|h| matches!(h, Header::Via(_)))?;
         match self.headers.remove(i) {
             Header::Via(v) => Some(v.value().to_owned()),
             _ => None,
@@ -345,7 +378,11 @@ impl Message {
 
     /// Adds a Via on top of all others.
     pub fn push_via(&mut self, value: String) {
-        let i = self.headers.iter().position(|h| matches!(h, Header::Via(_))).unwrap_or(0);
+        let i = self
+            .headers
+            .iter()
+            .position(|h| matches!(h, Header::Via(_)))
+            .unwrap_or(0);
         self.headers.insert(i, Header::Via(Via::new(value)));
     }
 
@@ -355,15 +392,24 @@ impl Message {
             .headers
             .iter()
             .position(|h| matches!(h, Header::RecordRoute(_)))
-            .or_else(|| self.headers.iter().position(|h| matches!(h, Header::Via(_))).map(|i| i + 1))
+            .or_else(|| {
+                self.headers
+                    .iter()
+                    .position(|h| matches!(h, Header::Via(_)))
+                    .map(|i| i + 1)
+            })
             .unwrap_or(0);
         let i = if matches!(self.headers.get(i), Some(Header::RecordRoute(_))) {
             i
         } else {
             // After the last Via, so the message still reads in the usual order.
-            self.headers.iter().rposition(|h| matches!(h, Header::Via(_))).map_or(0, |i| i + 1)
+            self.headers
+                .iter()
+                .rposition(|h| matches!(h, Header::Via(_)))
+                .map_or(0, |i| i + 1)
         };
-        self.headers.insert(i, Header::RecordRoute(RecordRoute::new(value)));
+        self.headers
+            .insert(i, Header::RecordRoute(RecordRoute::new(value)));
     }
 
     /// The Route values in order.
@@ -379,7 +425,11 @@ impl Message {
 
     /// Removes the first Route header.
     pub fn pop_route(&mut self) {
-        if let Some(i) = self.headers.iter().position(|h| matches!(h, Header::Route(_))) {
+        if let Some(i) = self
+            .headers
+            .iter()
+            .position(|h| matches!(h, Header::Route(_)))
+        {
             self.headers.remove(i);
         }
     }
@@ -388,7 +438,11 @@ impl Message {
     pub fn set_header(&mut self, name: &str, value: String) {
         let new = make_header(name, &value);
         let Some(new) = new else { return };
-        match self.headers.iter().position(|h| header_value(h, name).is_some()) {
+        match self
+            .headers
+            .iter()
+            .position(|h| header_value(h, name).is_some())
+        {
             Some(i) => self.headers[i] = new,
             None => self.headers.push(new),
         }
@@ -417,7 +471,8 @@ fn parse_start(line: &str) -> Result<StartLine, ParseError> {
         });
     }
     let mut parts = line.split(' ');
-    let (Some(method), Some(uri), Some("SIP/2.0"), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(method), Some(uri), Some("SIP/2.0"), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(ParseError::StartLine);
     };
@@ -441,14 +496,18 @@ fn make_header(name: &str, value: &str) -> Option<Header> {
 fn header_value(h: &Header, name: &str) -> Option<String> {
     let text = h.to_string();
     let (n, v) = text.split_once(':')?;
-    n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+    n.trim()
+        .eq_ignore_ascii_case(name)
+        .then(|| v.trim().to_owned())
 }
 
 /// A `;name=value` parameter of a header value such as a Via.
 pub fn param(value: &str, name: &str) -> Option<String> {
     value.split(';').skip(1).find_map(|p| {
         let (n, v) = p.split_once('=').unwrap_or((p, ""));
-        n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+        n.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_owned())
     })
 }
 
@@ -509,8 +568,14 @@ mod tests {
         assert_eq!(m.to_tag(), None);
         assert_eq!(m.body, b"v=0\r\n");
         assert_eq!(m.header("X-Custom").as_deref(), Some("kept, as is"));
-        assert_eq!(name_addr_user(&m.header("From").unwrap()).as_deref(), Some("008"));
-        assert_eq!(name_addr_display(&m.header("From").unwrap()).as_deref(), Some("Ralf"));
+        assert_eq!(
+            name_addr_user(&m.header("From").unwrap()).as_deref(),
+            Some("008")
+        );
+        assert_eq!(
+            name_addr_display(&m.header("From").unwrap()).as_deref(),
+            Some("Ralf")
+        );
         assert_eq!(m.content_type().as_deref(), Some("application/sdp"));
     }
 
@@ -530,10 +595,20 @@ mod tests {
         assert_eq!(Message::parse(b"garbage"), Err(ParseError::Truncated));
         assert_eq!(Message::parse(b"HELLO\r\n\r\n"), Err(ParseError::StartLine));
         let no_callid = "OPTIONS sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bKx\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCSeq: 1 OPTIONS\r\n\r\n";
-        assert_eq!(Message::parse(no_callid.as_bytes()), Err(ParseError::Missing("Call-ID")));
+        assert_eq!(
+            Message::parse(no_callid.as_bytes()),
+            Err(ParseError::Missing("Call-ID"))
+        );
         let lying = INVITE.replace("l: 5", "l: 400");
-        assert_eq!(Message::parse(lying.as_bytes()), Err(ParseError::ContentLength));
-        let big = format!("{}X-Big: {}\r\n\r\n", &INVITE[..INVITE.find("l: 5").unwrap()], "a".repeat(MAX_MESSAGE));
+        assert_eq!(
+            Message::parse(lying.as_bytes()),
+            Err(ParseError::ContentLength)
+        );
+        let big = format!(
+            "{}X-Big: {}\r\n\r\n",
+            &INVITE[..INVITE.find("l: 5").unwrap()],
+            "a".repeat(MAX_MESSAGE)
+        );
         assert_eq!(Message::parse(big.as_bytes()), Err(ParseError::TooLarge));
     }
 
@@ -543,7 +618,10 @@ mod tests {
         let first = frame_stream(two.as_bytes()).unwrap().unwrap();
         assert_eq!(first, INVITE.len());
         assert_eq!(frame_stream(&two.as_bytes()[..10]).unwrap(), None);
-        assert_eq!(frame_stream(&INVITE.as_bytes()[..INVITE.len() - 2]).unwrap(), None);
+        assert_eq!(
+            frame_stream(&INVITE.as_bytes()[..INVITE.len() - 2]).unwrap(),
+            None
+        );
     }
 
     #[test]
@@ -553,7 +631,10 @@ mod tests {
         assert_eq!(m.branch().as_deref(), Some("z9hG4bKme"));
         m.push_record_route("<sip:10.9.9.9:5060;lr>".into());
         assert_eq!(m.headers_named("Record-Route"), ["<sip:10.9.9.9:5060;lr>"]);
-        assert_eq!(m.pop_via().as_deref(), Some("SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bKme"));
+        assert_eq!(
+            m.pop_via().as_deref(),
+            Some("SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bKme")
+        );
         let again = Message::parse(&m.to_bytes()).unwrap();
         assert_eq!(again.headers_named("Via").len(), 2);
         assert_eq!(again.headers_named("Record-Route").len(), 1);

@@ -70,7 +70,10 @@ pub fn with_body(head: &str, body: &str) -> String {
     if body.is_empty() {
         format!("{head}Content-Length: 0\r\n\r\n")
     } else {
-        format!("{head}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+        format!(
+            "{head}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
     }
 }
 
@@ -102,11 +105,15 @@ pub fn mk_response(req: &Message, code: u16, reason: &str, body: &str) -> String
     }
     head.push_str(&format!("From: {}\r\n", req.header("From").unwrap()));
     let to = req.header("To").unwrap();
-    let to = if to.contains("tag=") || code == 100 { to } else { format!("{to};tag=callee-tag") };
+    let to = if to.contains("tag=") || code == 100 {
+        to
+    } else {
+        format!("{to};tag=callee-tag")
+    };
     head.push_str(&format!("To: {to}\r\n"));
     head.push_str(&format!("Call-ID: {}\r\n", req.call_id().unwrap()));
     head.push_str(&format!("CSeq: {}\r\n", req.header("CSeq").unwrap()));
-    if code >= 200 && code < 300 {
+    if (200..300).contains(&code) {
         head.push_str("Contact: <sip:callee@10.0.0.2:5060>\r\n");
     }
     with_body(&head, body)
@@ -114,7 +121,14 @@ pub fn mk_response(req: &Message, code: u16, reason: &str, body: &str) -> String
 
 /// An in-dialog request from the caller (`from_caller`) or the callee,
 /// routed through the recorder with the Record-Route it learned.
-pub fn mk_in_dialog(method: &str, call_id: &str, cseq: u32, from_caller: bool, body: &str, extra: &str) -> String {
+pub fn mk_in_dialog(
+    method: &str,
+    call_id: &str,
+    cseq: u32,
+    from_caller: bool,
+    body: &str,
+    extra: &str,
+) -> String {
     let (uri, via, from, to) = if from_caller {
         (
             "sip:callee@10.0.0.2:5060",
@@ -169,13 +183,27 @@ pub struct Out {
 impl Out {
     /// The only message sent to `to`.
     pub fn to(&self, to: &str) -> &Message {
-        let sent: Vec<&Message> = self.sip.iter().filter(|(t, _)| t.addr == addr(to)).map(|(_, m)| m).collect();
-        assert_eq!(sent.len(), 1, "expected exactly one message to {to}, got {:#?}", self.sip);
+        let sent: Vec<&Message> = self
+            .sip
+            .iter()
+            .filter(|(t, _)| t.addr == addr(to))
+            .map(|(_, m)| m)
+            .collect();
+        assert_eq!(
+            sent.len(),
+            1,
+            "expected exactly one message to {to}, got {:#?}",
+            self.sip
+        );
         sent[0]
     }
 
     pub fn codes_to(&self, to: &str) -> Vec<u16> {
-        self.sip.iter().filter(|(t, _)| t.addr == addr(to)).filter_map(|(_, m)| m.code()).collect()
+        self.sip
+            .iter()
+            .filter(|(t, _)| t.addr == addr(to))
+            .filter_map(|(_, m)| m.code())
+            .collect()
     }
 
     pub fn methods_to(&self, to: &str) -> Vec<String> {
@@ -202,7 +230,12 @@ pub fn drain(rec: &mut Recorder) -> Out {
     loop {
         match rec.poll_output() {
             Output::Sip { target, data } => {
-                let msg = Message::parse(&data).unwrap_or_else(|e| panic!("core sent unparseable SIP ({e}): {}", String::from_utf8_lossy(&data)));
+                let msg = Message::parse(&data).unwrap_or_else(|e| {
+                    panic!(
+                        "core sent unparseable SIP ({e}): {}",
+                        String::from_utf8_lossy(&data)
+                    )
+                });
                 out.sip.push((target, msg));
             }
             Output::Event(e) => out.events.push(e),
@@ -229,7 +262,10 @@ pub fn rtp(pt: u8, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
 /// The audio port the recorder advertised in an SDP body.
 pub fn sdp_port(msg: &Message) -> u16 {
     let body = String::from_utf8_lossy(&msg.body);
-    let m = body.lines().find(|l| l.starts_with("m=audio")).expect("m=audio line");
+    let m = body
+        .lines()
+        .find(|l| l.starts_with("m=audio"))
+        .expect("m=audio line");
     m.split(' ').nth(1).unwrap().parse().unwrap()
 }
 
@@ -245,17 +281,32 @@ pub struct Call {
 }
 
 pub fn establish(rec: &mut Recorder, now: Instant, from: &str, to: &str, call_id: &str) -> Call {
-    let out = sip_in(rec, now, CALLER, &mk_invite(from, to, call_id, &sdp("10.0.0.1", 4000, "")));
+    let out = sip_in(
+        rec,
+        now,
+        CALLER,
+        &mk_invite(from, to, call_id, &sdp("10.0.0.1", 4000, "")),
+    );
     assert_eq!(out.codes_to(CALLER), [100]);
     let invite = out.to(CALLEE).clone();
     let mut events = out.events;
     let out = sip_in(rec, now, CALLEE, &mk_response(&invite, 180, "Ringing", ""));
     assert_eq!(out.codes_to(CALLER), [180]);
     events.extend(out.events);
-    let out = sip_in(rec, now + Duration::from_secs(1), CALLEE, &mk_response(&invite, 200, "OK", &sdp("10.0.0.2", 6000, "")));
+    let out = sip_in(
+        rec,
+        now + Duration::from_secs(1),
+        CALLEE,
+        &mk_response(&invite, 200, "OK", &sdp("10.0.0.2", 6000, "")),
+    );
     let ok = out.to(CALLER).clone();
     events.extend(out.events);
-    let out = sip_in(rec, now + Duration::from_secs(1), CALLER, &mk_in_dialog("ACK", call_id, 1, true, "", ""));
+    let out = sip_in(
+        rec,
+        now + Duration::from_secs(1),
+        CALLER,
+        &mk_in_dialog("ACK", call_id, 1, true, "", ""),
+    );
     assert_eq!(out.methods_to(CALLEE), ["ACK"]);
     Call {
         id: call_id.to_owned(),
@@ -267,14 +318,27 @@ pub fn establish(rec: &mut Recorder, now: Instant, from: &str, to: &str, call_id
 }
 
 /// Sends one RTP packet into the recorder on `port` from `from`; returns the relay decision and events.
-pub fn rtp_in(rec: &mut Recorder, now: Instant, port: u16, from: &str, packet: &[u8]) -> (Option<Relay>, Vec<Event>) {
+pub fn rtp_in(
+    rec: &mut Recorder,
+    now: Instant,
+    port: u16,
+    from: &str,
+    packet: &[u8],
+) -> (Option<Relay>, Vec<Event>) {
     let relay = rec.handle_rtp(now, port, addr(from), packet);
     (relay, drain(rec).events)
 }
 
 /// Sends `*` then `digit` as RFC 4733 events (with the usual repeated
 /// end packets) from the given side into `port`.
-pub fn key_rfc4733(rec: &mut Recorder, now: Instant, port: u16, from: &str, keys: &str, ts0: u32) -> Vec<Event> {
+pub fn key_rfc4733(
+    rec: &mut Recorder,
+    now: Instant,
+    port: u16,
+    from: &str,
+    keys: &str,
+    ts0: u32,
+) -> Vec<Event> {
     let mut events = Vec::new();
     for (i, k) in keys.chars().enumerate() {
         let code = match k {
@@ -285,8 +349,19 @@ pub fn key_rfc4733(rec: &mut Recorder, now: Instant, port: u16, from: &str, keys
         let ts = ts0 + i as u32 * 1600;
         for (n, end) in [(0u16, false), (1, false), (2, true), (3, true), (4, true)] {
             let duration = (160 * (n + 1)).to_be_bytes();
-            let payload = [code, if end { 0x8a } else { 0x0a }, duration[0], duration[1]];
-            let (_, ev) = rtp_in(rec, now + Duration::from_millis(200 * i as u64), port, from, &rtp(101, 100 + i as u16 * 5 + n, ts, 0xdead, &payload));
+            let payload = [
+                code,
+                if end { 0x8a } else { 0x0a },
+                duration[0],
+                duration[1],
+            ];
+            let (_, ev) = rtp_in(
+                rec,
+                now + Duration::from_millis(200 * i as u64),
+                port,
+                from,
+                &rtp(101, 100 + i as u16 * 5 + n, ts, 0xdead, &payload),
+            );
             events.extend(ev);
         }
     }

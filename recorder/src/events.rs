@@ -1,0 +1,155 @@
+//! The call event log: one JSON object per line for every call event the
+//! core emits (media frames excepted), with wall-clock UTC times. It is what
+//! an auditor reads to see when each call was recorded and why, and what the
+//! end-to-end tests assert on. It names numbers, so it is written to a file
+//! with the recordings' access rules, never to the info-level log.
+
+use std::io::Write;
+use std::time::{Instant, SystemTime};
+
+use earshot_recorder_core::{EndReason, Event, RecordingReason};
+use serde_json::{Value, json};
+
+/// Maps the core's `Instant`s to wall-clock time.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    instant: Instant,
+    system: SystemTime,
+}
+
+impl Clock {
+    /// Pairs the two clocks now.
+    pub fn new() -> Self {
+        Self {
+            instant: Instant::now(),
+            system: SystemTime::now(),
+        }
+    }
+
+    /// Wall-clock time of an `Instant`.
+    pub fn system(&self, at: Instant) -> SystemTime {
+        match at.checked_duration_since(self.instant) {
+            Some(d) => self.system + d,
+            None => self.system - self.instant.duration_since(at),
+        }
+    }
+
+    /// RFC 3339 UTC with milliseconds.
+    pub fn rfc3339(&self, at: Instant) -> String {
+        humantime::format_rfc3339_millis(self.system(at)).to_string()
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The JSON line for an event, or `None` for media frames.
+pub fn to_json(clock: &Clock, event: &Event) -> Option<Value> {
+    let v = match event {
+        Event::CallStarted {
+            call,
+            at,
+            caller,
+            callee,
+            users,
+        } => json!({
+            "time": clock.rfc3339(*at), "event": "call_started", "call": call.hash,
+            "caller": caller.number, "callerName": caller.display_name,
+            "callee": callee.number, "calleeName": callee.display_name,
+            "users": users.iter().map(|u| json!({
+                "extension": u.extension, "displayName": u.display_name,
+                "mode": u.mode.as_str(), "side": u.side.as_str(),
+            })).collect::<Vec<_>>(),
+        }),
+        Event::CallAnswered { call, at } => json!({
+            "time": clock.rfc3339(*at), "event": "call_answered", "call": call.hash,
+        }),
+        Event::Recording {
+            call,
+            at,
+            on,
+            reason,
+        } => {
+            let (why, ext, user_on) = match reason {
+                RecordingReason::Answered { extension } => ("always", Some(extension), None),
+                RecordingReason::Shortcode { extension, on } => {
+                    ("shortcode", Some(extension), Some(*on))
+                }
+                RecordingReason::CallEnded => ("call_ended", None, None),
+            };
+            json!({
+                "time": clock.rfc3339(*at), "event": "recording", "call": call.hash, "on": on,
+                "reason": why, "extension": ext, "userOn": user_on,
+            })
+        }
+        Event::Dtmf {
+            call,
+            at,
+            side,
+            digit,
+            method,
+        } => json!({
+            "time": clock.rfc3339(*at), "event": "dtmf", "call": call.hash,
+            "side": side.as_str(), "digit": digit.to_string(), "method": method.label(),
+        }),
+        Event::CallEnded {
+            call,
+            at,
+            reason,
+            answered,
+        } => {
+            let (why, detail) = match reason {
+                EndReason::Bye(side) => ("bye", json!(side.as_str())),
+                EndReason::Cancelled => ("cancelled", Value::Null),
+                EndReason::Rejected(code) => ("rejected", json!(code)),
+                EndReason::Timeout => ("timeout", Value::Null),
+            };
+            json!({
+                "time": clock.rfc3339(*at), "event": "call_ended", "call": call.hash,
+                "reason": why, "detail": detail, "answered": answered,
+            })
+        }
+        Event::Media(_) => return None,
+    };
+    Some(v)
+}
+
+/// Appends event lines to a file, flushing after each batch.
+pub struct EventLog {
+    out: Option<std::io::BufWriter<std::fs::File>>,
+    clock: Clock,
+}
+
+impl EventLog {
+    /// A log writing to `path` (appending), or discarding when `None`.
+    pub fn open(path: Option<&std::path::Path>, clock: Clock) -> std::io::Result<Self> {
+        let out = match path {
+            Some(p) => Some(std::io::BufWriter::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)?,
+            )),
+            None => None,
+        };
+        Ok(Self { out, clock })
+    }
+
+    /// Writes the events that have a line.
+    pub fn write(&mut self, events: &[Event]) {
+        let Some(out) = self.out.as_mut() else { return };
+        for e in events {
+            if let Some(v) = to_json(&self.clock, e)
+                && let Err(err) = writeln!(out, "{v}")
+            {
+                tracing::warn!(error = %err, "cannot write call event log");
+            }
+        }
+        if let Err(err) = out.flush() {
+            tracing::warn!(error = %err, "cannot flush call event log");
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! Prometheus metrics of the recorder, prefix `earshot_`. The core keeps
+//! plain counters; each scrape copies their growth into these metrics, so
+//! the packet path never touches an atomic shared with the HTTP server.
+//! Every name here is listed in `docs/metrics.md`.
+
+use earshot_recorder_core::stats::Stats;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// The recorder's metrics and the last core snapshot they reflect.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    calls_active: Gauge,
+    calls: Family<Labels, Counter>,
+    sip_messages: Family<Labels, Counter>,
+    sip_parse_errors: Counter,
+    sip_refused: Family<Labels, Counter>,
+    rtp_packets: Family<Labels, Counter>,
+    rtp_dropped: Family<Labels, Counter>,
+    dtmf_digits: Family<Labels, Counter>,
+    recording_toggles: Family<Labels, Counter>,
+    recordings_active: Gauge,
+    config_reloads: Family<Labels, Counter>,
+    draining: Gauge<i64, std::sync::atomic::AtomicI64>,
+    last: Stats,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn delta<K: Ord + Clone>(
+    now: &std::collections::BTreeMap<K, u64>,
+    before: &std::collections::BTreeMap<K, u64>,
+    mut f: impl FnMut(&K, u64),
+) {
+    for (k, v) in now {
+        let d = v - before.get(k).copied().unwrap_or(0);
+        if d > 0 {
+            f(k, d);
+        }
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut root = Registry::default();
+        let registry = root.sub_registry_with_prefix("earshot");
+        let m = Self {
+            registry: Registry::default(),
+            calls_active: Gauge::default(),
+            calls: Family::default(),
+            sip_messages: Family::default(),
+            sip_parse_errors: Counter::default(),
+            sip_refused: Family::default(),
+            rtp_packets: Family::default(),
+            rtp_dropped: Family::default(),
+            dtmf_digits: Family::default(),
+            recording_toggles: Family::default(),
+            recordings_active: Gauge::default(),
+            config_reloads: Family::default(),
+            draining: Gauge::default(),
+            last: Stats::default(),
+        };
+        registry.register(
+            "calls_active",
+            "Calls in progress through this recorder",
+            m.calls_active.clone(),
+        );
+        registry.register(
+            "calls",
+            "Calls ended, by result (answered, rejected, cancelled, timeout)",
+            m.calls.clone(),
+        );
+        registry.register(
+            "sip_messages",
+            "SIP messages by CSeq method and direction (in, out)",
+            m.sip_messages.clone(),
+        );
+        registry.register(
+            "sip_parse_errors",
+            "SIP messages that did not parse",
+            m.sip_parse_errors.clone(),
+        );
+        registry.register(
+            "sip_refused",
+            "Requests refused by the recorder, by status code",
+            m.sip_refused.clone(),
+        );
+        registry.register(
+            "rtp_packets",
+            "RTP and RTCP packets relayed, by direction",
+            m.rtp_packets.clone(),
+        );
+        registry.register(
+            "rtp_dropped_packets",
+            "RTP and RTCP packets dropped, by reason",
+            m.rtp_dropped.clone(),
+        );
+        registry.register(
+            "dtmf_digits",
+            "DTMF digits seen, by method (rfc4733, sip_info, inband)",
+            m.dtmf_digits.clone(),
+        );
+        registry.register(
+            "recording_toggles",
+            "Shortcode toggles, by the state toggled to (on, off)",
+            m.recording_toggles.clone(),
+        );
+        registry.register(
+            "recordings_active",
+            "Calls being recorded now",
+            m.recordings_active.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Config file reloads, by result (applied, rejected)",
+            m.config_reloads.clone(),
+        );
+        registry.register(
+            "draining",
+            "1 while the recorder refuses new calls before shutting down",
+            m.draining.clone(),
+        );
+        Self {
+            registry: root,
+            ..m
+        }
+    }
+
+    /// Brings the metrics up to the core's counters.
+    pub fn sync(&mut self, s: &Stats) {
+        self.calls_active.set(s.calls_active as i64);
+        self.recordings_active.set(s.recordings_active as i64);
+        let parse = s.sip_parse_errors - self.last.sip_parse_errors;
+        self.sip_parse_errors.inc_by(parse);
+        delta(&s.calls, &self.last.calls, |k, d| {
+            self.calls
+                .get_or_create(&vec![("result", k.to_string())])
+                .inc_by(d);
+        });
+        delta(&s.sip_messages, &self.last.sip_messages, |(m, dir), d| {
+            self.sip_messages
+                .get_or_create(&vec![
+                    ("method", m.to_string()),
+                    ("direction", dir.to_string()),
+                ])
+                .inc_by(d);
+        });
+        delta(&s.sip_refused, &self.last.sip_refused, |code, d| {
+            self.sip_refused
+                .get_or_create(&vec![("code", code.to_string())])
+                .inc_by(d);
+        });
+        delta(&s.rtp_packets, &self.last.rtp_packets, |k, d| {
+            self.rtp_packets
+                .get_or_create(&vec![("direction", k.to_string())])
+                .inc_by(d);
+        });
+        delta(&s.rtp_dropped, &self.last.rtp_dropped, |k, d| {
+            self.rtp_dropped
+                .get_or_create(&vec![("reason", k.to_string())])
+                .inc_by(d);
+        });
+        delta(&s.dtmf_digits, &self.last.dtmf_digits, |k, d| {
+            self.dtmf_digits
+                .get_or_create(&vec![("method", k.to_string())])
+                .inc_by(d);
+        });
+        delta(
+            &s.recording_toggles,
+            &self.last.recording_toggles,
+            |k, d| {
+                self.recording_toggles
+                    .get_or_create(&vec![("to", k.to_string())])
+                    .inc_by(d);
+            },
+        );
+        self.last = s.clone();
+    }
+
+    /// Counts a config reload.
+    pub fn reload(&self, applied: bool) {
+        let result = if applied { "applied" } else { "rejected" };
+        self.config_reloads
+            .get_or_create(&vec![("result", result.to_owned())])
+            .inc();
+    }
+
+    /// Marks the recorder as draining.
+    pub fn set_draining(&self) {
+        self.draining.set(1);
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Encoding into a String cannot fail.
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("encode metrics");
+        out
+    }
+}

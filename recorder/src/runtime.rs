@@ -1,0 +1,552 @@
+//! The tokio shell around the sans-IO core: SIP over UDP and TCP, one task
+//! per RTP/RTCP socket, a 20 ms timer tick, the HTTP endpoints, config
+//! reload and the SIGTERM drain. The core sits behind one mutex that is
+//! never held across an `.await`; every send happens after it is released.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context;
+use earshot_recorder_core::sip::message::frame_stream;
+use earshot_recorder_core::{Event, Output, Recorder, Target, Transport};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::events::{Clock, EventLog};
+use crate::metrics::Metrics;
+
+/// State shared by every task.
+pub struct Shared {
+    rec: Mutex<Recorder>,
+    metrics: Mutex<Metrics>,
+    sip_udp: Option<Arc<UdpSocket>>,
+    tcp: Mutex<HashMap<SocketAddr, mpsc::UnboundedSender<Vec<u8>>>>,
+    rtp: Vec<Option<Arc<UdpSocket>>>,
+    rtp_base: u16,
+    events: mpsc::UnboundedSender<Event>,
+    ready: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock would be a bug in the core; keep serving
+    // rather than cascade it into every task.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn drain(rec: &mut Recorder) -> Vec<Output> {
+    let mut out = Vec::new();
+    loop {
+        match rec.poll_output() {
+            Output::Timeout(_) => return out,
+            o => out.push(o),
+        }
+    }
+}
+
+impl Shared {
+    /// Runs `f` on the core, then carries out what it produced.
+    fn with_core<R>(self: &Arc<Self>, f: impl FnOnce(&mut Recorder) -> R) -> R {
+        let (r, outs) = {
+            let mut rec = lock(&self.rec);
+            let r = f(&mut rec);
+            (r, drain(&mut rec))
+        };
+        self.dispatch(outs);
+        r
+    }
+
+    fn dispatch(self: &Arc<Self>, outs: Vec<Output>) {
+        for o in outs {
+            match o {
+                Output::Sip { target, data } => self.send_sip(target, data),
+                Output::Event(e) => {
+                    let _ = self.events.send(e);
+                }
+                Output::Timeout(_) => {}
+            }
+        }
+    }
+
+    fn send_sip(self: &Arc<Self>, target: Target, data: Vec<u8>) {
+        match target.transport {
+            Transport::Udp => {
+                let Some(sock) = self.sip_udp.clone() else {
+                    tracing::warn!("SIP over UDP requested but the UDP listener is disabled");
+                    return;
+                };
+                match sock.try_send_to(&data, target.addr) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        tokio::spawn(async move {
+                            let _ = sock.send_to(&data, target.addr).await;
+                        });
+                    }
+                    Err(e) => tracing::debug!(error = %e, "SIP send failed"),
+                }
+            }
+            Transport::Tcp => {
+                let existing = lock(&self.tcp).get(&target.addr).cloned();
+                match existing {
+                    Some(tx) if tx.send(data.clone()).is_ok() => {}
+                    _ => {
+                        let shared = self.clone();
+                        tokio::spawn(async move {
+                            match TcpStream::connect(target.addr).await {
+                                Ok(stream) => {
+                                    let tx = shared.clone().serve_tcp(stream, target.addr);
+                                    let _ = tx.send(data);
+                                }
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "cannot open SIP TCP connection to next hop")
+                                }
+                            }
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads SIP messages from a TCP connection and registers its writer.
+    fn serve_tcp(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+    ) -> mpsc::UnboundedSender<Vec<u8>> {
+        let _ = stream.set_nodelay(true);
+        let (mut reader, mut writer) = stream.into_split();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        lock(&self.tcp).insert(peer, tx.clone());
+        tokio::spawn(async move {
+            while let Some(data) = rx.recv().await {
+                if writer.write_all(&data).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let shared = self.clone();
+        let own = tx.clone();
+        tokio::spawn(async move {
+            let mut buf: Vec<u8> = Vec::with_capacity(8192);
+            let mut chunk = vec![0u8; 8192];
+            'conn: loop {
+                let n = match reader.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                buf.extend_from_slice(&chunk[..n]);
+                loop {
+                    // Keep-alive CRLFs between messages (RFC 5626 §3.5.1).
+                    let skip = buf
+                        .iter()
+                        .take_while(|&&b| b == b'\r' || b == b'\n')
+                        .count();
+                    buf.drain(..skip);
+                    match frame_stream(&buf) {
+                        Ok(Some(len)) => {
+                            let now = Instant::now();
+                            let target = Target {
+                                transport: Transport::Tcp,
+                                addr: peer,
+                            };
+                            shared.with_core(|rec| rec.handle_sip(now, target, &buf[..len]));
+                            buf.drain(..len);
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::info!(error = %e, "closing SIP TCP connection after unframeable data");
+                            shared.with_core(|rec| {
+                                rec.handle_sip(
+                                    Instant::now(),
+                                    Target {
+                                        transport: Transport::Tcp,
+                                        addr: peer,
+                                    },
+                                    &buf,
+                                )
+                            });
+                            break 'conn;
+                        }
+                    }
+                }
+            }
+            let mut map = lock(&shared.tcp);
+            // A newer connection from the same address may have replaced ours.
+            if map.get(&peer).is_some_and(|t| t.same_channel(&own)) {
+                map.remove(&peer);
+            }
+        });
+        tx
+    }
+}
+
+/// Everything bound and ready to run.
+pub struct Server {
+    shared: Arc<Shared>,
+    config_path: PathBuf,
+    config: Config,
+    tcp_listener: Option<TcpListener>,
+    http_listener: tokio::net::TcpListener,
+    events_rx: mpsc::UnboundedReceiver<Event>,
+    clock: Clock,
+}
+
+/// Binds every socket the config asks for.
+pub async fn bind(config_path: PathBuf, config: Config) -> anyhow::Result<Server> {
+    let seed = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        ^ u64::from(std::process::id());
+    let core_cfg = config.core_config(seed).await.map_err(anyhow::Error::msg)?;
+    let transports = &config.file.sip.transports;
+    let sip_udp = if transports.contains(&crate::config::TransportName::UDP) {
+        Some(Arc::new(
+            UdpSocket::bind(config.file.sip.listen)
+                .await
+                .with_context(|| format!("cannot bind SIP UDP {}", config.file.sip.listen))?,
+        ))
+    } else {
+        None
+    };
+    let tcp_listener = if transports.contains(&crate::config::TransportName::TCP) {
+        Some(
+            TcpListener::bind(config.file.sip.listen)
+                .await
+                .with_context(|| format!("cannot bind SIP TCP {}", config.file.sip.listen))?,
+        )
+    } else {
+        None
+    };
+    let http_listener = tokio::net::TcpListener::bind(config.file.http.listen)
+        .await
+        .with_context(|| format!("cannot bind HTTP {}", config.file.http.listen))?;
+
+    let wanted = config.rtp_ports();
+    let base = wanted.first().copied().unwrap_or(0);
+    let mut rtp: Vec<Option<Arc<UdpSocket>>> = vec![None; wanted.len() * 2];
+    let mut bound = Vec::new();
+    for &p in &wanted {
+        let rtp_sock = UdpSocket::bind((config.file.rtp.bind, p)).await;
+        let rtcp_sock = UdpSocket::bind((config.file.rtp.bind, p + 1)).await;
+        if let (Ok(a), Ok(b)) = (rtp_sock, rtcp_sock) {
+            let i = (p - base) as usize;
+            rtp[i] = Some(Arc::new(a));
+            rtp[i + 1] = Some(Arc::new(b));
+            bound.push(p);
+        }
+    }
+    if bound.is_empty() {
+        anyhow::bail!(
+            "no RTP port pair could be bound in {}-{}",
+            config.file.rtp.port_min,
+            config.file.rtp.port_max
+        );
+    }
+    if bound.len() < wanted.len() {
+        tracing::warn!(
+            bound = bound.len(),
+            wanted = wanted.len(),
+            "some RTP port pairs are in use by other processes"
+        );
+    }
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared {
+        rec: Mutex::new(Recorder::new(core_cfg, &bound)),
+        metrics: Mutex::new(Metrics::new()),
+        sip_udp,
+        tcp: Mutex::new(HashMap::new()),
+        rtp,
+        rtp_base: base,
+        events: events_tx,
+        ready: AtomicBool::new(false),
+    });
+    tracing::info!(
+        sip = %config.file.sip.listen,
+        http = %config.file.http.listen,
+        rtp_pairs = bound.len(),
+        peers = config.peers.len(),
+        users = config.users.len(),
+        "recorder listening"
+    );
+    Ok(Server {
+        shared,
+        config_path,
+        config,
+        tcp_listener,
+        http_listener,
+        events_rx,
+        clock: Clock::new(),
+    })
+}
+
+impl Server {
+    /// Serves until SIGTERM/SIGINT and the drain that follows complete.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let Server {
+            shared,
+            config_path,
+            config,
+            tcp_listener,
+            http_listener,
+            mut events_rx,
+            clock,
+        } = self;
+
+        // Call event log and info-level call lines (no numbers in them).
+        let mut log = EventLog::open(config.file.events.path.as_deref(), clock)
+            .with_context(|| format!("cannot open event log {:?}", config.file.events.path))?;
+        let events_task = tokio::spawn(async move {
+            while let Some(first) = events_rx.recv().await {
+                let mut batch = vec![first];
+                while let Ok(e) = events_rx.try_recv() {
+                    batch.push(e);
+                }
+                for e in &batch {
+                    log_event(e);
+                }
+                log.write(&batch);
+            }
+        });
+
+        if let Some(sock) = shared.sip_udp.clone() {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                loop {
+                    match sock.recv_from(&mut buf).await {
+                        Ok((n, src)) => {
+                            let now = Instant::now();
+                            let target = Target {
+                                transport: Transport::Udp,
+                                addr: src,
+                            };
+                            shared.with_core(|rec| rec.handle_sip(now, target, &buf[..n]));
+                        }
+                        Err(e) => tracing::debug!(error = %e, "SIP UDP receive error"),
+                    }
+                }
+            });
+        }
+        if let Some(listener) = tcp_listener {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                loop {
+                    match listener.accept().await {
+                        Ok((stream, peer)) => {
+                            shared.clone().serve_tcp(stream, peer);
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "SIP TCP accept failed");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+            });
+        }
+        for (i, sock) in shared.rtp.iter().enumerate() {
+            let Some(sock) = sock.clone() else { continue };
+            let shared = shared.clone();
+            let port = shared.rtp_base + i as u16;
+            tokio::spawn(async move { rtp_loop(shared, sock, port).await });
+        }
+        {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(20));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                loop {
+                    tick.tick().await;
+                    let now = Instant::now();
+                    shared.with_core(|rec| rec.handle_timeout(now));
+                }
+            });
+        }
+        {
+            let shared = shared.clone();
+            let app = axum::Router::new()
+                .route("/metrics", axum::routing::get({
+                    let shared = shared.clone();
+                    move || {
+                        let shared = shared.clone();
+                        async move {
+                            let stats = lock(&shared.rec).stats().clone();
+                            let mut m = lock(&shared.metrics);
+                            m.sync(&stats);
+                            (
+                                [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+                                m.encode(),
+                            )
+                        }
+                    }
+                }))
+                .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+                .route("/readyz", axum::routing::get({
+                    let shared = shared.clone();
+                    move || {
+                        let shared = shared.clone();
+                        async move {
+                            if shared.ready.load(Ordering::Relaxed) {
+                                (axum::http::StatusCode::OK, "ready\n")
+                            } else {
+                                (axum::http::StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                            }
+                        }
+                    }
+                }));
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(http_listener, app).await {
+                    tracing::error!(error = %e, "HTTP server stopped");
+                }
+            });
+        }
+        {
+            let shared = shared.clone();
+            let path = config_path.clone();
+            tokio::spawn(async move { watch_config(shared, path).await });
+        }
+
+        shared.ready.store(true, Ordering::Relaxed);
+        wait_for_signal().await;
+
+        // Drain: refuse new calls, let calls in progress finish.
+        shared.ready.store(false, Ordering::Relaxed);
+        lock(&shared.metrics).set_draining();
+        let active = shared.with_core(|rec| {
+            rec.drain();
+            rec.active_calls()
+        });
+        tracing::info!(active_calls = active, grace = ?config.file.shutdown_grace, "draining: new calls are refused, calls in progress continue");
+        let deadline = Instant::now() + config.file.shutdown_grace;
+        loop {
+            let active = lock(&shared.rec).active_calls();
+            if active == 0 {
+                break;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    active_calls = active,
+                    "shutdown grace period over with calls still in progress"
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // Let the last responses and events go out.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        drop(shared);
+        let _ = tokio::time::timeout(Duration::from_secs(2), events_task).await;
+        tracing::info!("recorder stopped");
+        Ok(())
+    }
+}
+
+async fn rtp_loop(shared: Arc<Shared>, sock: Arc<UdpSocket>, port: u16) {
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let (n, src) = match sock.recv_from(&mut buf).await {
+            Ok(x) => x,
+            // ICMP errors from earlier sends surface here; the socket is fine.
+            Err(_) => continue,
+        };
+        let now = Instant::now();
+        let relay = shared.with_core(|rec| rec.handle_rtp(now, port, src, &buf[..n]));
+        if let Some(r) = relay {
+            let out = shared
+                .rtp
+                .get((r.from_port - shared.rtp_base) as usize)
+                .and_then(|s| s.as_ref());
+            if let Some(out) = out {
+                let _ = out.try_send_to(&buf[..n], r.to);
+            }
+        }
+    }
+}
+
+fn log_event(e: &Event) {
+    match e {
+        Event::CallStarted { call, users, .. } => {
+            tracing::info!(call = %call.hash, policy_users = users.len(), "call started");
+        }
+        Event::CallAnswered { call, .. } => tracing::info!(call = %call.hash, "call answered"),
+        Event::Recording {
+            call, on, reason, ..
+        } => {
+            let why = match reason {
+                earshot_recorder_core::RecordingReason::Answered { .. } => "always",
+                earshot_recorder_core::RecordingReason::Shortcode { .. } => "shortcode",
+                earshot_recorder_core::RecordingReason::CallEnded => "call_ended",
+            };
+            tracing::info!(call = %call.hash, recording = on, reason = why, "recording changed");
+        }
+        Event::CallEnded { call, answered, .. } => {
+            tracing::info!(call = %call.hash, answered, "call ended")
+        }
+        Event::Dtmf {
+            call, side, method, ..
+        } => {
+            tracing::debug!(call = %call.hash, side = side.as_str(), method = method.label(), "dtmf digit");
+        }
+        Event::Media(_) => {}
+    }
+}
+
+async fn watch_config(shared: Arc<Shared>, path: PathBuf) {
+    let stamp = |p: &PathBuf| {
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| (m.modified().ok(), m.len()))
+    };
+    let mut last = stamp(&path);
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = stamp(&path);
+        if now == last {
+            continue;
+        }
+        last = now;
+        let result = match Config::load(&path) {
+            Ok(cfg) => cfg
+                .core_config(0)
+                .await
+                .map_err(|e| e.to_string())
+                .map(|core| (cfg, core)),
+            Err(e) => Err(e.to_string()),
+        };
+        match result {
+            Ok((cfg, core)) => {
+                shared.with_core(|rec| rec.update_config(core));
+                lock(&shared.metrics).reload(true);
+                tracing::info!(
+                    users = cfg.users.len(),
+                    peers = cfg.peers.len(),
+                    "config reloaded; calls in progress keep their settings"
+                );
+            }
+            Err(e) => {
+                lock(&shared.metrics).reload(false);
+                tracing::error!(error = %e, "config change rejected; keeping the previous config");
+            }
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
