@@ -1,1 +1,463 @@
+//! Test harness shared by Earshot's end-to-end suites: free loopback ports,
+//! RTP pcap files synthesised from tones and DTMF, SIPp callers and callees
+//! from the scenario templates in `tests/sipp/`, and an `earshot-recorder`
+//! process with its metrics and event log. Everything runs on 127.0.0.1 and
+//! is stopped when the test ends.
+#![forbid(unsafe_code)]
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub mod pcap;
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Whether a tool is on PATH; tests that need it fail loudly when it is not,
+/// since `make test` installs it (scripts/test-deps.sh).
+pub fn require(tool: &str) {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "{tool} is not installed: run `make test` (scripts/test-deps.sh installs it)"
+    );
+}
+
+/// A block of consecutive free UDP+TCP ports on 127.0.0.1, never one this
+/// process handed out before (blocks are probed, not held, until used).
+pub fn free_ports(count: u16) -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<(u16, u16)>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    // Spread concurrent test processes over the range by pid, then probe.
+    let mut base = 20000 + ((std::process::id() as u16).wrapping_mul(7919) % 300) * 100;
+    for _ in 0..800 {
+        let overlaps = given.iter().any(|&(b, c)| base < b + c && b < base + count);
+        let free = !overlaps
+            && (base..base + count).all(|p| {
+                UdpSocket::bind(("127.0.0.1", p)).is_ok()
+                    && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+            });
+        if free {
+            given.push((base, count));
+            return base;
+        }
+        base = 20000 + (base - 20000 + 100 + count) % 40000;
+    }
+    panic!("no block of {count} free ports on 127.0.0.1");
+}
+
+/// A temporary directory removed at drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates a fresh directory under the system temp dir.
+    pub fn new(name: &str) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let p = std::env::temp_dir().join(format!("earshot-{name}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::env::var_os("EARSHOT_KEEP_TEST_FILES").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// A policy user for the recorder config.
+pub struct TestUser<'a> {
+    /// Extension.
+    pub extension: &'a str,
+    /// `Always`, `OnDemand` or `Never`.
+    pub mode: &'a str,
+    /// `*N`, for OnDemand.
+    pub shortcode: Option<&'a str>,
+}
+
+/// A running `earshot-recorder`.
+pub struct RecorderProcess {
+    child: Option<Child>,
+    /// SIP address.
+    pub sip: SocketAddr,
+    /// HTTP address.
+    pub http: SocketAddr,
+    /// Config file.
+    pub config: PathBuf,
+    /// Event log.
+    pub events: PathBuf,
+    /// Where its stderr goes.
+    pub log: PathBuf,
+}
+
+impl RecorderProcess {
+    /// Writes a config for loopback and starts `binary`; returns when `/readyz` answers 200.
+    pub fn start(binary: &Path, dir: &Path, next_hop: SocketAddr, users: &[TestUser]) -> Self {
+        // SIP, HTTP, then 510 RTP/RTCP ports: 255 pairs, 127 concurrent calls.
+        let base = free_ports(512);
+        let sip = SocketAddr::from(([127, 0, 0, 1], base));
+        let http = SocketAddr::from(([127, 0, 0, 1], base + 1));
+        let events = dir.join("events.jsonl");
+        let users_yaml: String = users
+            .iter()
+            .map(|u| {
+                let code = u
+                    .shortcode
+                    .map(|c| format!(", shortcode: \"{c}\""))
+                    .unwrap_or_default();
+                format!(
+                    "  - {{ extension: \"{}\", mode: {}{code} }}\n",
+                    u.extension, u.mode
+                )
+            })
+            .collect();
+        let config = dir.join("recorder.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "sip: {{ listen: \"{sip}\" }}\nadvertisedAddress: 127.0.0.1\nrtp: {{ bind: 127.0.0.1, portMin: {}, portMax: {} }}\nhttp: {{ listen: \"{http}\" }}\npeers:\n  - {{ name: sipp, sources: [\"127.0.0.1/32\"], nextHop: \"{next_hop}\" }}\nusers:\n{users_yaml}events: {{ path: \"{}\" }}\nshutdownGrace: 30s\n",
+                base + 2,
+                base + 511,
+                events.display()
+            ),
+        )
+        .unwrap();
+        let log = dir.join("recorder.log");
+        let child = Command::new(binary)
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start earshot-recorder");
+        let mut p = Self {
+            child: Some(child),
+            sip,
+            http,
+            config,
+            events,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok((200, _)) = http_get(p.http, "/readyz") {
+                return p;
+            }
+            if let Some(status) = p.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!(
+                    "earshot-recorder exited with {status}: {}",
+                    std::fs::read_to_string(&p.log).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "earshot-recorder not ready: {}",
+                std::fs::read_to_string(&p.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Current value of a metric series, e.g. `earshot_calls_total{result="answered"}`; 0 when absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        let (_, body) = http_get(self.http, "/metrics").expect("scrape /metrics");
+        parse_metric(&body, series)
+    }
+
+    /// The whole `/metrics` text.
+    pub fn metrics_text(&self) -> String {
+        http_get(self.http, "/metrics").expect("scrape /metrics").1
+    }
+
+    /// Every event line so far.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.events)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("event line is JSON"))
+            .collect()
+    }
+
+    /// Sends SIGTERM and waits for exit; returns the exit status.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return child.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// The recorder's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for RecorderProcess {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 GET on loopback: status and body.
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// The value of one series in Prometheus text; 0 when absent. Label order as exported.
+pub fn parse_metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok()).flatten()
+        })
+        .unwrap_or(0.0)
+}
+
+/// Which SIPp template to run and how.
+pub struct Sipp<'a> {
+    /// Template in tests/sipp/.
+    pub scenario: &'a str,
+    /// Placeholders (`@NAME@`) and their values.
+    pub vars: Vec<(&'a str, String)>,
+    /// Extra command-line arguments.
+    pub args: Vec<String>,
+    /// Local SIP port.
+    pub port: u16,
+    /// Media port.
+    pub media_port: u16,
+    /// Control port.
+    pub control_port: u16,
+}
+
+/// A SIPp process.
+pub struct SippProcess {
+    child: Option<Child>,
+    /// Its working directory (logs).
+    pub dir: PathBuf,
+    name: String,
+}
+
+impl<'a> Sipp<'a> {
+    /// Renders the scenario into `dir` and starts SIPp there.
+    pub fn spawn(self, dir: &Path, name: &str) -> SippProcess {
+        require("sipp");
+        let template = std::fs::read_to_string(repo().join("tests/sipp").join(self.scenario))
+            .expect("scenario template");
+        let mut xml = template;
+        for (k, v) in &self.vars {
+            xml = xml.replace(&format!("@{k}@"), v);
+        }
+        xml = xml.replace("@MIDCALL@", "");
+        assert!(
+            !xml.contains('@') || !xml.contains("@PCAP@"),
+            "unfilled placeholder in {}",
+            self.scenario
+        );
+        let work = dir.join(name);
+        std::fs::create_dir_all(&work).unwrap();
+        let file = work.join(self.scenario);
+        std::fs::write(&file, xml).unwrap();
+        let mut cmd = Command::new("sipp");
+        cmd.current_dir(&work)
+            .arg("-sf")
+            .arg(&file)
+            .args([
+                "-i",
+                "127.0.0.1",
+                "-mi",
+                "127.0.0.1",
+                "-nostdin",
+                "-trace_err",
+                "-trace_stat",
+                "-fd",
+                "1",
+            ])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-mp",
+                &self.media_port.to_string(),
+                "-cp",
+                &self.control_port.to_string(),
+            ])
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(work.join("stdout.log")).unwrap())
+            .stderr(std::fs::File::create(work.join("stderr.log")).unwrap());
+        let child = cmd.spawn().expect("start sipp");
+        SippProcess {
+            child: Some(child),
+            dir: work,
+            name: name.to_owned(),
+        }
+    }
+}
+
+impl SippProcess {
+    /// Waits for SIPp to finish; panics with its error log when it failed or hung.
+    pub fn wait_success(&mut self, timeout: Duration) {
+        let child = self.child.as_mut().expect("running");
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "sipp {} did not finish in {timeout:?}:\n{}",
+                    self.name,
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        self.child = None;
+        assert!(
+            status.success(),
+            "sipp {} failed ({status}):\n{}",
+            self.name,
+            self.logs()
+        );
+    }
+
+    /// Error log and stderr, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for entry in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let p = entry.path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            if name.ends_with("errors.log") || name == "stderr.log" {
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                out.push_str(&format!(
+                    "--- {name}\n{}\n",
+                    text.chars().take(4000).collect::<String>()
+                ));
+            }
+        }
+        out
+    }
+
+    /// The last value of a `-trace_stat` CSV column (e.g. `SuccessfulCall(C)`).
+    pub fn stat(&self, column: &str) -> Option<u64> {
+        let file = std::fs::read_dir(&self.dir)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.to_string_lossy().ends_with("_.csv"))?;
+        let text = std::fs::read_to_string(file).ok()?;
+        let mut lines = text.lines();
+        let header: Vec<&str> = lines.next()?.split(';').collect();
+        let idx = header.iter().position(|h| *h == column)?;
+        lines
+            .filter(|l| !l.trim().is_empty())
+            .last()?
+            .split(';')
+            .nth(idx)?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Kills SIPp if it is still running.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for SippProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Recording intervals per call (by call hash) from an event log: each
+/// `recording on` paired with the next `recording off`, as wall-clock times.
+pub fn recorded_intervals(
+    events: &[serde_json::Value],
+) -> std::collections::BTreeMap<String, Vec<(std::time::SystemTime, std::time::SystemTime)>> {
+    let mut open: std::collections::HashMap<String, std::time::SystemTime> = Default::default();
+    let mut out: std::collections::BTreeMap<String, Vec<_>> = Default::default();
+    for e in events.iter().filter(|e| e["event"] == "recording") {
+        let call = e["call"].as_str().unwrap_or_default().to_owned();
+        let at =
+            humantime::parse_rfc3339(e["time"].as_str().unwrap_or_default()).expect("event time");
+        if e["on"] == true {
+            open.entry(call).or_insert(at);
+        } else if let Some(start) = open.remove(&call) {
+            out.entry(call).or_default().push((start, at));
+        }
+    }
+    assert!(open.is_empty(), "recordings never switched off: {open:?}");
+    out
+}
+
+/// Events of one kind.
+pub fn events_of<'a>(events: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
+    events.iter().filter(|e| e["event"] == kind).collect()
+}

@@ -693,14 +693,24 @@ impl Recorder {
             if is_sdp(&msg) {
                 match self.apply_sdp(cid, side, &msg.body) {
                     Ok(body) => msg.body = body,
-                    Err(reason) => {
+                    Err(e) => {
                         if method == "ACK" {
                             return;
                         }
-                        let reason = format!("Not Acceptable Here ({reason})");
-                        self.refuse(source, &msg, 488, &reason, &[]);
+                        // Out of ports is overload (try another recorder); bad SDP is the sender's.
+                        let (code, reason, extra) = match e {
+                            SdpFailure::NoPorts => (
+                                503,
+                                "Service Unavailable (no RTP ports free)".to_owned(),
+                                vec![("Retry-After", "5".to_owned())],
+                            ),
+                            SdpFailure::Bad(why) => {
+                                (488, format!("Not Acceptable Here ({why})"), vec![])
+                            }
+                        };
+                        self.refuse(source, &msg, code, &reason, &extra);
                         if method == "INVITE" && !in_dialog {
-                            self.end_call(now, cid, EndReason::Rejected(488));
+                            self.end_call(now, cid, EndReason::Rejected(code));
                         }
                         return;
                     }
@@ -1208,10 +1218,10 @@ impl Recorder {
         }
     }
 
-    fn apply_sdp(&mut self, cid: u64, sender: Side, body: &[u8]) -> Result<Vec<u8>, String> {
-        let sdp = Sdp::parse(body).map_err(|e| e.to_string())?;
+    fn apply_sdp(&mut self, cid: u64, sender: Side, body: &[u8]) -> Result<Vec<u8>, SdpFailure> {
+        let sdp = Sdp::parse(body).map_err(|e| SdpFailure::Bad(e.to_string()))?;
         let Some(call) = self.calls.get_mut(&cid) else {
-            return Err("no call".into());
+            return Err(SdpFailure::Bad("no call".into()));
         };
         let listens = [
             call.listens_for_shortcode(Side::Caller),
@@ -1233,8 +1243,7 @@ impl Recorder {
                     if let Some(b) = b {
                         self.ports.give(b);
                     }
-                    Stats::bump(&mut self.stats.rtp_dropped, "no_ports");
-                    return Err("no RTP ports free".into());
+                    return Err(SdpFailure::NoPorts);
                 };
                 while call.streams.len() < i {
                     // A refused stream before this one holds no ports.
@@ -1553,6 +1562,14 @@ impl Recorder {
             }
         }
     }
+}
+
+/// Why an SDP body could not be put through the relay.
+enum SdpFailure {
+    /// It does not parse or lies.
+    Bad(String),
+    /// Every RTP port pair is taken.
+    NoPorts,
 }
 
 fn is_sdp(msg: &Message) -> bool {

@@ -902,3 +902,24 @@ fn tcp_to_udp_double_record_routes() {
         "the 100 goes back on the caller's TCP connection"
     );
 }
+
+#[test]
+fn out_of_rtp_ports_is_503_with_retry_after_and_frees_nothing_it_did_not_take() {
+    let ports: Vec<u16> = vec![30000, 30002, 30004, 30006];
+    let mut rec = earshot_recorder_core::Recorder::new(mk_config(), &ports);
+    let t0 = Instant::now();
+    establish(&mut rec, t0, "008", "500", "p1");
+    establish(&mut rec, t0, "008", "500", "p2");
+    let out = sip_in(
+        &mut rec,
+        t0,
+        CALLER,
+        &mk_invite("008", "500", "p3", &sdp("10.0.0.1", 4000, "")),
+    );
+    assert_eq!(out.codes_to(CALLER), [503]);
+    assert_eq!(out.to(CALLER).header("Retry-After").as_deref(), Some("5"));
+    assert!(out.methods_to(CALLEE).is_empty());
+    assert_eq!(rec.stats().sip_refused.get(&503), Some(&1));
+    // The two calls in progress keep relaying.
+    assert_eq!(rec.active_calls(), 2);
+}

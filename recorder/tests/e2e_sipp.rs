@@ -1,0 +1,571 @@
+//! End to end: SIPp as caller and callee, a real `earshot-recorder` process
+//! in the middle on loopback, RTP and RFC 4733 DTMF played from pcap files
+//! synthesised per test. Each test asserts through the recorder's event log
+//! and metrics that exactly the right calls were recorded for the right
+//! intervals, and that SIPp saw every call complete with every RTP packet
+//! relayed.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+use earshot_tests::pcap::RtpStream;
+use earshot_tests::{
+    RecorderProcess, Sipp, SippProcess, TempDir, TestUser, events_of, free_ports, parse_metric,
+    recorded_intervals,
+};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_earshot-recorder");
+
+fn users() -> Vec<TestUser<'static>> {
+    vec![
+        TestUser {
+            extension: "008",
+            mode: "Always",
+            shortcode: None,
+        },
+        TestUser {
+            extension: "012",
+            mode: "OnDemand",
+            shortcode: Some("*5"),
+        },
+        TestUser {
+            extension: "003",
+            mode: "Never",
+            shortcode: None,
+        },
+    ]
+}
+
+struct Setup {
+    dir: TempDir,
+    recorder: RecorderProcess,
+    ports: u16,
+}
+
+fn setup(name: &str, users: &[TestUser]) -> Setup {
+    earshot_tests::require("sipp");
+    let dir = TempDir::new(name);
+    let ports = free_ports(32);
+    let uas = SocketAddr::from(([127, 0, 0, 1], ports));
+    let recorder = RecorderProcess::start(Path::new(BINARY), dir.path(), uas, users);
+    Setup {
+        dir,
+        recorder,
+        ports,
+    }
+}
+
+impl Setup {
+    fn pcap(&self, name: &str, stream: &RtpStream) -> String {
+        let path = self.dir.path().join(name);
+        stream.write(&path).unwrap();
+        path.display().to_string()
+    }
+
+    fn uas(&self, scenario: &str, pcap: &str, calls: usize) -> SippProcess {
+        let uas = Sipp {
+            scenario,
+            vars: vec![("PCAP", pcap.to_owned())],
+            args: vec!["-m".into(), calls.to_string()],
+            port: self.ports,
+            media_port: self.ports + 2,
+            control_port: self.ports + 6,
+        }
+        .spawn(self.dir.path(), &format!("uas-{scenario}"));
+        std::thread::sleep(Duration::from_millis(300));
+        uas
+    }
+
+    /// A caller sending through the recorder; `offset` separates concurrent callers' ports.
+    fn uac_at(
+        &self,
+        offset: u16,
+        scenario: &str,
+        from: &str,
+        to: &str,
+        vars: Vec<(&str, String)>,
+        extra: &[&str],
+    ) -> SippProcess {
+        let mut all = vec![("FROM", from.to_owned())];
+        all.extend(vars);
+        let mut args: Vec<String> = vec![
+            "-rsa".into(),
+            self.recorder.sip.to_string(),
+            "-s".into(),
+            to.into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.push(format!("127.0.0.1:{}", self.ports));
+        Sipp {
+            scenario,
+            vars: all,
+            args,
+            port: self.ports + 8 + offset,
+            media_port: self.ports + 10 + offset,
+            control_port: self.ports + 14 + offset,
+        }
+        .spawn(self.dir.path(), &format!("uac-{offset}-{from}-{to}"))
+    }
+
+    fn uac(
+        &self,
+        scenario: &str,
+        from: &str,
+        to: &str,
+        vars: Vec<(&str, String)>,
+        extra: &[&str],
+    ) -> SippProcess {
+        self.uac_at(0, scenario, from, to, vars, extra)
+    }
+
+    fn metric(&self, series: &str) -> f64 {
+        self.recorder.metric(series)
+    }
+
+    fn assert_no_rtp_loss(&self, caller_packets: usize, callee_packets: usize, calls: usize) {
+        // Give the last packets a moment to pass the relay.
+        std::thread::sleep(Duration::from_millis(300));
+        let text = self.recorder.metrics_text();
+        let up = parse_metric(
+            &text,
+            "earshot_rtp_packets_total{direction=\"caller_to_callee\"}",
+        );
+        let down = parse_metric(
+            &text,
+            "earshot_rtp_packets_total{direction=\"callee_to_caller\"}",
+        );
+        let dropped: f64 = text
+            .lines()
+            .filter(|l| l.starts_with("earshot_rtp_dropped_packets_total"))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum();
+        assert_eq!(
+            up as usize,
+            caller_packets * calls,
+            "every caller packet relayed\n{text}"
+        );
+        assert_eq!(
+            down as usize,
+            callee_packets * calls,
+            "every callee packet relayed\n{text}"
+        );
+        assert_eq!(dropped, 0.0, "no packet dropped\n{text}");
+    }
+}
+
+fn seconds(a: SystemTime, b: SystemTime) -> f64 {
+    b.duration_since(a).unwrap_or_default().as_secs_f64()
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !f() {
+        assert!(Instant::now() < deadline, "{what}: not within 15 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn always_user_is_recorded_from_answer_to_hang_up() {
+    let s = setup("always", &users());
+    let caller = RtpStream::new(1).tone(440.0, 2000);
+    let callee = RtpStream::new(2).tone(1000.0, 2000);
+    let mut uas = s.uas("uas.xml", &s.pcap("callee.pcap", &callee), 1);
+    let mut uac = s.uac(
+        "uac.xml",
+        "008",
+        "500",
+        vec![
+            ("PCAP", s.pcap("caller.pcap", &caller)),
+            ("TALK_MS", "3000".into()),
+        ],
+        &["-m", "1"],
+    );
+    uac.wait_success(Duration::from_secs(30));
+    uas.wait_success(Duration::from_secs(10));
+
+    let events = s.recorder.events();
+    let started = events_of(&events, "call_started");
+    assert_eq!(started.len(), 1);
+    assert_eq!(started[0]["caller"], "008");
+    assert_eq!(started[0]["callee"], "500");
+    assert_eq!(started[0]["users"][0]["mode"], "Always");
+    assert_eq!(started[0]["users"][0]["side"], "caller");
+    let intervals = recorded_intervals(&events);
+    let call = started[0]["call"].as_str().unwrap();
+    let spans = &intervals[call];
+    assert_eq!(spans.len(), 1, "one interval, answer to hang-up");
+    let length = seconds(spans[0].0, spans[0].1);
+    assert!(
+        (2.9..3.6).contains(&length),
+        "recorded {length:.2} s of a 3 s call"
+    );
+    let recording = events_of(&events, "recording");
+    assert_eq!(recording[0]["reason"], "always");
+    assert_eq!(recording[1]["reason"], "call_ended");
+    assert_eq!(events_of(&events, "call_ended")[0]["reason"], "bye");
+    assert_eq!(s.metric("earshot_calls_total{result=\"answered\"}"), 1.0);
+    s.assert_no_rtp_loss(caller.len(), callee.len(), 1);
+}
+
+#[test]
+fn never_user_is_not_recorded() {
+    let s = setup("never", &users());
+    let caller = RtpStream::new(1).tone(440.0, 1000);
+    let callee = RtpStream::new(2).tone(1000.0, 1000);
+    let mut uas = s.uas("uas.xml", &s.pcap("callee.pcap", &callee), 1);
+    let mut uac = s.uac(
+        "uac.xml",
+        "003",
+        "500",
+        vec![
+            ("PCAP", s.pcap("caller.pcap", &caller)),
+            ("TALK_MS", "1500".into()),
+        ],
+        &["-m", "1"],
+    );
+    uac.wait_success(Duration::from_secs(30));
+    uas.wait_success(Duration::from_secs(10));
+    let events = s.recorder.events();
+    assert_eq!(
+        events_of(&events, "call_started")[0]["users"],
+        serde_json::json!([])
+    );
+    assert!(events_of(&events, "recording").is_empty(), "{events:?}");
+    assert_eq!(s.metric("earshot_recordings_active"), 0.0);
+    s.assert_no_rtp_loss(caller.len(), callee.len(), 1);
+}
+
+#[test]
+fn on_demand_user_keys_the_shortcode_twice() {
+    let s = setup("ondemand", &users());
+    // 1 s talk, *5 (on), 2 s talk, *5 (off), 1 s talk.
+    let caller = RtpStream::new(1)
+        .tone(440.0, 1000)
+        .key('*', 100)
+        .tone(0.0, 100)
+        .key('5', 100)
+        .tone(440.0, 2000)
+        .key('*', 100)
+        .tone(0.0, 100)
+        .key('5', 100)
+        .tone(440.0, 1000);
+    let callee = RtpStream::new(2).tone(1000.0, 4500);
+    let mut uas = s.uas("uas.xml", &s.pcap("callee.pcap", &callee), 1);
+    let mut uac = s.uac(
+        "uac.xml",
+        "012",
+        "500",
+        vec![
+            ("PCAP", s.pcap("caller.pcap", &caller)),
+            ("TALK_MS", "5200".into()),
+        ],
+        &["-m", "1"],
+    );
+    uac.wait_success(Duration::from_secs(30));
+    uas.wait_success(Duration::from_secs(10));
+
+    let events = s.recorder.events();
+    let digits: Vec<(&str, &str)> = events_of(&events, "dtmf")
+        .iter()
+        .map(|e| (e["side"].as_str().unwrap(), e["digit"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        digits,
+        [
+            ("caller", "*"),
+            ("caller", "5"),
+            ("caller", "*"),
+            ("caller", "5")
+        ],
+        "each digit once"
+    );
+    let answered = humantime::parse_rfc3339(
+        events_of(&events, "call_answered")[0]["time"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let intervals = recorded_intervals(&events);
+    let spans: Vec<_> = intervals.values().flatten().collect();
+    assert_eq!(spans.len(), 1, "{events:?}");
+    let (on, off) = *spans[0];
+    // On when `5` follows `*` (~1.2 s after answer), off at the second code, ~2.4 s later.
+    let on_at = seconds(answered, on);
+    let length = seconds(on, off);
+    assert!(
+        (1.0..1.8).contains(&on_at),
+        "recording started {on_at:.2} s after answer"
+    );
+    assert!(
+        (2.1..2.7).contains(&length),
+        "recorded {length:.2} s between the two codes"
+    );
+    let recording = events_of(&events, "recording");
+    assert_eq!(recording[0]["reason"], "shortcode");
+    assert_eq!(recording[1]["reason"], "shortcode");
+    assert_eq!(s.metric("earshot_recording_toggles_total{to=\"on\"}"), 1.0);
+    assert_eq!(s.metric("earshot_recording_toggles_total{to=\"off\"}"), 1.0);
+    assert_eq!(
+        s.metric("earshot_dtmf_digits_total{method=\"rfc4733\"}"),
+        4.0
+    );
+    s.assert_no_rtp_loss(caller.len(), callee.len(), 1);
+}
+
+#[test]
+fn the_far_end_keying_the_code_does_nothing() {
+    let s = setup("farend", &users());
+    let caller = RtpStream::new(1).tone(440.0, 3000);
+    // The far end (callee 500) keys *5, the OnDemand caller's code.
+    let callee = RtpStream::new(2)
+        .tone(1000.0, 500)
+        .key('*', 100)
+        .tone(0.0, 100)
+        .key('5', 100)
+        .tone(1000.0, 1500);
+    let mut uas = s.uas("uas.xml", &s.pcap("callee.pcap", &callee), 1);
+    let mut uac = s.uac(
+        "uac.xml",
+        "012",
+        "500",
+        vec![
+            ("PCAP", s.pcap("caller.pcap", &caller)),
+            ("TALK_MS", "3000".into()),
+        ],
+        &["-m", "1"],
+    );
+    uac.wait_success(Duration::from_secs(30));
+    uas.wait_success(Duration::from_secs(10));
+    let events = s.recorder.events();
+    let sides: Vec<&str> = events_of(&events, "dtmf")
+        .iter()
+        .map(|e| e["side"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        sides,
+        ["callee", "callee"],
+        "the digits were seen, on the far end's leg"
+    );
+    assert!(
+        events_of(&events, "recording").is_empty(),
+        "and toggled nothing"
+    );
+    s.assert_no_rtp_loss(caller.len(), callee.len(), 1);
+}
+
+#[test]
+fn hold_and_resume_by_re_invite() {
+    let s = setup("hold", &users());
+    let caller = RtpStream::new(1).tone(440.0, 1000);
+    let callee = RtpStream::new(2).tone(1000.0, 1000);
+    let fragment =
+        std::fs::read_to_string(earshot_tests::repo().join("tests/sipp/hold.fragment.xml"))
+            .unwrap();
+    let step = |cseq: &str, ver: &str, dir: &str, pause: &str| {
+        fragment
+            .replace("@CSEQ@", cseq)
+            .replace("@SDPVER@", ver)
+            .replace("@DIRECTION@", dir)
+            .replace("@PAUSE_MS@", pause)
+    };
+    let midcall = format!(
+        "{}{}",
+        step("2", "2353687638", "sendonly", "1000"),
+        step("3", "2353687639", "sendrecv", "500")
+    );
+    let mut uas = s.uas("uas.xml", &s.pcap("callee.pcap", &callee), 1);
+    let mut uac = s.uac(
+        "uac.xml",
+        "008",
+        "500",
+        vec![
+            ("PCAP", s.pcap("caller.pcap", &caller)),
+            ("TALK_MS", "1200".into()),
+            ("MIDCALL", midcall),
+        ],
+        &["-m", "1"],
+    );
+    uac.wait_success(Duration::from_secs(30));
+    uas.wait_success(Duration::from_secs(10));
+    let events = s.recorder.events();
+    let intervals = recorded_intervals(&events);
+    let spans: Vec<_> = intervals.values().flatten().collect();
+    assert_eq!(spans.len(), 1, "hold does not split the recording");
+    let length = seconds(spans[0].0, spans[0].1);
+    assert!(
+        (2.6..3.4).contains(&length),
+        "recorded {length:.2} s across hold and resume"
+    );
+    // The INVITE and both re-INVITEs reached the callee (UDP retransmissions may add more).
+    assert!(s.metric("earshot_sip_messages_total{method=\"INVITE\",direction=\"in\"}") >= 6.0);
+    s.assert_no_rtp_loss(caller.len(), callee.len(), 1);
+}
+
+#[test]
+fn cancel_before_answer() {
+    let s = setup("cancel", &users());
+    let mut uas = s.uas("uas_ring.xml", "unused", 1);
+    let mut uac = s.uac("uac_cancel.xml", "008", "500", vec![], &["-m", "1"]);
+    uac.wait_success(Duration::from_secs(30));
+    uas.wait_success(Duration::from_secs(10));
+    wait_for("call end logged", || {
+        !events_of(&s.recorder.events(), "call_ended").is_empty()
+    });
+    let events = s.recorder.events();
+    let ended = events_of(&events, "call_ended");
+    assert_eq!(ended.len(), 1);
+    assert_eq!(ended[0]["reason"], "cancelled");
+    assert_eq!(ended[0]["answered"], false);
+    assert!(events_of(&events, "recording").is_empty());
+    assert_eq!(s.metric("earshot_calls_total{result=\"cancelled\"}"), 1.0);
+}
+
+#[test]
+fn two_hundred_calls_twenty_at_a_time() {
+    let s = setup("load", &users());
+    let caller = RtpStream::new(1).tone(440.0, 1500);
+    let callee = RtpStream::new(2).tone(1000.0, 1500);
+    let mut uas = s.uas("uas.xml", &s.pcap("callee.pcap", &callee), 200);
+    let mut uac = s.uac(
+        "uac.xml",
+        "008",
+        "500",
+        vec![
+            ("PCAP", s.pcap("caller.pcap", &caller)),
+            ("TALK_MS", "1800".into()),
+        ],
+        &["-m", "200", "-l", "20", "-r", "10"],
+    );
+    uac.wait_success(Duration::from_secs(120));
+    uas.wait_success(Duration::from_secs(20));
+    assert_eq!(
+        uac.stat("SuccessfulCall(C)"),
+        Some(200),
+        "SIPp saw 200 calls complete"
+    );
+    let events = s.recorder.events();
+    assert_eq!(events_of(&events, "call_started").len(), 200);
+    let intervals = recorded_intervals(&events);
+    assert_eq!(intervals.len(), 200, "every call recorded");
+    assert!(intervals.values().all(|v| v.len() == 1), "each once");
+    assert_eq!(s.metric("earshot_calls_total{result=\"answered\"}"), 200.0);
+    assert_eq!(s.metric("earshot_calls_active"), 0.0);
+    s.assert_no_rtp_loss(caller.len(), callee.len(), 200);
+}
+
+#[test]
+fn sigterm_refuses_new_calls_and_lets_calls_in_progress_finish() {
+    let mut s = setup("drain", &users());
+    let caller = RtpStream::new(1).tone(440.0, 1000);
+    let callee = RtpStream::new(2).tone(1000.0, 1000);
+    let mut uas = s.uas("uas.xml", &s.pcap("callee.pcap", &callee), 1);
+    let mut uac = s.uac(
+        "uac.xml",
+        "008",
+        "500",
+        vec![
+            ("PCAP", s.pcap("caller.pcap", &caller)),
+            ("TALK_MS", "4000".into()),
+        ],
+        &["-m", "1"],
+    );
+    wait_for("call answered", || {
+        !events_of(&s.recorder.events(), "call_answered").is_empty()
+    });
+    let refused = Sipp {
+        scenario: "uac_refused.xml",
+        vars: vec![("FROM", "008".to_owned())],
+        args: vec![
+            "-rsa".into(),
+            s.recorder.sip.to_string(),
+            "-s".into(),
+            "500".into(),
+            "-m".into(),
+            "1".into(),
+            format!("127.0.0.1:{}", s.ports),
+        ],
+        port: s.ports + 20,
+        media_port: s.ports + 22,
+        control_port: s.ports + 26,
+    };
+    let dir = s.dir.path().to_owned();
+    let status = std::thread::scope(|scope| {
+        let rec = &mut s.recorder;
+        let waiter = scope.spawn(move || rec.terminate());
+        std::thread::sleep(Duration::from_millis(500));
+        // A new call while draining gets 503.
+        let mut refused = refused.spawn(&dir, "refused");
+        refused.wait_success(Duration::from_secs(20));
+        waiter.join().unwrap()
+    });
+    uac.wait_success(Duration::from_secs(30));
+    uas.wait_success(Duration::from_secs(10));
+    assert!(
+        status.is_some_and(|st| st.success()),
+        "recorder exits 0 after the drain: {status:?}"
+    );
+    let events = s.recorder.events();
+    assert_eq!(
+        events_of(&events, "call_ended")[0]["reason"],
+        "bye",
+        "the call in progress finished normally"
+    );
+    assert_eq!(recorded_intervals(&events).len(), 1);
+    assert!(s.recorder.log_text().contains("draining"));
+}
+
+#[test]
+fn config_reload_applies_to_new_calls_and_a_bad_file_is_refused() {
+    let s = setup(
+        "reload",
+        &[TestUser {
+            extension: "008",
+            mode: "Never",
+            shortcode: None,
+        }],
+    );
+    let caller_pcap = s.pcap("caller.pcap", &RtpStream::new(1).tone(440.0, 500));
+    let callee_pcap = s.pcap("callee.pcap", &RtpStream::new(2).tone(1000.0, 500));
+    let call = |s: &Setup, n: u16| {
+        let mut uas = s.uas("uas.xml", &callee_pcap, 1);
+        let mut uac = s.uac_at(
+            n * 8,
+            "uac.xml",
+            "008",
+            "500",
+            vec![("PCAP", caller_pcap.clone()), ("TALK_MS", "700".into())],
+            &["-m", "1"],
+        );
+        uac.wait_success(Duration::from_secs(30));
+        uas.wait_success(Duration::from_secs(10));
+    };
+    call(&s, 0);
+    assert!(events_of(&s.recorder.events(), "recording").is_empty());
+
+    // A broken file is refused and the old config kept.
+    let good = std::fs::read_to_string(&s.recorder.config).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::write(
+        &s.recorder.config,
+        good.replace("mode: Never", "mode: Sometimes"),
+    )
+    .unwrap();
+    wait_for("reload rejected", || {
+        s.metric("earshot_config_reloads_total{result=\"rejected\"}") == 1.0
+    });
+    assert!(s.recorder.log_text().contains("config change rejected"));
+
+    // 008 becomes Always: the next call is recorded.
+    std::fs::write(
+        &s.recorder.config,
+        good.replace("mode: Never", "mode: Always"),
+    )
+    .unwrap();
+    wait_for("reload applied", || {
+        s.metric("earshot_config_reloads_total{result=\"applied\"}") == 1.0
+    });
+    call(&s, 1);
+    assert_eq!(recorded_intervals(&s.recorder.events()).len(), 1);
+}

@@ -1,0 +1,197 @@
+//! RTP streams synthesised sample by sample — G.711 µ-law tones, silence and
+//! RFC 4733 DTMF events — written as the Ethernet/IPv4/UDP pcap files SIPp's
+//! `play_pcap_audio` replays (one packet per 20 ms).
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use earshot_recorder_core::g711::linear_to_ulaw;
+
+/// One RTP packet and when it is sent, from the start of the stream.
+#[derive(Debug, Clone)]
+pub struct Packet {
+    /// Send time.
+    pub at: Duration,
+    /// The RTP packet.
+    pub rtp: Vec<u8>,
+}
+
+/// Builds one RTP stream (one SSRC) of µ-law audio and telephone events.
+#[derive(Debug, Clone)]
+pub struct RtpStream {
+    ssrc: u32,
+    seq: u16,
+    ts: u32,
+    at: Duration,
+    phase: f64,
+    /// The packets so far.
+    pub packets: Vec<Packet>,
+}
+
+const PTIME: Duration = Duration::from_millis(20);
+
+impl RtpStream {
+    /// An empty stream.
+    pub fn new(ssrc: u32) -> Self {
+        Self {
+            ssrc,
+            seq: 1000,
+            ts: 16000,
+            at: Duration::ZERO,
+            phase: 0.0,
+            packets: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, pt: u8, marker: bool, ts: u32, payload: &[u8]) {
+        let mut p = vec![0x80, pt | if marker { 0x80 } else { 0 }];
+        p.extend_from_slice(&self.seq.to_be_bytes());
+        p.extend_from_slice(&ts.to_be_bytes());
+        p.extend_from_slice(&self.ssrc.to_be_bytes());
+        p.extend_from_slice(payload);
+        self.packets.push(Packet {
+            at: self.at,
+            rtp: p,
+        });
+        self.seq = self.seq.wrapping_add(1);
+    }
+
+    /// `ms` milliseconds of a sine at `freq` Hz (0 for silence), amplitude about -10 dBm0.
+    pub fn tone(mut self, freq: f64, ms: u64) -> Self {
+        for _ in 0..ms / 20 {
+            let payload: Vec<u8> = (0..160)
+                .map(|_| {
+                    let v = (10000.0 * self.phase.sin()) as i16;
+                    self.phase += 2.0 * std::f64::consts::PI * freq / 8000.0;
+                    linear_to_ulaw(if freq == 0.0 { 0 } else { v })
+                })
+                .collect();
+            let ts = self.ts;
+            self.push(0, false, ts, &payload);
+            self.ts = self.ts.wrapping_add(160);
+            self.at += PTIME;
+        }
+        self
+    }
+
+    /// A DTMF key as RFC 4733 events (payload type 101) lasting `ms`, with
+    /// the three end packets real phones send; audio pauses meanwhile.
+    pub fn key(mut self, key: char, ms: u64) -> Self {
+        let code = match key {
+            '*' => 10,
+            '#' => 11,
+            d => d.to_digit(10).expect("a DTMF key") as u8,
+        };
+        let start = self.ts;
+        let packets = ms / 20;
+        for n in 1..=packets {
+            let duration = (n * 160) as u16;
+            let end = n == packets;
+            let copies = if end { 3 } else { 1 };
+            for _ in 0..copies {
+                let d = duration.to_be_bytes();
+                self.push(
+                    101,
+                    n == 1,
+                    start,
+                    &[code, if end { 0x8a } else { 0x0a }, d[0], d[1]],
+                );
+            }
+            self.at += PTIME;
+        }
+        self.ts = self.ts.wrapping_add((packets * 160) as u32);
+        self
+    }
+
+    /// Number of packets.
+    pub fn len(&self) -> usize {
+        self.packets.len()
+    }
+
+    /// Whether the stream is empty.
+    pub fn is_empty(&self) -> bool {
+        self.packets.is_empty()
+    }
+
+    /// Writes the stream as a pcap (Ethernet, IPv4, UDP 127.0.0.1:5000 → :6000).
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+        // pcap global header: magic, v2.4, GMT, accuracy, snaplen, Ethernet.
+        f.write_all(&0xa1b2c3d4u32.to_le_bytes())?;
+        f.write_all(&2u16.to_le_bytes())?;
+        f.write_all(&4u16.to_le_bytes())?;
+        f.write_all(&0i32.to_le_bytes())?;
+        f.write_all(&0u32.to_le_bytes())?;
+        f.write_all(&65535u32.to_le_bytes())?;
+        f.write_all(&1u32.to_le_bytes())?;
+        for (i, p) in self.packets.iter().enumerate() {
+            let udp_len = 8 + p.rtp.len();
+            let ip_len = 20 + udp_len;
+            let mut frame = Vec::with_capacity(14 + ip_len);
+            frame.extend_from_slice(&[0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 1, 0x08, 0x00]);
+            let mut ip = vec![0x45, 0];
+            ip.extend_from_slice(&(ip_len as u16).to_be_bytes());
+            ip.extend_from_slice(&(i as u16).to_be_bytes());
+            ip.extend_from_slice(&[0x40, 0, 64, 17, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1]);
+            let sum = checksum(&ip);
+            ip[10..12].copy_from_slice(&sum.to_be_bytes());
+            frame.extend_from_slice(&ip);
+            frame.extend_from_slice(&5000u16.to_be_bytes());
+            frame.extend_from_slice(&6000u16.to_be_bytes());
+            frame.extend_from_slice(&(udp_len as u16).to_be_bytes());
+            frame.extend_from_slice(&[0, 0]);
+            frame.extend_from_slice(&p.rtp);
+            f.write_all(&(p.at.as_secs() as u32 + 1_700_000_000).to_le_bytes())?;
+            f.write_all(&p.at.subsec_micros().to_le_bytes())?;
+            f.write_all(&(frame.len() as u32).to_le_bytes())?;
+            f.write_all(&(frame.len() as u32).to_le_bytes())?;
+            f.write_all(&frame)?;
+        }
+        f.flush()
+    }
+}
+
+fn checksum(header: &[u8]) -> u16 {
+    let mut sum: u32 = header
+        .chunks(2)
+        .map(|c| u16::from_be_bytes([c[0], c[1]]) as u32)
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streams_have_continuous_sequence_and_timestamps() {
+        let s = RtpStream::new(7)
+            .tone(440.0, 100)
+            .key('*', 100)
+            .tone(440.0, 40);
+        // 5 audio, 4 + 3 event packets, 2 audio.
+        assert_eq!(s.len(), 14);
+        let seqs: Vec<u16> = s
+            .packets
+            .iter()
+            .map(|p| u16::from_be_bytes([p.rtp[2], p.rtp[3]]))
+            .collect();
+        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1));
+        let ts = |p: &Packet| u32::from_be_bytes([p.rtp[4], p.rtp[5], p.rtp[6], p.rtp[7]]);
+        assert_eq!(
+            ts(&s.packets[5]),
+            ts(&s.packets[10]),
+            "one timestamp per event"
+        );
+        assert_eq!(
+            ts(&s.packets[12]),
+            ts(&s.packets[4]) + 160 + 800,
+            "audio resumes after the event"
+        );
+        assert_eq!(s.packets.last().unwrap().at, Duration::from_millis(220));
+    }
+}
