@@ -412,8 +412,7 @@ impl SippProcess {
         let header: Vec<&str> = lines.next()?.split(';').collect();
         let idx = header.iter().position(|h| *h == column)?;
         lines
-            .filter(|l| !l.trim().is_empty())
-            .last()?
+            .rfind(|l| !l.trim().is_empty())?
             .split(';')
             .nth(idx)?
             .trim()
