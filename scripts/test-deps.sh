@@ -11,7 +11,9 @@ set -euo pipefail
 SIPP_VERSION="3.6.1"
 need_apt=()
 
-have_sipp() { command -v sipp >/dev/null && sipp -v 2>&1 | grep -q "v${SIPP_VERSION}"; }
+# `sipp -v` exits non-zero; read its output rather than its status.
+sipp_version() { command -v sipp >/dev/null && { sipp -v 2>&1 || true; } | grep -o 'v[0-9][0-9.]*' | head -1; }
+have_sipp() { [ "$(sipp_version)" = "v${SIPP_VERSION}" ]; }
 have_sipp || need_apt+=(sip-tester)
 command -v ffmpeg >/dev/null || need_apt+=(ffmpeg)
 
@@ -22,5 +24,5 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
-have_sipp || { echo "test-deps: SIPp ${SIPP_VERSION} is required, found: $(sipp -v 2>&1 | grep -o 'v[0-9.]*' | head -1)" >&2; exit 1; }
-echo "test-deps: sipp $(sipp -v 2>&1 | grep -o 'v[0-9.]*' | head -1), $(ffmpeg -version | head -1 | cut -d' ' -f1-3)"
+have_sipp || { echo "test-deps: SIPp ${SIPP_VERSION} is required, found: $(sipp_version)" >&2; exit 1; }
+echo "test-deps: sipp $(sipp_version), $(ffmpeg -version | head -1 | cut -d' ' -f1-3)"

@@ -15,7 +15,8 @@ pub mod pcap;
 
 /// The repository root.
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    p.canonicalize().unwrap_or(p)
 }
 
 /// Whether a tool is on PATH; tests that need it fail loudly when it is not,

@@ -1,0 +1,33 @@
+# Earshot: call recording for Kubernetes. `make help` lists the targets.
+SHELL := /bin/bash
+CARGO ?= cargo
+CRD := charts/earshot/crds/recordingpolicies.earshot.io.yaml
+
+.PHONY: help demo test test-deps generate fmt lint build
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+demo: ## Record three real SIP calls through a local recorder and show the report
+	@scripts/test-deps.sh
+	$(CARGO) build --release -q -p earshot-recorder -p earshot-tests
+	EARSHOT_RECORDER=target/release/earshot-recorder target/release/earshot-demo
+
+test: test-deps ## Install what the tests need, then run every test
+	scripts/run-tests.sh
+
+test-deps: ## Install the tests' tools (SIPp, ffmpeg); skips what is there
+	@scripts/test-deps.sh
+
+generate: ## Regenerate the CRD in the Helm chart from the Rust types
+	$(CARGO) run -q -p earshot-crds --bin crdgen > $(CRD)
+
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+lint: ## rustfmt check and clippy with warnings as errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+build: ## Build every binary (release)
+	$(CARGO) build --release --workspace

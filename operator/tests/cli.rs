@@ -1,0 +1,48 @@
+//! The operator binary as a GitOps pipeline would run it.
+
+use std::process::Command;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_earshot-operator");
+
+fn repo() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+#[test]
+fn check_accepts_every_sample() {
+    let out = Command::new(BINARY)
+        .current_dir(repo())
+        .args(["check", "-f", "config/samples/small-office.yaml", "-f", "config/samples/call-centre.yaml", "-f", "config/samples/default-shortcode.yaml"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("acme/office ok: 3 users (1 Always, 1 OnDemand, 1 Never), retention 30 days"), "{stdout}");
+    assert!(stdout.contains("callcentre/agents ok: 200 users (200 Always, 0 OnDemand, 0 Never), retention 90 days"), "{stdout}");
+}
+
+#[test]
+fn check_refuses_an_invalid_policy_with_the_api_servers_message() {
+    let out = Command::new(BINARY)
+        .current_dir(repo())
+        .args(["check", "-f", "config/samples/invalid/ondemand-without-shortcode.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("policy no-shortcode is invalid:\n  - spec.users: every user whose mode is OnDemand (set directly or through defaultMode) needs a shortcode"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn crd_prints_the_chart_crd() {
+    let out = Command::new(BINARY).arg("crd").output().unwrap();
+    let committed = std::fs::read_to_string(repo().join(earshot_crds_path())).unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), committed);
+}
+
+fn earshot_crds_path() -> &'static str {
+    "charts/earshot/crds/recordingpolicies.earshot.io.yaml"
+}

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace once: unit, simulated-time, property and
+# end-to-end suites (SIPp, real recorder processes). Uses cargo-nextest when
+# present, so test binaries run in parallel as separate processes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if cargo nextest --version >/dev/null 2>&1; then
+  # End-to-end tests mostly wait on real-time calls: run more at once than cores.
+  cargo nextest run --workspace --no-fail-fast --test-threads 4 --failure-output final
+  cargo test --workspace --doc -q
+else
+  cargo test --workspace --no-fail-fast
+fi
