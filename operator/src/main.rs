@@ -55,7 +55,9 @@ fn check(files: &[PathBuf]) -> ExitCode {
             }
         };
         for (i, doc) in text.split("\n---").enumerate() {
-            if doc.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#') || l.trim() == "---") {
+            if doc.lines().all(|l| {
+                l.trim().is_empty() || l.trim_start().starts_with('#') || l.trim() == "---"
+            }) {
                 continue;
             }
             match validator.parse(doc) {
@@ -80,5 +82,9 @@ fn check(files: &[PathBuf]) -> ExitCode {
             }
         }
     }
-    if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }

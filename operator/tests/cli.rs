@@ -12,20 +12,45 @@ fn repo() -> std::path::PathBuf {
 fn check_accepts_every_sample() {
     let out = Command::new(BINARY)
         .current_dir(repo())
-        .args(["check", "-f", "config/samples/small-office.yaml", "-f", "config/samples/call-centre.yaml", "-f", "config/samples/default-shortcode.yaml"])
+        .args([
+            "check",
+            "-f",
+            "config/samples/small-office.yaml",
+            "-f",
+            "config/samples/call-centre.yaml",
+            "-f",
+            "config/samples/default-shortcode.yaml",
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("acme/office ok: 3 users (1 Always, 1 OnDemand, 1 Never), retention 30 days"), "{stdout}");
-    assert!(stdout.contains("callcentre/agents ok: 200 users (200 Always, 0 OnDemand, 0 Never), retention 90 days"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout
+            .contains("acme/office ok: 3 users (1 Always, 1 OnDemand, 1 Never), retention 30 days"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "callcentre/agents ok: 200 users (200 Always, 0 OnDemand, 0 Never), retention 90 days"
+        ),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn check_refuses_an_invalid_policy_with_the_api_servers_message() {
     let out = Command::new(BINARY)
         .current_dir(repo())
-        .args(["check", "-f", "config/samples/invalid/ondemand-without-shortcode.yaml"])
+        .args([
+            "check",
+            "-f",
+            "config/samples/invalid/ondemand-without-shortcode.yaml",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

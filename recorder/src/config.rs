@@ -78,6 +78,18 @@ pub struct FileConfig {
     /// How long SIGTERM waits for calls in progress before exiting.
     #[serde(default = "default_grace", with = "humantime_serde_compat")]
     pub shutdown_grace: Duration,
+    /// How recordings are made.
+    #[serde(default)]
+    pub recording: crate::recording::RecordingConfig,
+    /// Local disk where recordings are written as calls go.
+    #[serde(default)]
+    pub spool: crate::recording::SpoolConfig,
+    /// Where finished recordings are stored.
+    #[serde(default)]
+    pub storage: crate::store::StorageConfig,
+    /// Name of this recorder in sidecars; defaults to the host name.
+    #[serde(default)]
+    pub instance: Option<String>,
 }
 
 fn default_mode() -> ModeName {
@@ -271,6 +283,24 @@ impl Config {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
+        if !crate::recording::BITRATES.contains(&file.recording.mp3_bitrate_kbps) {
+            return Err(invalid(
+                path,
+                "recording.mp3BitrateKbps",
+                format!(
+                    "{} is not one of {:?}",
+                    file.recording.mp3_bitrate_kbps,
+                    crate::recording::BITRATES
+                ),
+            ));
+        }
+        if file.storage.filesystem.is_some() == file.storage.s3.is_some() {
+            return Err(invalid(
+                path,
+                "storage",
+                "set exactly one of filesystem or s3",
+            ));
+        }
         if file.sip.transports.is_empty() {
             return Err(invalid(path, "sip.transports", "at least one of UDP, TCP"));
         }

@@ -138,18 +138,14 @@ impl EventLog {
         Ok(Self { out, clock })
     }
 
-    /// Writes the events that have a line.
-    pub fn write(&mut self, events: &[Event]) {
+    /// Writes the event's line, if it has one.
+    pub fn write(&mut self, event: &Event) {
         let Some(out) = self.out.as_mut() else { return };
-        for e in events {
-            if let Some(v) = to_json(&self.clock, e)
-                && let Err(err) = writeln!(out, "{v}")
-            {
-                tracing::warn!(error = %err, "cannot write call event log");
-            }
-        }
-        if let Err(err) = out.flush() {
-            tracing::warn!(error = %err, "cannot flush call event log");
+        let Some(v) = to_json(&self.clock, event) else {
+            return;
+        };
+        if let Err(err) = writeln!(out, "{v}").and_then(|_| out.flush()) {
+            tracing::warn!(error = %err, "cannot write call event log");
         }
     }
 }

@@ -6,7 +6,9 @@
 mod config;
 mod events;
 mod metrics;
+mod recording;
 mod runtime;
+mod store;
 
 use std::path::PathBuf;
 

@@ -11,6 +11,36 @@ use prometheus_client::registry::Registry;
 
 type Labels = Vec<(&'static str, String)>;
 
+/// Metrics of the recording pipeline, updated where the work happens (off
+/// the packet path). Cheap to clone: every field is shared.
+#[derive(Debug, Clone, Default)]
+pub struct RecordingMetrics {
+    /// Recordings by result: completed, truncated, failed.
+    pub recordings: Family<Labels, Counter>,
+    /// Seconds of audio written to recordings.
+    pub recorded_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    /// Bytes confirmed by the store.
+    pub upload_bytes: Counter,
+    /// Failed upload attempts by reason.
+    pub upload_failures: Family<Labels, Counter>,
+    /// Jobs waiting for the encoder threads.
+    pub encoder_queue_depth: Gauge,
+    /// Times the encoder queue was full.
+    pub encoder_overruns: Counter,
+    /// Calls the policy said to record.
+    pub expected: Counter,
+    /// Recordings the store confirmed.
+    pub stored: Counter,
+    /// Recorded packets in a codec that cannot be decoded (written as silence).
+    pub undecodable: Counter,
+    /// Bytes in the spool, set at each scrape.
+    pub spool_bytes: Gauge,
+    /// Recordings in the spool.
+    pub spool_files: Gauge,
+    /// Age of the oldest spooled recording.
+    pub spool_oldest_age: Gauge<f64, std::sync::atomic::AtomicU64>,
+}
+
 /// The recorder's metrics and the last core snapshot they reflect.
 #[derive(Debug)]
 pub struct Metrics {
@@ -27,6 +57,8 @@ pub struct Metrics {
     recordings_active: Gauge,
     config_reloads: Family<Labels, Counter>,
     draining: Gauge<i64, std::sync::atomic::AtomicI64>,
+    /// The recording pipeline's metrics.
+    pub recording: RecordingMetrics,
     last: Stats,
 }
 
@@ -68,6 +100,7 @@ impl Metrics {
             recordings_active: Gauge::default(),
             config_reloads: Family::default(),
             draining: Gauge::default(),
+            recording: RecordingMetrics::default(),
             last: Stats::default(),
         };
         registry.register(
@@ -129,6 +162,68 @@ impl Metrics {
             "draining",
             "1 while the recorder refuses new calls before shutting down",
             m.draining.clone(),
+        );
+        let r = &m.recording;
+        macro_rules! reg {
+            ($name:literal, $help:literal, $m:expr) => {
+                registry.register($name, $help, $m.clone())
+            };
+        }
+        reg!(
+            "recordings",
+            "Recordings by result (completed, truncated, failed)",
+            r.recordings
+        );
+        reg!(
+            "recorded_seconds",
+            "Seconds of audio written to recordings",
+            r.recorded_seconds
+        );
+        reg!(
+            "upload_bytes",
+            "Bytes of recordings and sidecars confirmed by the store",
+            r.upload_bytes
+        );
+        reg!(
+            "upload_failures",
+            "Failed upload attempts, by reason",
+            r.upload_failures
+        );
+        reg!(
+            "encoder_queue_depth",
+            "Jobs waiting for the encoder threads",
+            r.encoder_queue_depth
+        );
+        reg!(
+            "encoder_overruns",
+            "Times the encoder queue was full",
+            r.encoder_overruns
+        );
+        reg!(
+            "recordings_expected",
+            "Calls the policy said to record",
+            r.expected
+        );
+        reg!(
+            "recordings_stored",
+            "Recordings the store confirmed",
+            r.stored
+        );
+        reg!(
+            "recording_undecodable_packets",
+            "Recorded packets in a codec the recorder cannot decode (written as silence)",
+            r.undecodable
+        );
+        reg!("spool_bytes", "Bytes in the spool directory", r.spool_bytes);
+        reg!(
+            "spool_files",
+            "Recordings in the spool (in progress or waiting for upload)",
+            r.spool_files
+        );
+        reg!(
+            "spool_oldest_age_seconds",
+            "Age of the oldest recording in the spool",
+            r.spool_oldest_age
         );
         Self {
             registry: root,
@@ -193,6 +288,13 @@ impl Metrics {
         self.config_reloads
             .get_or_create(&vec![("result", result.to_owned())])
             .inc();
+    }
+
+    /// Sets the spool gauges from a scan of the spool directory.
+    pub fn set_spool(&self, bytes: u64, files: u64, oldest_age: f64) {
+        self.recording.spool_bytes.set(bytes as i64);
+        self.recording.spool_files.set(files as i64);
+        self.recording.spool_oldest_age.set(oldest_age);
     }
 
     /// Marks the recorder as draining.

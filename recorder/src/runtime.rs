@@ -29,7 +29,9 @@ pub struct Shared {
     tcp: Mutex<HashMap<SocketAddr, mpsc::UnboundedSender<Vec<u8>>>>,
     rtp: Vec<Option<Arc<UdpSocket>>>,
     rtp_base: u16,
-    events: mpsc::UnboundedSender<Event>,
+    events: std::sync::mpsc::Sender<Event>,
+    spool: PathBuf,
+    recording: crate::recording::SettingsHandle,
     ready: AtomicBool,
 }
 
@@ -193,8 +195,9 @@ pub struct Server {
     config: Config,
     tcp_listener: Option<TcpListener>,
     http_listener: tokio::net::TcpListener,
-    events_rx: mpsc::UnboundedReceiver<Event>,
+    events_rx: std::sync::mpsc::Receiver<Event>,
     clock: Clock,
+    dispatcher: crate::recording::Dispatcher,
 }
 
 /// Binds every socket the config asks for.
@@ -255,15 +258,48 @@ pub async fn bind(config_path: PathBuf, config: Config) -> anyhow::Result<Server
             "some RTP port pairs are in use by other processes"
         );
     }
-    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let (events_tx, events_rx) = std::sync::mpsc::channel();
+    let store =
+        crate::store::Store::open(&config.file.storage).context("cannot open recording storage")?;
+    let clock = Clock::new();
+    let metrics = Metrics::new();
+    let instance = config
+        .file
+        .instance
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .unwrap_or_else(|| "earshot-recorder".to_owned());
+    let dispatcher = crate::recording::start(
+        &config.file.recording,
+        &config.file.spool,
+        store.clone(),
+        clock,
+        instance,
+        metrics.recording.clone(),
+        &tokio::runtime::Handle::current(),
+    )
+    .with_context(|| {
+        format!(
+            "cannot use spool directory {}",
+            config.file.spool.dir.display()
+        )
+    })?;
+    tracing::info!(storage = %store.describe, spool = %config.file.spool.dir.display(), "recordings go to storage through the spool");
     let shared = Arc::new(Shared {
         rec: Mutex::new(Recorder::new(core_cfg, &bound)),
-        metrics: Mutex::new(Metrics::new()),
+        metrics: Mutex::new(metrics),
         sip_udp,
         tcp: Mutex::new(HashMap::new()),
         rtp,
         rtp_base: base,
         events: events_tx,
+        spool: config.file.spool.dir.clone(),
+        recording: dispatcher.settings(),
         ready: AtomicBool::new(false),
     });
     tracing::info!(
@@ -281,7 +317,8 @@ pub async fn bind(config_path: PathBuf, config: Config) -> anyhow::Result<Server
         tcp_listener,
         http_listener,
         events_rx,
-        clock: Clock::new(),
+        clock,
+        dispatcher,
     })
 }
 
@@ -294,25 +331,23 @@ impl Server {
             config,
             tcp_listener,
             http_listener,
-            mut events_rx,
+            events_rx,
             clock,
+            dispatcher,
         } = self;
 
         // Call event log and info-level call lines (no numbers in them).
         let mut log = EventLog::open(config.file.events.path.as_deref(), clock)
             .with_context(|| format!("cannot open event log {:?}", config.file.events.path))?;
-        let events_task = tokio::spawn(async move {
-            while let Some(first) = events_rx.recv().await {
-                let mut batch = vec![first];
-                while let Ok(e) = events_rx.try_recv() {
-                    batch.push(e);
-                }
-                for e in &batch {
+        // The dispatcher thread: event log, info lines, and the recording pipeline.
+        std::thread::Builder::new()
+            .name("dispatcher".into())
+            .spawn(move || {
+                crate::recording::run_dispatcher(dispatcher, events_rx, |e| {
                     log_event(e);
-                }
-                log.write(&batch);
-            }
-        });
+                    log.write(e);
+                })
+            })?;
 
         if let Some(sock) = shared.sip_udp.clone() {
             let shared = shared.clone();
@@ -376,8 +411,10 @@ impl Server {
                         let shared = shared.clone();
                         async move {
                             let stats = lock(&shared.rec).stats().clone();
+                            let (bytes, files, age) = crate::recording::spool_stats(&shared.spool);
                             let mut m = lock(&shared.metrics);
                             m.sync(&stats);
+                            m.set_spool(bytes, files, age);
                             (
                                 [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
                                 m.encode(),
@@ -437,10 +474,21 @@ impl Server {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        // Let the last responses and events go out.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        drop(shared);
-        let _ = tokio::time::timeout(Duration::from_secs(2), events_task).await;
+        // Then the recordings: encoded, spooled and confirmed by the store.
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let (_, files, _) = crate::recording::spool_stats(&shared.spool);
+            if files == 0 {
+                break;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    recordings = files,
+                    "shutdown grace period over with recordings still in the spool; they are uploaded at the next start"
+                );
+                break;
+            }
+        }
         tracing::info!("recorder stopped");
         Ok(())
     }
@@ -521,6 +569,8 @@ async fn watch_config(shared: Arc<Shared>, path: PathBuf) {
         match result {
             Ok((cfg, core)) => {
                 shared.with_core(|rec| rec.update_config(core));
+                *shared.recording.write().unwrap_or_else(|e| e.into_inner()) =
+                    crate::recording::Settings::from_config(&cfg.file.recording);
                 lock(&shared.metrics).reload(true);
                 tracing::info!(
                     users = cfg.users.len(),

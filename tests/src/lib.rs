@@ -108,11 +108,29 @@ pub struct RecorderProcess {
     pub events: PathBuf,
     /// Where its stderr goes.
     pub log: PathBuf,
+    /// The filesystem store (when the default storage is used).
+    pub store: PathBuf,
+    /// The spool directory.
+    pub spool: PathBuf,
 }
 
 impl RecorderProcess {
     /// Writes a config for loopback and starts `binary`; returns when `/readyz` answers 200.
     pub fn start(binary: &Path, dir: &Path, next_hop: SocketAddr, users: &[TestUser]) -> Self {
+        Self::start_with(binary, dir, next_hop, users, None, &[])
+    }
+
+    /// Like [`start`](Self::start), with a YAML `storage:` value (default: a
+    /// directory `store/` beside the config, prefix `acme/office/`) and extra
+    /// environment variables (S3 credentials).
+    pub fn start_with(
+        binary: &Path,
+        dir: &Path,
+        next_hop: SocketAddr,
+        users: &[TestUser],
+        storage: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Self {
         // SIP, HTTP, then 510 RTP/RTCP ports: 255 pairs, 127 concurrent calls.
         let base = free_ports(512);
         let sip = SocketAddr::from(([127, 0, 0, 1], base));
@@ -135,10 +153,12 @@ impl RecorderProcess {
         std::fs::write(
             &config,
             format!(
-                "sip: {{ listen: \"{sip}\" }}\nadvertisedAddress: 127.0.0.1\nrtp: {{ bind: 127.0.0.1, portMin: {}, portMax: {} }}\nhttp: {{ listen: \"{http}\" }}\npeers:\n  - {{ name: sipp, sources: [\"127.0.0.1/32\"], nextHop: \"{next_hop}\" }}\nusers:\n{users_yaml}events: {{ path: \"{}\" }}\nshutdownGrace: 30s\n",
+                "sip: {{ listen: \"{sip}\" }}\nadvertisedAddress: 127.0.0.1\nrtp: {{ bind: 127.0.0.1, portMin: {}, portMax: {} }}\nhttp: {{ listen: \"{http}\" }}\npeers:\n  - {{ name: sipp, sources: [\"127.0.0.1/32\"], nextHop: \"{next_hop}\" }}\nusers:\n{users_yaml}events: {{ path: \"{}\" }}\nshutdownGrace: 30s\nspool: {{ dir: \"{}\" }}\nstorage: {}\n",
                 base + 2,
                 base + 511,
-                events.display()
+                events.display(),
+                dir.join("spool").display(),
+                storage.unwrap_or(&format!("{{ filesystem: {{ path: \"{}\" }}, prefix: \"acme/office/\" }}", dir.join("store").display())),
             ),
         )
         .unwrap();
@@ -147,6 +167,7 @@ impl RecorderProcess {
             .arg("--config")
             .arg(&config)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -158,6 +179,8 @@ impl RecorderProcess {
             config,
             events,
             log,
+            store: dir.join("store"),
+            spool: dir.join("spool"),
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -225,6 +248,87 @@ impl RecorderProcess {
         self.child
             .as_mut()
             .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// Recordings in the filesystem store: (MP3 path, sidecar), oldest first.
+    pub fn recordings(&self) -> Vec<(PathBuf, serde_json::Value)> {
+        let mut out = Vec::new();
+        let mut stack = vec![self.store.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == "json") {
+                    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap())
+                        .expect("sidecar is JSON");
+                    out.push((p.with_extension("mp3"), v));
+                }
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Waits until `n` recordings are in the filesystem store.
+    pub fn wait_recordings(
+        &self,
+        n: usize,
+        timeout: Duration,
+    ) -> Vec<(PathBuf, serde_json::Value)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let r = self.recordings();
+            if r.len() >= n {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} of {n} recordings stored after {timeout:?}; log:\n{}",
+                r.len(),
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Kills the process with SIGKILL (a crash), without cleanup.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(c.id().to_string())
+                .status();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the same binary again on the same config (after a crash).
+    pub fn restart(&mut self, binary: &Path) {
+        assert!(self.child.is_none(), "still running");
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        self.child = Some(
+            Command::new(binary)
+                .arg("--config")
+                .arg(&self.config)
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("restart earshot-recorder"),
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !matches!(http_get(self.http, "/readyz"), Ok((200, _))) {
+            assert!(
+                Instant::now() < deadline,
+                "not ready after restart: {}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The recorder's log so far.
@@ -460,4 +564,59 @@ pub fn recorded_intervals(
 /// Events of one kind.
 pub fn events_of<'a>(events: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
     events.iter().filter(|e| e["event"] == kind).collect()
+}
+
+/// Decodes an MP3 with ffmpeg to 8 kHz 16-bit PCM: (left, right).
+pub fn decode_mp3(path: &Path) -> (Vec<i16>, Vec<i16>) {
+    require("ffmpeg");
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args(["-f", "s16le", "-ac", "2", "-ar", "8000", "-"])
+        .output()
+        .expect("run ffmpeg");
+    assert!(
+        out.status.success(),
+        "ffmpeg cannot decode {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let samples: Vec<i16> = out
+        .stdout
+        .chunks_exact(2)
+        .map(|c| i16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    let left = samples.iter().step_by(2).copied().collect();
+    let right = samples.iter().skip(1).step_by(2).copied().collect();
+    (left, right)
+}
+
+/// Power of one frequency in 8 kHz samples (Goertzel), normalised by length.
+pub fn tone_power(samples: &[i16], freq: f64) -> f64 {
+    let coeff = 2.0 * (2.0 * std::f64::consts::PI * freq / 8000.0).cos();
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &x in samples {
+        let s = x as f64 + coeff * s1 - s2;
+        s2 = s1;
+        s1 = s;
+    }
+    (s1 * s1 + s2 * s2 - coeff * s1 * s2) / (samples.len().max(1) as f64).powi(2)
+}
+
+/// Root mean square of samples.
+pub fn rms(samples: &[i16]) -> f64 {
+    (samples.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / samples.len().max(1) as f64).sqrt()
+}
+
+/// SHA-256 of a file, hex.
+pub fn sha256_hex(path: &Path) -> String {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }

@@ -104,6 +104,26 @@ impl RtpStream {
         self
     }
 
+    /// `ms` milliseconds in which nothing is sent (hold, silence
+    /// suppression); the RTP clock runs on.
+    pub fn gap(mut self, ms: u64) -> Self {
+        self.ts = self.ts.wrapping_add((ms * 8) as u32);
+        self.at += Duration::from_millis(ms);
+        self
+    }
+
+    /// Drops about `percent` % of the packets, chosen by a seeded generator.
+    pub fn lose(mut self, percent: u32, seed: u64) -> Self {
+        let mut x = seed | 1;
+        self.packets.retain(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % 100) as u32 >= percent
+        });
+        self
+    }
+
     /// Number of packets.
     pub fn len(&self) -> usize {
         self.packets.len()

@@ -12,6 +12,7 @@ pub mod g711;
 pub mod sdp;
 pub mod sip;
 pub mod stats;
+pub mod timeline;
 
 pub use config::{CoreConfig, IpNet, Mode, Peer, Target, Timers, Transport, User};
 pub use engine::{Output, Recorder, Relay, call_hash};

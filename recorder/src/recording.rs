@@ -1,0 +1,1002 @@
+//! From recording decisions to files in the store. The core's events reach a
+//! dispatcher thread (never the packet path); each recorded call goes to one
+//! encoder worker thread through a bounded queue, where its audio is placed
+//! on a [`Timeline`], encoded by LAME and appended to a spool file as it goes.
+//! At call end the worker writes the JSON sidecar; the uploader puts the MP3
+//! and then the sidecar into the store and only then removes them from the
+//! spool. On start, whatever an earlier crash left in the spool is uploaded
+//! with a sidecar saying the recording was cut short.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::time::{Duration, Instant, SystemTime};
+
+use earshot_recorder_core::timeline::{self, Chunk, Layout, Pause, Timeline};
+use earshot_recorder_core::{Event, MediaFrame};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::events::Clock;
+use crate::metrics::RecordingMetrics;
+use crate::store::Store;
+
+/// Recording settings in the config file.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RecordingConfig {
+    /// `Skip` or `Silence` for paused time.
+    #[serde(default)]
+    pub pause_behaviour: PauseName,
+    /// `Stereo` (left caller, right callee) or `Mono`.
+    #[serde(default)]
+    pub channels: ChannelsName,
+    /// CBR bitrate in kbit/s.
+    #[serde(default = "default_bitrate")]
+    pub mp3_bitrate_kbps: u32,
+    /// Encoder threads; defaults to the number of CPUs.
+    #[serde(default)]
+    pub encoder_threads: Option<usize>,
+}
+
+impl Default for RecordingConfig {
+    fn default() -> Self {
+        Self {
+            pause_behaviour: PauseName::Skip,
+            channels: ChannelsName::Stereo,
+            mp3_bitrate_kbps: default_bitrate(),
+            encoder_threads: None,
+        }
+    }
+}
+
+fn default_bitrate() -> u32 {
+    32
+}
+
+/// Pause behaviour name.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+pub enum PauseName {
+    /// Leave paused time out.
+    #[default]
+    Skip,
+    /// Keep it as silence.
+    Silence,
+}
+
+/// Channel layout name.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+pub enum ChannelsName {
+    /// Two channels.
+    #[default]
+    Stereo,
+    /// One channel.
+    Mono,
+}
+
+/// Spool settings.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// Directory on local disk.
+    #[serde(default = "default_spool")]
+    pub dir: PathBuf,
+    /// Above this many bytes new recordings are refused (old ones are never deleted).
+    #[serde(default = "default_spool_max")]
+    pub max_bytes: u64,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self {
+            dir: default_spool(),
+            max_bytes: default_spool_max(),
+        }
+    }
+}
+
+fn default_spool() -> PathBuf {
+    PathBuf::from("spool")
+}
+
+fn default_spool_max() -> u64 {
+    10 * 1024 * 1024 * 1024
+}
+
+/// Bitrates LAME offers at 8 kHz (MPEG-2.5 layer III).
+pub const BITRATES: &[u32] = &[8, 16, 24, 32, 40, 48, 64, 80, 96, 112, 128, 160];
+
+fn lame_bitrate(kbps: u32) -> mp3lame_encoder::Bitrate {
+    use mp3lame_encoder::Bitrate::*;
+    match kbps {
+        8 => Kbps8,
+        16 => Kbps16,
+        24 => Kbps24,
+        40 => Kbps40,
+        48 => Kbps48,
+        64 => Kbps64,
+        80 => Kbps80,
+        96 => Kbps96,
+        112 => Kbps112,
+        128 => Kbps128,
+        160 => Kbps160,
+        _ => Kbps32,
+    }
+}
+
+/// A recording's file stem: `<UTC start>_<call hash>`, e.g. `20261128T112834Z_65baf6958949e3e9`.
+fn stem(start: SystemTime, hash: &str) -> String {
+    let t = humantime::format_rfc3339_seconds(start).to_string();
+    format!("{}_{hash}", t.replace(['-', ':'], ""))
+}
+
+/// Object name of a spool file: `YYYY/MM/DD/<file>`.
+fn object_name(file: &str) -> String {
+    let d = &file[..8.min(file.len())];
+    if d.len() == 8 && d.bytes().all(|b| b.is_ascii_digit()) {
+        format!("{}/{}/{}/{file}", &d[..4], &d[4..6], &d[6..8])
+    } else {
+        format!("unknown-date/{file}")
+    }
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// What the worker knows about a call when its recording starts.
+#[derive(Debug, Clone)]
+struct CallMeta {
+    hash: String,
+    started: SystemTime,
+    answered: Option<SystemTime>,
+    caller: Value,
+    callee: Value,
+    users: Value,
+}
+
+enum Job {
+    Start { meta: CallMeta, at: Instant },
+    Toggle { hash: String, at: Instant, on: bool },
+    Media(MediaFrame),
+    End { hash: String, at: Instant },
+    Tick(Instant),
+}
+
+/// How new recordings are made; a config reload replaces it, recordings in
+/// progress keep the settings they started with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    pause: Pause,
+    layout: Layout,
+    bitrate: u32,
+}
+
+impl Settings {
+    /// From the config file's `recording` section.
+    pub fn from_config(rec: &RecordingConfig) -> Self {
+        Self {
+            pause: match rec.pause_behaviour {
+                PauseName::Skip => Pause::Skip,
+                PauseName::Silence => Pause::Silence,
+            },
+            layout: match rec.channels {
+                ChannelsName::Stereo => Layout::Stereo,
+                ChannelsName::Mono => Layout::Mono,
+            },
+            bitrate: rec.mp3_bitrate_kbps,
+        }
+    }
+}
+
+/// Where a reload puts new recording settings.
+pub type SettingsHandle = Arc<std::sync::RwLock<Settings>>;
+
+/// Settings every worker shares.
+#[derive(Clone)]
+struct Shared {
+    spool: PathBuf,
+    settings: SettingsHandle,
+    clock: Clock,
+    instance: String,
+    metrics: RecordingMetrics,
+    spool_bytes: Arc<AtomicI64>,
+    uploads: tokio::sync::mpsc::UnboundedSender<PathBuf>,
+}
+
+/// Routes call events to encoder workers. Lives on its own thread.
+pub struct Dispatcher {
+    workers: Vec<SyncSender<Job>>,
+    calls: HashMap<u64, Pending>,
+    shared: Shared,
+    max_spool: u64,
+}
+
+struct Pending {
+    meta: CallMeta,
+    recording: bool,
+    refused: bool,
+    worker: usize,
+}
+
+/// Starts the encoder workers and the uploader; returns the dispatcher.
+pub fn start(
+    rec: &RecordingConfig,
+    spool: &SpoolConfig,
+    store: Store,
+    clock: Clock,
+    instance: String,
+    metrics: RecordingMetrics,
+    runtime: &tokio::runtime::Handle,
+) -> std::io::Result<Dispatcher> {
+    std::fs::create_dir_all(&spool.dir)?;
+    let (uploads_tx, uploads_rx) = tokio::sync::mpsc::unbounded_channel();
+    let spool_bytes = Arc::new(AtomicI64::new(dir_bytes(&spool.dir) as i64));
+    let shared = Shared {
+        spool: spool.dir.clone(),
+        settings: Arc::new(std::sync::RwLock::new(Settings::from_config(rec))),
+        clock,
+        instance,
+        metrics: metrics.clone(),
+        spool_bytes: spool_bytes.clone(),
+        uploads: uploads_tx,
+    };
+    recover_spool(&shared)?;
+    runtime.spawn(upload_loop(
+        uploads_rx,
+        store,
+        shared.spool.clone(),
+        metrics,
+        spool_bytes,
+    ));
+    let threads = rec
+        .encoder_threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .max(1);
+    let mut workers = Vec::new();
+    for i in 0..threads {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(8192);
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name(format!("encoder-{i}"))
+            .spawn(move || worker(rx, shared))?;
+        workers.push(tx);
+    }
+    Ok(Dispatcher {
+        workers,
+        calls: HashMap::new(),
+        shared,
+        max_spool: spool.max_bytes,
+    })
+}
+
+impl Dispatcher {
+    /// The handle a config reload writes new recording settings to.
+    pub fn settings(&self) -> SettingsHandle {
+        self.shared.settings.clone()
+    }
+
+    fn send(&self, worker: usize, job: Job) {
+        let q = &self.workers[worker];
+        let sent = match q.try_send(job) {
+            Ok(()) => true,
+            Err(TrySendError::Full(job)) => {
+                // The encoder is behind: counted and logged, then we wait for
+                // room — the packet path is not waiting on this thread.
+                self.shared.metrics.encoder_overruns.inc();
+                tracing::warn!(worker, "encoder queue full; recording pipeline is behind");
+                q.send(job).is_ok()
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        };
+        if sent {
+            self.shared.metrics.encoder_queue_depth.inc();
+        } else {
+            tracing::error!(worker, "encoder worker is gone");
+        }
+    }
+
+    /// Feeds one core event.
+    pub fn handle(&mut self, event: Event) {
+        match event {
+            Event::CallStarted {
+                call,
+                at,
+                caller,
+                callee,
+                users,
+            } => {
+                if users.is_empty() {
+                    return;
+                }
+                let worker = (call.id as usize) % self.workers.len();
+                let meta = CallMeta {
+                    hash: call.hash.clone(),
+                    started: self.shared.clock.system(at),
+                    answered: None,
+                    caller: json!({"number": caller.number, "displayName": caller.display_name}),
+                    callee: json!({"number": callee.number, "displayName": callee.display_name}),
+                    users: Value::Array(
+                        users
+                            .iter()
+                            .map(|u| {
+                                json!({"extension": u.extension, "displayName": u.display_name, "mode": u.mode.as_str(), "side": u.side.as_str()})
+                            })
+                            .collect(),
+                    ),
+                };
+                self.calls.insert(
+                    call.id,
+                    Pending {
+                        meta,
+                        recording: false,
+                        refused: false,
+                        worker,
+                    },
+                );
+            }
+            Event::CallAnswered { call, at } => {
+                if let Some(p) = self.calls.get_mut(&call.id) {
+                    p.meta.answered = Some(self.shared.clock.system(at));
+                }
+            }
+            Event::Recording { call, at, on, .. } => {
+                let spool_full =
+                    self.shared.spool_bytes.load(Ordering::Relaxed) as u64 >= self.max_spool;
+                let Some(p) = self.calls.get_mut(&call.id) else {
+                    return;
+                };
+                if p.refused {
+                    return;
+                }
+                if on && !p.recording {
+                    p.recording = true;
+                    self.shared.metrics.expected.inc();
+                    if spool_full {
+                        p.refused = true;
+                        self.shared
+                            .metrics
+                            .recordings
+                            .get_or_create(&vec![("result", "failed".to_owned())])
+                            .inc();
+                        tracing::error!(call = %call.hash, "spool is full: recording refused (nothing old is deleted; check uploads)");
+                        return;
+                    }
+                    let (worker, meta) = (p.worker, p.meta.clone());
+                    self.send(worker, Job::Start { meta, at });
+                } else if p.recording {
+                    let worker = p.worker;
+                    self.send(
+                        worker,
+                        Job::Toggle {
+                            hash: call.hash,
+                            at,
+                            on,
+                        },
+                    );
+                }
+            }
+            Event::Media(frame) => {
+                if let Some(p) = self.calls.get(&frame.call.id)
+                    && p.recording
+                    && !p.refused
+                {
+                    let worker = p.worker;
+                    self.send(worker, Job::Media(frame));
+                }
+            }
+            Event::CallEnded { call, at, .. } => {
+                if let Some(p) = self.calls.remove(&call.id)
+                    && p.recording
+                    && !p.refused
+                {
+                    self.send(
+                        p.worker,
+                        Job::End {
+                            hash: call.hash,
+                            at,
+                        },
+                    );
+                }
+            }
+            Event::Dtmf { .. } => {}
+        }
+    }
+
+    /// Lets workers write out what is older than the reorder window.
+    pub fn tick(&self, now: Instant) {
+        for w in &self.workers {
+            if w.try_send(Job::Tick(now)).is_ok() {
+                self.shared.metrics.encoder_queue_depth.inc();
+            }
+        }
+    }
+}
+
+/// Runs the dispatcher: events from the core, a tick every second.
+pub fn run_dispatcher(mut d: Dispatcher, events: Receiver<Event>, mut also: impl FnMut(&Event)) {
+    let mut last_tick = Instant::now();
+    loop {
+        match events.recv_timeout(Duration::from_millis(500)) {
+            Ok(e) => {
+                also(&e);
+                d.handle(e);
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if last_tick.elapsed() >= Duration::from_secs(1) {
+            last_tick = Instant::now();
+            d.tick(last_tick);
+        }
+    }
+    // Shutdown: end every recording still open so its file is complete.
+    let now = Instant::now();
+    let open: Vec<(u64, String, usize)> = d
+        .calls
+        .iter()
+        .filter(|(_, p)| p.recording && !p.refused)
+        .map(|(id, p)| (*id, p.meta.hash.clone(), p.worker))
+        .collect();
+    for (_, hash, worker) in open {
+        d.send(worker, Job::End { hash, at: now });
+    }
+    drop(d);
+}
+
+struct Active {
+    meta: CallMeta,
+    settings: Settings,
+    timeline: Timeline,
+    encoder: mp3lame_encoder::Encoder,
+    file: std::fs::File,
+    stem: String,
+    sha: Sha256,
+    bytes: u64,
+    codec: Option<String>,
+    intervals: Vec<(SystemTime, Option<SystemTime>)>,
+    undecodable: u64,
+    out: Vec<u8>,
+}
+
+fn new_encoder(layout: Layout, kbps: u32) -> Result<mp3lame_encoder::Encoder, String> {
+    let channels = if layout == Layout::Stereo { 2 } else { 1 };
+    let mut b = mp3lame_encoder::Builder::new().ok_or("LAME builder")?;
+    b.set_num_channels(channels).map_err(|e| format!("{e:?}"))?;
+    b.set_sample_rate(timeline::RATE)
+        .map_err(|e| format!("{e:?}"))?;
+    b.set_output_sample_rate(std::num::NonZeroU32::new(timeline::RATE))
+        .map_err(|e| format!("{e:?}"))?;
+    b.set_brate(lame_bitrate(kbps))
+        .map_err(|e| format!("{e:?}"))?;
+    b.set_mode(if channels == 2 {
+        mp3lame_encoder::Mode::Stereo
+    } else {
+        mp3lame_encoder::Mode::Mono
+    })
+    .map_err(|e| format!("{e:?}"))?;
+    // -q 7: speech at 8 kHz loses nothing audible and costs half the CPU of the default.
+    b.set_quality(mp3lame_encoder::Quality::Ok)
+        .map_err(|e| format!("{e:?}"))?;
+    b.set_to_write_vbr_tag(false)
+        .map_err(|e| format!("{e:?}"))?;
+    b.build().map_err(|e| format!("{e:?}"))
+}
+
+impl Active {
+    fn encode(&mut self, chunk: &Chunk, shared: &Shared) -> std::io::Result<()> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        self.out.clear();
+        self.out
+            .reserve(mp3lame_encoder::max_required_buffer_size(chunk.len()));
+        let result = if chunk.right.is_empty() {
+            self.encoder
+                .encode_to_vec(mp3lame_encoder::MonoPcm(&chunk.left[..]), &mut self.out)
+        } else {
+            self.encoder.encode_to_vec(
+                mp3lame_encoder::DualPcm {
+                    left: &chunk.left[..],
+                    right: &chunk.right[..],
+                },
+                &mut self.out,
+            )
+        };
+        if let Err(e) = result {
+            tracing::error!(call = %self.meta.hash, error = ?e, "MP3 encoding failed");
+            return Ok(());
+        }
+        self.write_out(shared)
+    }
+
+    fn write_out(&mut self, shared: &Shared) -> std::io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        // Appended as the call goes: a crash loses at most what LAME still buffers.
+        self.file.write_all(&self.out)?;
+        self.sha.update(&self.out);
+        self.bytes += self.out.len() as u64;
+        shared
+            .spool_bytes
+            .fetch_add(self.out.len() as i64, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+fn worker(rx: Receiver<Job>, shared: Shared) {
+    let mut active: HashMap<String, Active> = HashMap::new();
+    while let Ok(job) = rx.recv() {
+        shared.metrics.encoder_queue_depth.dec();
+        match job {
+            Job::Start { meta, at } => match begin(&shared, meta.clone(), at) {
+                Ok(a) => {
+                    active.insert(meta.hash.clone(), a);
+                }
+                Err(e) => {
+                    shared
+                        .metrics
+                        .recordings
+                        .get_or_create(&vec![("result", "failed".to_owned())])
+                        .inc();
+                    tracing::error!(call = %meta.hash, error = %e, "cannot start recording in the spool");
+                }
+            },
+            Job::Toggle { hash, at, on } => {
+                if let Some(a) = active.get_mut(&hash) {
+                    a.timeline.set_recording(at, on);
+                    let t = shared.clock.system(at);
+                    if on {
+                        a.intervals.push((t, None));
+                    } else if let Some(last) = a.intervals.last_mut() {
+                        last.1.get_or_insert(t);
+                    }
+                }
+            }
+            Job::Media(f) => {
+                let Some(a) = active.get_mut(&f.call.hash) else {
+                    continue;
+                };
+                let codec = f.codec.as_deref().unwrap_or("");
+                match timeline::decode(codec, &f.payload) {
+                    Some(samples) => {
+                        a.codec.get_or_insert_with(|| codec.to_owned());
+                        a.timeline.push(f.side, f.at, f.ssrc, f.timestamp, &samples);
+                    }
+                    None => {
+                        if a.undecodable == 0 {
+                            tracing::warn!(call = %f.call.hash, codec, "audio in a codec the recorder cannot decode is recorded as silence");
+                        }
+                        a.undecodable += 1;
+                        shared.metrics.undecodable.inc();
+                    }
+                }
+                let chunk = a.timeline.drain(f.at);
+                if let Err(e) = a.encode(&chunk, &shared) {
+                    tracing::error!(call = %f.call.hash, error = %e, "cannot append to spool file");
+                }
+            }
+            Job::Tick(now) => {
+                for a in active.values_mut() {
+                    let chunk = a.timeline.drain(now);
+                    if let Err(e) = a.encode(&chunk, &shared) {
+                        tracing::error!(call = %a.meta.hash, error = %e, "cannot append to spool file");
+                    }
+                }
+            }
+            Job::End { hash, at } => {
+                if let Some(a) = active.remove(&hash) {
+                    finish(&shared, a, at);
+                }
+            }
+        }
+    }
+}
+
+fn begin(shared: &Shared, meta: CallMeta, at: Instant) -> Result<Active, String> {
+    let settings = *shared.settings.read().unwrap_or_else(|e| e.into_inner());
+    let start = shared.clock.system(at);
+    let stem = stem(start, &meta.hash);
+    let start_json = json!({
+        "schemaVersion": 1, "call": meta.hash, "caller": meta.caller, "callee": meta.callee, "users": meta.users,
+        "startedAt": rfc3339(meta.started), "answeredAt": meta.answered.map(rfc3339), "recordingStartedAt": rfc3339(start),
+    });
+    let meta_path = shared.spool.join(format!("{stem}.start.json"));
+    std::fs::write(&meta_path, start_json.to_string())
+        .map_err(|e| format!("{}: {e}", meta_path.display()))?;
+    let path = shared.spool.join(format!("{stem}.mp3"));
+    let file = std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(Active {
+        timeline: Timeline::new(at, settings.pause, settings.layout),
+        encoder: new_encoder(settings.layout, settings.bitrate)?,
+        settings,
+        file,
+        stem,
+        sha: Sha256::new(),
+        bytes: 0,
+        codec: None,
+        intervals: vec![(start, None)],
+        undecodable: 0,
+        out: Vec::new(),
+        meta,
+    })
+}
+
+fn finish(shared: &Shared, mut a: Active, at: Instant) {
+    let chunk = a.timeline.finish(at);
+    let _ = a.encode(&chunk, shared);
+    a.out.clear();
+    a.out.reserve(7200);
+    if a.encoder
+        .flush_to_vec::<mp3lame_encoder::FlushNoGap>(&mut a.out)
+        .is_ok()
+    {
+        let _ = a.write_out(shared);
+    }
+    if let Err(e) = a.file.sync_all() {
+        tracing::error!(call = %a.meta.hash, error = %e, "cannot sync spool file");
+    }
+    let ended = shared.clock.system(at);
+    if let Some(last) = a.intervals.last_mut() {
+        last.1.get_or_insert(ended);
+    }
+    let seconds = a.timeline.written_samples() as f64 / timeline::RATE as f64;
+    shared.metrics.recorded_seconds.inc_by(seconds);
+    let sha = hex::encode(a.sha.finalize());
+    let sidecar = sidecar(
+        shared,
+        &a.settings,
+        &a.meta,
+        &a.stem,
+        Some(ended),
+        &a.intervals,
+        a.codec.as_deref(),
+        seconds,
+        a.bytes,
+        &sha,
+        None,
+    );
+    let json_path = shared.spool.join(format!("{}.json", a.stem));
+    let written = std::fs::write(
+        &json_path,
+        serde_json::to_vec_pretty(&sidecar).unwrap_or_default(),
+    )
+    .and_then(|_| std::fs::File::open(&json_path)?.sync_all());
+    if let Err(e) = written {
+        tracing::error!(call = %a.meta.hash, error = %e, "cannot write sidecar to spool");
+        return;
+    }
+    let _ = std::fs::remove_file(shared.spool.join(format!("{}.start.json", a.stem)));
+    shared
+        .metrics
+        .recordings
+        .get_or_create(&vec![("result", "completed".to_owned())])
+        .inc();
+    tracing::info!(call = %a.meta.hash, seconds = format!("{seconds:.1}"), bytes = a.bytes, "recording complete");
+    let _ = shared
+        .uploads
+        .send(shared.spool.join(format!("{}.mp3", a.stem)));
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sidecar(
+    shared: &Shared,
+    settings: &Settings,
+    meta: &CallMeta,
+    stem: &str,
+    ended: Option<SystemTime>,
+    intervals: &[(SystemTime, Option<SystemTime>)],
+    codec: Option<&str>,
+    seconds: f64,
+    bytes: u64,
+    sha256: &str,
+    truncated: Option<&str>,
+) -> Value {
+    let origin = meta.answered.unwrap_or(meta.started);
+    let since =
+        |t: SystemTime| (t.duration_since(origin).unwrap_or_default().as_millis() as f64) / 1000.0;
+    let stereo = settings.layout == Layout::Stereo;
+    json!({
+        "schemaVersion": 1,
+        "call": meta.hash,
+        "caller": meta.caller,
+        "callee": meta.callee,
+        "users": meta.users,
+        "startedAt": rfc3339(meta.started),
+        "answeredAt": meta.answered.map(rfc3339),
+        "endedAt": ended.map(rfc3339),
+        "durationSeconds": ended.map(&since),
+        "recorded": intervals.iter().map(|(on, off)| json!({
+            "from": since(*on), "to": off.map(since),
+            "fromAt": rfc3339(*on), "toAt": off.map(rfc3339),
+        })).collect::<Vec<_>>(),
+        "pauseBehaviour": match settings.pause { Pause::Skip => "Skip", Pause::Silence => "Silence" },
+        "audio": {
+            "format": "mp3",
+            "codec": codec,
+            "sampleRate": timeline::RATE,
+            "channels": if stereo { 2 } else { 1 },
+            "channelMap": if stereo { json!({"left": "caller", "right": "callee"}) } else { json!({"mono": "caller+callee"}) },
+            "bitrateKbps": settings.bitrate,
+            "durationSeconds": (seconds * 1000.0).round() / 1000.0,
+        },
+        "mp3": {"object": object_name(&format!("{stem}.mp3")), "bytes": bytes, "sha256": sha256},
+        "complete": truncated.is_none(),
+        "truncated": truncated,
+        "recorder": {"instance": shared.instance, "version": env!("CARGO_PKG_VERSION")},
+    })
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// Spool figures for metrics: bytes, recordings, age of the oldest.
+pub fn spool_stats(dir: &Path) -> (u64, u64, f64) {
+    let mut bytes = 0;
+    let mut files = 0;
+    let mut oldest: Option<SystemTime> = None;
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let Ok(m) = e.metadata() else { continue };
+        bytes += m.len();
+        if e.path().extension().is_some_and(|x| x == "mp3") {
+            files += 1;
+            if let Ok(t) = m.modified() {
+                oldest = Some(oldest.map_or(t, |o| o.min(t)));
+            }
+        }
+    }
+    let age = oldest
+        .and_then(|o| SystemTime::now().duration_since(o).ok())
+        .map_or(0.0, |d| d.as_secs_f64());
+    (bytes, files, age)
+}
+
+/// Queues every recording in the spool for upload; those a crash cut short
+/// get a sidecar that says so.
+fn recover_spool(shared: &Shared) -> std::io::Result<()> {
+    let mut found = 0;
+    let mut mp3s: Vec<PathBuf> = std::fs::read_dir(&shared.spool)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "mp3"))
+        .collect();
+    mp3s.sort();
+    for mp3 in mp3s {
+        let stem = mp3
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let json_path = shared.spool.join(format!("{stem}.json"));
+        if !json_path.exists() {
+            let data = std::fs::read(&mp3)?;
+            let start_path = shared.spool.join(format!("{stem}.start.json"));
+            let start: Value = std::fs::read(&start_path)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_else(|| json!({}));
+            let parse = |k: &str| {
+                start[k]
+                    .as_str()
+                    .and_then(|s| humantime::parse_rfc3339(s).ok())
+            };
+            let hash = stem.split('_').nth(1).unwrap_or(&stem).to_owned();
+            let recording_start = parse("recordingStartedAt").unwrap_or(SystemTime::now());
+            let ended = std::fs::metadata(&mp3).and_then(|m| m.modified()).ok();
+            let meta = CallMeta {
+                hash,
+                started: parse("startedAt").unwrap_or(recording_start),
+                answered: parse("answeredAt"),
+                caller: start["caller"].clone(),
+                callee: start["callee"].clone(),
+                users: start["users"].clone(),
+            };
+            let seconds = mp3_duration(&data);
+            let sha = hex::encode(Sha256::digest(&data));
+            let settings = *shared.settings.read().unwrap_or_else(|e| e.into_inner());
+            let sidecar = sidecar(
+                shared,
+                &settings,
+                &meta,
+                &stem,
+                ended,
+                &[(recording_start, ended)],
+                None,
+                seconds,
+                data.len() as u64,
+                &sha,
+                Some("the recorder stopped during the call; the recording ends where it stopped"),
+            );
+            std::fs::write(
+                &json_path,
+                serde_json::to_vec_pretty(&sidecar).unwrap_or_default(),
+            )?;
+            let _ = std::fs::remove_file(&start_path);
+            shared
+                .metrics
+                .recordings
+                .get_or_create(&vec![("result", "truncated".to_owned())])
+                .inc();
+            tracing::warn!(call = %meta.hash, seconds = format!("{seconds:.1}"), "recovered a recording cut short by a restart");
+        }
+        found += 1;
+        let _ = shared.uploads.send(mp3);
+    }
+    if found > 0 {
+        tracing::info!(recordings = found, "uploading recordings left in the spool");
+    }
+    Ok(())
+}
+
+/// Duration of an MPEG audio stream by walking its frame headers (MPEG 1, 2
+/// and 2.5 layer III), stopping at the first damaged or partial frame.
+pub fn mp3_duration(data: &[u8]) -> f64 {
+    let mut i = 0;
+    let mut seconds = 0.0;
+    while i + 4 <= data.len() {
+        let h = u32::from_be_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]);
+        if h >> 21 != 0x7ff || (h >> 17) & 3 != 1 {
+            break;
+        }
+        let version = (h >> 19) & 3; // 0 = 2.5, 2 = 2, 3 = 1
+        let rate_idx = ((h >> 10) & 3) as usize;
+        let br_idx = ((h >> 12) & 0xf) as usize;
+        let padding = ((h >> 9) & 1) as usize;
+        let (rates, brs, samples): ([u32; 3], [u32; 15], u32) = match version {
+            3 => (
+                [44100, 48000, 32000],
+                [
+                    0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320,
+                ],
+                1152,
+            ),
+            2 => (
+                [22050, 24000, 16000],
+                [0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160],
+                576,
+            ),
+            0 => (
+                [11025, 12000, 8000],
+                [0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160],
+                576,
+            ),
+            _ => break,
+        };
+        if rate_idx == 3 || br_idx == 0 || br_idx == 15 {
+            break;
+        }
+        let rate = rates[rate_idx];
+        let size = (samples / 8 * brs[br_idx] * 1000 / rate) as usize + padding;
+        if size < 4 || i + size > data.len() {
+            break;
+        }
+        seconds += samples as f64 / rate as f64;
+        i += size;
+    }
+    seconds
+}
+
+async fn upload_loop(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<PathBuf>,
+    store: Store,
+    spool: PathBuf,
+    metrics: RecordingMetrics,
+    spool_bytes: Arc<AtomicI64>,
+) {
+    while let Some(mp3) = rx.recv().await {
+        let stem = mp3
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let json_path = spool.join(format!("{stem}.json"));
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            match upload_one(&store, &mp3, &json_path, &stem).await {
+                Ok(bytes) => {
+                    metrics.upload_bytes.inc_by(bytes);
+                    metrics.stored.inc();
+                    for p in [&mp3, &json_path] {
+                        let len = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+                        if std::fs::remove_file(p).is_ok() {
+                            spool_bytes.fetch_sub(len as i64, Ordering::Relaxed);
+                        }
+                    }
+                    tracing::info!(recording = %stem, "recording stored");
+                    break;
+                }
+                Err(e) => {
+                    metrics
+                        .upload_failures
+                        .get_or_create(&vec![("reason", e.reason().to_owned())])
+                        .inc();
+                    tracing::warn!(recording = %stem, error = %e, retry_in = ?backoff, "upload failed; the recording stays in the spool");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                }
+            }
+        }
+    }
+}
+
+async fn upload_one(
+    store: &Store,
+    mp3: &Path,
+    json: &Path,
+    stem: &str,
+) -> Result<u64, crate::store::StoreError> {
+    let read = |p: &Path| {
+        std::fs::read(p)
+            .map_err(|e| crate::store::StoreError::Open(format!("{}: {e}", p.display())))
+    };
+    let audio = read(mp3)?;
+    let sidecar = read(json)?;
+    let total = (audio.len() + sidecar.len()) as u64;
+    // The MP3 first: a sidecar in the store means its recording is there too.
+    store
+        .put_once(&object_name(&format!("{stem}.mp3")), audio)
+        .await?;
+    store
+        .put_once(&object_name(&format!("{stem}.json")), sidecar)
+        .await?;
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_layout() {
+        let t = humantime::parse_rfc3339("2026-11-28T11:28:34.500Z").unwrap();
+        let s = stem(t, "65baf6958949e3e9");
+        assert_eq!(s, "20261128T112834Z_65baf6958949e3e9");
+        assert_eq!(
+            object_name(&format!("{s}.mp3")),
+            "2026/11/28/20261128T112834Z_65baf6958949e3e9.mp3"
+        );
+    }
+
+    #[test]
+    fn mp3_duration_counts_frames_and_stops_at_damage() {
+        let mut enc = new_encoder(Layout::Stereo, 32).unwrap();
+        let pcm = vec![1000i16; 8000 * 3];
+        let mut out = Vec::new();
+        out.reserve(mp3lame_encoder::max_required_buffer_size(pcm.len()));
+        enc.encode_to_vec(
+            mp3lame_encoder::DualPcm {
+                left: &pcm[..],
+                right: &pcm[..],
+            },
+            &mut out,
+        )
+        .unwrap();
+        out.reserve(7200);
+        enc.flush_to_vec::<mp3lame_encoder::FlushNoGap>(&mut out)
+            .unwrap();
+        let d = mp3_duration(&out);
+        assert!((d - 3.0).abs() < 0.15, "{d}");
+        let cut = mp3_duration(&out[..out.len() / 2]);
+        assert!(
+            (cut - 1.5).abs() < 0.15,
+            "a truncated file still counts its whole frames: {cut}"
+        );
+    }
+}

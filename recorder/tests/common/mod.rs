@@ -1,0 +1,163 @@
+//! What the recorder's end-to-end suites share: a recorder process and SIPp
+//! peers wired together on loopback.
+#![allow(dead_code)] // each suite uses a different part
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+use earshot_tests::pcap::RtpStream;
+use earshot_tests::{
+    RecorderProcess, Sipp, SippProcess, TempDir, TestUser, free_ports, parse_metric,
+};
+
+pub const BINARY: &str = env!("CARGO_BIN_EXE_earshot-recorder");
+
+pub fn users() -> Vec<TestUser<'static>> {
+    vec![
+        TestUser {
+            extension: "008",
+            mode: "Always",
+            shortcode: None,
+        },
+        TestUser {
+            extension: "012",
+            mode: "OnDemand",
+            shortcode: Some("*5"),
+        },
+        TestUser {
+            extension: "003",
+            mode: "Never",
+            shortcode: None,
+        },
+    ]
+}
+
+pub struct Setup {
+    pub dir: TempDir,
+    pub recorder: RecorderProcess,
+    pub ports: u16,
+}
+
+pub fn setup(name: &str, users: &[TestUser]) -> Setup {
+    earshot_tests::require("sipp");
+    let dir = TempDir::new(name);
+    let ports = free_ports(32);
+    let uas = SocketAddr::from(([127, 0, 0, 1], ports));
+    let recorder = RecorderProcess::start(Path::new(BINARY), dir.path(), uas, users);
+    Setup {
+        dir,
+        recorder,
+        ports,
+    }
+}
+
+impl Setup {
+    pub fn pcap(&self, name: &str, stream: &RtpStream) -> String {
+        let path = self.dir.path().join(name);
+        stream.write(&path).unwrap();
+        path.display().to_string()
+    }
+
+    pub fn uas(&self, scenario: &str, pcap: &str, calls: usize) -> SippProcess {
+        let uas = Sipp {
+            scenario,
+            vars: vec![("PCAP", pcap.to_owned())],
+            args: vec!["-m".into(), calls.to_string()],
+            port: self.ports,
+            media_port: self.ports + 2,
+            control_port: self.ports + 6,
+        }
+        .spawn(self.dir.path(), &format!("uas-{scenario}"));
+        std::thread::sleep(Duration::from_millis(300));
+        uas
+    }
+
+    /// A caller sending through the recorder; `offset` separates concurrent callers' ports.
+    pub fn uac_at(
+        &self,
+        offset: u16,
+        scenario: &str,
+        from: &str,
+        to: &str,
+        vars: Vec<(&str, String)>,
+        extra: &[&str],
+    ) -> SippProcess {
+        let mut all = vec![("FROM", from.to_owned())];
+        all.extend(vars);
+        let mut args: Vec<String> = vec![
+            "-rsa".into(),
+            self.recorder.sip.to_string(),
+            "-s".into(),
+            to.into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.push(format!("127.0.0.1:{}", self.ports));
+        Sipp {
+            scenario,
+            vars: all,
+            args,
+            port: self.ports + 8 + offset,
+            media_port: self.ports + 10 + offset,
+            control_port: self.ports + 14 + offset,
+        }
+        .spawn(self.dir.path(), &format!("uac-{offset}-{from}-{to}"))
+    }
+
+    pub fn uac(
+        &self,
+        scenario: &str,
+        from: &str,
+        to: &str,
+        vars: Vec<(&str, String)>,
+        extra: &[&str],
+    ) -> SippProcess {
+        self.uac_at(0, scenario, from, to, vars, extra)
+    }
+
+    pub fn metric(&self, series: &str) -> f64 {
+        self.recorder.metric(series)
+    }
+
+    pub fn assert_no_rtp_loss(&self, caller_packets: usize, callee_packets: usize, calls: usize) {
+        // Give the last packets a moment to pass the relay.
+        std::thread::sleep(Duration::from_millis(300));
+        let text = self.recorder.metrics_text();
+        let up = parse_metric(
+            &text,
+            "earshot_rtp_packets_total{direction=\"caller_to_callee\"}",
+        );
+        let down = parse_metric(
+            &text,
+            "earshot_rtp_packets_total{direction=\"callee_to_caller\"}",
+        );
+        let dropped: f64 = text
+            .lines()
+            .filter(|l| l.starts_with("earshot_rtp_dropped_packets_total"))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum();
+        assert_eq!(
+            up as usize,
+            caller_packets * calls,
+            "every caller packet relayed\n{text}"
+        );
+        assert_eq!(
+            down as usize,
+            callee_packets * calls,
+            "every callee packet relayed\n{text}"
+        );
+        assert_eq!(dropped, 0.0, "no packet dropped\n{text}");
+    }
+}
+
+pub fn seconds(a: SystemTime, b: SystemTime) -> f64 {
+    b.duration_since(a).unwrap_or_default().as_secs_f64()
+}
+
+pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !f() {
+        assert!(Instant::now() < deadline, "{what}: not within 15 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
