@@ -978,8 +978,7 @@ mod tests {
     fn mp3_duration_counts_frames_and_stops_at_damage() {
         let mut enc = new_encoder(Layout::Stereo, 32).unwrap();
         let pcm = vec![1000i16; 8000 * 3];
-        let mut out = Vec::new();
-        out.reserve(mp3lame_encoder::max_required_buffer_size(pcm.len()));
+        let mut out = Vec::with_capacity(mp3lame_encoder::max_required_buffer_size(pcm.len()));
         enc.encode_to_vec(
             mp3lame_encoder::DualPcm {
                 left: &pcm[..],
