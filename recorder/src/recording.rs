@@ -200,6 +200,8 @@ pub type SettingsHandle = Arc<std::sync::RwLock<Settings>>;
 #[derive(Clone)]
 struct Shared {
     spool: PathBuf,
+    /// The store's key for a name (prefix applied), for sidecars.
+    store: Store,
     settings: SettingsHandle,
     clock: Clock,
     instance: String,
@@ -238,6 +240,7 @@ pub fn start(
     let spool_bytes = Arc::new(AtomicI64::new(dir_bytes(&spool.dir) as i64));
     let shared = Shared {
         spool: spool.dir.clone(),
+        store: store.clone(),
         settings: Arc::new(std::sync::RwLock::new(Settings::from_config(rec))),
         clock,
         instance,
@@ -729,7 +732,7 @@ fn sidecar(
             "bitrateKbps": settings.bitrate,
             "durationSeconds": (seconds * 1000.0).round() / 1000.0,
         },
-        "mp3": {"object": object_name(&format!("{stem}.mp3")), "bytes": bytes, "sha256": sha256},
+        "mp3": {"object": shared.store.key(&object_name(&format!("{stem}.mp3"))), "bytes": bytes, "sha256": sha256},
         "complete": truncated.is_none(),
         "truncated": truncated,
         "recorder": {"instance": shared.instance, "version": env!("CARGO_PKG_VERSION")},

@@ -94,6 +94,11 @@ fn a_recorded_call_is_a_stereo_mp3_with_the_caller_left_and_the_right_length() {
     assert_eq!(side["audio"]["bitrateKbps"], 32);
     assert_eq!(side["mp3"]["bytes"], std::fs::metadata(mp3).unwrap().len());
     assert_eq!(side["mp3"]["sha256"], sha256_hex(mp3));
+    assert_eq!(
+        side["mp3"]["object"].as_str().unwrap(),
+        rel,
+        "the sidecar names the object's full key"
+    );
     for k in ["startedAt", "answeredAt", "endedAt"] {
         assert!(
             humantime::parse_rfc3339(side[k].as_str().unwrap()).is_ok(),

@@ -413,7 +413,8 @@ impl<'a> Sipp<'a> {
         for (k, v) in &self.vars {
             xml = xml.replace(&format!("@{k}@"), v);
         }
-        xml = xml.replace("@MIDCALL@", "");
+        // Defaults for optional placeholders.
+        xml = xml.replace("@MIDCALL@", "").replace("@NAME@", "Caller");
         assert!(
             !xml.contains('@') || !xml.contains("@PCAP@"),
             "unfilled placeholder in {}",

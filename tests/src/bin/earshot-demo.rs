@@ -5,10 +5,10 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use earshot_tests::pcap::RtpStream;
-use earshot_tests::{RecorderProcess, Sipp, TestUser, events_of, free_ports, recorded_intervals};
+use earshot_tests::{RecorderProcess, Sipp, TestUser, events_of, free_ports};
 
 fn main() {
     let recorder_bin = std::env::var_os("EARSHOT_RECORDER")
@@ -88,15 +88,15 @@ fn main() {
     .spawn(&dir, "callee");
     std::thread::sleep(Duration::from_millis(300));
     let calls = [
-        ("008", "501", &plain, "always"),
-        ("012", "502", &keyed, "ondemand"),
-        ("003", "503", &plain, "never"),
+        ("008", "Ralf Gerrits", "501", &plain, "always"),
+        ("012", "Remi Harrevelt", "502", &keyed, "ondemand"),
+        ("003", "Bauke van den Akker", "503", &plain, "never"),
     ];
     println!("Placing 3 calls of 5 s through it with SIPp (RTP and RFC 4733 DTMF from pcap) ...");
     let mut callers: Vec<_> = calls
         .iter()
         .enumerate()
-        .map(|(i, (from, to, pcap, name))| {
+        .map(|(i, (from, display, to, pcap, name))| {
             let off = 8 + 8 * i as u16;
             let mut args: Vec<String> = vec![
                 "-rsa".into(),
@@ -111,6 +111,7 @@ fn main() {
                 scenario: "uac.xml",
                 vars: vec![
                     ("FROM", (*from).to_owned()),
+                    ("NAME", (*display).to_owned()),
                     ("PCAP", (*pcap).clone()),
                     ("TALK_MS", "5000".into()),
                 ],
@@ -128,83 +129,74 @@ fn main() {
     callee.wait_success(Duration::from_secs(20));
     std::thread::sleep(Duration::from_millis(300));
 
+    let recordings = recorder.wait_recordings(2, Duration::from_secs(20));
     let events = recorder.events();
-    let intervals = recorded_intervals(&events);
-    let time = |v: &serde_json::Value| {
-        humantime::parse_rfc3339(v["time"].as_str().unwrap_or_default()).ok()
-    };
-    let clock = |t: Option<SystemTime>| {
-        t.map(|t| humantime::format_rfc3339_seconds(t).to_string()[11..19].to_owned())
+    let clock = |v: &serde_json::Value| {
+        v.as_str()
+            .and_then(|t| humantime::parse_rfc3339(t).ok())
+            .map(|t| humantime::format_rfc3339_seconds(t).to_string()[11..19].to_owned())
             .unwrap_or_else(|| "-".into())
     };
+    let number = |p: &serde_json::Value| {
+        let n = p["number"].as_str().unwrap_or("-");
+        match p["displayName"].as_str() {
+            Some(d) if d != n => format!("{d} {n}"),
+            _ => n.to_owned(),
+        }
+    };
+    let hms = |s: f64| {
+        let s = s.round() as u64;
+        format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    };
     println!();
+    println!("Recordings (the manual's report; times UTC):");
     println!(
-        "{:<8} {:<8} {:>8}  {:<8} {:<8} {:<8}  Recorded",
-        "Caller", "Callee", "Duration", "Start", "Answer", "End"
+        "{:<24} {:<6} {:>8}  {:<8} {:<8} {:<8}  {:<10} File",
+        "Caller", "Callee", "Duration", "Start", "Answer", "End", "Recorded"
     );
-    for started in events_of(&events, "call_started") {
-        let call = started["call"].as_str().unwrap_or_default();
-        let of = |kind| {
-            events
-                .iter()
-                .find(|e| e["event"] == kind && e["call"] == call)
-        };
-        let (start, answer, end) = (
-            time(started),
-            of("call_answered").and_then(time),
-            of("call_ended").and_then(time),
-        );
-        let duration = match (answer, end) {
-            (Some(a), Some(e)) => e
-                .duration_since(a)
-                .map(|d| format!("{:.1} s", d.as_secs_f64()))
-                .unwrap_or_default(),
-            _ => "-".into(),
-        };
-        let recorded = match intervals.get(call) {
-            Some(spans) => spans
-                .iter()
-                .map(|(on, off)| {
-                    let from = answer
-                        .and_then(|a| on.duration_since(a).ok())
-                        .map_or(0.0, |d| d.as_secs_f64());
-                    let len = off.duration_since(*on).map_or(0.0, |d| d.as_secs_f64());
-                    format!("{len:.1} s from {from:.1} s")
-                })
-                .collect::<Vec<_>>()
-                .join(", "),
-            None => "not recorded".into(),
-        };
-        let why = started["users"]
+    for (mp3, side) in &recordings {
+        let recorded: Vec<String> = side["recorded"]
             .as_array()
-            .and_then(|u| u.first())
-            .map(|u| {
+            .into_iter()
+            .flatten()
+            .map(|r| {
                 format!(
-                    " ({} {})",
-                    u["extension"].as_str().unwrap_or(""),
-                    u["mode"].as_str().unwrap_or("")
+                    "{:.1}-{:.1} s",
+                    r["from"].as_f64().unwrap_or(0.0),
+                    r["to"].as_f64().unwrap_or(0.0)
                 )
             })
-            .unwrap_or_default();
+            .collect();
         println!(
-            "{:<8} {:<8} {:>8}  {:<8} {:<8} {:<8}  {recorded}{why}",
-            started["caller"].as_str().unwrap_or("-"),
-            started["callee"].as_str().unwrap_or("-"),
-            duration,
-            clock(start),
-            clock(answer),
-            clock(end)
+            "{:<24} {:<6} {:>8}  {:<8} {:<8} {:<8}  {:<10} {}",
+            number(&side["caller"]),
+            number(&side["callee"]),
+            hms(side["durationSeconds"].as_f64().unwrap_or(0.0)),
+            clock(&side["startedAt"]),
+            clock(&side["answeredAt"]),
+            clock(&side["endedAt"]),
+            recorded.join(", "),
+            mp3.strip_prefix(earshot_tests::repo())
+                .unwrap_or(mp3)
+                .display()
         );
     }
-    let rtp = recorder.metric("earshot_rtp_packets_total{direction=\"caller_to_callee\"}")
-        + recorder.metric("earshot_rtp_packets_total{direction=\"callee_to_caller\"}");
+    let calls = events_of(&events, "call_started").len();
     println!();
     println!(
-        "RTP packets relayed: {rtp}; DTMF digits seen: {}",
-        events_of(&events, "dtmf").len()
+        "{calls} calls, {} recorded: 008 (Always) from answer to hang-up, 012 (On demand) between its two *5 presses; 003 (Never) not at all.",
+        recordings.len()
     );
-    println!("Call events (JSON lines): {}", recorder.events.display());
+    println!("Each MP3 has a .json sidecar beside it (docs/recordings.md). Play one with:");
+    if let Some((mp3, _)) = recordings.first() {
+        let rel = mp3.strip_prefix(earshot_tests::repo()).unwrap_or(mp3);
+        println!(
+            "  ffplay -nodisp -autoexit {}     (or open it in any audio player)",
+            rel.display()
+        );
+    }
     println!(
-        "Times are UTC. Encoding the recorded intervals to MP3 in object storage is the next milestone (see README)."
+        "Call events: .demo/events.jsonl   Metrics: http://{}/metrics (while the demo runs)",
+        recorder.http
     );
 }
