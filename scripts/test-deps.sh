@@ -5,10 +5,12 @@
 #
 #   SIPp 3.6.1 (Debian sip-tester)  SIP caller and callee with RTP from pcap
 #   ffmpeg (Debian)                 decodes the MP3s back for assertions
-#   tcpdump (Debian)                captures RTP on loopback in end-to-end tests
+#   Garage 2.5.0 (crates.io)        the S3 server, with lifecycle rules; built
+#                                   from source once (~25 min on 2 cores)
 set -euo pipefail
 
 SIPP_VERSION="3.6.1"
+GARAGE_VERSION="2.5.0"
 need_apt=()
 
 # `sipp -v` exits non-zero; read its output rather than its status.
@@ -24,5 +26,12 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
+have_garage() { command -v garage >/dev/null && garage --version 2>/dev/null | grep -q "v${GARAGE_VERSION}"; }
+if ! have_garage; then
+  echo "test-deps: building Garage ${GARAGE_VERSION} from crates.io (once; about 25 minutes on 2 cores)"
+  cargo install garage --version "${GARAGE_VERSION}" --locked --root /usr/local --quiet
+fi
+have_garage || { echo "test-deps: Garage ${GARAGE_VERSION} is required, found: $(garage --version 2>&1 | head -1)" >&2; exit 1; }
+
 have_sipp || { echo "test-deps: SIPp ${SIPP_VERSION} is required, found: $(sipp_version)" >&2; exit 1; }
-echo "test-deps: sipp $(sipp_version), $(ffmpeg -version | head -1 | cut -d' ' -f1-3)"
+echo "test-deps: sipp $(sipp_version), $(ffmpeg -version | head -1 | cut -d' ' -f1-3), $(garage --version | head -1)"

@@ -377,3 +377,54 @@ fn fifty_concurrent_recorded_calls_each_stored_once() {
     assert_eq!(s.metric("earshot_recordings_stored_total"), 50.0);
     assert_eq!(s.metric("earshot_encoder_overruns_total"), 0.0);
 }
+
+#[test]
+fn a_full_spool_refuses_new_recordings_loudly_and_deletes_nothing() {
+    let s = setup("spool-full", &users());
+    // 64 KiB of something else in the spool, and a limit of 1 KiB.
+    std::fs::write(s.recorder.spool.join("ballast.bin"), vec![0u8; 65536]).unwrap();
+    let config = std::fs::read_to_string(&s.recorder.config).unwrap();
+    let limited = config.replace("spool: { dir:", "spool: { maxBytes: 1024, dir:");
+    assert_ne!(config, limited);
+    std::fs::write(&s.recorder.config, limited).unwrap();
+    // The spool limit is read at start: restart on the new config.
+    let mut s = s;
+    s.recorder.kill9();
+    s.recorder.restart(std::path::Path::new(BINARY));
+
+    let caller = RtpStream::new(1).tone(440.0, 1500);
+    let callee = RtpStream::new(2).tone(1000.0, 1500);
+    let mut uas = s.uas("uas.xml", &s.pcap("callee.pcap", &callee), 1);
+    let mut uac = s.uac(
+        "uac.xml",
+        "008",
+        "500",
+        vec![
+            ("PCAP", s.pcap("caller.pcap", &caller)),
+            ("TALK_MS", "1500".into()),
+        ],
+        &["-m", "1"],
+    );
+    uac.wait_success(Duration::from_secs(30));
+    uas.wait_success(Duration::from_secs(10));
+    wait_for("refusal counted", || {
+        s.metric("earshot_recordings_total{result=\"failed\"}") == 1.0
+    });
+    assert_eq!(
+        s.metric("earshot_recordings_expected_total"),
+        1.0,
+        "the policy wanted it: it shows as missing"
+    );
+    assert_eq!(s.metric("earshot_recordings_stored_total"), 0.0);
+    assert!(
+        s.recorder
+            .log_text()
+            .contains("spool is full: recording refused")
+    );
+    assert!(
+        s.recorder.spool.join("ballast.bin").exists(),
+        "nothing in the spool is deleted to make room"
+    );
+    assert!(s.recorder.recordings().is_empty());
+    s.assert_no_rtp_loss(caller.len(), callee.len(), 1);
+}

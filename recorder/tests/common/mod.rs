@@ -40,11 +40,22 @@ pub struct Setup {
 }
 
 pub fn setup(name: &str, users: &[TestUser]) -> Setup {
+    setup_with(name, users, None, &[])
+}
+
+/// A setup whose recorder stores recordings as `storage` says (YAML), with extra environment.
+pub fn setup_with(
+    name: &str,
+    users: &[TestUser],
+    storage: Option<&str>,
+    env: &[(&str, &str)],
+) -> Setup {
     earshot_tests::require("sipp");
     let dir = TempDir::new(name);
     let ports = free_ports(32);
     let uas = SocketAddr::from(([127, 0, 0, 1], ports));
-    let recorder = RecorderProcess::start(Path::new(BINARY), dir.path(), uas, users);
+    let recorder =
+        RecorderProcess::start_with(Path::new(BINARY), dir.path(), uas, users, storage, env);
     Setup {
         dir,
         recorder,
