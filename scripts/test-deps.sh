@@ -26,7 +26,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
-have_garage() { command -v garage >/dev/null && garage --version 2>/dev/null | grep -q "v${GARAGE_VERSION}"; }
+# `garage --version` prints e.g. "garage cargo:2.5.0 [features: ...]".
+have_garage() { command -v garage >/dev/null && garage --version 2>/dev/null | grep -qE "[:v ]${GARAGE_VERSION//./\\.}( |$)"; }
 if ! have_garage; then
   echo "test-deps: building Garage ${GARAGE_VERSION} from crates.io (once; about 25 minutes on 2 cores)"
   cargo install garage --version "${GARAGE_VERSION}" --locked --root /usr/local --quiet
@@ -34,4 +35,4 @@ fi
 have_garage || { echo "test-deps: Garage ${GARAGE_VERSION} is required, found: $(garage --version 2>&1 | head -1)" >&2; exit 1; }
 
 have_sipp || { echo "test-deps: SIPp ${SIPP_VERSION} is required, found: $(sipp_version)" >&2; exit 1; }
-echo "test-deps: sipp $(sipp_version), $(ffmpeg -version | head -1 | cut -d' ' -f1-3), $(garage --version | head -1)"
+echo "test-deps: sipp $(sipp_version), $(ffmpeg -version | head -1 | cut -d' ' -f1-3), $(garage --version | cut -d' ' -f1-2)"
