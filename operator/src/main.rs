@@ -10,6 +10,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use earshot_crds::validate::PolicyValidator;
+use earshot_operator::config::OperatorConfig;
+use earshot_operator::render::render;
 
 /// Earshot's Kubernetes operator.
 #[derive(Debug, Parser)]
@@ -29,6 +31,19 @@ enum Command {
     },
     /// Print the RecordingPolicy CRD (as shipped in the Helm chart).
     Crd,
+    /// Print the objects a policy file produces (ConfigMap, Deployment,
+    /// Service, PodDisruptionBudget), without a cluster.
+    Render {
+        /// The policy file.
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+        /// Recorder image the Deployment runs.
+        #[arg(long, env = "EARSHOT_RECORDER_IMAGE")]
+        recorder_image: Option<String>,
+        /// Largest retention the platform allows, in days.
+        #[arg(long, env = "EARSHOT_MAX_RETENTION_DAYS", default_value_t = 365)]
+        max_retention_days: i32,
+    },
 }
 
 fn main() -> ExitCode {
@@ -39,6 +54,36 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Check { files } => check(&files),
+        Command::Render {
+            file,
+            recorder_image,
+            max_retention_days,
+        } => {
+            let mut operator = OperatorConfig {
+                max_retention_days,
+                ..OperatorConfig::default()
+            };
+            if let Some(image) = recorder_image {
+                operator.recorder_image = image;
+            }
+            let text = match std::fs::read_to_string(&file) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("{}: cannot read: {e}", file.display());
+                    return ExitCode::FAILURE;
+                }
+            };
+            match render(&text, &operator) {
+                Ok(yaml) => {
+                    print!("{yaml}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{}: {e}", file.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 

@@ -279,6 +279,15 @@ impl Config {
 
     /// Checks config text (`path` names it in errors).
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        Self::parse_with_env(path, text, std::env::var(ADVERTISED_ENV).ok().as_deref())
+    }
+
+    /// Like [`parse`](Self::parse), with the environment's advertised address given.
+    pub fn parse_with_env(
+        path: &Path,
+        text: &str,
+        advertised_env: Option<&str>,
+    ) -> Result<Config, ConfigError> {
         let file: FileConfig = serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax {
             path: path.to_owned(),
             message: e.to_string(),
@@ -306,11 +315,11 @@ impl Config {
         }
         let advertised = match file.advertised_address {
             Some(a) => a,
-            None => match std::env::var(ADVERTISED_ENV) {
-                Ok(v) => v.parse().map_err(|_| {
+            None => match advertised_env {
+                Some(v) => v.parse().map_err(|_| {
                     invalid(path, ADVERTISED_ENV, format!("{v:?} is not an IP address"))
                 })?,
-                Err(_) => file.sip.listen.ip(),
+                None => file.sip.listen.ip(),
             },
         };
         if advertised.is_unspecified() {

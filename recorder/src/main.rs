@@ -3,12 +3,7 @@
 //! the calls its policy says to record.
 #![forbid(unsafe_code)]
 
-mod config;
-mod events;
-mod metrics;
-mod recording;
-mod runtime;
-mod store;
+use earshot_recorder::{config, runtime};
 
 use std::path::PathBuf;
 

@@ -1,0 +1,223 @@
+//! The objects each sample policy produces: complete golden files (reviewed
+//! by a person; `UPDATE_GOLDEN=1` rewrites them), a recorder config the
+//! recorder itself accepts, documents that round-trip through k8s-openapi,
+//! and the refusals a platform engineer sees.
+
+use std::path::{Path, PathBuf};
+
+use earshot_operator::build::{CONFIG_FILE, build_configmap, build_deployment, build_pdb};
+use earshot_operator::config::OperatorConfig;
+use earshot_operator::reconcile::validate::{Invalid, validate};
+use earshot_operator::render::{RenderError, render};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn samples() -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = std::fs::read_dir(repo().join("config/samples"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .map(|p| {
+            (
+                p.file_stem().unwrap().to_string_lossy().into_owned(),
+                std::fs::read_to_string(&p).unwrap(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn mk_operator() -> OperatorConfig {
+    OperatorConfig {
+        recorder_image: "registry.example/earshot-recorder:test".into(),
+        ..OperatorConfig::default()
+    }
+}
+
+fn mk_validated(text: &str) -> earshot_operator::build::Validated {
+    let policy = earshot_crds::validate::PolicyValidator::new()
+        .parse(text)
+        .unwrap();
+    validate(&policy, &mk_operator()).unwrap()
+}
+
+#[test]
+fn render_matches_the_golden_file_of_every_sample() {
+    for (name, text) in samples() {
+        let yaml = render(&text, &mk_operator()).unwrap();
+        let golden = repo().join(format!("operator/tests/golden/{name}.yaml"));
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(&golden, &yaml).unwrap();
+        }
+        let expected = std::fs::read_to_string(&golden).unwrap_or_else(|_| {
+            panic!(
+                "{} missing: run with UPDATE_GOLDEN=1 and review it",
+                golden.display()
+            )
+        });
+        pretty_assertions::assert_eq!(yaml, expected, "{name}");
+    }
+}
+
+#[test]
+fn the_rendered_recorder_config_is_accepted_by_the_recorder() {
+    for (name, text) in samples() {
+        let v = mk_validated(&text);
+        let cm = build_configmap(&v);
+        let file = &cm.data.as_ref().unwrap()[CONFIG_FILE];
+        let config = earshot_recorder::config::Config::parse_with_env(
+            Path::new(&name),
+            file,
+            Some("10.1.2.3"),
+        )
+        .unwrap_or_else(|e| panic!("{name}: the recorder refuses the rendered config: {e}"));
+        assert_eq!(config.users.len(), v.policy.spec.users.len(), "{name}");
+        for u in &v.policy.spec.users {
+            let rendered = &config.users[&u.extension];
+            let mode = format!("{:?}", v.policy.spec.effective_mode(u));
+            assert_eq!(rendered.mode.as_str(), mode, "{name} {}", u.extension);
+            let code = v
+                .policy
+                .spec
+                .effective_shortcode(u)
+                .map(|c| c.as_bytes()[1] - b'0');
+            assert_eq!(rendered.shortcode, code, "{name} {}", u.extension);
+        }
+        assert_eq!(
+            config.advertised.to_string(),
+            "10.1.2.3",
+            "pods advertise the address the operator passes in"
+        );
+    }
+}
+
+#[test]
+fn every_rendered_document_parses_back_into_its_kubernetes_type() {
+    for (name, text) in samples() {
+        let yaml = render(&text, &mk_operator()).unwrap();
+        let mut kinds = Vec::new();
+        for doc in yaml.split("---\n").filter(|d| !d.trim().is_empty()) {
+            let value: serde_json::Value = serde_yaml::from_str(doc).unwrap();
+            let kind = value["kind"].as_str().unwrap().to_owned();
+            // Round trip: nothing in the document is unknown to the typed API.
+            let back = match kind.as_str() {
+                "ConfigMap" => serde_json::to_value(
+                    serde_json::from_value::<ConfigMap>(value.clone()).unwrap(),
+                ),
+                "Deployment" => serde_json::to_value(
+                    serde_json::from_value::<Deployment>(value.clone()).unwrap(),
+                ),
+                "Service" => {
+                    serde_json::to_value(serde_json::from_value::<Service>(value.clone()).unwrap())
+                }
+                "PodDisruptionBudget" => serde_json::to_value(
+                    serde_json::from_value::<PodDisruptionBudget>(value.clone()).unwrap(),
+                ),
+                other => panic!("{name}: unexpected kind {other}"),
+            }
+            .unwrap();
+            assert_eq!(back, value, "{name} {kind} round-trips");
+            kinds.push(kind);
+        }
+        let expected: &[&str] = if name == "call-centre" {
+            &["ConfigMap", "Deployment", "Service", "PodDisruptionBudget"]
+        } else {
+            &["ConfigMap", "Deployment", "Service"]
+        };
+        assert_eq!(kinds, expected, "{name}: a PDB exactly when replicas > 1");
+    }
+}
+
+#[test]
+fn the_workload_keeps_calls_alive_and_runs_hardened() {
+    let v = mk_validated(
+        &std::fs::read_to_string(repo().join("config/samples/call-centre.yaml")).unwrap(),
+    );
+    let d = serde_json::to_value(build_deployment(&v)).unwrap();
+    assert_eq!(
+        d["spec"]["strategy"]["rollingUpdate"],
+        serde_json::json!({"maxSurge": 1, "maxUnavailable": 0})
+    );
+    let pod = &d["spec"]["template"]["spec"];
+    assert_eq!(pod["terminationGracePeriodSeconds"], 14400);
+    assert_eq!(
+        pod["hostNetwork"], true,
+        "call-centre sample runs on the host network"
+    );
+    let c = &pod["containers"][0];
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["capabilities"]["drop"][0], "ALL");
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    assert_eq!(
+        c["env"][0]["valueFrom"]["fieldRef"]["fieldPath"],
+        "status.hostIP"
+    );
+    assert_eq!(
+        c["env"][1]["valueFrom"]["secretKeyRef"]["name"],
+        "rgw-credentials"
+    );
+    // The pod template does not depend on the recorder config, so a change of
+    // users or modes never rolls the pods.
+    let template = serde_json::to_string(pod).unwrap();
+    assert!(
+        !template.contains("2000"),
+        "no user data in the pod template"
+    );
+    assert!(build_pdb(&v).is_some());
+}
+
+#[test]
+fn a_users_change_touches_only_the_configmap() {
+    let text = std::fs::read_to_string(repo().join("config/samples/small-office.yaml")).unwrap();
+    let before = mk_validated(&text);
+    let after = mk_validated(
+        &text
+            .replace("mode: Never", "mode: Always")
+            .replace("retentionDays: 30", "retentionDays: 90"),
+    );
+    assert_ne!(build_configmap(&before), build_configmap(&after));
+    assert_eq!(build_deployment(&before), build_deployment(&after));
+}
+
+#[test]
+fn refusals_say_what_to_do() {
+    let text = std::fs::read_to_string(repo().join("config/samples/call-centre.yaml")).unwrap();
+    let strict = OperatorConfig {
+        max_retention_days: 30,
+        ..mk_operator()
+    };
+    let err = render(&text, &strict).unwrap_err();
+    assert!(matches!(
+        err,
+        RenderError::Invalid(Invalid::RetentionAboveMaximum {
+            requested: 90,
+            maximum: 30
+        })
+    ));
+    assert_eq!(
+        err.to_string(),
+        "spec.retentionDays is 90 but this platform keeps recordings at most 30 days; lower it to 30 or less"
+    );
+    let no_storage = text.split("  storage:").next().unwrap().to_owned();
+    let err = render(&no_storage, &mk_operator()).unwrap_err();
+    assert!(
+        err.to_string().starts_with("spec.storage is not set"),
+        "{err}"
+    );
+    let invalid =
+        std::fs::read_to_string(repo().join("config/samples/invalid/shortcode-pattern.yaml"))
+            .unwrap();
+    let err = render(&invalid, &mk_operator()).unwrap_err();
+    assert!(err.to_string().contains("spec.users[0].shortcode"), "{err}");
+}

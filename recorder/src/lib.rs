@@ -1,0 +1,11 @@
+//! The shell of the Earshot recorder as a library: its config file (which
+//! the operator renders and tests against), recording pipeline, storage and
+//! runtime. The binary `earshot-recorder` is a thin `main` around it.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod events;
+pub mod metrics;
+pub mod recording;
+pub mod runtime;
+pub mod store;
