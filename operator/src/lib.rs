@@ -6,3 +6,4 @@ pub mod build;
 pub mod config;
 pub mod reconcile;
 pub mod render;
+pub mod storage;
