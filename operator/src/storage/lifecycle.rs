@@ -119,11 +119,12 @@ pub fn rules(xml: &str) -> Result<Vec<FoundRule>, LifecycleError> {
                 }
                 text.clear();
                 let name = path.pop().unwrap_or_default();
-                if name == "Rule" && path.len() == 1 {
-                    if let Some(mut r) = current.take() {
-                        r.span.end = reader.buffer_position() as usize;
-                        out.push(r);
-                    }
+                if name == "Rule"
+                    && path.len() == 1
+                    && let Some(mut r) = current.take()
+                {
+                    r.span.end = reader.buffer_position() as usize;
+                    out.push(r);
                 }
             }
             Event::Eof => break,

@@ -255,10 +255,10 @@ impl S3Client {
     /// back to be sure. Returns whether anything had to change.
     pub async fn ensure_rule(&self, bucket: &str, rule: &PolicyRule) -> Result<bool, StorageError> {
         let current = self.get_lifecycle(bucket).await?;
-        if let Some(xml) = &current {
-            if lifecycle::enforces(xml, rule)? {
-                return Ok(false);
-            }
+        if let Some(xml) = &current
+            && lifecycle::enforces(xml, rule)?
+        {
+            return Ok(false);
         }
         let merged = lifecycle::merge(current.as_deref(), rule)?;
         self.put_lifecycle(bucket, &merged).await?;
