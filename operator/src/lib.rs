@@ -4,6 +4,7 @@
 
 pub mod build;
 pub mod config;
+pub mod metrics;
 pub mod reconcile;
 pub mod render;
 pub mod storage;

@@ -27,3 +27,44 @@ impl BucketLocks {
         lock.lock_owned().await
     }
 }
+
+use std::future::Future;
+use std::pin::Pin;
+
+use lifecycle::PolicyRule;
+use s3::{S3Client, S3Target, StorageError};
+
+/// What the reconciler asks of a store: check access, then make the bucket
+/// enforce a rule. Behind a trait so the controller's tests can watch every
+/// storage call (and prove none of them deletes anything).
+pub trait Storage: Send + Sync {
+    /// Checks credentials and bucket, then keeps `rule`; `Ok(true)` when the rule changed.
+    fn enforce<'a>(
+        &'a self,
+        target: S3Target,
+        bucket: &'a str,
+        rule: &'a PolicyRule,
+    ) -> Pin<Box<dyn Future<Output = Result<bool, StorageError>> + Send + 'a>>;
+}
+
+/// The real thing: S3 over HTTP, one writer per bucket at a time.
+#[derive(Debug, Default)]
+pub struct S3Storage {
+    locks: BucketLocks,
+}
+
+impl Storage for S3Storage {
+    fn enforce<'a>(
+        &'a self,
+        target: S3Target,
+        bucket: &'a str,
+        rule: &'a PolicyRule,
+    ) -> Pin<Box<dyn Future<Output = Result<bool, StorageError>> + Send + 'a>> {
+        Box::pin(async move {
+            let _turn = self.locks.lock(&target.endpoint, bucket).await;
+            let client = S3Client::new(target);
+            client.head_bucket(bucket).await?;
+            client.ensure_rule(bucket, rule).await
+        })
+    }
+}

@@ -1,0 +1,492 @@
+//! The reconciler against kube's mocked API server (tower-test), in the
+//! style of kube-rs's controller-rs fixtures: each scenario lists every
+//! request the operator must make, in order — method, path, field manager and
+//! body — and answers as the API server would. A missing or extra request
+//! fails the test.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use earshot_crds::RecordingPolicy;
+use earshot_operator::config::OperatorConfig;
+use earshot_operator::metrics::OperatorMetrics;
+use earshot_operator::reconcile::{Context, Error, error_policy, reconcile};
+use earshot_operator::storage::Storage;
+use earshot_operator::storage::lifecycle::PolicyRule;
+use earshot_operator::storage::s3::{S3Target, StorageError};
+use http::{Request, Response};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Recorder, Reporter};
+use serde_json::{Value, json};
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+/// A store that records what it is asked.
+#[derive(Default)]
+struct FakeStorage {
+    calls: Mutex<Vec<String>>,
+    changed: bool,
+}
+
+impl Storage for FakeStorage {
+    fn enforce<'a>(
+        &'a self,
+        target: S3Target,
+        bucket: &'a str,
+        rule: &'a PolicyRule,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, StorageError>> + Send + 'a>>
+    {
+        self.calls.lock().unwrap().push(format!(
+            "enforce {} {bucket} {} {} {} as {}",
+            target.endpoint, rule.id, rule.prefix, rule.days, target.access_key_id
+        ));
+        let changed = self.changed;
+        Box::pin(async move { Ok(changed) })
+    }
+}
+
+fn now() -> Time {
+    Time("2026-11-28T12:00:00Z".parse().unwrap())
+}
+
+fn mk_policy(retention: i32, users: Value) -> RecordingPolicy {
+    let mut v = json!({
+        "apiVersion": "earshot.io/v1alpha1",
+        "kind": "RecordingPolicy",
+        "metadata": {"name": "office", "namespace": "acme", "uid": "u-1", "generation": 2},
+        "spec": {
+            "users": users,
+            "defaultShortcode": "*5",
+            "retentionDays": retention,
+            "storage": {"endpoint": "http://garage:3900", "bucket": "recordings", "region": "garage", "credentialsSecret": {"name": "s3"}},
+            "recorder": {"peers": [{"name": "pbx", "sources": ["10.0.0.0/24"], "nextHop": "trunk:5060"}]},
+        },
+    });
+    // Defaults as the API server applies them.
+    v["spec"]["storage"]["pathStyle"] = json!(true);
+    v["spec"]["storage"]["credentialsSecret"]["accessKeyIdKey"] = json!("AWS_ACCESS_KEY_ID");
+    v["spec"]["storage"]["credentialsSecret"]["secretAccessKeyKey"] =
+        json!("AWS_SECRET_ACCESS_KEY");
+    serde_json::from_value(v).unwrap()
+}
+
+fn users_a() -> Value {
+    json!([{"extension": "008", "mode": "Always"}, {"extension": "012"}])
+}
+
+fn mk_ctx(storage: Arc<FakeStorage>) -> (Arc<Context>, Handle) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(service, "default");
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "earshot-operator".into(),
+            instance: None,
+        },
+    );
+    let ctx = Context {
+        client,
+        operator: OperatorConfig {
+            recorder_image: "earshot/recorder:test".into(),
+            max_retention_days: 365,
+            ..OperatorConfig::default()
+        },
+        storage,
+        recorder,
+        metrics: OperatorMetrics::new(),
+        now,
+    };
+    (Arc::new(ctx), handle)
+}
+
+/// One expected request and the answer.
+struct Expect {
+    method: &'static str,
+    path: &'static str,
+    status: u16,
+    /// Checks the body; returns what to answer (None: echo the body).
+    respond: Box<dyn FnOnce(Value) -> Option<Value> + Send>,
+}
+
+fn expect(
+    method: &'static str,
+    path: &'static str,
+    respond: impl FnOnce(Value) -> Option<Value> + Send + 'static,
+) -> Expect {
+    Expect {
+        method,
+        path,
+        status: 200,
+        respond: Box::new(respond),
+    }
+}
+
+fn not_found(method: &'static str, path: &'static str) -> Expect {
+    Expect {
+        method,
+        path,
+        status: 404,
+        respond: Box::new(|_| {
+            Some(
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
+            )
+        }),
+    }
+}
+
+fn event(reason: &'static str) -> Expect {
+    expect(
+        "POST",
+        "/apis/events.k8s.io/v1/namespaces/acme/events",
+        move |body| {
+            assert_eq!(body["reason"], reason, "event reason");
+            assert_eq!(body["regarding"]["name"], "office");
+            None
+        },
+    )
+}
+
+/// Serves the expected requests in order, then checks none is left over.
+async fn serve(mut handle: Handle, steps: Vec<Expect>) -> Vec<Value> {
+    let mut bodies = Vec::new();
+    for step in steps {
+        let (req, send) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("expected {} {} but no request came", step.method, step.path)
+            })
+            .expect("request");
+        assert_eq!(
+            req.method().as_str(),
+            step.method,
+            "method of {}",
+            req.uri()
+        );
+        assert_eq!(req.uri().path(), step.path);
+        let query = req.uri().query().unwrap_or("").to_owned();
+        if step.method == "PATCH" {
+            assert!(
+                query.contains("fieldManager=earshot-operator"),
+                "server-side apply with our field manager: {query}"
+            );
+            assert!(query.contains("force=true"), "{query}");
+            assert_eq!(
+                req.headers()["content-type"],
+                "application/apply-patch+yaml"
+            );
+        }
+        let bytes = req.into_body().collect_bytes().await.unwrap();
+        let body: Value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap()
+        };
+        bodies.push(body.clone());
+        let status_patch = step.path.ends_with("/status");
+        let mut answer = (step.respond)(body.clone()).unwrap_or(body);
+        if status_patch {
+            // The API server answers with the whole object.
+            let mut full = serde_json::to_value(mk_policy(30, users_a())).unwrap();
+            full["status"] = answer["status"].take();
+            answer = full;
+        }
+        send.send_response(
+            Response::builder()
+                .status(step.status)
+                .body(Body::from(serde_json::to_vec(&answer).unwrap()))
+                .unwrap(),
+        );
+    }
+    // Nothing more may arrive (the client closing is fine).
+    if let Ok(Some((req, _))) =
+        tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await
+    {
+        panic!(
+            "an unexpected extra request: {} {}",
+            req.method(),
+            req.uri()
+        );
+    }
+    bodies
+}
+
+fn secret() -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3", "namespace": "acme"},
+           "data": {"AWS_ACCESS_KEY_ID": "R0tBQkM=", "AWS_SECRET_ACCESS_KEY": "c2VjcmV0"}})
+}
+
+fn with_ready_replicas(mut body: Value) -> Option<Value> {
+    body["status"] = json!({"readyReplicas": 1, "replicas": 1});
+    Some(body)
+}
+
+fn workload_steps() -> Vec<Expect> {
+    vec![
+        expect(
+            "PATCH",
+            "/api/v1/namespaces/acme/configmaps/earshot-office",
+            |b| {
+                assert_eq!(b["kind"], "ConfigMap");
+                assert!(
+                    b["data"]["recorder.yaml"]
+                        .as_str()
+                        .unwrap()
+                        .contains("extension: '008'")
+                );
+                None
+            },
+        ),
+        expect(
+            "PATCH",
+            "/apis/apps/v1/namespaces/acme/deployments/earshot-office",
+            |b| {
+                assert_eq!(
+                    b["metadata"]["ownerReferences"][0]["uid"], "u-1",
+                    "owned by the policy"
+                );
+                assert_eq!(
+                    b["spec"]["template"]["spec"]["containers"][0]["image"],
+                    "earshot/recorder:test"
+                );
+                with_ready_replicas(b)
+            },
+        ),
+        expect(
+            "PATCH",
+            "/api/v1/namespaces/acme/services/earshot-office",
+            |b| {
+                assert_eq!(b["spec"]["ports"][0]["protocol"], "UDP");
+                None
+            },
+        ),
+        not_found(
+            "DELETE",
+            "/apis/policy/v1/namespaces/acme/poddisruptionbudgets/earshot-office",
+        ),
+    ]
+}
+
+fn condition<'a>(status: &'a Value, kind: &str) -> &'a Value {
+    status["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == kind)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_new_policy_gets_its_workload_its_retention_rule_and_a_ready_status() {
+    let storage = Arc::new(FakeStorage {
+        changed: true,
+        ..Default::default()
+    });
+    let (ctx, handle) = mk_ctx(storage.clone());
+    let mut steps = vec![expect("GET", "/api/v1/namespaces/acme/secrets/s3", |_| {
+        Some(secret())
+    })];
+    steps.extend(workload_steps());
+    steps.push(event("RetentionEnforced"));
+    steps.push(expect(
+        "PATCH",
+        "/apis/earshot.io/v1alpha1/namespaces/acme/recordingpolicies/office/status",
+        |b| {
+            for kind in [
+                "Ready",
+                "RecorderAvailable",
+                "StorageReady",
+                "RetentionEnforced",
+            ] {
+                assert_eq!(condition(&b, kind)["status"], "True", "{kind}: {b}");
+            }
+            assert_eq!(b["status"]["observedGeneration"], 2);
+            assert_eq!(b["status"]["effectiveRetentionDays"], 30);
+            assert_eq!(
+                b["status"]["retentionEffectiveSince"],
+                "2026-11-28T12:00:00Z"
+            );
+            assert_eq!(
+                b["status"]["serviceAddress"],
+                "earshot-office.acme.svc:5060"
+            );
+            assert_eq!(
+                b["status"]["users"],
+                json!({"total": 2, "always": 1, "onDemand": 1, "never": 0})
+            );
+            None
+        },
+    ));
+    let server = tokio::spawn(serve(handle, steps));
+    let action = reconcile(Arc::new(mk_policy(30, users_a())), ctx.clone())
+        .await
+        .expect("reconciled");
+    assert_eq!(action, Action::requeue(Duration::from_secs(600)));
+    server.await.unwrap();
+    assert_eq!(
+        storage.calls.lock().unwrap().as_slice(),
+        ["enforce http://garage:3900 recordings earshot-acme-office acme/office/ 30 as GKABC"]
+    );
+    assert!(
+        ctx.metrics
+            .encode()
+            .contains("earshot_operator_reconciles_total{result=\"ok\"} 1")
+    );
+}
+
+#[tokio::test]
+async fn a_users_change_changes_the_configmap_and_not_the_workload() {
+    let storage = Arc::new(FakeStorage::default());
+    let mut bodies = Vec::new();
+    for users in [
+        users_a(),
+        json!([{"extension": "008", "mode": "Never"}, {"extension": "013", "mode": "Always"}]),
+    ] {
+        let (ctx, handle) = mk_ctx(storage.clone());
+        let mut steps = vec![expect("GET", "/api/v1/namespaces/acme/secrets/s3", |_| {
+            Some(secret())
+        })];
+        steps.push(expect(
+            "PATCH",
+            "/api/v1/namespaces/acme/configmaps/earshot-office",
+            |_| None,
+        ));
+        steps.push(expect(
+            "PATCH",
+            "/apis/apps/v1/namespaces/acme/deployments/earshot-office",
+            with_ready_replicas,
+        ));
+        steps.push(expect(
+            "PATCH",
+            "/api/v1/namespaces/acme/services/earshot-office",
+            |_| None,
+        ));
+        steps.push(not_found(
+            "DELETE",
+            "/apis/policy/v1/namespaces/acme/poddisruptionbudgets/earshot-office",
+        ));
+        // The rule was already in place: no event.
+        steps.push(expect(
+            "PATCH",
+            "/apis/earshot.io/v1alpha1/namespaces/acme/recordingpolicies/office/status",
+            |_| None,
+        ));
+        let server = tokio::spawn(serve(handle, steps));
+        reconcile(Arc::new(mk_policy(30, users)), ctx)
+            .await
+            .expect("reconciled");
+        bodies.push(server.await.unwrap());
+    }
+    let (first, second) = (&bodies[0], &bodies[1]);
+    assert_ne!(first[1], second[1], "the ConfigMap carries the new users");
+    assert!(
+        second[1]["data"]["recorder.yaml"]
+            .as_str()
+            .unwrap()
+            .contains("extension: '013'")
+    );
+    assert_eq!(
+        first[2], second[2],
+        "the Deployment is unchanged: no pod restarts"
+    );
+    assert_eq!(first[3], second[3], "the Service is unchanged");
+}
+
+#[tokio::test]
+async fn an_invalid_policy_gets_a_status_and_no_workload() {
+    let storage = Arc::new(FakeStorage::default());
+    let (ctx, handle) = mk_ctx(storage.clone());
+    let steps = vec![
+        expect(
+            "PATCH",
+            "/apis/earshot.io/v1alpha1/namespaces/acme/recordingpolicies/office/status",
+            |b| {
+                let ready = condition(&b, "Ready");
+                assert_eq!(ready["status"], "False");
+                assert_eq!(ready["reason"], "RetentionAboveMaximum");
+                assert_eq!(
+                    ready["message"],
+                    "spec.retentionDays is 400 but this platform keeps recordings at most 365 days; lower it to 365 or less"
+                );
+                assert_eq!(condition(&b, "StorageReady")["status"], "Unknown");
+                None
+            },
+        ),
+        event("RetentionAboveMaximum"),
+    ];
+    let server = tokio::spawn(serve(handle, steps));
+    let action = reconcile(Arc::new(mk_policy(400, users_a())), ctx)
+        .await
+        .expect("an invalid spec is not an error to retry");
+    assert_eq!(
+        action,
+        Action::await_change(),
+        "waits for the policy to change"
+    );
+    server.await.unwrap();
+    assert!(storage.calls.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_missing_secret_says_so_and_requeues() {
+    let storage = Arc::new(FakeStorage::default());
+    let (ctx, handle) = mk_ctx(storage.clone());
+    let mut steps = vec![
+        not_found("GET", "/api/v1/namespaces/acme/secrets/s3"),
+        event("SecretMissing"),
+    ];
+    steps.extend(workload_steps());
+    steps.push(expect(
+        "PATCH",
+        "/apis/earshot.io/v1alpha1/namespaces/acme/recordingpolicies/office/status",
+        |b| {
+            let storage = condition(&b, "StorageReady");
+            assert_eq!(
+                (storage["status"].as_str(), storage["reason"].as_str()),
+                (Some("False"), Some("SecretMissing"))
+            );
+            assert!(
+                storage["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("Secret s3 named in spec.storage.credentialsSecret does not exist")
+            );
+            assert_eq!(condition(&b, "Ready")["status"], "False");
+            assert_eq!(condition(&b, "RecorderAvailable")["status"], "True");
+            None
+        },
+    ));
+    let server = tokio::spawn(serve(handle, steps));
+    let policy = Arc::new(mk_policy(30, users_a()));
+    let err = reconcile(policy.clone(), ctx.clone()).await.unwrap_err();
+    assert!(matches!(err, Error::SecretMissing(ref s) if s == "s3"));
+    assert_eq!(
+        error_policy(policy, &err, ctx.clone()),
+        Action::requeue(Duration::from_secs(30))
+    );
+    server.await.unwrap();
+    assert!(
+        storage.calls.lock().unwrap().is_empty(),
+        "no storage call without credentials"
+    );
+    assert!(
+        ctx.metrics
+            .encode()
+            .contains("earshot_operator_reconcile_errors_total{category=\"secret\"} 1")
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_policy_touches_nothing_and_storage_is_left_alone() {
+    let storage = Arc::new(FakeStorage::default());
+    let (ctx, handle) = mk_ctx(storage.clone());
+    let mut policy = mk_policy(30, users_a());
+    policy.metadata.deletion_timestamp = Some(now());
+    let server = tokio::spawn(serve(handle, vec![]));
+    let action = reconcile(Arc::new(policy), ctx).await.unwrap();
+    assert_eq!(action, Action::await_change());
+    server.await.unwrap();
+    // The Storage trait has no call that deletes; and none was made at all.
+    assert!(storage.calls.lock().unwrap().is_empty());
+}
