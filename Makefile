@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 CRD := charts/earshot/crds/recordingpolicies.earshot.io.yaml
 
-.PHONY: help demo test test-deps generate fmt lint build
+.PHONY: help demo test test-deps generate fmt lint build e2e
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -15,6 +15,13 @@ demo: ## Record three real SIP calls through a local recorder and show the repor
 
 test: test-deps ## Install what the tests need, then run every test
 	scripts/run-tests.sh
+
+e2e: ## The operator against a real cluster (kind, k3d) when KUBECONFIG is set
+	@if [ -z "$$KUBECONFIG" ]; then \
+	  echo "e2e: skipped: KUBECONFIG is not set (point it at a kind or k3d cluster to run the operator against it)"; \
+	else \
+	  $(CARGO) test -p earshot-operator --features e2e --test e2e_cluster -- --nocapture; \
+	fi
 
 test-deps: ## Install the tests' tools (SIPp, ffmpeg); skips what is there
 	@scripts/test-deps.sh

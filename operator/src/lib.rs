@@ -7,4 +7,5 @@ pub mod config;
 pub mod metrics;
 pub mod reconcile;
 pub mod render;
+pub mod run;
 pub mod storage;

@@ -31,6 +31,27 @@ enum Command {
     },
     /// Print the RecordingPolicy CRD (as shipped in the Helm chart).
     Crd,
+    /// Run the controller (in a cluster, or against KUBECONFIG).
+    Run {
+        /// Recorder image the Deployments run.
+        #[arg(long, env = "EARSHOT_RECORDER_IMAGE")]
+        recorder_image: String,
+        /// Largest retention the platform allows, in days.
+        #[arg(long, env = "EARSHOT_MAX_RETENTION_DAYS", default_value_t = 365)]
+        max_retention_days: i32,
+        /// Address of /metrics, /healthz and /readyz.
+        #[arg(long, env = "EARSHOT_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+        http: std::net::SocketAddr,
+        /// Namespace of the leader-election Lease.
+        #[arg(long, env = "POD_NAMESPACE", default_value = "earshot-system")]
+        lease_namespace: String,
+        /// This replica's identity in the Lease.
+        #[arg(long, env = "POD_NAME", default_value = "earshot-operator")]
+        identity: String,
+        /// Log filter.
+        #[arg(long, env = "RUST_LOG", default_value = "info")]
+        log: String,
+    },
     /// Print the objects a policy file produces (ConfigMap, Deployment,
     /// Service, PodDisruptionBudget), without a cluster.
     Render {
@@ -54,6 +75,46 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Check { files } => check(&files),
+        Command::Run {
+            recorder_image,
+            max_retention_days,
+            http,
+            lease_namespace,
+            identity,
+            log,
+        } => {
+            let filter = tracing_subscriber::EnvFilter::try_new(&log)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+            tracing_subscriber::fmt()
+                .json()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .init();
+            let operator = OperatorConfig {
+                recorder_image,
+                max_retention_days,
+                ..OperatorConfig::default()
+            };
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("earshot-operator: cannot start: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let opts = earshot_operator::run::RunOptions {
+                http,
+                lease_namespace,
+                identity,
+            };
+            match runtime.block_on(earshot_operator::run::run(operator, opts)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("earshot-operator: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Render {
             file,
             recorder_image,

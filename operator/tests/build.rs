@@ -221,3 +221,28 @@ fn refusals_say_what_to_do() {
     let err = render(&invalid, &mk_operator()).unwrap_err();
     assert!(err.to_string().contains("spec.users[0].shortcode"), "{err}");
 }
+
+#[test]
+fn the_servicemonitor_scrapes_the_recorders_metrics_port() {
+    let v = mk_validated(
+        &std::fs::read_to_string(repo().join("config/samples/small-office.yaml")).unwrap(),
+    );
+    let sm = serde_json::to_value(earshot_operator::build::build_servicemonitor(&v)).unwrap();
+    pretty_assertions::assert_eq!(
+        sm,
+        serde_json::json!({
+            "apiVersion": "monitoring.coreos.com/v1",
+            "kind": "ServiceMonitor",
+            "metadata": {
+                "name": "earshot-office",
+                "namespace": "acme",
+                "labels": earshot_operator::build::labels("office"),
+                "ownerReferences": [{"apiVersion": "earshot.io/v1alpha1", "kind": "RecordingPolicy", "name": "office", "uid": "", "controller": true, "blockOwnerDeletion": true}],
+            },
+            "spec": {
+                "selector": {"matchLabels": earshot_operator::build::labels("office")},
+                "endpoints": [{"port": "metrics", "path": "/metrics", "interval": "30s"}],
+            },
+        })
+    );
+}

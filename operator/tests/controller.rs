@@ -97,6 +97,7 @@ fn mk_ctx(storage: Arc<FakeStorage>) -> (Arc<Context>, Handle) {
         recorder,
         metrics: OperatorMetrics::new(),
         now,
+        service_monitor: false,
     };
     (Arc::new(ctx), handle)
 }

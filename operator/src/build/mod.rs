@@ -6,11 +6,13 @@ mod configmap;
 mod deployment;
 mod pdb;
 mod service;
+mod servicemonitor;
 
 pub use configmap::{CONFIG_FILE, build_configmap, recorder_config};
 pub use deployment::build_deployment;
 pub use pdb::build_pdb;
 pub use service::build_service;
+pub use servicemonitor::{build_servicemonitor, servicemonitor_resource};
 
 use std::collections::BTreeMap;
 

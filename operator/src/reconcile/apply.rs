@@ -5,14 +5,15 @@
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::{Api, Client};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::Error;
 use crate::build::{
-    Validated, build_configmap, build_deployment, build_pdb, build_service, object_name,
+    Validated, build_configmap, build_deployment, build_pdb, build_service, build_servicemonitor,
+    object_name, servicemonitor_resource,
 };
 use crate::config::FIELD_MANAGER;
 
@@ -33,7 +34,12 @@ where
 }
 
 /// Applies the policy's objects; returns the Deployment as the API server has it.
-pub async fn apply_all(client: &Client, v: &Validated) -> Result<Deployment, Error> {
+/// The ServiceMonitor only when the cluster has the Prometheus Operator's CRD.
+pub async fn apply_all(
+    client: &Client,
+    v: &Validated,
+    service_monitor: bool,
+) -> Result<Deployment, Error> {
     let ns = v.namespace.as_str();
     let name = object_name(&v.name);
     apply(
@@ -57,6 +63,20 @@ pub async fn apply_all(client: &Client, v: &Validated) -> Result<Deployment, Err
         "Service",
     )
     .await?;
+    if service_monitor {
+        let api =
+            Api::<DynamicObject>::namespaced_with(client.clone(), ns, &servicemonitor_resource());
+        api.patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&build_servicemonitor(v)),
+        )
+        .await
+        .map_err(|source| Error::Kube {
+            what: format!("apply ServiceMonitor {name}"),
+            source,
+        })?;
+    }
     let pdbs = Api::<PodDisruptionBudget>::namespaced(client.clone(), ns);
     match build_pdb(v) {
         Some(pdb) => {

@@ -45,6 +45,8 @@ pub struct Context {
     pub metrics: OperatorMetrics,
     /// The clock (an input, so tests are exact).
     pub now: fn() -> Time,
+    /// Whether the cluster serves monitoring.coreos.com/v1 ServiceMonitor.
+    pub service_monitor: bool,
 }
 
 /// Why a reconcile did not finish.
@@ -131,7 +133,8 @@ async fn event(ctx: &Context, p: &RecordingPolicy, warning: bool, reason: &str, 
 /// Brings the cluster and the store in line with one policy.
 pub async fn reconcile(policy: Arc<RecordingPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = std::time::Instant::now();
-    let result = reconcile_inner(&policy, &ctx).await;
+    let span = tracing::info_span!("reconcile", ns = %policy.namespace().unwrap_or_default(), name = %policy.name_any());
+    let result = tracing::Instrument::instrument(reconcile_inner(&policy, &ctx), span).await;
     ctx.metrics.observe(&policy, &result, started.elapsed());
     result
 }
@@ -144,7 +147,6 @@ async fn reconcile_inner(policy: &RecordingPolicy, ctx: &Context) -> Result<Acti
     }
     let ns = policy.namespace().unwrap_or_default();
     let name = policy.name_any();
-    let _span = tracing::info_span!("reconcile", ns = %ns, name = %name).entered();
     let policies: Api<RecordingPolicy> = Api::namespaced(ctx.client.clone(), &ns);
     let prev = policy.status.as_ref();
     let users = policy.spec.user_counts();
@@ -189,7 +191,7 @@ async fn reconcile_inner(policy: &RecordingPolicy, ctx: &Context) -> Result<Acti
                 "retention is enforced once storage is ready",
             );
             // The recorders still run (the Secret may arrive any moment); status says what is missing.
-            let deployment = apply::apply_all(&ctx.client, &v).await?;
+            let deployment = apply::apply_all(&ctx.client, &v, ctx.service_monitor).await?;
             let o = Observed {
                 ready_replicas: deployment.status.as_ref().and_then(|s| s.ready_replicas),
                 ..observed(recorder_check(&deployment, &v), storage, retention)
@@ -201,7 +203,7 @@ async fn reconcile_inner(policy: &RecordingPolicy, ctx: &Context) -> Result<Acti
     };
 
     // build + apply — client.
-    let deployment = apply::apply_all(&ctx.client, &v).await?;
+    let deployment = apply::apply_all(&ctx.client, &v, ctx.service_monitor).await?;
 
     // storage — client.
     let rule = PolicyRule {
