@@ -84,6 +84,7 @@ pub async fn run(operator: OperatorConfig, opts: RunOptions) -> anyhow::Result<(
             k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now())
         },
         service_monitor,
+        failures: Default::default(),
     });
     let controller = Controller::new(
         Api::<RecordingPolicy>::all(client.clone()),

@@ -98,6 +98,7 @@ fn mk_ctx(storage: Arc<FakeStorage>) -> (Arc<Context>, Handle) {
         metrics: OperatorMetrics::new(),
         now,
         service_monitor: false,
+        failures: Default::default(),
     };
     (Arc::new(ctx), handle)
 }
@@ -463,8 +464,17 @@ async fn a_missing_secret_says_so_and_requeues() {
     let err = reconcile(policy.clone(), ctx.clone()).await.unwrap_err();
     assert!(matches!(err, Error::SecretMissing(ref s) if s == "s3"));
     assert_eq!(
-        error_policy(policy, &err, ctx.clone()),
+        error_policy(policy.clone(), &err, ctx.clone()),
         Action::requeue(Duration::from_secs(30))
+    );
+    assert_eq!(
+        error_policy(policy.clone(), &err, ctx.clone()),
+        Action::requeue(Duration::from_secs(60)),
+        "backs off"
+    );
+    assert_eq!(
+        error_policy(policy, &err, ctx.clone()),
+        Action::requeue(Duration::from_secs(120))
     );
     server.await.unwrap();
     assert!(
@@ -490,4 +500,13 @@ async fn a_deleted_policy_touches_nothing_and_storage_is_left_alone() {
     server.await.unwrap();
     // The Storage trait has no call that deletes; and none was made at all.
     assert!(storage.calls.lock().unwrap().is_empty());
+}
+
+#[test]
+fn backoff_doubles_and_is_capped() {
+    use earshot_operator::reconcile::backoff;
+    let b: Vec<u64> = (1..=9)
+        .map(|n| backoff(Duration::from_secs(5), n).as_secs())
+        .collect();
+    assert_eq!(b, [5, 10, 20, 40, 80, 160, 320, 600, 600]);
 }

@@ -35,6 +35,10 @@ pub struct StorageConfig {
 pub struct FilesystemConfig {
     /// The directory; created if missing.
     pub path: PathBuf,
+    /// Days recordings are kept; the recorder deletes older ones at start and
+    /// daily. (An S3 bucket does this itself with the operator's lifecycle rule.)
+    #[serde(default)]
+    pub retention_days: Option<u32>,
 }
 
 /// An S3-compatible bucket.
@@ -66,6 +70,7 @@ impl Default for StorageConfig {
         Self {
             filesystem: Some(FilesystemConfig {
                 path: PathBuf::from("recordings"),
+                retention_days: None,
             }),
             s3: None,
             prefix: String::new(),
@@ -216,5 +221,66 @@ impl Store {
                 source,
             }),
         }
+    }
+}
+
+/// Deletes recordings (`.mp3` and `.json`) older than `days` under `root`;
+/// returns how many files went. Only the recorder's own file kinds are touched.
+pub fn expire_local(
+    root: &std::path::Path,
+    days: u32,
+    now: std::time::SystemTime,
+) -> std::io::Result<u64> {
+    let limit = now - std::time::Duration::from_secs(u64::from(days) * 86_400);
+    let mut removed = 0;
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            let Ok(meta) = e.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "mp3" || x == "json")
+                && meta.modified().is_ok_and(|m| m < limit)
+            {
+                std::fs::remove_file(&p)?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expires_only_old_recordings() {
+        let root = std::env::temp_dir().join(format!("earshot-expire-{}", std::process::id()));
+        let day = root.join("acme/office/2026/10/01");
+        std::fs::create_dir_all(&day).unwrap();
+        let now = std::time::SystemTime::now();
+        let old = now - std::time::Duration::from_secs(40 * 86_400);
+        for (name, t) in [
+            ("old.mp3", old),
+            ("old.json", old),
+            ("new.mp3", now),
+            ("notes.txt", old),
+        ] {
+            let f = std::fs::File::create(day.join(name)).unwrap();
+            f.set_modified(t).unwrap();
+        }
+        assert_eq!(expire_local(&root, 30, now).unwrap(), 2);
+        assert!(!day.join("old.mp3").exists() && !day.join("old.json").exists());
+        assert!(day.join("new.mp3").exists(), "within retention");
+        assert!(
+            day.join("notes.txt").exists(),
+            "not a recording: not ours to delete"
+        );
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -428,3 +428,37 @@ fn a_full_spool_refuses_new_recordings_loudly_and_deletes_nothing() {
     assert!(s.recorder.recordings().is_empty());
     s.assert_no_rtp_loss(caller.len(), callee.len(), 1);
 }
+
+#[test]
+fn with_filesystem_storage_the_recorder_expires_old_recordings_at_start() {
+    let dir = earshot_tests::TempDir::new("expire");
+    let store = dir.path().join("own-store");
+    let day = store.join("acme/office/2026/09/01");
+    std::fs::create_dir_all(&day).unwrap();
+    let now = std::time::SystemTime::now();
+    let old = now - Duration::from_secs(40 * 86_400);
+    for (name, t) in [
+        ("20260901T100000Z_aaaa.mp3", old),
+        ("20260901T100000Z_aaaa.json", old),
+        ("20261120T100000Z_bbbb.mp3", now),
+    ] {
+        std::fs::File::create(day.join(name))
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+    }
+    let storage = format!(
+        "{{ filesystem: {{ path: \"{}\", retentionDays: 30 }}, prefix: \"acme/office/\" }}",
+        store.display()
+    );
+    let s = setup_with("expire-rec", &users(), Some(&storage), &[]);
+    wait_for("old recording expired", || {
+        !day.join("20260901T100000Z_aaaa.mp3").exists()
+    });
+    assert!(!day.join("20260901T100000Z_aaaa.json").exists());
+    assert!(
+        day.join("20261120T100000Z_bbbb.mp3").exists(),
+        "recordings within retention stay"
+    );
+    assert!(s.recorder.log_text().contains("expired old recordings"));
+}

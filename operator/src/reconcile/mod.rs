@@ -47,6 +47,18 @@ pub struct Context {
     pub now: fn() -> Time,
     /// Whether the cluster serves monitoring.coreos.com/v1 ServiceMonitor.
     pub service_monitor: bool,
+    /// Consecutive failures per policy, for backoff.
+    pub failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+}
+
+fn key(p: &RecordingPolicy) -> String {
+    format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any())
+}
+
+/// Delay before retry `n` (1-based): `base` doubling up to ten minutes.
+pub fn backoff(base: Duration, n: u32) -> Duration {
+    base.saturating_mul(1u32 << n.saturating_sub(1).min(10))
+        .min(Duration::from_secs(600))
 }
 
 /// Why a reconcile did not finish.
@@ -136,6 +148,12 @@ pub async fn reconcile(policy: Arc<RecordingPolicy>, ctx: Arc<Context>) -> Resul
     let span = tracing::info_span!("reconcile", ns = %policy.namespace().unwrap_or_default(), name = %policy.name_any());
     let result = tracing::Instrument::instrument(reconcile_inner(&policy, &ctx), span).await;
     ctx.metrics.observe(&policy, &result, started.elapsed());
+    if result.is_ok() {
+        ctx.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key(&policy));
+    }
     result
 }
 
@@ -312,14 +330,20 @@ fn recorder_check(
 
 /// What to do after a failed reconcile: transient failures retry with
 /// backoff, an invalid policy waits for a change.
-pub fn error_policy(_policy: Arc<RecordingPolicy>, error: &Error, _ctx: Arc<Context>) -> Action {
+pub fn error_policy(policy: Arc<RecordingPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(category = error.category(), error = %error, "reconcile failed");
+    let n = {
+        let mut failures = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = failures.entry(key(&policy)).or_default();
+        *n += 1;
+        *n
+    };
     match error {
         Error::Invalid(_) => Action::await_change(),
         Error::SecretMissing(_) | Error::SecretKeyMissing { .. } => {
-            Action::requeue(Duration::from_secs(30))
+            Action::requeue(backoff(Duration::from_secs(30), n))
         }
-        Error::Storage(e) if !e.transient() => Action::requeue(Duration::from_secs(120)),
-        _ => Action::requeue(Duration::from_secs(15)),
+        Error::Storage(e) if !e.transient() => Action::requeue(backoff(Duration::from_secs(60), n)),
+        _ => Action::requeue(backoff(Duration::from_secs(5), n)),
     }
 }
