@@ -448,24 +448,24 @@ impl Server {
             tokio::spawn(async move { watch_config(shared, path).await });
         }
 
-        if let Some(fs) = config.file.storage.filesystem.clone() {
-            if let Some(days) = fs.retention_days {
-                // At start and then daily, like a lifecycle rule would.
-                tokio::spawn(async move {
-                    let mut day = tokio::time::interval(Duration::from_secs(86_400));
-                    loop {
-                        day.tick().await;
-                        match crate::store::expire_local(&fs.path, days, SystemTime::now()) {
-                            Ok(n) => tracing::info!(
-                                deleted = n,
-                                retention_days = days,
-                                "expired old recordings"
-                            ),
-                            Err(e) => tracing::error!(error = %e, "cannot expire old recordings"),
-                        }
+        if let Some(fs) = config.file.storage.filesystem.clone()
+            && let Some(days) = fs.retention_days
+        {
+            // At start and then daily, like a lifecycle rule would.
+            tokio::spawn(async move {
+                let mut day = tokio::time::interval(Duration::from_secs(86_400));
+                loop {
+                    day.tick().await;
+                    match crate::store::expire_local(&fs.path, days, SystemTime::now()) {
+                        Ok(n) => tracing::info!(
+                            deleted = n,
+                            retention_days = days,
+                            "expired old recordings"
+                        ),
+                        Err(e) => tracing::error!(error = %e, "cannot expire old recordings"),
                     }
-                });
-            }
+                }
+            });
         }
         shared.ready.store(true, Ordering::Relaxed);
         wait_for_signal().await;
