@@ -26,19 +26,7 @@ fn a_recorded_call_is_a_stereo_mp3_with_the_caller_left_and_the_right_length() {
     let s = setup("tones", &users());
     let caller = RtpStream::new(1).tone(440.0, 4000);
     let callee = RtpStream::new(2).tone(1000.0, 4000);
-    let mut uas = s.uas("uas.xml", &s.pcap("callee.pcap", &callee), 1);
-    let mut uac = s.uac(
-        "uac.xml",
-        "008",
-        "500",
-        vec![
-            ("PCAP", s.pcap("caller.pcap", &caller)),
-            ("TALK_MS", "4000".into()),
-        ],
-        &["-m", "1"],
-    );
-    uac.wait_success(Duration::from_secs(30));
-    uas.wait_success(Duration::from_secs(10));
+    s.call("008", "500", &caller, &callee, 4000, None);
 
     let recs = s.recorder.wait_recordings(1, Duration::from_secs(15));
     assert_eq!(recs.len(), 1);
@@ -155,19 +143,7 @@ fn on_demand_call(pause: &str) -> (Vec<i16>, serde_json::Value) {
         .key('5', 100)
         .tone(440.0, 1800);
     let callee = RtpStream::new(2).tone(1000.0, 7900);
-    let mut uas = s.uas("uas.xml", &s.pcap("callee.pcap", &callee), 1);
-    let mut uac = s.uac(
-        "uac.xml",
-        "012",
-        "500",
-        vec![
-            ("PCAP", s.pcap("caller.pcap", &caller)),
-            ("TALK_MS", "8000".into()),
-        ],
-        &["-m", "1"],
-    );
-    uac.wait_success(Duration::from_secs(30));
-    uas.wait_success(Duration::from_secs(10));
+    s.call("012", "500", &caller, &callee, 8000, None);
     let recs = s.recorder.wait_recordings(1, Duration::from_secs(15));
     let (mp3, side) = recs[0].clone();
     let (left, _) = decode_mp3(&mp3);
@@ -233,35 +209,14 @@ fn loss_and_a_hold_keep_the_length() {
         .gap(10_000)
         .tone(1000.0, 3000)
         .lose(5, 7);
-    let fragment =
-        std::fs::read_to_string(earshot_tests::repo().join("tests/sipp/hold.fragment.xml"))
-            .unwrap();
-    let step = |cseq: &str, ver: &str, dir: &str, pause: &str| {
-        fragment
-            .replace("@CSEQ@", cseq)
-            .replace("@SDPVER@", ver)
-            .replace("@DIRECTION@", dir)
-            .replace("@PAUSE_MS@", pause)
-    };
-    let midcall = format!(
-        "{}{}",
-        step("2", "2353687638", "sendonly", "10000"),
-        step("3", "2353687639", "sendrecv", "3000")
-    );
-    let mut uas = s.uas("uas.xml", &s.pcap("callee.pcap", &callee), 1);
-    let mut uac = s.uac(
-        "uac.xml",
+    s.call(
         "008",
         "500",
-        vec![
-            ("PCAP", s.pcap("caller.pcap", &caller)),
-            ("TALK_MS", "3000".into()),
-            ("MIDCALL", midcall),
-        ],
-        &["-m", "1"],
+        &caller,
+        &callee,
+        3000,
+        Some(hold_and_resume(10000, 3000)),
     );
-    uac.wait_success(Duration::from_secs(60));
-    uas.wait_success(Duration::from_secs(10));
     let recs = s.recorder.wait_recordings(1, Duration::from_secs(15));
     let (mp3, side) = &recs[0];
     let (left, right) = decode_mp3(mp3);
@@ -394,19 +349,7 @@ fn a_full_spool_refuses_new_recordings_loudly_and_deletes_nothing() {
 
     let caller = RtpStream::new(1).tone(440.0, 1500);
     let callee = RtpStream::new(2).tone(1000.0, 1500);
-    let mut uas = s.uas("uas.xml", &s.pcap("callee.pcap", &callee), 1);
-    let mut uac = s.uac(
-        "uac.xml",
-        "008",
-        "500",
-        vec![
-            ("PCAP", s.pcap("caller.pcap", &caller)),
-            ("TALK_MS", "1500".into()),
-        ],
-        &["-m", "1"],
-    );
-    uac.wait_success(Duration::from_secs(30));
-    uas.wait_success(Duration::from_secs(10));
+    s.call("008", "500", &caller, &callee, 1500, None);
     wait_for("refusal counted", || {
         s.metric("earshot_recordings_total{result=\"failed\"}") == 1.0
     });

@@ -40,19 +40,7 @@ fn a_recorded_call_lands_in_the_bucket_as_mp3_and_sidecar() {
     let s = setup_s3("s3-call", &g);
     let caller = RtpStream::new(1).tone(440.0, 3000);
     let callee = RtpStream::new(2).tone(1000.0, 3000);
-    let mut uas = s.uas("uas.xml", &s.pcap("callee.pcap", &callee), 1);
-    let mut uac = s.uac(
-        "uac.xml",
-        "008",
-        "500",
-        vec![
-            ("PCAP", s.pcap("caller.pcap", &caller)),
-            ("TALK_MS", "3000".into()),
-        ],
-        &["-m", "1"],
-    );
-    uac.wait_success(Duration::from_secs(30));
-    uas.wait_success(Duration::from_secs(10));
+    s.call("008", "500", &caller, &callee, 3000, None);
 
     let keys = wait_objects(&g, 2, Duration::from_secs(20));
     let json_key = keys.iter().find(|k| k.ends_with(".json")).expect("sidecar");

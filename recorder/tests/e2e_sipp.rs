@@ -18,19 +18,7 @@ fn always_user_is_recorded_from_answer_to_hang_up() {
     let s = setup("always", &users());
     let caller = RtpStream::new(1).tone(440.0, 2000);
     let callee = RtpStream::new(2).tone(1000.0, 2000);
-    let mut uas = s.uas("uas.xml", &s.pcap("callee.pcap", &callee), 1);
-    let mut uac = s.uac(
-        "uac.xml",
-        "008",
-        "500",
-        vec![
-            ("PCAP", s.pcap("caller.pcap", &caller)),
-            ("TALK_MS", "3000".into()),
-        ],
-        &["-m", "1"],
-    );
-    uac.wait_success(Duration::from_secs(30));
-    uas.wait_success(Duration::from_secs(10));
+    s.call("008", "500", &caller, &callee, 3000, None);
 
     let events = s.recorder.events();
     let started = events_of(&events, "call_started");
@@ -61,19 +49,7 @@ fn never_user_is_not_recorded() {
     let s = setup("never", &users());
     let caller = RtpStream::new(1).tone(440.0, 1000);
     let callee = RtpStream::new(2).tone(1000.0, 1000);
-    let mut uas = s.uas("uas.xml", &s.pcap("callee.pcap", &callee), 1);
-    let mut uac = s.uac(
-        "uac.xml",
-        "003",
-        "500",
-        vec![
-            ("PCAP", s.pcap("caller.pcap", &caller)),
-            ("TALK_MS", "1500".into()),
-        ],
-        &["-m", "1"],
-    );
-    uac.wait_success(Duration::from_secs(30));
-    uas.wait_success(Duration::from_secs(10));
+    s.call("003", "500", &caller, &callee, 1500, None);
     let events = s.recorder.events();
     assert_eq!(
         events_of(&events, "call_started")[0]["users"],
@@ -99,19 +75,7 @@ fn on_demand_user_keys_the_shortcode_twice() {
         .key('5', 100)
         .tone(440.0, 1000);
     let callee = RtpStream::new(2).tone(1000.0, 4500);
-    let mut uas = s.uas("uas.xml", &s.pcap("callee.pcap", &callee), 1);
-    let mut uac = s.uac(
-        "uac.xml",
-        "012",
-        "500",
-        vec![
-            ("PCAP", s.pcap("caller.pcap", &caller)),
-            ("TALK_MS", "5200".into()),
-        ],
-        &["-m", "1"],
-    );
-    uac.wait_success(Duration::from_secs(30));
-    uas.wait_success(Duration::from_secs(10));
+    s.call("012", "500", &caller, &callee, 5200, None);
 
     let events = s.recorder.events();
     let digits: Vec<(&str, &str)> = events_of(&events, "dtmf")
@@ -172,19 +136,7 @@ fn the_far_end_keying_the_code_does_nothing() {
         .tone(0.0, 100)
         .key('5', 100)
         .tone(1000.0, 1500);
-    let mut uas = s.uas("uas.xml", &s.pcap("callee.pcap", &callee), 1);
-    let mut uac = s.uac(
-        "uac.xml",
-        "012",
-        "500",
-        vec![
-            ("PCAP", s.pcap("caller.pcap", &caller)),
-            ("TALK_MS", "3000".into()),
-        ],
-        &["-m", "1"],
-    );
-    uac.wait_success(Duration::from_secs(30));
-    uas.wait_success(Duration::from_secs(10));
+    s.call("012", "500", &caller, &callee, 3000, None);
     let events = s.recorder.events();
     let sides: Vec<&str> = events_of(&events, "dtmf")
         .iter()
@@ -207,35 +159,14 @@ fn hold_and_resume_by_re_invite() {
     let s = setup("hold", &users());
     let caller = RtpStream::new(1).tone(440.0, 1000);
     let callee = RtpStream::new(2).tone(1000.0, 1000);
-    let fragment =
-        std::fs::read_to_string(earshot_tests::repo().join("tests/sipp/hold.fragment.xml"))
-            .unwrap();
-    let step = |cseq: &str, ver: &str, dir: &str, pause: &str| {
-        fragment
-            .replace("@CSEQ@", cseq)
-            .replace("@SDPVER@", ver)
-            .replace("@DIRECTION@", dir)
-            .replace("@PAUSE_MS@", pause)
-    };
-    let midcall = format!(
-        "{}{}",
-        step("2", "2353687638", "sendonly", "1000"),
-        step("3", "2353687639", "sendrecv", "500")
-    );
-    let mut uas = s.uas("uas.xml", &s.pcap("callee.pcap", &callee), 1);
-    let mut uac = s.uac(
-        "uac.xml",
+    s.call(
         "008",
         "500",
-        vec![
-            ("PCAP", s.pcap("caller.pcap", &caller)),
-            ("TALK_MS", "1200".into()),
-            ("MIDCALL", midcall),
-        ],
-        &["-m", "1"],
+        &caller,
+        &callee,
+        1200,
+        Some(hold_and_resume(1000, 500)),
     );
-    uac.wait_success(Duration::from_secs(30));
-    uas.wait_success(Duration::from_secs(10));
     let events = s.recorder.events();
     let intervals = recorded_intervals(&events);
     let spans: Vec<_> = intervals.values().flatten().collect();

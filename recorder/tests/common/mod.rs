@@ -126,6 +126,35 @@ impl Setup {
         self.uac_at(0, scenario, from, to, vars, extra)
     }
 
+    /// One call from `from` to `to` through the recorder: the callee plays
+    /// `callee`, the caller plays `caller`, talks `talk_ms` (then `midcall`
+    /// scenario steps, if any) and hangs up; waits until both SIPps succeed.
+    pub fn call(
+        &self,
+        from: &str,
+        to: &str,
+        caller: &RtpStream,
+        callee: &RtpStream,
+        talk_ms: u64,
+        midcall: Option<String>,
+    ) {
+        let mut uas = self.uas(
+            "uas.xml",
+            &self.pcap(&format!("callee-{from}.pcap"), callee),
+            1,
+        );
+        let mut vars = vec![
+            ("PCAP", self.pcap(&format!("caller-{from}.pcap"), caller)),
+            ("TALK_MS", talk_ms.to_string()),
+        ];
+        if let Some(m) = midcall {
+            vars.push(("MIDCALL", m));
+        }
+        let mut uac = self.uac("uac.xml", from, to, vars, &["-m", "1"]);
+        uac.wait_success(Duration::from_secs(60));
+        uas.wait_success(Duration::from_secs(10));
+    }
+
     pub fn metric(&self, series: &str) -> f64 {
         self.recorder.metric(series)
     }
@@ -171,4 +200,24 @@ pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "{what}: not within 15 s");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Scenario steps for a hold (re-INVITE `sendonly`) lasting `hold_ms`, then a
+/// resume (`sendrecv`) followed by `after_ms` of talk.
+pub fn hold_and_resume(hold_ms: u64, after_ms: u64) -> String {
+    let fragment =
+        std::fs::read_to_string(earshot_tests::repo().join("tests/sipp/hold.fragment.xml"))
+            .unwrap();
+    let step = |cseq: &str, ver: &str, dir: &str, pause: u64| {
+        fragment
+            .replace("@CSEQ@", cseq)
+            .replace("@SDPVER@", ver)
+            .replace("@DIRECTION@", dir)
+            .replace("@PAUSE_MS@", &pause.to_string())
+    };
+    format!(
+        "{}{}",
+        step("2", "2353687638", "sendonly", hold_ms),
+        step("3", "2353687639", "sendrecv", after_ms)
+    )
 }
