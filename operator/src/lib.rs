@@ -5,6 +5,7 @@
 pub mod build;
 pub mod config;
 pub mod metrics;
+pub mod rbac;
 pub mod reconcile;
 pub mod render;
 pub mod run;

@@ -51,6 +51,10 @@ enum Command {
         /// Log filter.
         #[arg(long, env = "RUST_LOG", default_value = "info")]
         log: String,
+        /// Storage for policies without spec.storage, as JSON in the shape of
+        /// spec.storage (the credentials Secret must exist in each tenant namespace).
+        #[arg(long, env = "EARSHOT_DEFAULT_STORAGE")]
+        default_storage: Option<String>,
     },
     /// Print the objects a policy file produces (ConfigMap, Deployment,
     /// Service, PodDisruptionBudget), without a cluster.
@@ -82,6 +86,7 @@ fn main() -> ExitCode {
             lease_namespace,
             identity,
             log,
+            default_storage,
         } => {
             let filter = tracing_subscriber::EnvFilter::try_new(&log)
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -90,9 +95,24 @@ fn main() -> ExitCode {
                 .with_env_filter(filter)
                 .with_writer(std::io::stderr)
                 .init();
+            let default_storage = match default_storage
+                .filter(|s| !s.trim().is_empty() && s.trim() != "{}")
+            {
+                Some(json) => match serde_json::from_str(&json) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        eprintln!(
+                            "earshot-operator: EARSHOT_DEFAULT_STORAGE is not a valid storage spec: {e}"
+                        );
+                        return ExitCode::FAILURE;
+                    }
+                },
+                None => None,
+            };
             let operator = OperatorConfig {
                 recorder_image,
                 max_retention_days,
+                default_storage,
                 ..OperatorConfig::default()
             };
             let runtime = match tokio::runtime::Runtime::new() {

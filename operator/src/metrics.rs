@@ -25,6 +25,7 @@ pub struct OperatorMetrics {
     errors: Family<Labels, Counter>,
     duration: Histogram,
     policies: Family<Labels, Gauge>,
+    policy_ready: Family<Labels, Gauge>,
     lifecycle: Family<Labels, Counter>,
     ready: Arc<Mutex<HashMap<String, bool>>>,
 }
@@ -44,7 +45,13 @@ impl OperatorMetrics {
         let errors = Family::<Labels, Counter>::default();
         let duration = Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]);
         let policies = Family::<Labels, Gauge>::default();
+        let policy_ready = Family::<Labels, Gauge>::default();
         let lifecycle = Family::<Labels, Counter>::default();
+        r.register(
+            "policy_ready",
+            "1 when a policy's last reconcile found it Ready, per namespace and policy",
+            policy_ready.clone(),
+        );
         r.register(
             "reconciles",
             "Reconciles by result (ok, error)",
@@ -76,6 +83,7 @@ impl OperatorMetrics {
             errors,
             duration,
             policies,
+            policy_ready,
             lifecycle,
             ready: Arc::default(),
         }
@@ -106,6 +114,12 @@ impl OperatorMetrics {
             policy.namespace().unwrap_or_default(),
             policy.name_any()
         );
+        self.policy_ready
+            .get_or_create(&vec![
+                ("namespace", policy.namespace().unwrap_or_default()),
+                ("policy", policy.name_any()),
+            ])
+            .set(i64::from(ok));
         let mut ready = self.ready.lock().unwrap_or_else(|e| e.into_inner());
         ready.insert(key, ok);
         let (t, f) = ready

@@ -167,6 +167,15 @@ async fn serve(mut handle: Handle, steps: Vec<Expect>) -> Vec<Value> {
             req.uri()
         );
         assert_eq!(req.uri().path(), step.path);
+        // Every request is one the chart's RBAC grants.
+        let call = earshot_operator::rbac::classify(req.method().as_str(), req.uri().path())
+            .expect("an API resource path");
+        assert!(
+            earshot_operator::rbac::CLUSTER.iter().any(
+                |(v, g, r)| (*v, *g, *r) == (call.0.as_str(), call.1.as_str(), call.2.as_str())
+            ),
+            "{call:?} is not in rbac::CLUSTER"
+        );
         let query = req.uri().query().unwrap_or("").to_owned();
         if step.method == "PATCH" {
             assert!(
