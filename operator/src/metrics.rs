@@ -77,6 +77,36 @@ impl OperatorMetrics {
             "Lifecycle rule checks by result (changed, unchanged, failed)",
             lifecycle.clone(),
         );
+        // Known label values exist from the start at zero (alerts and rate()).
+        for result in ["ok", "error"] {
+            reconciles
+                .get_or_create(&vec![("result", result.to_owned())])
+                .inc_by(0);
+        }
+        for category in [
+            "kubernetes",
+            "invalid_spec",
+            "secret",
+            "storage",
+            "storage_unavailable",
+        ] {
+            errors
+                .get_or_create(&vec![("category", category.to_owned())])
+                .inc_by(0);
+        }
+        for result in ["changed", "unchanged", "failed"] {
+            lifecycle
+                .get_or_create(&vec![("result", result.to_owned())])
+                .inc_by(0);
+        }
+        for status in ["True", "False"] {
+            policies
+                .get_or_create(&vec![
+                    ("condition", "Ready".to_owned()),
+                    ("status", status.to_owned()),
+                ])
+                .set(0);
+        }
         Self {
             registry: Arc::new(root),
             reconciles,

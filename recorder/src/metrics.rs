@@ -225,6 +225,46 @@ impl Metrics {
             "Age of the oldest recording in the spool",
             r.spool_oldest_age
         );
+        // Every known label value exists from the start at zero, so alerts,
+        // dashboards and rate() see a series before the first event.
+        let zero = |f: &Family<Labels, Counter>, label: &'static str, values: &[&str]| {
+            for v in values {
+                f.get_or_create(&vec![(label, (*v).to_owned())]).inc_by(0);
+            }
+        };
+        zero(
+            &m.calls,
+            "result",
+            &["answered", "rejected", "cancelled", "timeout"],
+        );
+        zero(
+            &m.rtp_packets,
+            "direction",
+            &["caller_to_callee", "callee_to_caller"],
+        );
+        zero(
+            &m.rtp_dropped,
+            "reason",
+            &[
+                "wrong_source",
+                "unknown_port",
+                "no_destination",
+                "malformed",
+            ],
+        );
+        zero(&m.dtmf_digits, "method", &["rfc4733", "sip_info", "inband"]);
+        zero(&m.recording_toggles, "to", &["on", "off"]);
+        zero(&m.config_reloads, "result", &["applied", "rejected"]);
+        zero(
+            &m.recording.recordings,
+            "result",
+            &["completed", "truncated", "failed"],
+        );
+        zero(
+            &m.recording.upload_failures,
+            "reason",
+            &["unavailable", "denied", "not_found", "conflict", "config"],
+        );
         Self {
             registry: root,
             ..m
