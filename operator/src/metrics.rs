@@ -59,7 +59,7 @@ impl OperatorMetrics {
         );
         r.register(
             "reconcile_errors",
-            "Failed reconciles by category",
+            "Failed reconciles by category and policy namespace",
             errors.clone(),
         );
         r.register(
@@ -81,17 +81,6 @@ impl OperatorMetrics {
         for result in ["ok", "error"] {
             reconciles
                 .get_or_create(&vec![("result", result.to_owned())])
-                .inc_by(0);
-        }
-        for category in [
-            "kubernetes",
-            "invalid_spec",
-            "secret",
-            "storage",
-            "storage_unavailable",
-        ] {
-            errors
-                .get_or_create(&vec![("category", category.to_owned())])
                 .inc_by(0);
         }
         for result in ["changed", "unchanged", "failed"] {
@@ -136,7 +125,10 @@ impl OperatorMetrics {
             .inc();
         if let Err(e) = result {
             self.errors
-                .get_or_create(&vec![("category", e.category().to_owned())])
+                .get_or_create(&vec![
+                    ("category", e.category().to_owned()),
+                    ("namespace", policy.namespace().unwrap_or_default()),
+                ])
                 .inc();
         }
         let key = format!(

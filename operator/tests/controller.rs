@@ -490,11 +490,9 @@ async fn a_missing_secret_says_so_and_requeues() {
         storage.calls.lock().unwrap().is_empty(),
         "no storage call without credentials"
     );
-    assert!(
-        ctx.metrics
-            .encode()
-            .contains("earshot_operator_reconcile_errors_total{category=\"secret\"} 1")
-    );
+    assert!(ctx.metrics.encode().contains(
+        "earshot_operator_reconcile_errors_total{category=\"secret\",namespace=\"acme\"} 1"
+    ));
 }
 
 #[tokio::test]
