@@ -58,7 +58,9 @@ fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // One I/O thread: the core sits behind one lock anyway and encoding has
+    // its own threads; a second I/O thread only added wake-ups between them.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {

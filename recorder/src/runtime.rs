@@ -29,7 +29,7 @@ pub struct Shared {
     tcp: Mutex<HashMap<SocketAddr, mpsc::UnboundedSender<Vec<u8>>>>,
     rtp: Vec<Option<Arc<UdpSocket>>>,
     rtp_base: u16,
-    events: std::sync::mpsc::Sender<Event>,
+    events: Arc<crate::recording::EventBuffer>,
     spool: PathBuf,
     recording: crate::recording::SettingsHandle,
     ready: AtomicBool,
@@ -67,9 +67,7 @@ impl Shared {
         for o in outs {
             match o {
                 Output::Sip { target, data } => self.send_sip(target, data),
-                Output::Event(e) => {
-                    let _ = self.events.send(e);
-                }
+                Output::Event(e) => self.events.push(e),
                 Output::Timeout(_) => {}
             }
         }
@@ -195,7 +193,7 @@ pub struct Server {
     config: Config,
     tcp_listener: Option<TcpListener>,
     http_listener: tokio::net::TcpListener,
-    events_rx: std::sync::mpsc::Receiver<Event>,
+    events_rx: Arc<crate::recording::EventBuffer>,
     clock: Clock,
     dispatcher: crate::recording::Dispatcher,
 }
@@ -258,7 +256,8 @@ pub async fn bind(config_path: PathBuf, config: Config) -> anyhow::Result<Server
             "some RTP port pairs are in use by other processes"
         );
     }
-    let (events_tx, events_rx) = std::sync::mpsc::channel();
+    let events_tx = Arc::new(crate::recording::EventBuffer::default());
+    let events_rx = events_tx.clone();
     let store =
         crate::store::Store::open(&config.file.storage).context("cannot open recording storage")?;
     let clock = Clock::new();
