@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 CRD := charts/earshot/crds/recordingpolicies.earshot.io.yaml
 
-.PHONY: help demo test test-deps generate fmt lint build e2e
+.PHONY: help demo test test-deps generate fmt lint build e2e bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -22,6 +22,13 @@ e2e: ## The operator against a real cluster (kind, k3d) when KUBECONFIG is set
 	else \
 	  $(CARGO) test -p earshot-operator --features e2e --test e2e_cluster -- --nocapture; \
 	fi
+
+bench: ## Microbenchmarks of the hot paths, then SIPp load ramped through a recorder
+	@scripts/test-deps.sh
+	$(CARGO) bench -q -p earshot-recorder-core --bench hot_paths -- --warm-up-time 1 --measurement-time 3
+	$(CARGO) bench -q -p earshot-recorder --bench encode -- --warm-up-time 1 --measurement-time 3
+	$(CARGO) build --release -q -p earshot-recorder -p earshot-tests
+	EARSHOT_RECORDER=target/release/earshot-recorder target/release/earshot-bench
 
 test-deps: ## Install the tests' tools (SIPp, ffmpeg); skips what is there
 	@scripts/test-deps.sh

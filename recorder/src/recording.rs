@@ -523,7 +523,8 @@ struct Active {
     out: Vec<u8>,
 }
 
-fn new_encoder(layout: Layout, kbps: u32) -> Result<mp3lame_encoder::Encoder, String> {
+/// A LAME encoder as the recorder uses it (CBR, 8 kHz, `-q 7`).
+pub fn new_encoder(layout: Layout, kbps: u32) -> Result<mp3lame_encoder::Encoder, String> {
     let channels = if layout == Layout::Stereo { 2 } else { 1 };
     let mut b = mp3lame_encoder::Builder::new().ok_or("LAME builder")?;
     b.set_num_channels(channels).map_err(|e| format!("{e:?}"))?;

@@ -132,8 +132,22 @@ impl RecorderProcess {
         storage: Option<&str>,
         env: &[(&str, &str)],
     ) -> Self {
-        // SIP, HTTP, then 510 RTP/RTCP ports: 255 pairs, 127 concurrent calls.
-        let base = free_ports(512);
+        Self::start_sized(binary, dir, next_hop, users, storage, env, 510)
+    }
+
+    /// Like [`start_with`](Self::start_with), with `rtp_ports` RTP/RTCP ports
+    /// (four per concurrent call).
+    pub fn start_sized(
+        binary: &Path,
+        dir: &Path,
+        next_hop: SocketAddr,
+        users: &[TestUser],
+        storage: Option<&str>,
+        env: &[(&str, &str)],
+        rtp_ports: u16,
+    ) -> Self {
+        // SIP, HTTP, then the RTP/RTCP ports (510 by default: 127 concurrent calls).
+        let base = free_ports(rtp_ports + 2);
         let sip = SocketAddr::from(([127, 0, 0, 1], base));
         let http = SocketAddr::from(([127, 0, 0, 1], base + 1));
         let events = dir.join("events.jsonl");
@@ -156,7 +170,7 @@ impl RecorderProcess {
             format!(
                 "sip: {{ listen: \"{sip}\" }}\nadvertisedAddress: 127.0.0.1\nrtp: {{ bind: 127.0.0.1, portMin: {}, portMax: {} }}\nhttp: {{ listen: \"{http}\" }}\npeers:\n  - {{ name: sipp, sources: [\"127.0.0.1/32\"], nextHop: \"{next_hop}\" }}\nusers:\n{users_yaml}events: {{ path: \"{}\" }}\nshutdownGrace: 30s\nspool: {{ dir: \"{}\" }}\nstorage: {}\n",
                 base + 2,
-                base + 511,
+                base + 1 + rtp_ports,
                 events.display(),
                 dir.join("spool").display(),
                 storage.unwrap_or(&format!("{{ filesystem: {{ path: \"{}\" }}, prefix: \"acme/office/\" }}", dir.join("store").display())),
@@ -242,6 +256,11 @@ impl RecorderProcess {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Whether the process is still running.
