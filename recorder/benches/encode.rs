@@ -9,10 +9,10 @@ use earshot_recorder_core::timeline::Layout;
 
 fn bench(c: &mut Criterion) {
     let left: Vec<i16> = (0..8000)
-        .map(|i| ((i as f32 * 0.3454).sin() * 8000.0) as i16)
+        .map(|i| ((i as f32 * 0.345).sin() * 8000.0) as i16)
         .collect();
     let right: Vec<i16> = (0..8000)
-        .map(|i| ((i as f32 * 0.7854).sin() * 8000.0) as i16)
+        .map(|i| ((i as f32 * 0.785).sin() * 8000.0) as i16)
         .collect();
     let mut enc = new_encoder(Layout::Stereo, 32).unwrap();
     let mut out = Vec::with_capacity(64 * 1024);
