@@ -80,7 +80,7 @@ fn bench(c: &mut Criterion) {
                 n += 1;
                 rec.handle_sip(t0, udp("10.0.0.1:5060"), invite(n).as_bytes());
                 black_box(drain(&mut rec));
-                if n % 2000 == 0 {
+                if n.is_multiple_of(2000) {
                     // Keep the call table the size of a busy recorder, not ever-growing.
                     rec = mk_recorder();
                 }
@@ -103,7 +103,7 @@ fn bench(c: &mut Criterion) {
         })
         .unwrap();
     let answer_body = "v=0\r\no=- 1 1 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\n";
-    let mut ok = format!("SIP/2.0 200 OK\r\n");
+    let mut ok = "SIP/2.0 200 OK\r\n".to_string();
     for v in fwd.headers_named("Via") {
         ok.push_str(&format!("Via: {v}\r\n"));
     }
