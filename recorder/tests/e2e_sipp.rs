@@ -347,3 +347,39 @@ fn config_reload_applies_to_new_calls_and_a_bad_file_is_refused() {
     call(&s, 1);
     assert_eq!(recorded_intervals(&s.recorder.events()).len(), 1);
 }
+
+#[test]
+fn a_call_over_sip_tcp_is_recorded_like_one_over_udp() {
+    let s = setup("tcp", &users());
+    let caller = RtpStream::new(1).tone(440.0, 1500);
+    let callee = RtpStream::new(2).tone(1000.0, 1500);
+    // The caller speaks TCP; the recorder forwards to the callee over UDP (the
+    // peer's next-hop transport), so the call crosses transports: a double
+    // Record-Route, and in-dialog requests back on the caller's connection.
+    let mut uas = Sipp {
+        scenario: "uas.xml",
+        vars: vec![("PCAP", s.pcap("callee.pcap", &callee))],
+        args: vec!["-m".into(), "1".into()],
+        port: s.ports,
+        media_port: s.ports + 2,
+        control_port: s.ports + 6,
+    }
+    .spawn(s.dir.path(), "uas-udp");
+    std::thread::sleep(Duration::from_millis(300));
+    let mut uac = s.uac(
+        "uac.xml",
+        "008",
+        "500",
+        vec![
+            ("PCAP", s.pcap("caller.pcap", &caller)),
+            ("TALK_MS", "2000".into()),
+        ],
+        &["-m", "1", "-t", "t1"],
+    );
+    uac.wait_success(Duration::from_secs(30));
+    uas.wait_success(Duration::from_secs(10));
+    let events = s.recorder.events();
+    assert_eq!(recorded_intervals(&events).len(), 1, "{events:?}");
+    assert_eq!(events_of(&events, "call_ended")[0]["reason"], "bye");
+    s.assert_no_rtp_loss(caller.len(), callee.len(), 1);
+}
