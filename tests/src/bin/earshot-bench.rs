@@ -62,6 +62,23 @@ fn main() {
     let (caller_pcap, callee_pcap) = (out_dir.join("caller.pcap"), out_dir.join("callee.pcap"));
     caller.write(&caller_pcap).unwrap();
     callee.write(&callee_pcap).unwrap();
+    // One probe call per step with an SSRC of its own: its packets are
+    // matched on both sides of the relay to measure the delay the relay adds.
+    const PROBE_SSRC: u32 = 0x7e57;
+    // As long as the load's calls, so the callee's answer to it is complete
+    // too and every packet can be accounted for.
+    let probe_s = call_s;
+    let probe = RtpStream::new(PROBE_SSRC).tone(440.0, probe_s * 1000 - 500);
+    let probe_pcap = out_dir.join("probe.pcap");
+    probe.write(&probe_pcap).unwrap();
+    let capture = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("command -v tcpdump")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !capture {
+        println!("tcpdump not installed: relay latency not measured (make bench installs it)");
+    }
     println!(
         "earshot bench: {call_s} s calls, G.711 both ways, every call recorded; steps {steps:?}"
     );
@@ -82,7 +99,7 @@ fn main() {
     );
     println!();
     println!(
-        "{:>6} {:>12} {:>12} {:>10} {:>10} {:>8} {:>12} {:>9}",
+        "{:>6} {:>12} {:>12} {:>10} {:>10} {:>8} {:>12} {:>9} {:>22}",
         "calls",
         "CPU s/callmin",
         "calls/core",
@@ -90,7 +107,8 @@ fn main() {
         "expected",
         "dropped",
         "RSS/call KiB",
-        "MP3s ok"
+        "MP3s ok",
+        "latency p50/p99/max µs"
     );
 
     let mut results = Vec::new();
@@ -118,7 +136,7 @@ fn main() {
         let mut uas = Sipp {
             scenario: "uas.xml",
             vars: vec![("PCAP", callee_pcap.display().to_string())],
-            args: vec!["-m".into(), n.to_string()],
+            args: vec!["-m".into(), (n + 1).to_string()],
             port: ports,
             media_port: ports + 2,
             control_port: ports + 6,
@@ -152,16 +170,86 @@ fn main() {
             control_port: ports + 14,
         }
         .spawn(&dir, "uac");
-        // Peak memory while the calls run.
+        // Peak memory while the calls run; the probe call once all are up.
         let started = Instant::now();
+        let ramp = Duration::from_secs((n / rate) as u64 + 2);
         let mut peak = rss0;
-        while started.elapsed() < Duration::from_secs(call_s + (n / rate) as u64 + 2) {
+        let mut probe_run: Option<(std::process::Child, earshot_tests::SippProcess, PathBuf)> =
+            None;
+        while started.elapsed() < ramp + Duration::from_secs(call_s + 2) {
             peak = peak.max(proc_field(pid, "status", "VmRSS:").unwrap_or(0));
+            if probe_run.is_none() && started.elapsed() >= ramp {
+                let cap = dir.join("probe-capture.pcap");
+                let tcpdump = std::process::Command::new(if capture { "tcpdump" } else { "true" })
+                    .args([
+                        "-i",
+                        "lo",
+                        "-n",
+                        "-U",
+                        "-B",
+                        "16384",
+                        "--time-stamp-precision=nano",
+                        "-w",
+                    ])
+                    .arg(&cap)
+                    .arg(format!(
+                        "udp and (port {} or port {})",
+                        ports + 18,
+                        ports + 2
+                    ))
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .expect("start tcpdump");
+                std::thread::sleep(Duration::from_millis(500));
+                let sipp = Sipp {
+                    scenario: "uac.xml",
+                    vars: vec![
+                        ("FROM", "008".into()),
+                        ("PCAP", probe_pcap.display().to_string()),
+                        ("TALK_MS", (probe_s * 1000).to_string()),
+                    ],
+                    args: vec![
+                        "-rsa".into(),
+                        rec.sip.to_string(),
+                        "-s".into(),
+                        "500".into(),
+                        "-m".into(),
+                        "1".into(),
+                        format!("127.0.0.1:{ports}"),
+                    ],
+                    port: ports + 16,
+                    media_port: ports + 18,
+                    control_port: ports + 22,
+                }
+                .spawn(&dir, "probe");
+                probe_run = Some((tcpdump, sipp, cap));
+            }
             std::thread::sleep(Duration::from_millis(500));
+        }
+        let mut latency = None;
+        if let Some((mut tcpdump, mut sipp, cap)) = probe_run {
+            sipp.wait_success(Duration::from_secs(probe_s + 60));
+            std::thread::sleep(Duration::from_millis(500));
+            let _ = std::process::Command::new("kill")
+                .arg("-INT")
+                .arg(tcpdump.id().to_string())
+                .status();
+            let _ = tcpdump.wait();
+            if capture {
+                let packets = earshot_tests::pcap::read_udp(&cap).unwrap_or_default();
+                let d =
+                    earshot_tests::pcap::relay_delays(&packets, PROBE_SSRC, ports + 18, ports + 2);
+                if !d.is_empty() {
+                    let q = |f: f64| d[((d.len() - 1) as f64 * f).round() as usize] as f64 / 1000.0;
+                    latency = Some((d.len(), q(0.5), q(0.99), q(1.0)));
+                }
+                let _ = std::fs::remove_file(&cap);
+            }
         }
         uac.wait_success(Duration::from_secs(call_s + 120));
         uas.wait_success(Duration::from_secs(60));
-        let recs = rec.wait_recordings(n, Duration::from_secs(120));
+        let recs = rec.wait_recordings(n + 1, Duration::from_secs(120));
         let cpu = cpu_seconds(pid) - cpu0;
         let text = rec.metrics_text();
         let relayed = earshot_tests::parse_metric(
@@ -176,7 +264,8 @@ fn main() {
             .filter(|l| l.starts_with("earshot_rtp_dropped_packets_total"))
             .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
             .sum();
-        let expected = (n * (caller.len() + callee.len())) as f64;
+        // The load's packets, the probe's, and the callee's answer to the probe.
+        let expected = (n * (caller.len() + callee.len()) + probe.len() + callee.len()) as f64;
         // Every call: one complete MP3 whose length matches the answered call.
         let good = recs
             .iter()
@@ -192,19 +281,24 @@ fn main() {
             .iter()
             .take(3)
             .all(|(mp3, _)| earshot_tests::decode_mp3(mp3).0.len() > 8000);
-        let call_minutes = n as f64 * call_s as f64 / 60.0;
+        let call_minutes = (n + 1) as f64 * call_s as f64 / 60.0;
         let per_min = cpu / call_minutes;
         let per_core = 60.0 / per_min;
         let rss_per_call = peak.saturating_sub(rss0) / n as u64;
-        let valid = good == n && decodes && recs.len() == n;
+        let total = n + 1;
+        let valid = good == total && decodes && recs.len() == total;
+        let lat = latency.map_or("-".to_owned(), |(_, a, b, c)| {
+            format!("{a:.0}/{b:.0}/{c:.0}")
+        });
         println!(
-            "{n:>6} {per_min:>12.4} {per_core:>12.0} {relayed:>10.0} {expected:>10.0} {dropped:>8.0} {rss_per_call:>12} {:>9}",
-            format!("{good}/{n}")
+            "{n:>6} {per_min:>12.4} {per_core:>12.0} {relayed:>10.0} {expected:>10.0} {dropped:>8.0} {rss_per_call:>12} {:>9} {lat:>22}",
+            format!("{good}/{total}")
         );
         results.push(json!({
             "concurrent_calls": n, "call_seconds": call_s, "cpu_seconds": cpu, "cpu_seconds_per_call_minute": per_min,
             "calls_per_core": per_core, "rtp_relayed": relayed, "rtp_expected": expected, "rtp_dropped": dropped,
             "rss_kib_per_call": rss_per_call, "recordings": recs.len(), "recordings_valid": good, "valid": valid,
+            "latency_us": latency.map(|(count, p50, p99, max)| json!({"packets": count, "p50": p50, "p99": p99, "max": max})),
             "storage": "filesystem",
         }));
         drop(rec);
