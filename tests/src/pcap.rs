@@ -252,10 +252,10 @@ pub fn relay_delays(packets: &[Captured], ssrc: u32, in_port: u16, out_port: u16
         let seq = u16::from_be_bytes([p.payload[2], p.payload[3]]);
         if p.src_port == in_port {
             sent.entry(seq).or_insert(p.nanos);
-        } else if p.dst_port == out_port {
-            if let Some(t) = sent.remove(&seq) {
-                delays.push(p.nanos.saturating_sub(t));
-            }
+        } else if p.dst_port == out_port
+            && let Some(t) = sent.remove(&seq)
+        {
+            delays.push(p.nanos.saturating_sub(t));
         }
     }
     delays.sort_unstable();
