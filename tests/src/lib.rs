@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 pub mod garage;
 pub mod pcap;
+pub mod rtpengine;
 
 /// The repository root.
 pub fn repo() -> PathBuf {

@@ -204,6 +204,7 @@ pub fn read_udp(path: &Path) -> std::io::Result<Vec<Captured>> {
     let link_header = match link {
         1 => 14,   // Ethernet
         0 => 4,    // BSD loopback
+        101 => 0,  // raw IP (rtpengine's recordings)
         113 => 16, // Linux cooked
         _ => return Err(bad()),
     };
