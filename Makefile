@@ -23,8 +23,9 @@ e2e: ## The operator against a real cluster (kind, k3d) when KUBECONFIG is set
 	  $(CARGO) test -p earshot-operator --features e2e --test e2e_cluster -- --nocapture; \
 	fi
 
-bench: ## Microbenchmarks of the hot paths, then SIPp load ramped through a recorder
+bench: ## Hot-path microbenchmarks, then the same SIPp load through Earshot and rtpengine
 	@scripts/test-deps.sh
+	@scripts/bench-deps.sh
 	$(CARGO) bench -q -p earshot-recorder-core --bench hot_paths -- --warm-up-time 1 --measurement-time 3
 	$(CARGO) bench -q -p earshot-recorder --bench encode -- --warm-up-time 1 --measurement-time 3
 	$(CARGO) build --release -q -p earshot-recorder -p earshot-tests
