@@ -492,6 +492,10 @@ impl Server {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        // No more events: the dispatcher finishes the recordings of any call
+        // the grace period cut short, so they are stored complete as far as
+        // they went instead of waiting for the next start.
+        shared.events.close();
         // Then the recordings: encoded, spooled and confirmed by the store.
         loop {
             tokio::time::sleep(Duration::from_millis(200)).await;
