@@ -652,17 +652,12 @@ impl Recorder {
         }
 
         // Route processing (§16.4): strip the Route entries that name us.
-        let mut routes_ours = 0;
         while let Some(first) = msg.routes().first().cloned() {
             match message::name_addr_uri(&first) {
-                Some(uri) if self.is_us(&uri) => {
-                    msg.pop_route();
-                    routes_ours += 1;
-                }
+                Some(uri) if self.is_us(&uri) => msg.pop_route(),
                 _ => break,
             }
         }
-        let _ = routes_ours;
 
         let dest = if let Some(route) = msg.routes().first() {
             message::name_addr_uri(route).and_then(|u| self.resolve(&u))
@@ -738,6 +733,8 @@ impl Recorder {
             msg.push_record_route(outbound);
         }
 
+        // The request as the server transaction keeps it: before our Via.
+        let original = msg.clone();
         let branch = format!("{BRANCH_PREFIX}{:016x}", self.random());
         msg.push_via(self.our_via(dest.transport, &branch));
 
@@ -748,14 +745,9 @@ impl Recorder {
         }
 
         let sid = self.id();
-        let key = Self::server_key(&self.strip_our_via(&msg), &method);
+        let key = Self::server_key(&original, &method);
         let is_invite = method == "INVITE";
         let cid_txn = self.id();
-        let original = {
-            let mut m = msg.clone();
-            m.pop_via();
-            m
-        };
         self.server_keys.insert(key, sid);
         self.servers.insert(
             sid,
@@ -805,12 +797,6 @@ impl Recorder {
             self.arm(now + t.t1, Timer::Retransmit(cid_txn));
         }
         self.arm(now + t.transaction_timeout(), Timer::ClientTimeout(cid_txn));
-    }
-
-    fn strip_our_via(&self, msg: &Message) -> Message {
-        let mut m = msg.clone();
-        m.pop_via();
-        m
     }
 
     fn on_cancel(&mut self, now: Instant, source: Target, msg: Message) {

@@ -3,7 +3,7 @@
 //! and RTCP port. Rewriting replaces addresses and ports and nothing else, so
 //! every attribute the recorder does not understand reaches the far end as sent.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 /// Why an SDP body cannot be relayed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -332,9 +332,6 @@ fn parse_rtpmap(value: &str) -> Option<Codec> {
         clock_rate,
     })
 }
-
-/// An unspecified address of the same family, for tests and holds.
-pub const UNSPECIFIED: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 
 #[cfg(test)]
 mod tests {
