@@ -167,6 +167,7 @@ struct CallMeta {
 pub struct EventBuffer {
     events: std::sync::Mutex<Vec<Event>>,
     closed: std::sync::atomic::AtomicBool,
+    finished: std::sync::atomic::AtomicBool,
 }
 
 impl EventBuffer {
@@ -193,6 +194,11 @@ impl EventBuffer {
     /// No more events will come; the dispatcher finishes what it has and stops.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
+    }
+
+    /// True once the dispatcher has handed its last jobs to the encoders.
+    pub fn finished(&self) -> bool {
+        self.finished.load(Ordering::Relaxed)
     }
 }
 
@@ -341,6 +347,9 @@ impl Dispatcher {
             let batch = std::mem::take(jobs);
             let n = batch.len() as i64;
             let q = &self.workers[worker];
+            // Counted before the send, so a worker never finishes a job the
+            // gauge does not hold yet.
+            self.shared.metrics.encoder_queue_depth.inc_by(n);
             let sent = match q.try_send(Job::Batch(batch)) {
                 Ok(()) => true,
                 Err(TrySendError::Full(job)) => {
@@ -352,9 +361,8 @@ impl Dispatcher {
                 }
                 Err(TrySendError::Disconnected(_)) => false,
             };
-            if sent {
-                self.shared.metrics.encoder_queue_depth.inc_by(n);
-            } else {
+            if !sent {
+                self.shared.metrics.encoder_queue_depth.dec_by(n);
                 tracing::error!(worker, "encoder worker is gone");
             }
         }
@@ -506,6 +514,7 @@ pub fn run_dispatcher(mut d: Dispatcher, events: Arc<EventBuffer>, mut also: imp
         d.send(worker, Job::End { hash, at: now });
     }
     d.flush();
+    events.finished.store(true, Ordering::Relaxed);
 }
 
 struct Active {
@@ -598,8 +607,9 @@ fn worker(rx: Receiver<Job>, shared: Shared) {
             other => vec![other],
         };
         for job in jobs {
-            shared.metrics.encoder_queue_depth.dec();
             run_job(&shared, &mut active, job);
+            // After the job, so an empty queue means the work is done.
+            shared.metrics.encoder_queue_depth.dec();
         }
     }
 }

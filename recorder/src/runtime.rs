@@ -478,41 +478,50 @@ impl Server {
         });
         tracing::info!(active_calls = active, grace = ?config.file.shutdown_grace, "draining: new calls are refused, calls in progress continue");
         let deadline = Instant::now() + config.file.shutdown_grace;
-        loop {
-            let active = lock(&shared.rec).active_calls();
-            if active == 0 {
-                break;
-            }
-            if Instant::now() >= deadline {
-                tracing::warn!(
-                    active_calls = active,
-                    "shutdown grace period over with calls still in progress"
-                );
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        let active = wait_until(deadline, || lock(&shared.rec).active_calls()).await;
+        if active > 0 {
+            tracing::warn!(
+                active_calls = active,
+                "shutdown grace period over with calls still in progress"
+            );
         }
         // No more events: the dispatcher finishes the recordings of any call
         // the grace period cut short, so they are stored complete as far as
         // they went instead of waiting for the next start.
         shared.events.close();
         // Then the recordings: encoded, spooled and confirmed by the store.
-        loop {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let (_, files, _) = crate::recording::spool_stats(&shared.spool);
-            if files == 0 {
-                break;
-            }
-            if Instant::now() >= deadline {
-                tracing::warn!(
-                    recordings = files,
-                    "shutdown grace period over with recordings still in the spool; they are uploaded at the next start"
-                );
-                break;
-            }
+        // Until the dispatcher's last round is done, the encoders have
+        // nothing queued and the store has every recording.
+        let spooled = wait_until(deadline, || {
+            let queued = lock(&shared.metrics)
+                .recording
+                .encoder_queue_depth
+                .get()
+                .max(0) as usize;
+            let dispatching = usize::from(!shared.events.finished());
+            dispatching + queued + crate::recording::spool_stats(&shared.spool).1 as usize
+        })
+        .await;
+        if spooled > 0 {
+            tracing::warn!(
+                recordings = spooled,
+                "shutdown grace period over with recordings still in the spool; they are uploaded at the next start"
+            );
         }
         tracing::info!("recorder stopped");
         Ok(())
+    }
+}
+
+/// Polls `left` every 200 ms until it reaches zero or the deadline passes;
+/// returns what is left.
+async fn wait_until(deadline: Instant, mut left: impl FnMut() -> usize) -> usize {
+    loop {
+        let n = left();
+        if n == 0 || Instant::now() >= deadline {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
