@@ -244,17 +244,7 @@ fn a_recorder_killed_mid_call_uploads_the_partial_recording_after_restart() {
     let mut s = setup("kill9", &users());
     let caller = RtpStream::new(1).tone(440.0, 8000);
     let callee = RtpStream::new(2).tone(1000.0, 8000);
-    let mut uas = s.uas("uas.xml", &s.pcap("callee.pcap", &callee), 1);
-    let mut uac = s.uac(
-        "uac.xml",
-        "008",
-        "500",
-        vec![
-            ("PCAP", s.pcap("caller.pcap", &caller)),
-            ("TALK_MS", "8000".into()),
-        ],
-        &["-m", "1"],
-    );
+    let (mut uac, mut uas) = s.start_calls("008", "500", &caller, &callee, 8000, 1, 1, None);
     wait_for("call answered", || {
         !events_of(&s.recorder.events(), "call_answered").is_empty()
     });
@@ -301,17 +291,7 @@ fn fifty_concurrent_recorded_calls_each_stored_once() {
     let s = setup("fifty", &users());
     let caller = RtpStream::new(1).tone(440.0, 3000);
     let callee = RtpStream::new(2).tone(1000.0, 3000);
-    let mut uas = s.uas("uas.xml", &s.pcap("callee.pcap", &callee), 50);
-    let mut uac = s.uac(
-        "uac.xml",
-        "008",
-        "500",
-        vec![
-            ("PCAP", s.pcap("caller.pcap", &caller)),
-            ("TALK_MS", "3000".into()),
-        ],
-        &["-m", "50", "-l", "50", "-r", "25"],
-    );
+    let (mut uac, mut uas) = s.start_calls("008", "500", &caller, &callee, 3000, 50, 50, None);
     uac.wait_success(Duration::from_secs(60));
     uas.wait_success(Duration::from_secs(20));
     let recs = s.recorder.wait_recordings(50, Duration::from_secs(30));

@@ -76,17 +76,7 @@ fn the_store_down_during_a_call_gets_the_recording_once_when_it_is_back() {
     let s = setup_s3("s3-down", &g);
     let caller = RtpStream::new(1).tone(440.0, 3000);
     let callee = RtpStream::new(2).tone(1000.0, 3000);
-    let mut uas = s.uas("uas.xml", &s.pcap("callee.pcap", &callee), 1);
-    let mut uac = s.uac(
-        "uac.xml",
-        "008",
-        "500",
-        vec![
-            ("PCAP", s.pcap("caller.pcap", &caller)),
-            ("TALK_MS", "3000".into()),
-        ],
-        &["-m", "1"],
-    );
+    let (mut uac, mut uas) = s.start_calls("008", "500", &caller, &callee, 3000, 1, 1, None);
     std::thread::sleep(Duration::from_millis(1000));
     g.stop();
     uac.wait_success(Duration::from_secs(30));

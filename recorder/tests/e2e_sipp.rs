@@ -205,17 +205,7 @@ fn two_hundred_calls_twenty_at_a_time() {
     let s = setup("load", &users());
     let caller = RtpStream::new(1).tone(440.0, 1500);
     let callee = RtpStream::new(2).tone(1000.0, 1500);
-    let mut uas = s.uas("uas.xml", &s.pcap("callee.pcap", &callee), 200);
-    let mut uac = s.uac(
-        "uac.xml",
-        "008",
-        "500",
-        vec![
-            ("PCAP", s.pcap("caller.pcap", &caller)),
-            ("TALK_MS", "1800".into()),
-        ],
-        &["-m", "200", "-l", "20", "-r", "10"],
-    );
+    let (mut uac, mut uas) = s.start_calls("008", "500", &caller, &callee, 1800, 200, 20, None);
     uac.wait_success(Duration::from_secs(120));
     uas.wait_success(Duration::from_secs(20));
     assert_eq!(
@@ -238,17 +228,7 @@ fn sigterm_refuses_new_calls_and_lets_calls_in_progress_finish() {
     let mut s = setup("drain", &users());
     let caller = RtpStream::new(1).tone(440.0, 1000);
     let callee = RtpStream::new(2).tone(1000.0, 1000);
-    let mut uas = s.uas("uas.xml", &s.pcap("callee.pcap", &callee), 1);
-    let mut uac = s.uac(
-        "uac.xml",
-        "008",
-        "500",
-        vec![
-            ("PCAP", s.pcap("caller.pcap", &caller)),
-            ("TALK_MS", "4000".into()),
-        ],
-        &["-m", "1"],
-    );
+    let (mut uac, mut uas) = s.start_calls("008", "500", &caller, &callee, 4000, 1, 1, None);
     wait_for("call answered", || {
         !events_of(&s.recorder.events(), "call_answered").is_empty()
     });

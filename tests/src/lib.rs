@@ -431,14 +431,27 @@ impl<'a> Sipp<'a> {
         let template = std::fs::read_to_string(repo().join("tests/sipp").join(self.scenario))
             .expect("scenario template");
         let mut xml = template;
-        for (k, v) in &self.vars {
+        // Inserted scenario steps first: they carry placeholders of their own.
+        let (steps, values): (Vec<_>, Vec<_>) =
+            self.vars.iter().partition(|(k, _)| *k == "MIDCALL");
+        for (k, v) in steps.into_iter().chain(values) {
             xml = xml.replace(&format!("@{k}@"), v);
         }
         // Defaults for optional placeholders.
         xml = xml.replace("@MIDCALL@", "").replace("@NAME@", "Caller");
+        // Any `@NAME@` left means the test forgot a value.
+        let parts: Vec<&str> = xml.split('@').collect();
+        // Only text with an `@` on both sides can be a placeholder.
+        let unfilled = parts
+            .iter()
+            .skip(1)
+            .take(parts.len().saturating_sub(2))
+            .copied()
+            .find(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'));
         assert!(
-            !xml.contains('@') || !xml.contains("@PCAP@"),
-            "unfilled placeholder in {}",
+            unfilled.is_none(),
+            "unfilled placeholder @{}@ in {}",
+            unfilled.unwrap_or_default(),
             self.scenario
         );
         let work = dir.join(name);

@@ -126,9 +126,50 @@ impl Setup {
         self.uac_at(0, scenario, from, to, vars, extra)
     }
 
-    /// One call from `from` to `to` through the recorder: the callee plays
-    /// `callee`, the caller plays `caller`, talks `talk_ms` (then `midcall`
-    /// scenario steps, if any) and hangs up; waits until both SIPps succeed.
+    /// Starts `calls` calls from `from` to `to` through the recorder, at most
+    /// `at_once` at a time: the callee plays `callee`, each caller plays
+    /// `caller`, talks `talk_ms` (then `midcall` scenario steps, if any) and
+    /// hangs up. Returns (caller, callee) SIPps without waiting for them.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_calls(
+        &self,
+        from: &str,
+        to: &str,
+        caller: &RtpStream,
+        callee: &RtpStream,
+        talk_ms: u64,
+        calls: usize,
+        at_once: usize,
+        midcall: Option<String>,
+    ) -> (SippProcess, SippProcess) {
+        let uas = self.uas(
+            "uas.xml",
+            &self.pcap(&format!("callee-{from}.pcap"), callee),
+            calls,
+        );
+        let mut vars = vec![
+            ("PCAP", self.pcap(&format!("caller-{from}.pcap"), caller)),
+            ("TALK_MS", talk_ms.to_string()),
+        ];
+        if let Some(m) = midcall {
+            vars.push(("MIDCALL", m));
+        }
+        let (calls, at_once, rate) = (
+            calls.to_string(),
+            at_once.to_string(),
+            (at_once / 2).max(1).to_string(),
+        );
+        let uac = self.uac(
+            "uac.xml",
+            from,
+            to,
+            vars,
+            &["-m", &calls, "-l", &at_once, "-r", &rate],
+        );
+        (uac, uas)
+    }
+
+    /// One call, as [`start_calls`](Self::start_calls), waiting until both SIPps succeed.
     pub fn call(
         &self,
         from: &str,
@@ -138,19 +179,7 @@ impl Setup {
         talk_ms: u64,
         midcall: Option<String>,
     ) {
-        let mut uas = self.uas(
-            "uas.xml",
-            &self.pcap(&format!("callee-{from}.pcap"), callee),
-            1,
-        );
-        let mut vars = vec![
-            ("PCAP", self.pcap(&format!("caller-{from}.pcap"), caller)),
-            ("TALK_MS", talk_ms.to_string()),
-        ];
-        if let Some(m) = midcall {
-            vars.push(("MIDCALL", m));
-        }
-        let mut uac = self.uac("uac.xml", from, to, vars, &["-m", "1"]);
+        let (mut uac, mut uas) = self.start_calls(from, to, caller, callee, talk_ms, 1, 1, midcall);
         uac.wait_success(Duration::from_secs(60));
         uas.wait_success(Duration::from_secs(10));
     }
