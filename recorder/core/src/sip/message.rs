@@ -447,11 +447,6 @@ impl Message {
             None => self.headers.push(new),
         }
     }
-
-    /// Removes every header of that name.
-    pub fn remove_header(&mut self, name: &str) {
-        self.headers.retain(|h| header_value(h, name).is_none());
-    }
 }
 
 fn is_token(b: u8) -> bool {
