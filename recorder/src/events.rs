@@ -112,6 +112,18 @@ pub fn to_json(clock: &Clock, event: &Event) -> Option<Value> {
                 "reason": why, "detail": detail, "answered": answered,
             })
         }
+        Event::Announcement {
+            call,
+            at,
+            kind,
+            to,
+            outcome,
+            played,
+        } => json!({
+            "time": clock.rfc3339(*at), "event": "announcement", "call": call.hash,
+            "kind": kind.label(), "to": to.as_str(), "result": outcome.label(),
+            "playedMs": played.as_millis() as u64,
+        }),
         Event::Media(_) => return None,
     };
     Some(v)

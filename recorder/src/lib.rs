@@ -6,6 +6,7 @@
 pub mod config;
 pub mod events;
 pub mod metrics;
+pub mod prompt;
 pub mod recording;
 pub mod runtime;
 pub mod store;

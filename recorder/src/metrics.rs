@@ -3,6 +3,7 @@
 //! the packet path never touches an atomic shared with the HTTP server.
 //! Every name here is listed in `docs/metrics.md`.
 
+use earshot_recorder_core::announce;
 use earshot_recorder_core::stats::Stats;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -54,6 +55,7 @@ pub struct Metrics {
     rtp_dropped: Family<Labels, Counter>,
     dtmf_digits: Family<Labels, Counter>,
     recording_toggles: Family<Labels, Counter>,
+    announcements: Family<Labels, Counter>,
     recordings_active: Gauge,
     config_reloads: Family<Labels, Counter>,
     draining: Gauge<i64, std::sync::atomic::AtomicI64>,
@@ -97,6 +99,7 @@ impl Metrics {
             rtp_dropped: Family::default(),
             dtmf_digits: Family::default(),
             recording_toggles: Family::default(),
+            announcements: Family::default(),
             recordings_active: Gauge::default(),
             config_reloads: Family::default(),
             draining: Gauge::default(),
@@ -147,6 +150,11 @@ impl Metrics {
             "recording_toggles",
             "Shortcode toggles, by the state toggled to (on, off)",
             m.recording_toggles.clone(),
+        );
+        registry.register(
+            "announcements",
+            "Announcements, beeps and stop tones toward one party, by kind and result (played, cut, unsupported_codec, no_media, on_hold, overlap)",
+            m.announcements.clone(),
         );
         registry.register(
             "recordings_active",
@@ -255,6 +263,14 @@ impl Metrics {
         zero(&m.dtmf_digits, "method", &["rfc4733", "sip_info", "inband"]);
         zero(&m.recording_toggles, "to", &["on", "off"]);
         zero(&m.config_reloads, "result", &["applied", "rejected"]);
+        for kind in announce::Kind::ALL {
+            for outcome in announce::Outcome::ALL {
+                let _ = m.announcements.get_or_create(&vec![
+                    ("kind", kind.label().to_owned()),
+                    ("result", outcome.label().to_owned()),
+                ]);
+            }
+        }
         zero(
             &m.recording.recordings,
             "result",
@@ -319,6 +335,11 @@ impl Metrics {
                     .inc_by(d);
             },
         );
+        delta(&s.announcements, &self.last.announcements, |(k, r), d| {
+            self.announcements
+                .get_or_create(&vec![("kind", k.to_string()), ("result", r.to_string())])
+                .inc_by(d);
+        });
         self.last = s.clone();
     }
 

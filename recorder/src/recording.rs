@@ -212,6 +212,17 @@ enum Job {
     Media(MediaFrame),
     End { hash: String, at: Instant },
     Tick(Instant),
+    Announced { hash: String, record: Announced },
+}
+
+/// An announcement toward one party of a recorded call, for its sidecar.
+#[derive(Debug, Clone)]
+struct Announced {
+    at: SystemTime,
+    kind: &'static str,
+    to: &'static str,
+    result: &'static str,
+    played: Duration,
 }
 
 /// How new recordings are made; a config reload replaces it, recordings in
@@ -471,6 +482,35 @@ impl Dispatcher {
                     );
                 }
             }
+            Event::Announcement {
+                call,
+                at,
+                kind,
+                to,
+                outcome,
+                played,
+            } => {
+                if let Some(p) = self.calls.get(&call.id)
+                    && p.recording
+                    && !p.refused
+                {
+                    let record = Announced {
+                        at: self.shared.clock.system(at),
+                        kind: kind.label(),
+                        to: to.as_str(),
+                        result: outcome.label(),
+                        played,
+                    };
+                    let worker = p.worker;
+                    self.send(
+                        worker,
+                        Job::Announced {
+                            hash: call.hash,
+                            record,
+                        },
+                    );
+                }
+            }
             Event::Dtmf { .. } => {}
         }
     }
@@ -528,6 +568,7 @@ struct Active {
     bytes: u64,
     codec: Option<String>,
     intervals: Vec<(SystemTime, Option<SystemTime>)>,
+    announcements: Vec<Announced>,
     undecodable: u64,
     out: Vec<u8>,
 }
@@ -682,6 +723,11 @@ fn run_job(shared: &Shared, active: &mut HashMap<String, Active>, job: Job) {
                     finish(shared, a, at);
                 }
             }
+            Job::Announced { hash, record } => {
+                if let Some(a) = active.get_mut(&hash) {
+                    a.announcements.push(record);
+                }
+            }
         }
     }
 }
@@ -713,6 +759,7 @@ fn begin(shared: &Shared, meta: CallMeta, at: Instant) -> Result<Active, String>
         bytes: 0,
         codec: None,
         intervals: vec![(start, None)],
+        announcements: Vec::new(),
         undecodable: 0,
         out: Vec::new(),
         meta,
@@ -747,6 +794,7 @@ fn finish(shared: &Shared, mut a: Active, at: Instant) {
         &a.stem,
         Some(ended),
         &a.intervals,
+        &a.announcements,
         a.codec.as_deref(),
         seconds,
         a.bytes,
@@ -783,6 +831,7 @@ fn sidecar(
     stem: &str,
     ended: Option<SystemTime>,
     intervals: &[(SystemTime, Option<SystemTime>)],
+    announcements: &[Announced],
     codec: Option<&str>,
     seconds: f64,
     bytes: u64,
@@ -806,6 +855,11 @@ fn sidecar(
         "recorded": intervals.iter().map(|(on, off)| json!({
             "from": since(*on), "to": off.map(since),
             "fromAt": rfc3339(*on), "toAt": off.map(rfc3339),
+        })).collect::<Vec<_>>(),
+        "announcements": announcements.iter().map(|a| json!({
+            "kind": a.kind, "to": a.to, "result": a.result,
+            "at": since(a.at), "atTime": rfc3339(a.at),
+            "playedSeconds": a.played.as_millis() as f64 / 1000.0,
         })).collect::<Vec<_>>(),
         "pauseBehaviour": match settings.pause { Pause::Skip => "Skip", Pause::Silence => "Silence" },
         "audio": {
@@ -906,6 +960,7 @@ fn recover_spool(shared: &Shared) -> std::io::Result<()> {
                 &stem,
                 ended,
                 &[(recording_start, ended)],
+                &[],
                 None,
                 seconds,
                 data.len() as u64,

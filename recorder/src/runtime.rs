@@ -67,6 +67,15 @@ impl Shared {
         for o in outs {
             match o {
                 Output::Sip { target, data } => self.send_sip(target, data),
+                Output::Rtp { relay, data } => {
+                    let out = self
+                        .rtp
+                        .get(relay.from_port.wrapping_sub(self.rtp_base) as usize)
+                        .and_then(|s| s.as_ref());
+                    if let Some(out) = out {
+                        let _ = out.try_send_to(&data, relay.to);
+                    }
+                }
                 Output::Event(e) => self.events.push(e),
                 Output::Timeout(_) => {}
             }
@@ -392,10 +401,15 @@ impl Server {
         {
             let shared = shared.clone();
             tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_millis(20));
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                // Wake for the core's next timer (announcement packets are
+                // due every 20 ms on the dot), at least every 20 ms.
                 loop {
-                    tick.tick().await;
+                    let now = Instant::now();
+                    let next = lock(&shared.rec).next_timeout();
+                    let wake = next
+                        .unwrap_or(now + Duration::from_millis(20))
+                        .clamp(now, now + Duration::from_millis(20));
+                    tokio::time::sleep_until(wake.into()).await;
                     let now = Instant::now();
                     shared.with_core(|rec| rec.handle_timeout(now));
                 }
@@ -444,7 +458,8 @@ impl Server {
         {
             let shared = shared.clone();
             let path = config_path.clone();
-            tokio::spawn(async move { watch_config(shared, path).await });
+            let files = config.watched_files(&config_path);
+            tokio::spawn(async move { watch_config(shared, path, files).await });
         }
 
         if let Some(fs) = config.file.storage.filesystem.clone()
@@ -534,7 +549,7 @@ async fn rtp_loop(shared: Arc<Shared>, sock: Arc<UdpSocket>, port: u16) {
             Err(_) => continue,
         };
         let now = Instant::now();
-        let relay = shared.with_core(|rec| rec.handle_rtp(now, port, src, &buf[..n]));
+        let relay = shared.with_core(|rec| rec.handle_rtp(now, port, src, &mut buf[..n]));
         if let Some(r) = relay {
             let out = shared
                 .rtp
@@ -571,24 +586,41 @@ fn log_event(e: &Event) {
         } => {
             tracing::debug!(call = %call.hash, side = side.as_str(), method = method.label(), "dtmf digit");
         }
+        Event::Announcement {
+            call,
+            kind,
+            to,
+            outcome,
+            played,
+            ..
+        } => {
+            tracing::info!(call = %call.hash, kind = kind.label(), to = to.as_str(), result = outcome.label(), played_ms = played.as_millis() as u64, "announcement");
+        }
         Event::Media(_) => {}
     }
 }
 
-async fn watch_config(shared: Arc<Shared>, path: PathBuf) {
-    let stamp = |p: &PathBuf| {
-        std::fs::metadata(p)
-            .ok()
-            .map(|m| (m.modified().ok(), m.len()))
+async fn watch_config(shared: Arc<Shared>, path: PathBuf, mut files: Vec<PathBuf>) {
+    // The config file and the files it names (the prompt): a change to any
+    // of them reloads everything.
+    let stamp = |files: &[PathBuf]| {
+        files
+            .iter()
+            .map(|p| {
+                std::fs::metadata(p)
+                    .ok()
+                    .map(|m| (m.modified().ok(), m.len()))
+            })
+            .collect::<Vec<_>>()
     };
-    let mut last = stamp(&path);
+    files.insert(0, path.clone());
+    let mut last = stamp(&files);
     loop {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let now = stamp(&path);
+        let now = stamp(&files);
         if now == last {
             continue;
         }
-        last = now;
         let result = match Config::load(&path) {
             Ok(cfg) => cfg
                 .core_config(0)
@@ -599,6 +631,10 @@ async fn watch_config(shared: Arc<Shared>, path: PathBuf) {
         };
         match result {
             Ok((cfg, core)) => {
+                files = std::iter::once(path.clone())
+                    .chain(cfg.watched_files(&path))
+                    .collect();
+                last = stamp(&files);
                 shared.with_core(|rec| rec.update_config(core));
                 *shared.recording.write().unwrap_or_else(|e| e.into_inner()) =
                     crate::recording::Settings::from_config(&cfg.file.recording);
@@ -610,6 +646,7 @@ async fn watch_config(shared: Arc<Shared>, path: PathBuf) {
                 );
             }
             Err(e) => {
+                last = now;
                 lock(&shared.metrics).reload(false);
                 tracing::error!(error = %e, "config change rejected; keeping the previous config");
             }

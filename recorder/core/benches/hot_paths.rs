@@ -42,6 +42,7 @@ fn mk_recorder() -> Recorder {
         hosts: HashMap::new(),
         timers: Timers::default(),
         seed: 1,
+        announcement: Default::default(),
     };
     let ports: Vec<u16> = (30000..40000).step_by(2).collect();
     Recorder::new(cfg, &ports)
@@ -141,7 +142,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             seq = seq.wrapping_add(1);
             pkt[2..4].copy_from_slice(&seq.to_be_bytes());
-            black_box(rec.handle_rtp(t0, port, src, &pkt));
+            black_box(rec.handle_rtp(t0, port, src, &mut pkt));
             black_box(drain(&mut rec));
         })
     });

@@ -161,6 +161,8 @@ pub struct CoreConfig {
     pub timers: Timers,
     /// Seed for branch and tag generation (time and randomness are inputs).
     pub seed: u64,
+    /// Announcements and beeps that tell the parties the call is recorded.
+    pub announcement: crate::announce::AnnouncementConfig,
 }
 
 impl CoreConfig {

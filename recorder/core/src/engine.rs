@@ -12,6 +12,9 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use crate::announce::{
+    self, AnnounceMode, AnnounceTo, Clips, Finished, Kind, Law, Onward, Outcome, Verdict,
+};
 use crate::config::{CoreConfig, Mode, Target, Transport};
 use crate::dtmf::{self, DtmfMethod, EventDeduper, ShortcodeMatcher, ToneDetector};
 use crate::event::{
@@ -45,6 +48,13 @@ pub enum Output {
         /// The message.
         data: Vec<u8>,
     },
+    /// Send an RTP packet the core made (an announcement).
+    Rtp {
+        /// Out of which local port to whom.
+        relay: Relay,
+        /// The packet.
+        data: Vec<u8>,
+    },
     /// Something happened.
     Event(Event),
     /// Nothing more to do until this instant (or new input).
@@ -70,6 +80,10 @@ enum Timer {
     ResponseRetransmit(u64),
     /// Forget a transaction.
     Forget(u64),
+    /// Send the announcement packets due (call, generation).
+    Inject(u64, u32),
+    /// A reminder beep is due (call, generation).
+    Periodic(u64, u32),
     /// Housekeeping.
     Sweep,
 }
@@ -112,6 +126,8 @@ struct Leg {
     stream: Option<sdp::MediaStream>,
     dedupe: EventDeduper,
     tones: Option<Box<ToneDetector>>,
+    /// This leg's media as the other leg receives it (announcements go in here).
+    onward: Onward,
 }
 
 struct Stream {
@@ -140,6 +156,10 @@ struct Call {
     ended: Option<Instant>,
     recording: bool,
     last_activity: Instant,
+    /// Generation of the announcement timer and of the reminder-beep timer;
+    /// a timer of an older generation is stale.
+    inject_gen: u32,
+    periodic_gen: u32,
 }
 
 impl Call {
@@ -167,6 +187,23 @@ impl Call {
                 extension: u.extension.clone(),
                 on: true,
             })
+    }
+
+    /// The parties an announcement goes to: both, or those that are not a
+    /// recorded policy user (`FarEnd`). `toggled` is the side of an
+    /// `OnDemand` user who just stopped recording (still the near end).
+    fn announcement_receivers(&self, to: AnnounceTo, toggled: Option<Side>) -> Vec<Side> {
+        [Side::Caller, Side::Callee]
+            .into_iter()
+            .filter(|&side| {
+                to == AnnounceTo::Both
+                    || (Some(side) != toggled
+                        && !self
+                            .involved
+                            .iter()
+                            .any(|u| u.side == side && (u.mode == Mode::Always || u.on)))
+            })
+            .collect()
     }
 
     /// Whether digits keyed on `side` need in-band detection: an OnDemand
@@ -238,6 +275,7 @@ pub struct Recorder {
     rng: u64,
     draining: bool,
     sweep_armed: bool,
+    clips: Clips,
 }
 
 fn fnv1a(data: &[u8]) -> u64 {
@@ -275,6 +313,7 @@ impl Recorder {
             rng,
             draining: false,
             sweep_armed: false,
+            clips: Clips::default(),
         }
     }
 
@@ -285,6 +324,7 @@ impl Recorder {
         self.cfg.users = cfg.users;
         self.cfg.hosts = cfg.hosts;
         self.cfg.timers = cfg.timers;
+        self.cfg.announcement = cfg.announcement;
     }
 
     /// Stops taking new calls: new INVITEs get 503; calls in progress go on.
@@ -1070,6 +1110,8 @@ impl Recorder {
                 ended: None,
                 recording: false,
                 last_activity: now,
+                inject_gen: 0,
+                periodic_gen: 0,
             },
         );
         self.call_ids.insert(call_id.to_owned(), id);
@@ -1094,6 +1136,7 @@ impl Recorder {
         call.ended = Some(now);
         let answered = call.answered;
         let r = call.r.clone();
+        self.cut_announcements(cid);
         self.update_recording(now, cid, Some(RecordingReason::CallEnded));
         self.stats.calls_active = self.stats.calls_active.saturating_sub(1);
         Stats::bump(&mut self.stats.calls, reason.result_label(answered));
@@ -1134,12 +1177,268 @@ impl Recorder {
         }
         let reason = want.or(ended).unwrap_or(RecordingReason::CallEnded);
         let r = call.r.clone();
+        let stopped_by = match &reason {
+            RecordingReason::Shortcode {
+                extension,
+                on: false,
+            } => call
+                .involved
+                .iter()
+                .find(|u| &u.extension == extension)
+                .map(|u| u.side),
+            _ => None,
+        };
         self.emit(Event::Recording {
             call: r,
             at: now,
             on,
             reason,
         });
+        self.on_recording_changed(now, cid, on, stopped_by);
+    }
+
+    // ---------------------------------------------------------------- announcements
+
+    /// Plays what the policy asks for when recording starts or stops, and
+    /// runs the reminder beeps while it goes on.
+    fn on_recording_changed(&mut self, now: Instant, cid: u64, on: bool, stopped_by: Option<Side>) {
+        let a = &self.cfg.announcement;
+        let (mode, to, periodic, stop_tone) = (a.mode, a.to, a.periodic, a.stop_tone);
+        let Some(call) = self.calls.get_mut(&cid) else {
+            return;
+        };
+        call.periodic_gen = call.periodic_gen.wrapping_add(1);
+        let g = call.periodic_gen;
+        if on {
+            let receivers = call.announcement_receivers(to, None);
+            if let Some(every) = periodic {
+                self.arm(now + every, Timer::Periodic(cid, g));
+            }
+            let kind = match mode {
+                AnnounceMode::None => return,
+                AnnounceMode::Beep => Kind::Beep,
+                AnnounceMode::Prompt => Kind::Prompt,
+            };
+            self.announce(now, cid, kind, &receivers);
+        } else if let Some(side) = stopped_by {
+            // Recording stopped by a shortcode: the call goes on.
+            let receivers = call.announcement_receivers(to, Some(side));
+            self.cut_announcements(cid);
+            if stop_tone {
+                self.announce(now, cid, Kind::StopTone, &receivers);
+            }
+        }
+    }
+
+    /// Starts an announcement toward each receiver, in the call's first audio stream.
+    fn announce(&mut self, now: Instant, cid: u64, kind: Kind, receivers: &[Side]) {
+        let samples = match kind {
+            Kind::Beep => self.clips.beep.clone(),
+            Kind::Prompt => match &self.cfg.announcement.prompt {
+                Some(p) => p.clone(),
+                None => self.clips.beep.clone(),
+            },
+            Kind::PeriodicBeep => self.clips.periodic.clone(),
+            Kind::StopTone => self.clips.stop.clone(),
+        };
+        let Some(call) = self.calls.get_mut(&cid) else {
+            return;
+        };
+        let r = call.r.clone();
+        let mut finished = Vec::new();
+        let mut started = false;
+        for &to in receivers {
+            let sender = to.other();
+            let stream = call.streams.iter_mut().find(|s| {
+                s.ports[0] != 0
+                    && s.legs
+                        .iter()
+                        .any(|l| l.stream.as_ref().is_some_and(|m| m.media == "audio"))
+            });
+            let skipped = |outcome| Finished {
+                kind,
+                at: now,
+                played: Duration::ZERO,
+                outcome,
+            };
+            let Some(stream) = stream else {
+                finished.push((to, skipped(Outcome::NoMedia)));
+                continue;
+            };
+            let receiver = &stream.legs[to.index()];
+            if receiver.latched.or(receiver.negotiated).is_none() {
+                finished.push((to, skipped(Outcome::NoMedia)));
+                continue;
+            }
+            if receiver.stream.as_ref().is_some_and(|m| {
+                matches!(
+                    m.direction,
+                    sdp::Direction::SendOnly | sdp::Direction::Inactive
+                )
+            }) {
+                finished.push((to, skipped(Outcome::OnHold)));
+                continue;
+            }
+            // The codec the sender uses now, else the first the receiver
+            // takes that both sides listed (the negotiated one).
+            let sending = &stream.legs[sender.index()];
+            let offered =
+                |l: &Leg, pt: u8| l.stream.as_ref().is_some_and(|m| m.formats.contains(&pt));
+            let pt = sending
+                .onward
+                .audio_pt()
+                .filter(|&pt| offered(receiver, pt))
+                .or_else(|| {
+                    let m = receiver.stream.as_ref()?;
+                    m.formats
+                        .iter()
+                        .copied()
+                        .find(|&f| Some(f) != m.telephone_event() && offered(sending, f))
+                });
+            let law = pt.and_then(|pt| {
+                stream
+                    .legs
+                    .iter()
+                    .find_map(|l| l.stream.as_ref().and_then(|m| m.codec(pt)))
+                    .and_then(|c| Law::of(&c.name))
+            });
+            let (Some(pt), Some(law)) = (pt, law) else {
+                finished.push((to, skipped(Outcome::UnsupportedCodec)));
+                continue;
+            };
+            let onward = &mut stream.legs[sender.index()].onward;
+            match onward.start(now, kind, samples.clone(), pt, law) {
+                Ok(cut) => {
+                    started = true;
+                    if let Some(cut) = cut {
+                        finished.push((to, cut));
+                    }
+                }
+                Err(refused) => finished.push((to, refused)),
+            }
+        }
+        if started {
+            call.inject_gen = call.inject_gen.wrapping_add(1);
+            let g = call.inject_gen;
+            self.arm(now, Timer::Inject(cid, g));
+        }
+        for (to, f) in finished {
+            self.announced(&r, to, f);
+        }
+    }
+
+    fn announced(&mut self, call: &CallRef, to: Side, f: Finished) {
+        Stats::bump(
+            &mut self.stats.announcements,
+            (f.kind.label(), f.outcome.label()),
+        );
+        self.emit(Event::Announcement {
+            call: call.clone(),
+            at: f.at,
+            kind: f.kind,
+            to,
+            outcome: f.outcome,
+            played: f.played,
+        });
+    }
+
+    /// Ends every announcement of the call now.
+    fn cut_announcements(&mut self, cid: u64) {
+        let Some(call) = self.calls.get_mut(&cid) else {
+            return;
+        };
+        let r = call.r.clone();
+        let mut cut = Vec::new();
+        for stream in call.streams.iter_mut() {
+            for sender in [Side::Caller, Side::Callee] {
+                if let Some(f) = stream.legs[sender.index()].onward.cut() {
+                    cut.push((sender.other(), f));
+                }
+            }
+        }
+        for (to, f) in cut {
+            self.announced(&r, to, f);
+        }
+    }
+
+    /// Sends the announcement packets due and schedules the next ones.
+    fn inject(&mut self, now: Instant, cid: u64) {
+        let mut rng = self.rng;
+        let mut random = || {
+            rng ^= rng >> 12;
+            rng ^= rng << 25;
+            rng ^= rng >> 27;
+            rng.wrapping_mul(0x2545F4914F6CDD1D)
+        };
+        let Some(call) = self.calls.get_mut(&cid) else {
+            return;
+        };
+        let mut next: Option<Instant> = None;
+        let mut finished = Vec::new();
+        let mut packets = Vec::new();
+        for (idx, stream) in call.streams.iter_mut().enumerate() {
+            for sender in [Side::Caller, Side::Callee] {
+                let to = sender.other();
+                let onward = &mut stream.legs[sender.index()].onward;
+                if !onward.playing() {
+                    continue;
+                }
+                let mut sent = Vec::new();
+                match onward.poll(now, &mut random, &mut sent) {
+                    announce::Poll::Idle => {}
+                    announce::Poll::At(t) => next = Some(next.map_or(t, |n| n.min(t))),
+                    announce::Poll::Done(f) => finished.push((to, f)),
+                }
+                let receiver = &stream.legs[to.index()];
+                let dest = receiver.latched.or(receiver.negotiated);
+                let codec = |pt| {
+                    stream.legs.iter().find_map(|l| {
+                        l.stream
+                            .as_ref()
+                            .and_then(|m| m.codec(pt))
+                            .map(|c| c.name.clone())
+                    })
+                };
+                for p in sent {
+                    if call.recording {
+                        let frame = MediaFrame {
+                            call: call.r.clone(),
+                            at: now,
+                            side: sender,
+                            stream: idx as u8,
+                            ssrc: p.ssrc,
+                            seq: p.seq,
+                            timestamp: p.timestamp,
+                            payload_type: p.payload_type,
+                            codec: codec(p.payload_type),
+                            payload: p.payload().to_vec(),
+                        };
+                        packets.push(Output::Event(Event::Media(frame)));
+                    }
+                    if let Some(to) = dest {
+                        let relay = Relay {
+                            from_port: stream.ports[sender.other().index()],
+                            to,
+                        };
+                        packets.push(Output::Rtp {
+                            relay,
+                            data: p.packet,
+                        });
+                    }
+                }
+            }
+        }
+        let r = call.r.clone();
+        if let Some(t) = next {
+            call.inject_gen = call.inject_gen.wrapping_add(1);
+            let g = call.inject_gen;
+            self.arm(t, Timer::Inject(cid, g));
+        }
+        self.rng = rng;
+        self.out.extend(packets);
+        for (to, f) in finished {
+            self.announced(&r, to, f);
+        }
     }
 
     fn on_digit(&mut self, now: Instant, cid: u64, side: Side, digit: char, method: DtmfMethod) {
@@ -1281,7 +1580,7 @@ impl Recorder {
         now: Instant,
         local_port: u16,
         source: SocketAddr,
-        data: &[u8],
+        data: &mut [u8],
     ) -> Option<Relay> {
         let Some(((cid, stream_idx, facing), rtcp_port)) = self.ports.owner(local_port) else {
             Stats::bump(&mut self.stats.rtp_dropped, "unknown_port");
@@ -1342,7 +1641,16 @@ impl Recorder {
             other_port
         };
 
-        if !rtcp {
+        if rtcp {
+            let [a, b] = &stream.legs;
+            let (sent, received) = match facing {
+                Side::Caller => (&a.onward, &b.onward),
+                Side::Callee => (&b.onward, &a.onward),
+            };
+            if !sent.is_identity() || !received.is_identity() {
+                announce::rewrite_rtcp(data, sent, received);
+            }
+        } else {
             let Ok(rtp) = rtp_rs::RtpReader::new(data) else {
                 Stats::bump(&mut self.stats.rtp_dropped, "malformed");
                 return None;
@@ -1362,6 +1670,7 @@ impl Recorder {
                         .map(|c| c.name.clone())
                 });
             let mut digit = None;
+            let audio = Some(pt) != te && codec.as_deref() != Some("CN");
             if Some(pt) == te {
                 if let Some(ev) = dtmf::parse_telephone_event(rtp.payload()) {
                     let leg = &mut stream.legs[facing.index()];
@@ -1384,24 +1693,39 @@ impl Recorder {
                     };
                     digit = found.map(|d| (d, DtmfMethod::InBand));
                 }
-                if call.recording && codec.as_deref() != Some("CN") {
-                    let frame = MediaFrame {
-                        call: call.r.clone(),
-                        at: now,
-                        side: facing,
-                        stream: stream_idx,
-                        ssrc: rtp.ssrc(),
-                        seq: u16::from(rtp.sequence_number()),
-                        timestamp: rtp.timestamp(),
-                        payload_type: pt,
-                        codec,
-                        payload: rtp.payload().to_vec(),
-                    };
-                    self.out.push_back(Output::Event(Event::Media(frame)));
-                }
+            }
+            let payload = rtp.payload_offset()..rtp.payload_offset() + rtp.payload().len();
+            // An announcement toward the other side replaces this packet, or
+            // shifts its numbering to continue after one.
+            let verdict = stream.legs[facing.index()]
+                .onward
+                .original(now, data, audio);
+            let held = verdict != Verdict::Forward;
+            if verdict == Verdict::HoldAndStart {
+                call.inject_gen = call.inject_gen.wrapping_add(1);
+                let g = call.inject_gen;
+                self.timers.push(Reverse((now, Timer::Inject(cid, g))));
+            }
+            if !held && call.recording && audio {
+                let frame = MediaFrame {
+                    call: call.r.clone(),
+                    at: now,
+                    side: facing,
+                    stream: stream_idx,
+                    ssrc: u32::from_be_bytes([data[8], data[9], data[10], data[11]]),
+                    seq: u16::from_be_bytes([data[2], data[3]]),
+                    timestamp: u32::from_be_bytes([data[4], data[5], data[6], data[7]]),
+                    payload_type: pt,
+                    codec,
+                    payload: data[payload].to_vec(),
+                };
+                self.out.push_back(Output::Event(Event::Media(frame)));
             }
             if let Some((d, method)) = digit {
                 self.on_digit(now, cid, facing, d, method);
+            }
+            if held {
+                return None;
             }
         }
         let dir = match facing {
@@ -1523,6 +1847,26 @@ impl Recorder {
                 if let Some(c) = self.clients.remove(&id) {
                     self.client_branches.remove(&c.branch);
                 }
+            }
+            Timer::Inject(cid, g) => {
+                if self.calls.get(&cid).is_some_and(|c| c.inject_gen == g) {
+                    self.inject(now, cid);
+                }
+            }
+            Timer::Periodic(cid, g) => {
+                let every = self.cfg.announcement.periodic;
+                let to = self.cfg.announcement.to;
+                let Some(call) = self.calls.get(&cid) else {
+                    return;
+                };
+                if call.periodic_gen != g || !call.recording {
+                    return;
+                }
+                let receivers = call.announcement_receivers(to, None);
+                if let Some(every) = every {
+                    self.arm(now + every, Timer::Periodic(cid, g));
+                }
+                self.announce(now, cid, Kind::PeriodicBeep, &receivers);
             }
             Timer::Sweep => {
                 self.sweep_armed = false;

@@ -168,6 +168,21 @@ pub enum Event {
     },
     /// One RTP audio packet of a recorded call.
     Media(MediaFrame),
+    /// An announcement, beep or stop tone toward one party ended (or was skipped).
+    Announcement {
+        /// The call.
+        call: CallRef,
+        /// When it was asked for (recording started, reminder due, recording stopped).
+        at: Instant,
+        /// What it was.
+        kind: crate::announce::Kind,
+        /// Who it was played to.
+        to: Side,
+        /// How it ended.
+        outcome: crate::announce::Outcome,
+        /// How much of it was sent.
+        played: std::time::Duration,
+    },
     /// The call is over.
     CallEnded {
         /// The call.

@@ -4,6 +4,7 @@
 //! what it returns (datagrams to send, timers, events).
 #![forbid(unsafe_code)]
 
+pub mod announce;
 pub mod config;
 pub mod dtmf;
 pub mod engine;
@@ -14,6 +15,7 @@ pub mod sip;
 pub mod stats;
 pub mod timeline;
 
+pub use announce::{AnnounceMode, AnnounceTo, AnnouncementConfig};
 pub use config::{CoreConfig, IpNet, Mode, Peer, Target, Timers, Transport, User};
 pub use engine::{Output, Recorder, Relay, call_hash};
 pub use event::{

@@ -19,6 +19,8 @@ pub struct Stats {
     pub dtmf_digits: BTreeMap<&'static str, u64>,
     /// Recording toggles by the state toggled to (`on`, `off`).
     pub recording_toggles: BTreeMap<&'static str, u64>,
+    /// Announcements by (kind, outcome).
+    pub announcements: BTreeMap<(&'static str, &'static str), u64>,
     /// Ended calls by result.
     pub calls: BTreeMap<&'static str, u64>,
     /// Calls in progress.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use earshot_recorder_core::sdp::Sdp;
 use earshot_recorder_core::sip::Message;
-use earshot_recorder_core::{Output, dtmf};
+use earshot_recorder_core::{AnnounceMode, AnnouncementConfig, Output, Recorder, dtmf};
 use proptest::prelude::*;
 use sim::*;
 
@@ -55,6 +55,7 @@ proptest! {
             match rec.poll_output() {
                 Output::Sip { target, .. } => prop_assert!(target.addr.ip().to_string().starts_with("10.0.0."), "sent to {target:?}"),
                 Output::Event(_) => {}
+                Output::Rtp { relay, .. } => prop_assert!(relay.to.ip().to_string().starts_with("10.0.0."), "sent to {relay:?}"),
                 Output::Timeout(_) => break,
             }
         }
@@ -69,17 +70,55 @@ proptest! {
     }
 
     #[test]
-    fn rtp_and_events_never_panic(data in proptest::collection::vec(any::<u8>(), 0..300), port_offset in 0u16..100) {
+    fn rtp_and_events_never_panic(mut data in proptest::collection::vec(any::<u8>(), 0..300), port_offset in 0u16..100) {
         let mut rec = mk_recorder();
         let t0 = Instant::now();
         let call = establish(&mut rec, t0, "012", "500", "rtp-prop");
         let port = 30000 + port_offset;
-        if let Some(relay) = rec.handle_rtp(t0, port, addr(CALLER_RTP), &data) {
+        if let Some(relay) = rec.handle_rtp(t0, port, addr(CALLER_RTP), &mut data) {
             // Only ever towards what was negotiated (or latched from it).
             prop_assert!(relay.to.ip() == addr(CALLEE_RTP).ip() || relay.to.ip() == addr(CALLER_RTP).ip());
         }
-        let _ = rec.handle_rtp(t0, call.port_for_caller, addr(CALLER_RTP), &data);
+        let _ = rec.handle_rtp(t0, call.port_for_caller, addr(CALLER_RTP), &mut data);
         let _ = dtmf::parse_telephone_event(&data);
         let _ = dtmf::parse_info("application/dtmf-relay", &data);
+    }
+
+    #[test]
+    fn rtp_and_rtcp_through_an_announcement_never_panic(
+        packets in proptest::collection::vec((proptest::collection::vec(any::<u8>(), 0..200), 0u16..4, 0u64..60), 0..40),
+    ) {
+        let mut cfg = mk_config();
+        cfg.announcement = AnnouncementConfig {
+            mode: AnnounceMode::Beep,
+            periodic: Some(Duration::from_secs(5)),
+            ..Default::default()
+        };
+        let ports: Vec<u16> = (30000..30100).step_by(2).collect();
+        let mut rec = Recorder::new(cfg, &ports);
+        let t0 = Instant::now();
+        let call = establish(&mut rec, t0, "008", "500", "ann-prop");
+        let mut valid = rtp(0, 1, 160, 9, &[0xff; 160]);
+        let _ = rec.handle_rtp(t0, call.port_for_caller, addr(CALLER_RTP), &mut valid);
+        for (mut data, which, ms) in packets {
+            let now = t0 + Duration::from_millis(ms * 100);
+            let (port, from) = match which {
+                0 => (call.port_for_caller, CALLER_RTP),
+                1 => (call.port_for_caller + 1, "10.0.0.1:4001"),
+                2 => (call.port_for_callee, CALLEE_RTP),
+                _ => (call.port_for_callee + 1, "10.0.0.2:6001"),
+            };
+            let _ = rec.handle_rtp(now, port, addr(from), &mut data);
+            rec.handle_timeout(now);
+            loop {
+                match rec.poll_output() {
+                    Output::Timeout(_) => break,
+                    Output::Rtp { relay, .. } => prop_assert!(
+                        relay.to.ip() == addr(CALLEE_RTP).ip() || relay.to.ip() == addr(CALLER_RTP).ip()
+                    ),
+                    _ => {}
+                }
+            }
+        }
     }
 }

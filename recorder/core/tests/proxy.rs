@@ -701,7 +701,7 @@ fn media_from_elsewhere_is_dropped_and_latching_follows_the_real_port() {
     assert_eq!(relay, None);
     assert_eq!(rec.stats().rtp_dropped.get("malformed"), Some(&1));
     assert_eq!(
-        rec.handle_rtp(t0, 30098, addr(CALLER_RTP), &[0x80, 0, 0, 0]),
+        rec.handle_rtp(t0, 30098, addr(CALLER_RTP), &mut [0x80, 0, 0, 0]),
         None
     );
     assert_eq!(rec.stats().rtp_dropped.get("unknown_port"), Some(&1));

@@ -52,6 +52,7 @@ pub fn mk_config() -> CoreConfig {
         hosts: HashMap::new(),
         timers: Timers::default(),
         seed: 7,
+        announcement: Default::default(),
     }
 }
 
@@ -178,6 +179,8 @@ pub fn mk_in_dialog_response(req: &Message, code: u16) -> String {
 pub struct Out {
     pub sip: Vec<(Target, Message)>,
     pub events: Vec<Event>,
+    /// RTP packets the core made (announcements).
+    pub rtp: Vec<(Relay, Vec<u8>)>,
 }
 
 impl Out {
@@ -239,6 +242,7 @@ pub fn drain(rec: &mut Recorder) -> Out {
                 out.sip.push((target, msg));
             }
             Output::Event(e) => out.events.push(e),
+            Output::Rtp { relay, data } => out.rtp.push((relay, data)),
             Output::Timeout(_) => return out,
         }
     }
@@ -325,7 +329,8 @@ pub fn rtp_in(
     from: &str,
     packet: &[u8],
 ) -> (Option<Relay>, Vec<Event>) {
-    let relay = rec.handle_rtp(now, port, addr(from), packet);
+    let mut packet = packet.to_vec();
+    let relay = rec.handle_rtp(now, port, addr(from), &mut packet);
     (relay, drain(rec).events)
 }
 
