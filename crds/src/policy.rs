@@ -119,6 +119,13 @@ pub struct RecordingPolicySpec {
     /// networking, resources and recording format.
     #[serde(default)]
     pub recorder: RecorderSpec,
+
+    /// How the parties are told the call is recorded: a beep or a spoken
+    /// prompt when recording starts, reminder beeps while it goes on and a
+    /// tone when an `OnDemand` user stops it, played by the recorder inside
+    /// the call's audio. Off unless set.
+    #[serde(default, skip_serializing_if = "AnnouncementSpec::is_off")]
+    pub announcement: AnnouncementSpec,
 }
 
 fn default_retention_days() -> i32 {
@@ -440,6 +447,82 @@ pub enum NetworkMode {
     Pod,
     /// The node's network (hostNetwork).
     Host,
+}
+
+/// Announcements that tell the parties a call is recorded.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[x_kube(validation = Rule::new("self.mode != 'Prompt' || has(self.prompt)").message("announcement.mode Prompt needs announcement.prompt: the ConfigMap key holding the WAV or MP3 file").reason(Reason::FieldValueRequired).field_path(".prompt"))]
+#[serde(rename_all = "camelCase")]
+pub struct AnnouncementSpec {
+    /// What plays when recording starts (on answer for `Always` users, on
+    /// the shortcode for `OnDemand` users): `None` (default), `Beep` (a
+    /// 1400 Hz beep of half a second) or `Prompt` (the `prompt` file).
+    #[serde(default)]
+    pub mode: AnnouncementMode,
+    /// The spoken prompt for `Prompt` mode: a key of a ConfigMap in the
+    /// policy's namespace holding a WAV or MP3 file (in `binaryData`), at
+    /// most 60 seconds. It is converted to 8 kHz mono for the call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<PromptRef>,
+    /// Who hears announcements: `Both` parties (default) or only the
+    /// `FarEnd`, the party that is not the recorded policy user.
+    #[serde(default)]
+    pub to: AnnouncementTarget,
+    /// Seconds between reminder beeps (1400 Hz, 0.2 s) while a call is
+    /// recorded; 0 (default) for none, otherwise at least 5.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(range(min = 0, max = 3600))]
+    #[x_kube(validation = Rule::new("self == 0 || self >= 5").message("announcement.periodicBeepSeconds must be 0 (off) or at least 5"))]
+    pub periodic_beep_seconds: i32,
+    /// Play two short 700 Hz tones when an `OnDemand` user stops recording.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stop_tone: bool,
+}
+
+fn is_zero(v: &i32) -> bool {
+    *v == 0
+}
+
+impl AnnouncementSpec {
+    /// Whether nothing is ever played.
+    pub fn is_off(&self) -> bool {
+        self.mode == AnnouncementMode::None && self.periodic_beep_seconds == 0 && !self.stop_tone
+    }
+}
+
+/// What plays when recording starts.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AnnouncementMode {
+    /// Nothing.
+    #[default]
+    None,
+    /// A beep.
+    Beep,
+    /// The prompt file.
+    Prompt,
+}
+
+/// Who hears announcements.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AnnouncementTarget {
+    /// Only the party that is not the recorded policy user.
+    FarEnd,
+    /// Both parties.
+    #[default]
+    Both,
+}
+
+/// A key of a ConfigMap in the policy's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PromptRef {
+    /// The ConfigMap's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub config_map: String,
+    /// The key holding the file, e.g. `prompt.wav`.
+    #[schemars(length(min = 1, max = 253))]
+    #[schemars(regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
 }
 
 /// What a recording holds while it is paused.

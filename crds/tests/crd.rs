@@ -206,7 +206,7 @@ fn cel_rules_compile_stay_in_scope_and_within_cost_budget() {
             rules += 1;
         }
     });
-    assert_eq!(rules, 5, "every CEL rule of the CRD was analysed");
+    assert_eq!(rules, 7, "every CEL rule of the CRD was analysed");
 }
 
 fn yaml_files(dir: &Path) -> Vec<PathBuf> {
@@ -275,6 +275,12 @@ const REFUSALS: &[(&str, ViolationSource, &str, &str)] = &[
         "must be an IP address",
     ),
     (
+        "announcement-prompt-missing",
+        ViolationSource::Rule,
+        "prompt",
+        "needs announcement.prompt",
+    ),
+    (
         "default-ondemand-without-shortcode",
         ViolationSource::Rule,
         "users",
@@ -315,6 +321,12 @@ const REFUSALS: &[(&str, ViolationSource, &str, &str)] = &[
         ViolationSource::Rule,
         "sources",
         "must be CIDRs",
+    ),
+    (
+        "periodic-beep-too-short",
+        ViolationSource::Rule,
+        "periodicBeepSeconds",
+        "must be 0 (off) or at least 5",
     ),
     (
         "retention-above-maximum",
@@ -410,6 +422,16 @@ fn a_fixed_invalid_sample_is_accepted() {
             "mode: OnDemand\n      shortcode: \"*1\"",
         ),
         ("rtp-range-inverted", "min: 31000", "min: 29000"),
+        (
+            "announcement-prompt-missing",
+            "mode: Prompt",
+            "mode: Prompt\n    prompt: {configMap: prompts, key: prompt.wav}",
+        ),
+        (
+            "periodic-beep-too-short",
+            "periodicBeepSeconds: 2",
+            "periodicBeepSeconds: 5",
+        ),
     ];
     for (name, from, to) in mend {
         let text =

@@ -11,8 +11,9 @@ pub const CLUSTER: &[(&str, &str, &str)] = &[
     ("list", "earshot.io", "recordingpolicies"),
     ("watch", "earshot.io", "recordingpolicies"),
     ("patch", "earshot.io", "recordingpolicies/status"),
-    // dereference: the storage credentials.
+    // dereference: the storage credentials and the announcement prompt.
     ("get", "", "secrets"),
+    ("get", "", "configmaps"),
     // apply: the recorder's objects (watched because the controller owns them).
     ("list", "", "configmaps"),
     ("watch", "", "configmaps"),

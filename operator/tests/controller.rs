@@ -495,6 +495,116 @@ async fn a_missing_secret_says_so_and_requeues() {
     ));
 }
 
+fn with_prompt(mut p: RecordingPolicy) -> RecordingPolicy {
+    p.spec.announcement = serde_json::from_value(json!({
+        "mode": "Prompt", "prompt": {"configMap": "prompts", "key": "notice.wav"}, "to": "FarEnd"
+    }))
+    .unwrap();
+    p
+}
+
+#[tokio::test]
+async fn a_missing_prompt_changes_nothing_and_says_so() {
+    let storage = Arc::new(FakeStorage::default());
+    let (ctx, handle) = mk_ctx(storage.clone());
+    // The ConfigMap exists but holds another key: as good as missing.
+    let steps = vec![
+        expect("GET", "/api/v1/namespaces/acme/configmaps/prompts", |_| {
+            Some(
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "prompts", "namespace": "acme"},
+                        "binaryData": {"other.wav": "UklGRg=="}}),
+            )
+        }),
+        event("PromptMissing"),
+        expect(
+            "PATCH",
+            "/apis/earshot.io/v1alpha1/namespaces/acme/recordingpolicies/office/status",
+            |b| {
+                let rec = condition(&b, "RecorderAvailable");
+                assert_eq!(
+                    (rec["status"].as_str(), rec["reason"].as_str()),
+                    (Some("False"), Some("PromptMissing"))
+                );
+                assert!(rec["message"].as_str().unwrap().contains(
+                    "ConfigMap prompts with key notice.wav named in spec.announcement.prompt does not exist"
+                ));
+                assert_eq!(condition(&b, "Ready")["status"], "False");
+                None
+            },
+        ),
+    ];
+    let server = tokio::spawn(serve(handle, steps));
+    let policy = Arc::new(with_prompt(mk_policy(30, users_a())));
+    let err = reconcile(policy.clone(), ctx.clone()).await.unwrap_err();
+    assert!(matches!(err, Error::PromptMissing { .. }));
+    assert_eq!(
+        error_policy(policy, &err, ctx.clone()),
+        Action::requeue(Duration::from_secs(30))
+    );
+    server.await.unwrap();
+    assert!(storage.calls.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_prompt_is_mounted_into_the_recorder() {
+    let storage = Arc::new(FakeStorage::default());
+    let (ctx, handle) = mk_ctx(storage.clone());
+    let mut steps = vec![
+        expect("GET", "/api/v1/namespaces/acme/configmaps/prompts", |_| {
+            Some(
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "prompts", "namespace": "acme"},
+                        "binaryData": {"notice.wav": "UklGRg=="}}),
+            )
+        }),
+        expect("GET", "/api/v1/namespaces/acme/secrets/s3", |_| {
+            Some(secret())
+        }),
+    ];
+    let mut workload = workload_steps();
+    workload[1] = expect(
+        "PATCH",
+        "/apis/apps/v1/namespaces/acme/deployments/earshot-office",
+        |b| {
+            let pod = &b["spec"]["template"]["spec"];
+            assert_eq!(
+                pod["volumes"][2],
+                json!({"name": "announcement", "configMap": {"name": "prompts", "items": [{"key": "notice.wav", "path": "notice.wav"}]}})
+            );
+            assert_eq!(
+                pod["containers"][0]["volumeMounts"][2]["mountPath"],
+                "/etc/earshot-prompt"
+            );
+            with_ready_replicas(b)
+        },
+    );
+    workload[0] = expect(
+        "PATCH",
+        "/api/v1/namespaces/acme/configmaps/earshot-office",
+        |b| {
+            let cfg = b["data"]["recorder.yaml"].as_str().unwrap();
+            assert!(
+                cfg.contains("prompt: /etc/earshot-prompt/notice.wav"),
+                "{cfg}"
+            );
+            assert!(cfg.contains("to: FarEnd"), "{cfg}");
+            None
+        },
+    );
+    steps.extend(workload);
+    steps.push(expect(
+        "PATCH",
+        "/apis/earshot.io/v1alpha1/namespaces/acme/recordingpolicies/office/status",
+        |b| {
+            assert_eq!(condition(&b, "Ready")["status"], "True");
+            None
+        },
+    ));
+    let server = tokio::spawn(serve(handle, steps));
+    let policy = Arc::new(with_prompt(mk_policy(30, users_a())));
+    reconcile(policy, ctx).await.unwrap();
+    server.await.unwrap();
+}
+
 #[tokio::test]
 async fn a_deleted_policy_touches_nothing_and_storage_is_left_alone() {
     let storage = Arc::new(FakeStorage::default());

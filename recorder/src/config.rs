@@ -302,6 +302,8 @@ pub struct Config {
     pub peers: Vec<(PeerConfig, Vec<IpNet>)>,
     /// Announcements, with the prompt decoded.
     pub announcement: AnnouncementConfig,
+    /// What was wrong but not fatal (logged at every load).
+    pub warnings: Vec<String>,
 }
 
 fn invalid(path: &Path, field: impl Into<String>, message: impl Into<String>) -> ConfigError {
@@ -328,6 +330,7 @@ fn prompt_path(config: &Path, a: &AnnouncementFileConfig) -> Option<PathBuf> {
 fn announcement(
     path: &Path,
     a: &AnnouncementFileConfig,
+    warnings: &mut Vec<String>,
 ) -> Result<AnnouncementConfig, ConfigError> {
     if a.periodic_beep_seconds != 0 && a.periodic_beep_seconds < 5 {
         return Err(invalid(
@@ -347,10 +350,18 @@ fn announcement(
                 "mode Prompt needs a prompt file",
             ));
         }
+        // A prompt that cannot be used must not stop recording: the parties
+        // hear the beep instead and the error is logged at every load.
         (AnnounceModeName::Prompt, Some(_)) => match prompt_path(path, a) {
-            Some(file) => Some(
-                crate::prompt::load(&file).map_err(|e| invalid(path, "announcement.prompt", e))?,
-            ),
+            Some(file) => match crate::prompt::load(&file) {
+                Ok(samples) => Some(samples),
+                Err(e) => {
+                    warnings.push(format!(
+                        "announcement.prompt: {e}; the beep is played instead"
+                    ));
+                    None
+                }
+            },
             None => None,
         },
         _ => None,
@@ -551,13 +562,15 @@ impl Config {
                 },
             );
         }
-        let announcement = announcement(path, &file.announcement)?;
+        let mut warnings = Vec::new();
+        let announcement = announcement(path, &file.announcement, &mut warnings)?;
         Ok(Config {
             file,
             advertised,
             users,
             peers,
             announcement,
+            warnings,
         })
     }
 
@@ -670,6 +683,14 @@ users:
             ),
             (GOOD.replace("sip:", "sipp:"), "unknown field `sipp`"),
             (
+                format!("{GOOD}announcement: {{ mode: Beep, periodicBeepSeconds: 3 }}\n"),
+                "announcement.periodicBeepSeconds: 3 is neither 0 (off) nor at least 5",
+            ),
+            (
+                format!("{GOOD}announcement: {{ mode: Prompt }}\n"),
+                "announcement.prompt: mode Prompt needs a prompt file",
+            ),
+            (
                 GOOD.replace("127.0.0.1:5060", "0.0.0.0:5060"),
                 "advertisedAddress: required",
             ),
@@ -678,5 +699,51 @@ users:
             let err = parse(&text).expect_err(words).to_string();
             assert!(err.contains(words), "{err:?} should contain {words:?}");
         }
+    }
+
+    #[test]
+    fn prompt_is_decoded_relative_to_the_config_and_a_bad_one_falls_back_to_the_beep() {
+        let dir = std::env::temp_dir().join(format!("earshot-prompt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // 0.25 s of 16 kHz mono silence as a WAV file.
+        let n = 4000u32;
+        let mut wav = Vec::new();
+        wav.extend_from_slice(b"RIFF");
+        wav.extend_from_slice(&(36 + n * 2).to_le_bytes());
+        wav.extend_from_slice(b"WAVEfmt ");
+        wav.extend_from_slice(&16u32.to_le_bytes());
+        wav.extend_from_slice(&1u16.to_le_bytes());
+        wav.extend_from_slice(&1u16.to_le_bytes());
+        wav.extend_from_slice(&16_000u32.to_le_bytes());
+        wav.extend_from_slice(&32_000u32.to_le_bytes());
+        wav.extend_from_slice(&2u16.to_le_bytes());
+        wav.extend_from_slice(&16u16.to_le_bytes());
+        wav.extend_from_slice(b"data");
+        wav.extend_from_slice(&(n * 2).to_le_bytes());
+        wav.resize(wav.len() + (n * 2) as usize, 0);
+        std::fs::write(dir.join("prompt.wav"), &wav).unwrap();
+        std::fs::write(dir.join("broken.wav"), b"RIFF nonsense").unwrap();
+        let text = format!(
+            "{GOOD}announcement: {{ mode: Prompt, prompt: prompt.wav, to: FarEnd, periodicBeepSeconds: 10, stopTone: true }}\n"
+        );
+        let path = dir.join("recorder.yaml");
+        let c = Config::parse(&path, &text).unwrap();
+        assert_eq!(c.announcement.prompt.as_ref().map(|p| p.len()), Some(2000));
+        assert_eq!(c.announcement.to, AnnounceTo::FarEnd);
+        assert_eq!(c.announcement.periodic, Some(Duration::from_secs(10)));
+        assert!(c.announcement.stop_tone);
+        assert_eq!(c.watched_files(&path), [dir.join("prompt.wav")]);
+        assert!(c.warnings.is_empty());
+
+        let c = Config::parse(&path, &text.replace("prompt.wav", "broken.wav")).unwrap();
+        assert!(c.announcement.prompt.is_none());
+        assert_eq!(c.announcement.mode, AnnounceMode::Prompt);
+        assert!(
+            c.warnings[0].contains("broken.wav")
+                && c.warnings[0].contains("the beep is played instead"),
+            "{:?}",
+            c.warnings
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

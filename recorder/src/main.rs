@@ -49,6 +49,9 @@ fn main() -> anyhow::Result<()> {
         }
     };
     if cli.check {
+        for w in &config.warnings {
+            eprintln!("earshot-recorder: warning: {w}");
+        }
         println!(
             "{}: ok ({} users, {} peers, {} RTP port pairs)",
             cli.config.display(),

@@ -318,6 +318,9 @@ pub async fn bind(config_path: PathBuf, config: Config) -> anyhow::Result<Server
         users = config.users.len(),
         "recorder listening"
     );
+    for w in &config.warnings {
+        tracing::error!("{w}");
+    }
     Ok(Server {
         shared,
         config_path,
@@ -639,6 +642,9 @@ async fn watch_config(shared: Arc<Shared>, path: PathBuf, mut files: Vec<PathBuf
                 *shared.recording.write().unwrap_or_else(|e| e.into_inner()) =
                     crate::recording::Settings::from_config(&cfg.file.recording);
                 lock(&shared.metrics).reload(true);
+                for w in &cfg.warnings {
+                    tracing::error!("{w}");
+                }
                 tracing::info!(
                     users = cfg.users.len(),
                     peers = cfg.peers.len(),

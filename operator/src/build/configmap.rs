@@ -4,7 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use earshot_crds::{ChannelLayout, PauseBehaviour, RecordingMode, SipTransport};
+use earshot_crds::{
+    AnnouncementMode, AnnouncementTarget, ChannelLayout, PauseBehaviour, RecordingMode,
+    SipTransport,
+};
 use k8s_openapi::api::core::v1::ConfigMap;
 use serde_json::{Value, json};
 
@@ -15,6 +18,11 @@ pub const CONFIG_FILE: &str = "recorder.yaml";
 
 /// Spool directory inside the recorder pod.
 pub const SPOOL_DIR: &str = "/var/spool/earshot";
+
+/// Where the announcement prompt's ConfigMap is mounted in the recorder pod
+/// (a volume of its own, so the kubelet updates the file in place and the
+/// recorder reloads it).
+pub const PROMPT_DIR: &str = "/etc/earshot-prompt";
 
 fn transport(t: SipTransport) -> &'static str {
     match t {
@@ -86,6 +94,23 @@ pub fn recorder_config(v: &Validated) -> Value {
     });
     if let Some(code) = &spec.default_shortcode {
         config["defaultShortcode"] = json!(code);
+    }
+    let a = &spec.announcement;
+    if !a.is_off() {
+        let mut announcement = json!({
+            "mode": match a.mode {
+                AnnouncementMode::None => "None",
+                AnnouncementMode::Beep => "Beep",
+                AnnouncementMode::Prompt => "Prompt",
+            },
+            "to": match a.to { AnnouncementTarget::FarEnd => "FarEnd", AnnouncementTarget::Both => "Both" },
+            "periodicBeepSeconds": a.periodic_beep_seconds,
+            "stopTone": a.stop_tone,
+        });
+        if let (AnnouncementMode::Prompt, Some(p)) = (a.mode, &a.prompt) {
+            announcement["prompt"] = json!(format!("{PROMPT_DIR}/{}", p.key));
+        }
+        config["announcement"] = announcement;
     }
     // Pod mode advertises the pod IP and host mode the node IP, both given to
     // the container in EARSHOT_ADVERTISED_ADDRESS; an explicit address wins.

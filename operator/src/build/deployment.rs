@@ -4,11 +4,11 @@
 //! termination grace period. Config changes do not touch the pod template
 //! (the recorder reloads its mounted file), so they roll nothing.
 
-use earshot_crds::{NetworkMode, SipTransport};
+use earshot_crds::{AnnouncementMode, NetworkMode, SipTransport};
 use k8s_openapi::api::apps::v1::Deployment;
 use serde_json::json;
 
-use super::configmap::{CONFIG_FILE, SPOOL_DIR};
+use super::configmap::{CONFIG_FILE, PROMPT_DIR, SPOOL_DIR};
 use super::{Validated, labels, meta, object_name};
 
 /// The recorder Deployment.
@@ -67,6 +67,21 @@ pub fn build_deployment(v: &Validated) -> Deployment {
             {"name": "spool", "emptyDir": {"sizeLimit": v.operator.spool_size}},
         ],
     });
+    let a = &v.policy.spec.announcement;
+    if let (AnnouncementMode::Prompt, Some(p)) = (a.mode, &a.prompt) {
+        // Only the prompt's key, not the whole ConfigMap.
+        pod_spec["volumes"]
+            .as_array_mut()
+            .expect("volumes")
+            .push(json!({
+                "name": "announcement",
+                "configMap": {"name": p.config_map, "items": [{"key": p.key, "path": p.key}]},
+            }));
+        pod_spec["containers"][0]["volumeMounts"]
+            .as_array_mut()
+            .expect("mounts")
+            .push(json!({"name": "announcement", "mountPath": PROMPT_DIR, "readOnly": true}));
+    }
     if host {
         pod_spec["hostNetwork"] = json!(true);
         pod_spec["dnsPolicy"] = json!("ClusterFirstWithHostNet");

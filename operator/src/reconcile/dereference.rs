@@ -1,7 +1,9 @@
 //! Step 1 of the reconcile pipeline, **client required**: the storage
-//! credentials from the Secret the policy names.
+//! credentials from the Secret the policy names, and the announcement
+//! prompt's ConfigMap.
 
-use k8s_openapi::api::core::v1::Secret;
+use earshot_crds::AnnouncementMode;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Api;
 
 use super::Error;
@@ -36,4 +38,37 @@ pub async fn storage_target(secrets: &Api<Secret>, v: &Validated) -> Result<S3Ta
         access_key_id: value(&keys.access_key_id_key)?,
         secret_access_key: value(&keys.secret_access_key_key)?,
     })
+}
+
+/// Checks that the prompt of `Prompt` announcements exists, so the recorder
+/// pods (which mount it) can start.
+pub async fn prompt(configmaps: &Api<ConfigMap>, v: &Validated) -> Result<(), Error> {
+    let a = &v.policy.spec.announcement;
+    let (AnnouncementMode::Prompt, Some(p)) = (a.mode, &a.prompt) else {
+        return Ok(());
+    };
+    let cm = configmaps
+        .get_opt(&p.config_map)
+        .await
+        .map_err(|source| Error::Kube {
+            what: format!("get ConfigMap {}", p.config_map),
+            source,
+        })?
+        .ok_or_else(|| Error::PromptMissing {
+            config_map: p.config_map.clone(),
+            key: p.key.clone(),
+        })?;
+    let has = cm
+        .binary_data
+        .as_ref()
+        .is_some_and(|d| d.contains_key(&p.key))
+        || cm.data.as_ref().is_some_and(|d| d.contains_key(&p.key));
+    if has {
+        Ok(())
+    } else {
+        Err(Error::PromptMissing {
+            config_map: p.config_map.clone(),
+            key: p.key.clone(),
+        })
+    }
 }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use earshot_crds::RecordingPolicy;
-use k8s_openapi::api::core::v1::{ObjectReference, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
@@ -88,6 +88,16 @@ pub enum Error {
         /// The key.
         key: String,
     },
+    /// The announcement prompt's ConfigMap or key is missing.
+    #[error(
+        "ConfigMap {config_map} with key {key} named in spec.announcement.prompt does not exist in the policy's namespace"
+    )]
+    PromptMissing {
+        /// The ConfigMap.
+        config_map: String,
+        /// The key.
+        key: String,
+    },
     /// The object store refused or could not be reached.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -100,6 +110,7 @@ impl Error {
             Error::Kube { .. } => "kubernetes",
             Error::Invalid(_) => "invalid_spec",
             Error::SecretMissing(_) | Error::SecretKeyMissing { .. } => "secret",
+            Error::PromptMissing { .. } => "prompt",
             Error::Storage(e) if e.transient() => "storage_unavailable",
             Error::Storage(_) => "storage",
         }
@@ -112,6 +123,7 @@ impl Error {
             Error::Invalid(i) => i.reason(),
             Error::SecretMissing(_) => "SecretMissing",
             Error::SecretKeyMissing { .. } => "SecretKeyMissing",
+            Error::PromptMissing { .. } => "PromptMissing",
             Error::Storage(StorageError::Denied { .. }) => "AccessDenied",
             Error::Storage(StorageError::NoBucket(_)) => "BucketMissing",
             Error::Storage(StorageError::Unreachable { .. }) => "StorageUnreachable",
@@ -197,7 +209,21 @@ async fn reconcile_inner(policy: &RecordingPolicy, ctx: &Context) -> Result<Acti
         }
     };
 
-    // dereference — client.
+    // dereference — client. Without its prompt the recorder pods could not
+    // start: nothing is applied, the recorders already running stay as they are.
+    let configmaps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+    if let Err(e) = dereference::prompt(&configmaps, &v).await {
+        if let Error::PromptMissing { .. } = e {
+            event(ctx, policy, true, e.reason(), e.to_string()).await;
+            let o = observed(
+                Check::failed(e.reason(), e.to_string()),
+                Check::unknown("PromptMissing", "not checked until the prompt exists"),
+                Check::unknown("PromptMissing", "not changed until the prompt exists"),
+            );
+            patch_status(&policies, &name, &build_status(prev, &o, (ctx.now)())).await?;
+        }
+        return Err(e);
+    }
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let target = match dereference::storage_target(&secrets, &v).await {
         Ok(t) => Some(t),
@@ -340,7 +366,7 @@ pub fn error_policy(policy: Arc<RecordingPolicy>, error: &Error, ctx: Arc<Contex
     };
     match error {
         Error::Invalid(_) => Action::await_change(),
-        Error::SecretMissing(_) | Error::SecretKeyMissing { .. } => {
+        Error::SecretMissing(_) | Error::SecretKeyMissing { .. } | Error::PromptMissing { .. } => {
             Action::requeue(backoff(Duration::from_secs(30), n))
         }
         Error::Storage(e) if !e.transient() => Action::requeue(backoff(Duration::from_secs(60), n)),

@@ -1216,8 +1216,9 @@ impl Recorder {
             }
             let kind = match mode {
                 AnnounceMode::None => return,
-                AnnounceMode::Beep => Kind::Beep,
-                AnnounceMode::Prompt => Kind::Prompt,
+                AnnounceMode::Prompt if self.cfg.announcement.prompt.is_some() => Kind::Prompt,
+                // No usable prompt: the beep still tells the parties.
+                AnnounceMode::Beep | AnnounceMode::Prompt => Kind::Beep,
             };
             self.announce(now, cid, kind, &receivers);
         } else if let Some(side) = stopped_by {
@@ -1236,7 +1237,7 @@ impl Recorder {
             Kind::Beep => self.clips.beep.clone(),
             Kind::Prompt => match &self.cfg.announcement.prompt {
                 Some(p) => p.clone(),
-                None => self.clips.beep.clone(),
+                None => return,
             },
             Kind::PeriodicBeep => self.clips.periodic.clone(),
             Kind::StopTone => self.clips.stop.clone(),
