@@ -33,6 +33,7 @@ pub struct Shared {
     spool: PathBuf,
     recording: crate::recording::SettingsHandle,
     ready: AtomicBool,
+    timer_wake: tokio::sync::Notify,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -54,11 +55,19 @@ fn drain(rec: &mut Recorder) -> Vec<Output> {
 impl Shared {
     /// Runs `f` on the core, then carries out what it produced.
     fn with_core<R>(self: &Arc<Self>, f: impl FnOnce(&mut Recorder) -> R) -> R {
-        let (r, outs) = {
+        let (r, outs, sooner) = {
             let mut rec = lock(&self.rec);
+            let before = rec.next_timeout();
             let r = f(&mut rec);
-            (r, drain(&mut rec))
+            let after = rec.next_timeout();
+            let sooner = after.is_some_and(|a| before.is_none_or(|b| a < b));
+            (r, drain(&mut rec), sooner)
         };
+        if sooner {
+            // A timer earlier than the timer task sleeps for (an announcement
+            // starting now): wake it.
+            self.timer_wake.notify_one();
+        }
         self.dispatch(outs);
         r
     }
@@ -309,6 +318,7 @@ pub async fn bind(config_path: PathBuf, config: Config) -> anyhow::Result<Server
         spool: config.file.spool.dir.clone(),
         recording: dispatcher.settings(),
         ready: AtomicBool::new(false),
+        timer_wake: tokio::sync::Notify::new(),
     });
     tracing::info!(
         sip = %config.file.sip.listen,
@@ -412,7 +422,10 @@ impl Server {
                     let wake = next
                         .unwrap_or(now + Duration::from_millis(20))
                         .clamp(now, now + Duration::from_millis(20));
-                    tokio::time::sleep_until(wake.into()).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(wake.into()) => {}
+                        _ = shared.timer_wake.notified() => {}
+                    }
                     let now = Instant::now();
                     shared.with_core(|rec| rec.handle_timeout(now));
                 }

@@ -147,6 +147,22 @@ impl RecorderProcess {
         env: &[(&str, &str)],
         rtp_ports: u16,
     ) -> Self {
+        Self::start_configured(binary, dir, next_hop, users, storage, env, rtp_ports, "")
+    }
+
+    /// Like [`start_sized`](Self::start_sized), with more top-level YAML
+    /// appended to the config (e.g. an `announcement:` section).
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_configured(
+        binary: &Path,
+        dir: &Path,
+        next_hop: SocketAddr,
+        users: &[TestUser],
+        storage: Option<&str>,
+        env: &[(&str, &str)],
+        rtp_ports: u16,
+        extra_yaml: &str,
+    ) -> Self {
         // SIP, HTTP, then the RTP/RTCP ports (510 by default: 127 concurrent calls).
         let base = free_ports(rtp_ports + 2);
         let sip = SocketAddr::from(([127, 0, 0, 1], base));
@@ -169,7 +185,7 @@ impl RecorderProcess {
         std::fs::write(
             &config,
             format!(
-                "sip: {{ listen: \"{sip}\" }}\nadvertisedAddress: 127.0.0.1\nrtp: {{ bind: 127.0.0.1, portMin: {}, portMax: {} }}\nhttp: {{ listen: \"{http}\" }}\npeers:\n  - {{ name: sipp, sources: [\"127.0.0.1/32\"], nextHop: \"{next_hop}\" }}\nusers:\n{users_yaml}events: {{ path: \"{}\" }}\nshutdownGrace: 30s\nspool: {{ dir: \"{}\" }}\nstorage: {}\n",
+                "sip: {{ listen: \"{sip}\" }}\nadvertisedAddress: 127.0.0.1\nrtp: {{ bind: 127.0.0.1, portMin: {}, portMax: {} }}\nhttp: {{ listen: \"{http}\" }}\npeers:\n  - {{ name: sipp, sources: [\"127.0.0.1/32\"], nextHop: \"{next_hop}\" }}\nusers:\n{users_yaml}events: {{ path: \"{}\" }}\nshutdownGrace: 30s\nspool: {{ dir: \"{}\" }}\nstorage: {}\n{extra_yaml}",
                 base + 2,
                 base + 1 + rtp_ports,
                 events.display(),

@@ -333,3 +333,75 @@ mod tests {
         assert_eq!(s.packets.last().unwrap().at, Duration::from_millis(220));
     }
 }
+
+/// A tcpdump capturing UDP on the loopback interface into a file, stopped
+/// (and its file read back) by [`Tcpdump::stop`] or on drop.
+pub struct Tcpdump {
+    child: Option<std::process::Child>,
+    file: std::path::PathBuf,
+}
+
+impl Tcpdump {
+    /// Starts capturing packets matching `filter` (tcpdump syntax) into
+    /// `file`; returns once tcpdump is listening.
+    pub fn start(file: &Path, filter: &str) -> Tcpdump {
+        crate::require("tcpdump");
+        let log = file.with_extension("log");
+        let child = std::process::Command::new("tcpdump")
+            .args([
+                "-i",
+                "lo",
+                "-n",
+                "-U",
+                "-B",
+                "16384",
+                "--time-stamp-precision=nano",
+                "-w",
+            ])
+            .arg(file)
+            .arg(filter)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("tcpdump log"))
+            .spawn()
+            .expect("start tcpdump");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("listening on")
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "tcpdump did not start: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Tcpdump {
+            child: Some(child),
+            file: file.to_owned(),
+        }
+    }
+
+    /// Stops the capture and returns what it captured.
+    pub fn stop(mut self) -> Vec<Captured> {
+        self.kill();
+        read_udp(&self.file).expect("read capture")
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SIGINT lets tcpdump flush the file.
+            let _ = std::process::Command::new("kill")
+                .arg("-INT")
+                .arg(c.id().to_string())
+                .status();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Tcpdump {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -43,6 +43,38 @@ pub fn setup(name: &str, users: &[TestUser]) -> Setup {
     setup_with(name, users, None, &[])
 }
 
+/// A setup whose recorder config gets `extra_yaml` (top-level sections) and
+/// whose directory first gets `files` (name, bytes), e.g. a prompt.
+pub fn setup_extra(
+    name: &str,
+    users: &[TestUser],
+    extra_yaml: &str,
+    files: &[(&str, &[u8])],
+) -> Setup {
+    earshot_tests::require("sipp");
+    let dir = TempDir::new(name);
+    for (file, bytes) in files {
+        std::fs::write(dir.path().join(file), bytes).unwrap();
+    }
+    let ports = free_ports(32);
+    let uas = SocketAddr::from(([127, 0, 0, 1], ports));
+    let recorder = RecorderProcess::start_configured(
+        Path::new(BINARY),
+        dir.path(),
+        uas,
+        users,
+        None,
+        &[],
+        510,
+        extra_yaml,
+    );
+    Setup {
+        dir,
+        recorder,
+        ports,
+    }
+}
+
 /// A setup whose recorder stores recordings as `storage` says (YAML), with extra environment.
 pub fn setup_with(
     name: &str,
