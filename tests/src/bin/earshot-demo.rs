@@ -42,12 +42,18 @@ fn main() {
             shortcode: None,
         },
     ];
-    println!("Starting earshot-recorder with a policy: 008 Always, 012 OnDemand (*5), 003 Never");
-    let recorder = RecorderProcess::start(
+    println!(
+        "Starting earshot-recorder with a policy: 008 Always, 012 OnDemand (*5), 003 Never; a beep tells both parties when recording starts"
+    );
+    let recorder = RecorderProcess::start_configured(
         &recorder_bin,
         &dir,
         SocketAddr::from(([127, 0, 0, 1], ports)),
         &users,
+        None,
+        &[],
+        510,
+        "announcement: { mode: Beep, to: Both }\n",
     );
     println!(
         "  SIP {}   metrics http://{}/metrics   events {}",
@@ -182,10 +188,17 @@ fn main() {
         );
     }
     let calls = events_of(&events, "call_started").len();
+    let beeps = events_of(&events, "announcement")
+        .iter()
+        .filter(|e| e["result"] == "played")
+        .count();
     println!();
     println!(
         "{calls} calls, {} recorded: 008 (Always) from answer to hang-up, 012 (On demand) between its two *5 presses; 003 (Never) not at all.",
         recordings.len()
+    );
+    println!(
+        "{beeps} beeps played inside the calls' audio when recording started (0.5 s, 1400 Hz, both parties); each recording starts with it."
     );
     println!("Each MP3 has a .json sidecar beside it (docs/recordings.md). Play one with:");
     if let Some((mp3, _)) = recordings.first() {
