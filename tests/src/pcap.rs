@@ -274,66 +274,6 @@ fn checksum(header: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn captures_read_back_and_delays_match_by_sequence() {
-        let dir = std::env::temp_dir().join(format!("earshot-pcap-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("s.pcap");
-        RtpStream::new(9).tone(440.0, 100).write(&path).unwrap();
-        let packets = read_udp(&path).unwrap();
-        assert_eq!(packets.len(), 5);
-        assert_eq!((packets[0].src_port, packets[0].dst_port), (5000, 6000));
-        // The same packets "relayed" 3 ms later from port 7000 to 8000.
-        let mut both = packets.clone();
-        for p in &packets {
-            both.push(Captured {
-                nanos: p.nanos + 3_000_000,
-                src_port: 7000,
-                dst_port: 8000,
-                payload: p.payload.clone(),
-            });
-        }
-        assert_eq!(relay_delays(&both, 9, 5000, 8000), vec![3_000_000; 5]);
-        assert!(
-            relay_delays(&both, 10, 5000, 8000).is_empty(),
-            "other SSRCs are not matched"
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn streams_have_continuous_sequence_and_timestamps() {
-        let s = RtpStream::new(7)
-            .tone(440.0, 100)
-            .key('*', 100)
-            .tone(440.0, 40);
-        // 5 audio, 4 + 3 event packets, 2 audio.
-        assert_eq!(s.len(), 14);
-        let seqs: Vec<u16> = s
-            .packets
-            .iter()
-            .map(|p| u16::from_be_bytes([p.rtp[2], p.rtp[3]]))
-            .collect();
-        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1));
-        let ts = |p: &Packet| u32::from_be_bytes([p.rtp[4], p.rtp[5], p.rtp[6], p.rtp[7]]);
-        assert_eq!(
-            ts(&s.packets[5]),
-            ts(&s.packets[10]),
-            "one timestamp per event"
-        );
-        assert_eq!(
-            ts(&s.packets[12]),
-            ts(&s.packets[4]) + 160 + 800,
-            "audio resumes after the event"
-        );
-        assert_eq!(s.packets.last().unwrap().at, Duration::from_millis(220));
-    }
-}
-
 /// A tcpdump capturing UDP on the loopback interface into a file, stopped
 /// (and its file read back) by [`Tcpdump::stop`] or on drop.
 pub struct Tcpdump {
@@ -403,5 +343,65 @@ impl Tcpdump {
 impl Drop for Tcpdump {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn captures_read_back_and_delays_match_by_sequence() {
+        let dir = std::env::temp_dir().join(format!("earshot-pcap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.pcap");
+        RtpStream::new(9).tone(440.0, 100).write(&path).unwrap();
+        let packets = read_udp(&path).unwrap();
+        assert_eq!(packets.len(), 5);
+        assert_eq!((packets[0].src_port, packets[0].dst_port), (5000, 6000));
+        // The same packets "relayed" 3 ms later from port 7000 to 8000.
+        let mut both = packets.clone();
+        for p in &packets {
+            both.push(Captured {
+                nanos: p.nanos + 3_000_000,
+                src_port: 7000,
+                dst_port: 8000,
+                payload: p.payload.clone(),
+            });
+        }
+        assert_eq!(relay_delays(&both, 9, 5000, 8000), vec![3_000_000; 5]);
+        assert!(
+            relay_delays(&both, 10, 5000, 8000).is_empty(),
+            "other SSRCs are not matched"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn streams_have_continuous_sequence_and_timestamps() {
+        let s = RtpStream::new(7)
+            .tone(440.0, 100)
+            .key('*', 100)
+            .tone(440.0, 40);
+        // 5 audio, 4 + 3 event packets, 2 audio.
+        assert_eq!(s.len(), 14);
+        let seqs: Vec<u16> = s
+            .packets
+            .iter()
+            .map(|p| u16::from_be_bytes([p.rtp[2], p.rtp[3]]))
+            .collect();
+        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1));
+        let ts = |p: &Packet| u32::from_be_bytes([p.rtp[4], p.rtp[5], p.rtp[6], p.rtp[7]]);
+        assert_eq!(
+            ts(&s.packets[5]),
+            ts(&s.packets[10]),
+            "one timestamp per event"
+        );
+        assert_eq!(
+            ts(&s.packets[12]),
+            ts(&s.packets[4]) + 160 + 800,
+            "audio resumes after the event"
+        );
+        assert_eq!(s.packets.last().unwrap().at, Duration::from_millis(220));
     }
 }
