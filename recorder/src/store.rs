@@ -162,6 +162,16 @@ impl Store {
         }
     }
 
+    /// The underlying object store (the console reads through it).
+    pub fn object_store(&self) -> Arc<dyn ObjectStore> {
+        self.inner.clone()
+    }
+
+    /// The key prefix, without slashes at either end (may be empty).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// The full key of a name under the prefix.
     pub fn key(&self, name: &str) -> String {
         if self.prefix.is_empty() {

@@ -89,16 +89,7 @@ impl Garage {
         .expect("layout assign");
         garage(&g.config, &["layout", "apply", "--version", "1"]).expect("layout apply");
         garage(&g.config, &["bucket", "create", bucket]).expect("bucket create");
-        let key = garage(&g.config, &["key", "create", "earshot-test"]).expect("key create");
-        let field = |name: &str| {
-            key.lines()
-                .find(|l| l.trim_start().starts_with(name))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_owned())
-                .unwrap_or_else(|| panic!("no {name} in: {key}"))
-        };
-        g.key_id = field("Key ID");
-        g.secret = field("Secret key");
+        (g.key_id, g.secret) = g.create_key("earshot-test");
         garage(
             &g.config,
             &[
@@ -115,6 +106,47 @@ impl Garage {
         .expect("bucket allow");
         g.wait_s3();
         g
+    }
+
+    fn create_key(&self, name: &str) -> (String, String) {
+        let key = garage(&self.config, &["key", "create", name]).expect("key create");
+        let field = |name: &str| {
+            key.lines()
+                .find(|l| l.trim_start().starts_with(name))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+                .unwrap_or_else(|| panic!("no {name} in: {key}"))
+        };
+        (field("Key ID"), field("Secret key"))
+    }
+
+    /// A new key that may only read the bucket: (key id, secret).
+    pub fn read_only_key(&self) -> (String, String) {
+        let (id, secret) = self.create_key("earshot-read-only");
+        garage(
+            &self.config,
+            &[
+                "bucket",
+                "allow",
+                "--read",
+                &self.bucket,
+                "--key",
+                "earshot-read-only",
+            ],
+        )
+        .expect("bucket allow --read");
+        (id, secret)
+    }
+
+    /// Writes an object (test fixtures).
+    pub fn put(&self, key: &str, bytes: Vec<u8>) {
+        let client = self.client();
+        Self::runtime().block_on(async {
+            client
+                .put(&ObjectPath::from(key), bytes.into())
+                .await
+                .expect("put object");
+        });
     }
 
     fn spawn(&mut self) {

@@ -671,3 +671,86 @@ pub fn sha256_hex(path: &Path) -> String {
         .unwrap_or_default()
         .to_owned()
 }
+
+/// Records real calls for suites that need recordings (the console's): a
+/// recorder with every caller of `calls` as an `Always` user and a
+/// filesystem store in `dir`, one SIPp callee, and one SIPp caller per call
+/// (from, to, talk ms; a 440 Hz caller and a 1 kHz callee), all at once.
+/// Returns the stored recordings (MP3 path, sidecar), oldest first.
+pub fn record_calls(
+    recorder: &Path,
+    dir: &Path,
+    calls: &[(&str, &str, u64)],
+) -> Vec<(PathBuf, serde_json::Value)> {
+    let mut users: Vec<TestUser> = Vec::new();
+    for (from, _, _) in calls {
+        if !users.iter().any(|u| u.extension == *from) {
+            users.push(TestUser {
+                extension: from,
+                mode: "Always",
+                shortcode: None,
+            });
+        }
+    }
+    std::fs::create_dir_all(dir).unwrap();
+    let ports = free_ports(8 + 8 * calls.len() as u16);
+    let rec = RecorderProcess::start(
+        recorder,
+        dir,
+        std::net::SocketAddr::from(([127, 0, 0, 1], ports)),
+        &users,
+    );
+    let longest = calls.iter().map(|c| c.2).max().unwrap_or(0);
+    let callee = dir.join("callee.pcap");
+    pcap::RtpStream::new(0xc0de_0002)
+        .tone(1000.0, longest)
+        .write(&callee)
+        .unwrap();
+    let mut uas = Sipp {
+        scenario: "uas.xml",
+        vars: vec![("PCAP", callee.display().to_string())],
+        args: vec!["-m".into(), calls.len().to_string()],
+        port: ports,
+        media_port: ports + 2,
+        control_port: ports + 6,
+    }
+    .spawn(dir, "uas");
+    std::thread::sleep(Duration::from_millis(300));
+    let mut uacs = Vec::new();
+    for (i, (from, to, talk)) in calls.iter().enumerate() {
+        let caller = dir.join(format!("caller-{i}.pcap"));
+        pcap::RtpStream::new(0xc0de_1000 + i as u32)
+            .tone(440.0, *talk)
+            .write(&caller)
+            .unwrap();
+        let base = ports + 8 + 8 * i as u16;
+        uacs.push(
+            Sipp {
+                scenario: "uac.xml",
+                vars: vec![
+                    ("FROM", from.to_string()),
+                    ("PCAP", caller.display().to_string()),
+                    ("TALK_MS", talk.to_string()),
+                ],
+                args: vec![
+                    "-rsa".into(),
+                    rec.sip.to_string(),
+                    "-s".into(),
+                    to.to_string(),
+                    "-m".into(),
+                    "1".into(),
+                    format!("127.0.0.1:{ports}"),
+                ],
+                port: base,
+                media_port: base + 2,
+                control_port: base + 6,
+            }
+            .spawn(dir, &format!("uac-{i}")),
+        );
+    }
+    for mut u in uacs {
+        u.wait_success(Duration::from_secs(60));
+    }
+    uas.wait_success(Duration::from_secs(20));
+    rec.wait_recordings(calls.len(), Duration::from_secs(30))
+}

@@ -1,0 +1,631 @@
+//! The console's web page: the recordings report, newest first, with
+//! filters, an audio player per row (streamed through the console with
+//! HTTP Range support so seeking works), downloads of one MP3, of the
+//! selected rows or of a whole day as a ZIP streamed while it is built.
+//! Server-rendered HTML, no JavaScript. Nothing here writes to the store.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures::StreamExt;
+use maud::{DOCTYPE, Markup, html};
+use object_store::GetRange;
+use serde::Deserialize;
+
+use crate::catalog::{Catalog, CatalogError, Filter, PAGE, Recording, valid_id};
+use crate::metrics::Metrics;
+use crate::zip::{ZipWriter, dos_time};
+
+/// What every handler shares.
+pub struct App {
+    /// The policy's recordings.
+    pub catalog: Arc<Catalog>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Shown in the page title: the policy's storage prefix.
+    pub title: String,
+}
+
+/// Headers an authenticating proxy sets to the signed-in user.
+const IDENTITY_HEADERS: [&str; 3] = ["x-forwarded-user", "x-auth-request-user", "x-remote-user"];
+
+fn who(headers: &HeaderMap) -> String {
+    IDENTITY_HEADERS
+        .iter()
+        .find_map(|h| headers.get(*h)?.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .unwrap_or("-")
+        .to_owned()
+}
+
+fn audit(action: &'static str, what: &str, headers: &HeaderMap, app: &App) {
+    app.metrics.access(action);
+    tracing::info!(
+        target: "earshot_console::audit",
+        action,
+        recording = what,
+        who = %who(headers),
+        "audit"
+    );
+}
+
+/// The console's routes (the page, audio, sidecars, ZIPs, health, metrics).
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/r/{y}/{m}/{d}/{file}", get(object))
+        .route("/zip", get(zip_day).post(zip_selected))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .with_state(app)
+}
+
+/// Only the health and metrics endpoints (the pod-network listener when the
+/// page itself listens on loopback).
+pub fn health_router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .with_state(app)
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.encode(),
+    )
+}
+
+/// Query of the page and of a day's ZIP.
+#[derive(Debug, Default, Deserialize)]
+pub struct ListQuery {
+    user: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    number: Option<String>,
+    status: Option<String>,
+    page: Option<usize>,
+    day: Option<String>,
+}
+
+fn nonempty(s: &Option<String>) -> Option<String> {
+    s.as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+fn is_day(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
+}
+
+impl ListQuery {
+    fn filter(&self) -> Result<Filter, String> {
+        let day = |s: Option<String>, what: &str| match s {
+            Some(d) if !is_day(&d) => Err(format!("{what} must be a date like 2026-12-02")),
+            other => Ok(other),
+        };
+        Ok(Filter {
+            user: nonempty(&self.user),
+            from: day(nonempty(&self.from), "from")?,
+            to: day(nonempty(&self.to), "to")?,
+            number: nonempty(&self.number),
+            complete: match self.status.as_deref() {
+                Some("complete") => Some(true),
+                Some("truncated") => Some(false),
+                _ => None,
+            },
+        })
+    }
+
+    fn with_page(&self, page: usize) -> String {
+        let mut q: Vec<(&str, String)> = Vec::new();
+        for (k, v) in [
+            ("user", &self.user),
+            ("from", &self.from),
+            ("to", &self.to),
+            ("number", &self.number),
+            ("status", &self.status),
+        ] {
+            if let Some(v) = nonempty(v) {
+                q.push((k, v));
+            }
+        }
+        q.push(("page", page.to_string()));
+        q.iter()
+            .map(|(k, v)| format!("{k}={}", encode(v)))
+            .collect::<Vec<_>>()
+            .join("&")
+    }
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                let hex = |c: u8| (c as char).to_digit(16);
+                match (hex(b[i + 1]), hex(b[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn error_page(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        page_shell(
+            "Earshot",
+            html! { p.error { (message) } p { a href="/" { "Back to the recordings" } } },
+        ),
+    )
+        .into_response()
+}
+
+fn store_error(e: CatalogError) -> Response {
+    match e {
+        CatalogError::NotFound(_) => error_page(StatusCode::NOT_FOUND, "No such recording."),
+        e => {
+            tracing::error!(error = %e, "cannot read the recordings store");
+            error_page(
+                StatusCode::BAD_GATEWAY,
+                "The recordings store cannot be read right now; try again shortly.",
+            )
+        }
+    }
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}\
+h1{font-size:1.4rem}table{border-collapse:collapse;width:100%;font-size:.9rem}\
+th,td{padding:.35rem .5rem;border-bottom:1px solid #ddd;text-align:left;vertical-align:middle}\
+th{background:#f4f4f4}tr.day td{background:#eef3fb;font-weight:600}\
+form.filters{display:flex;gap:.6rem;flex-wrap:wrap;align-items:end;margin-bottom:1rem}\
+form.filters label{display:flex;flex-direction:column;font-size:.8rem}\
+.error{color:#b00}.muted{color:#777}.truncated{color:#b60}audio{height:2rem;width:16rem}\
+nav{margin:1rem 0;display:flex;gap:1rem}";
+
+fn page_shell(title: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                title { (title) }
+                style { (STYLE) }
+            }
+            body { (body) }
+        }
+    }
+}
+
+fn clock(rfc3339: &str) -> &str {
+    rfc3339.get(11..19).unwrap_or("")
+}
+
+fn hms(seconds: Option<f64>) -> String {
+    match seconds {
+        Some(s) => {
+            let s = s.round() as u64;
+            format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+        }
+        None => "-".into(),
+    }
+}
+
+fn party(number: &str, name: &str) -> String {
+    if name.is_empty() || name == number {
+        number.to_owned()
+    } else {
+        format!("{name} {number}")
+    }
+}
+
+fn intervals(r: &Recording) -> String {
+    r.intervals()
+        .iter()
+        .map(|(from, to)| match to {
+            Some(t) => format!("{from:.1}–{t:.1} s"),
+            None => format!("{from:.1} s–"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+async fn index(
+    State(app): State<Arc<App>>,
+    Query(q): Query<ListQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let filter = match q.filter() {
+        Ok(f) => f,
+        Err(e) => return error_page(StatusCode::BAD_REQUEST, &e),
+    };
+    let page_no = q.page.unwrap_or(0);
+    let page = match app.catalog.page(&filter, page_no, PAGE).await {
+        Ok(p) => p,
+        Err(e) => return store_error(e),
+    };
+    audit("list", "-", &headers, &app);
+    let v = |s: &Option<String>| s.clone().unwrap_or_default();
+    let status = q.status.clone().unwrap_or_default();
+    // Each day's first row gets a heading row with the day's ZIP.
+    let mut last_day = String::new();
+    let rows: Vec<(&Arc<Recording>, Option<String>)> = page
+        .recordings
+        .iter()
+        .map(|r| {
+            let day = r.day();
+            let heading = (day != last_day).then(|| day.clone());
+            last_day = day;
+            (r, heading)
+        })
+        .collect();
+    let body = html! {
+        h1 { "Recordings " span.muted { (app.title) } }
+        form.filters method="get" action="/" {
+            label { "User (extension)" input name="user" value=(v(&q.user)) size="8"; }
+            label { "From" input type="date" name="from" value=(v(&q.from)); }
+            label { "To" input type="date" name="to" value=(v(&q.to)); }
+            label { "Caller or callee number" input name="number" value=(v(&q.number)) size="14"; }
+            label { "Status" select name="status" {
+                option value="" selected[status.is_empty()] { "all" }
+                option value="complete" selected[status == "complete"] { "complete" }
+                option value="truncated" selected[status == "truncated"] { "truncated" }
+            } }
+            button type="submit" { "Filter" }
+            a href="/" { "Clear" }
+        }
+        @if page.recordings.is_empty() {
+            p.muted { "No recordings match." }
+        } @else {
+            form method="post" action="/zip" {
+                table {
+                    thead { tr {
+                        th { "" } th { "Caller" } th { "Callee" } th { "Duration" } th { "Start" }
+                        th { "Answer" } th { "End" } th { "Recorded" } th { "Play" } th { "Download" }
+                    } }
+                    tbody {
+                        @for (r, heading) in &rows {
+                            @if let Some(day) = heading {
+                                tr.day { td colspan="10" {
+                                    (day) " — "
+                                    a href={ "/zip?day=" (day) "&" (q.with_page(0)) } { "download this day (ZIP)" }
+                                } }
+                            }
+                            tr data-id=(r.id) {
+                                td { input type="checkbox" name="id" value=(r.id) aria-label="select"; }
+                                td { (party(r.caller(), r.caller_name())) }
+                                td { (party(r.callee(), r.callee_name())) }
+                                td { (hms(r.duration())) }
+                                td { (clock(r.started())) }
+                                td { (clock(r.answered())) }
+                                td { (clock(r.ended())) }
+                                td { (intervals(r)) @if !r.complete() { " " span.truncated { "(truncated)" } } }
+                                td { audio controls preload="none" src={ "/r/" (r.id) ".mp3" } {} }
+                                td { a href={ "/r/" (r.id) ".mp3?download=1" } download { "MP3" } }
+                            }
+                        }
+                    }
+                }
+                p { button type="submit" { "Download selected (ZIP)" } }
+            }
+        }
+        nav {
+            @if page_no > 0 { a href={ "/?" (q.with_page(page_no - 1)) } { "← Newer" } }
+            @if page.more { a href={ "/?" (q.with_page(page_no + 1)) } { "Older →" } }
+        }
+        p.muted { "Recordings cannot be changed or deleted here; they expire with the policy's retention." }
+    };
+    page_shell(&format!("Recordings — {}", app.title), body).into_response()
+}
+
+/// A `Range: bytes=...` header as a store range (one range; several are
+/// answered with the whole object, as RFC 9110 allows).
+fn parse_range(h: &str) -> Option<GetRange> {
+    let spec = h.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    match (a.trim(), b.trim()) {
+        ("", n) => Some(GetRange::Suffix(n.parse().ok()?)),
+        (a, "") => Some(GetRange::Offset(a.parse().ok()?)),
+        (a, b) => {
+            let (a, b): (u64, u64) = (a.parse().ok()?, b.parse().ok()?);
+            (b >= a).then_some(GetRange::Bounded(a..b + 1))
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ObjectQuery {
+    download: Option<String>,
+}
+
+async fn object(
+    State(app): State<Arc<App>>,
+    Path((y, m, d, file)): Path<(String, String, String, String)>,
+    Query(q): Query<ObjectQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let (stem, ext) = match file.rsplit_once('.') {
+        Some((s, e)) if e == "mp3" || e == "json" => (s, e),
+        _ => return error_page(StatusCode::NOT_FOUND, "No such recording."),
+    };
+    let id = format!("{y}/{m}/{d}/{stem}");
+    if !valid_id(&id) {
+        return error_page(StatusCode::NOT_FOUND, "No such recording.");
+    }
+    if ext == "json" {
+        return match app.catalog.get(&id).await {
+            Ok(r) => {
+                audit("sidecar", &id, &headers, &app);
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    serde_json::to_vec_pretty(&r.sidecar).unwrap_or_default(),
+                )
+                    .into_response()
+            }
+            Err(e) => store_error(e),
+        };
+    }
+    let size = match app.catalog.mp3_size(&id).await {
+        Ok(s) => s,
+        Err(e) => return store_error(e),
+    };
+    let requested = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_range);
+    // Resolve the range against the size, so the response says which bytes it holds.
+    let span = match requested {
+        None => None,
+        Some(GetRange::Bounded(r)) => Some((r.start, r.end.min(size))),
+        Some(GetRange::Offset(a)) => Some((a, size)),
+        Some(GetRange::Suffix(n)) => Some((size.saturating_sub(n), size)),
+    };
+    if let Some((a, b)) = span
+        && (a >= size || a >= b)
+    {
+        return Response::builder()
+            .status(StatusCode::RANGE_NOT_SATISFIABLE)
+            .header(header::CONTENT_RANGE, format!("bytes */{size}"))
+            .body(Body::empty())
+            .unwrap_or_default();
+    }
+    let download = q.download.is_some();
+    if span.is_none_or(|(a, _)| a == 0) {
+        audit(
+            if download { "download" } else { "play" },
+            &id,
+            &headers,
+            &app,
+        );
+    }
+    let result = match app
+        .catalog
+        .mp3(&id, span.map(|(a, b)| GetRange::Bounded(a..b)))
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return store_error(e),
+    };
+    let (a, b) = span.unwrap_or((0, size));
+    let metrics = app.clone();
+    let stream = result.into_stream().map(move |chunk| {
+        if let Ok(c) = &chunk {
+            metrics.metrics.sent(c.len() as u64);
+        }
+        chunk
+    });
+    let mut resp = Response::builder()
+        .status(if span.is_some() {
+            StatusCode::PARTIAL_CONTENT
+        } else {
+            StatusCode::OK
+        })
+        .header(header::CONTENT_TYPE, "audio/mpeg")
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::CONTENT_LENGTH, b - a)
+        .header(header::CACHE_CONTROL, "private, max-age=3600");
+    if span.is_some() {
+        resp = resp.header(header::CONTENT_RANGE, format!("bytes {a}-{}/{size}", b - 1));
+    }
+    if download {
+        resp = resp.header(
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{stem}.mp3\""),
+        );
+    }
+    resp.body(Body::from_stream(stream)).unwrap_or_default()
+}
+
+/// The bytes of a ZIP of `recordings` (MP3 and sidecar each), produced as
+/// the store delivers them; at most a few chunks are held at a time.
+pub fn zip_stream(
+    catalog: Arc<Catalog>,
+    metrics: Arc<Metrics>,
+    recordings: Vec<Arc<Recording>>,
+) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(8);
+    tokio::spawn(async move {
+        let mut zip = ZipWriter::default();
+        for r in recordings {
+            let name = format!("{}/{}", r.day(), r.file_stem());
+            let time = dos_time(r.file_stem());
+            let result = match catalog.mp3(&r.id, None).await {
+                Ok(res) => res,
+                Err(e) => {
+                    tracing::error!(recording = %r.id, error = %e, "ZIP stopped: cannot read a recording");
+                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    return;
+                }
+            };
+            if tx
+                .send(Ok(zip.begin(&format!("{name}.mp3"), time).into()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let mut crc = crc32fast::Hasher::new();
+            let mut size = 0u64;
+            let mut body = result.into_stream();
+            while let Some(chunk) = body.next().await {
+                match chunk {
+                    Ok(c) => {
+                        crc.update(&c);
+                        size += c.len() as u64;
+                        metrics.sent(c.len() as u64);
+                        if tx.send(Ok(c)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(recording = %r.id, error = %e, "ZIP stopped: reading a recording failed");
+                        let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                        return;
+                    }
+                }
+            }
+            let mut tail = zip.end(crc.finalize(), size);
+            let json = serde_json::to_vec_pretty(&r.sidecar).unwrap_or_default();
+            tail.extend(zip.begin(&format!("{name}.json"), time));
+            tail.extend_from_slice(&json);
+            tail.extend(zip.end(crc32fast::hash(&json), json.len() as u64));
+            if tx.send(Ok(tail.into())).await.is_err() {
+                return;
+            }
+        }
+        let _ = tx.send(Ok(zip.finish().into())).await;
+    });
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) })
+}
+
+fn zip_response(app: Arc<App>, name: &str, recordings: Vec<Arc<Recording>>) -> Response {
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/zip")
+        .header(
+            header::CONTENT_DISPOSITION,
+            HeaderValue::from_str(&format!("attachment; filename=\"{name}.zip\""))
+                .unwrap_or(HeaderValue::from_static("attachment")),
+        )
+        .body(Body::from_stream(zip_stream(
+            app.catalog.clone(),
+            app.metrics.clone(),
+            recordings,
+        )))
+        .unwrap_or_default()
+}
+
+async fn zip_selected(State(app): State<Arc<App>>, headers: HeaderMap, body: String) -> Response {
+    let ids: Vec<String> = body
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| *k == "id")
+        .map(|(_, v)| decode(v))
+        .collect();
+    if ids.is_empty() {
+        return error_page(StatusCode::BAD_REQUEST, "Select at least one recording.");
+    }
+    let mut recordings = Vec::with_capacity(ids.len());
+    for id in &ids {
+        match app.catalog.get(id).await {
+            Ok(r) => recordings.push(r),
+            Err(e) => return store_error(e),
+        }
+    }
+    for r in &recordings {
+        audit("zip", &r.id, &headers, &app);
+    }
+    zip_response(app, &format!("recordings-{}", recordings.len()), recordings)
+}
+
+async fn zip_day(
+    State(app): State<Arc<App>>,
+    Query(q): Query<ListQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(day) = nonempty(&q.day).filter(|d| is_day(d)) else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "day must be a date like 2026-12-02",
+        );
+    };
+    let mut filter = match q.filter() {
+        Ok(f) => f,
+        Err(e) => return error_page(StatusCode::BAD_REQUEST, &e),
+    };
+    filter.from = Some(day.clone());
+    filter.to = Some(day.clone());
+    let recordings = match app.catalog.all(&filter).await {
+        Ok(r) => r,
+        Err(e) => return store_error(e),
+    };
+    for r in &recordings {
+        audit("zip", &r.id, &headers, &app);
+    }
+    zip_response(app, &format!("recordings-{day}"), recordings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-99"), Some(GetRange::Bounded(0..100)));
+        assert_eq!(parse_range("bytes=100-"), Some(GetRange::Offset(100)));
+        assert_eq!(parse_range("bytes=-500"), Some(GetRange::Suffix(500)));
+        assert_eq!(parse_range("bytes=5-1"), None);
+        assert_eq!(parse_range("bytes=0-1,5-6"), None);
+        assert_eq!(parse_range("items=0-1"), None);
+    }
+
+    #[test]
+    fn form_values_decode() {
+        assert_eq!(
+            decode("2026%2F12%2F02%2F20261202T121757Z_3f2fe346e63c4a35"),
+            "2026/12/02/20261202T121757Z_3f2fe346e63c4a35"
+        );
+        assert_eq!(decode("a+b%zz"), "a b%zz");
+        assert_eq!(encode("a b/c"), "a%20b%2Fc");
+    }
+}
