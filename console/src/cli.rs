@@ -144,7 +144,7 @@ enum Command {
         filter: FilterArgs,
         /// Directory to download into (`<dir>/<YYYY-MM-DD>/<stamp>_<hash>.mp3`).
         #[arg(long, conflicts_with = "zip", required_unless_present = "zip")]
-        to: Option<PathBuf>,
+        into: Option<PathBuf>,
         /// ZIP file to write.
         #[arg(long)]
         zip: Option<PathBuf>,
@@ -217,11 +217,11 @@ impl StorageArgs {
         Ok(Catalog::new(store.object_store(), store.prefix()))
     }
 
+    /// The page title: the policy's prefix (`namespace/policy` by default).
     fn describe(&self) -> String {
-        match (&self.dir, &self.endpoint, &self.bucket) {
-            (Some(d), _, _) => format!("{}/{}", d.display(), self.prefix),
-            (_, _, Some(b)) => format!("{b}/{}", self.prefix),
-            _ => self.prefix.clone(),
+        match self.prefix.trim_matches('/') {
+            "" => "all recordings".to_owned(),
+            p => p.to_owned(),
         }
     }
 }
@@ -338,7 +338,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Download { filter, to, zip } => {
+        Command::Download { filter, into, zip } => {
             let filter = filter.filter()?;
             let recordings = catalog.all(&filter).await?;
             if let Some(zip) = zip {
@@ -360,7 +360,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{n} recordings in {}", zip.display());
                 return Ok(());
             }
-            let dir = to.expect("clap requires --to or --zip");
+            let dir = into.expect("clap requires --into or --zip");
             let (mut fetched, mut present, mut failed) = (0, 0, 0);
             for r in &recordings {
                 let day = dir.join(r.day());

@@ -28,7 +28,13 @@ fn main() {
         }
     };
     if let Err(e) = rt.block_on(run(cli)) {
-        eprintln!("earshot-console: {e:#}");
-        std::process::exit(1);
+        // `list | head` closes the pipe early: not an error worth a message.
+        let broken_pipe = e
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe);
+        if !broken_pipe {
+            eprintln!("earshot-console: {e:#}");
+            std::process::exit(1);
+        }
     }
 }
