@@ -126,6 +126,11 @@ pub struct RecordingPolicySpec {
     /// the call's audio. Off unless set.
     #[serde(default, skip_serializing_if = "AnnouncementSpec::is_off")]
     pub announcement: AnnouncementSpec,
+
+    /// The tenant's recordings console: a read-only web page listing,
+    /// playing and downloading this policy's recordings. Off unless enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console: Option<ConsoleSpec>,
 }
 
 fn default_retention_days() -> i32 {
@@ -447,6 +452,27 @@ pub enum NetworkMode {
     Pod,
     /// The node's network (hostNetwork).
     Host,
+}
+
+/// The recordings console of a policy.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsoleSpec {
+    /// Run the console (one pod, `earshot-<policy>-console`).
+    #[serde(default)]
+    pub enabled: bool,
+    /// Secret in the policy's namespace with an access key that can only
+    /// *read* the bucket: the console never needs more, and cannot delete
+    /// or change a recording even if it wanted to.
+    pub credentials_secret: SecretKeys,
+    /// `false` (default): the page listens on 127.0.0.1 inside its pod and
+    /// is reached with `kubectl port-forward` (RBAC on `pods/portforward`
+    /// in the namespace is the access control). `true`: it listens on the
+    /// pod network behind a Service `earshot-<policy>-console` on port 8080,
+    /// for the cluster's ingress and an authenticating proxy (the user it
+    /// names in `X-Forwarded-User` is written to the audit log).
+    #[serde(default)]
+    pub expose: bool,
 }
 
 /// Announcements that tell the parties a call is recorded.

@@ -23,10 +23,13 @@ pub const CLUSTER: &[(&str, &str, &str)] = &[
     ("watch", "apps", "deployments"),
     ("create", "apps", "deployments"),
     ("patch", "apps", "deployments"),
+    // The console's Deployment and Service go when the policy disables it.
+    ("delete", "apps", "deployments"),
     ("list", "", "services"),
     ("watch", "", "services"),
     ("create", "", "services"),
     ("patch", "", "services"),
+    ("delete", "", "services"),
     ("create", "policy", "poddisruptionbudgets"),
     ("patch", "policy", "poddisruptionbudgets"),
     ("delete", "policy", "poddisruptionbudgets"),

@@ -5,7 +5,10 @@
 use earshot_crds::validate::{PolicyError, PolicyValidator};
 use serde::Serialize;
 
-use crate::build::{build_configmap, build_deployment, build_pdb, build_service};
+use crate::build::{
+    build_configmap, build_console_deployment, build_console_service, build_deployment, build_pdb,
+    build_service,
+};
 use crate::config::OperatorConfig;
 use crate::reconcile::validate::{Invalid, validate};
 
@@ -36,6 +39,12 @@ pub fn render(text: &str, operator: &OperatorConfig) -> Result<String, RenderErr
     doc(&mut out, &build_service(&v));
     if let Some(pdb) = build_pdb(&v) {
         doc(&mut out, &pdb);
+    }
+    if let Some(d) = build_console_deployment(&v) {
+        doc(&mut out, &d);
+    }
+    if let Some(s) = build_console_service(&v) {
+        doc(&mut out, &s);
     }
     Ok(out)
 }

@@ -126,12 +126,21 @@ fn every_rendered_document_parses_back_into_its_kubernetes_type() {
             assert_eq!(back, value, "{name} {kind} round-trips");
             kinds.push(kind);
         }
-        let expected: &[&str] = if name == "call-centre" {
-            &["ConfigMap", "Deployment", "Service", "PodDisruptionBudget"]
-        } else {
-            &["ConfigMap", "Deployment", "Service"]
+        // A PDB exactly when replicas > 1; the console's Deployment when it
+        // is enabled, and its Service when it is exposed.
+        let expected: &[&str] = match name.as_str() {
+            "call-centre" => &[
+                "ConfigMap",
+                "Deployment",
+                "Service",
+                "PodDisruptionBudget",
+                "Deployment",
+                "Service",
+            ],
+            "small-office" => &["ConfigMap", "Deployment", "Service", "Deployment"],
+            _ => &["ConfigMap", "Deployment", "Service"],
         };
-        assert_eq!(kinds, expected, "{name}: a PDB exactly when replicas > 1");
+        assert_eq!(kinds, expected, "{name}");
     }
 }
 
@@ -245,4 +254,54 @@ fn the_servicemonitor_scrapes_the_recorders_metrics_port() {
             },
         })
     );
+}
+
+#[test]
+fn the_console_reads_only_its_prefix_with_the_read_only_key_and_listens_on_loopback() {
+    use earshot_operator::build::{build_console_deployment, build_console_service};
+    let v = mk_validated(
+        &std::fs::read_to_string(repo().join("config/samples/small-office.yaml")).unwrap(),
+    );
+    let d = serde_json::to_value(build_console_deployment(&v).unwrap()).unwrap();
+    assert_eq!(d["metadata"]["name"], "earshot-office-console");
+    let pod = &d["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    let env: std::collections::BTreeMap<&str, &serde_json::Value> = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap(), e))
+        .collect();
+    assert_eq!(env["EARSHOT_CONSOLE_PREFIX"]["value"], "acme/office/");
+    assert_eq!(env["EARSHOT_CONSOLE_LISTEN"]["value"], "127.0.0.1:8080");
+    assert_eq!(
+        env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"],
+        "acme-recordings-read-only"
+    );
+    assert_eq!(c["command"][0], "/usr/local/bin/earshot-console");
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    // Not selected by the recorder's Service or PDB.
+    assert_eq!(
+        d["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"],
+        "earshot-console"
+    );
+    assert!(
+        build_console_service(&v).is_none(),
+        "not exposed by default"
+    );
+
+    let v = mk_validated(
+        &std::fs::read_to_string(repo().join("config/samples/call-centre.yaml")).unwrap(),
+    );
+    let d = serde_json::to_value(build_console_deployment(&v).unwrap()).unwrap();
+    let env = &d["spec"]["template"]["spec"]["containers"][0]["env"];
+    assert!(
+        env.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "EARSHOT_CONSOLE_LISTEN" && e["value"] == "0.0.0.0:8080")
+    );
+    let s = serde_json::to_value(build_console_service(&v).unwrap()).unwrap();
+    assert_eq!(s["spec"]["ports"][0]["targetPort"], "http");
 }

@@ -276,6 +276,15 @@ fn workload_steps() -> Vec<Expect> {
             "DELETE",
             "/apis/policy/v1/namespaces/acme/poddisruptionbudgets/earshot-office",
         ),
+        // No console in this policy: nothing left of an earlier one.
+        not_found(
+            "DELETE",
+            "/apis/apps/v1/namespaces/acme/deployments/earshot-office-console",
+        ),
+        not_found(
+            "DELETE",
+            "/api/v1/namespaces/acme/services/earshot-office-console",
+        ),
     ]
 }
 
@@ -358,25 +367,13 @@ async fn a_users_change_changes_the_configmap_and_not_the_workload() {
         let mut steps = vec![expect("GET", "/api/v1/namespaces/acme/secrets/s3", |_| {
             Some(secret())
         })];
-        steps.push(expect(
+        let mut workload = workload_steps();
+        workload[0] = expect(
             "PATCH",
             "/api/v1/namespaces/acme/configmaps/earshot-office",
             |_| None,
-        ));
-        steps.push(expect(
-            "PATCH",
-            "/apis/apps/v1/namespaces/acme/deployments/earshot-office",
-            with_ready_replicas,
-        ));
-        steps.push(expect(
-            "PATCH",
-            "/api/v1/namespaces/acme/services/earshot-office",
-            |_| None,
-        ));
-        steps.push(not_found(
-            "DELETE",
-            "/apis/policy/v1/namespaces/acme/poddisruptionbudgets/earshot-office",
-        ));
+        );
+        steps.extend(workload);
         // The rule was already in place: no event.
         steps.push(expect(
             "PATCH",
@@ -493,6 +490,49 @@ async fn a_missing_secret_says_so_and_requeues() {
     assert!(ctx.metrics.encode().contains(
         "earshot_operator_reconcile_errors_total{category=\"secret\",namespace=\"acme\"} 1"
     ));
+}
+
+#[tokio::test]
+async fn an_enabled_console_is_deployed_with_the_read_only_key() {
+    let storage = Arc::new(FakeStorage::default());
+    let (ctx, handle) = mk_ctx(storage.clone());
+    let mut steps = vec![expect("GET", "/api/v1/namespaces/acme/secrets/s3", |_| {
+        Some(secret())
+    })];
+    let mut workload = workload_steps();
+    workload[4] = expect(
+        "PATCH",
+        "/apis/apps/v1/namespaces/acme/deployments/earshot-office-console",
+        |b| {
+            let c = &b["spec"]["template"]["spec"]["containers"][0];
+            assert_eq!(c["args"], json!(["serve", "--log-json"]));
+            assert!(
+                c["env"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|e| e["name"] == "AWS_ACCESS_KEY_ID"
+                        && e["valueFrom"]["secretKeyRef"]["name"] == "s3-read-only")
+            );
+            None
+        },
+    );
+    steps.extend(workload);
+    steps.push(expect(
+        "PATCH",
+        "/apis/earshot.io/v1alpha1/namespaces/acme/recordingpolicies/office/status",
+        |_| None,
+    ));
+    let server = tokio::spawn(serve(handle, steps));
+    let mut policy = mk_policy(30, users_a());
+    policy.spec.console = Some(
+        serde_json::from_value(
+            json!({"enabled": true, "credentialsSecret": {"name": "s3-read-only"}}),
+        )
+        .unwrap(),
+    );
+    reconcile(Arc::new(policy), ctx).await.unwrap();
+    server.await.unwrap();
 }
 
 fn with_prompt(mut p: RecordingPolicy) -> RecordingPolicy {

@@ -120,6 +120,19 @@ async fn a_policy_through_its_life_in_a_real_cluster() {
         d.metadata.owner_references.unwrap()[0].kind,
         "RecordingPolicy"
     );
+    // The sample enables the tenant's console.
+    let console = eventually("console Deployment", async || {
+        deployments
+            .get_opt("earshot-office-console")
+            .await
+            .ok()
+            .flatten()
+    })
+    .await;
+    assert_eq!(
+        console.metadata.owner_references.unwrap()[0].kind,
+        "RecordingPolicy"
+    );
     let status = eventually("status", async || {
         policies
             .get("office")

@@ -3,12 +3,17 @@
 //! returns the object; none can fail.
 
 mod configmap;
+mod console;
 mod deployment;
 mod pdb;
 mod service;
 mod servicemonitor;
 
 pub use configmap::{CONFIG_FILE, build_configmap, recorder_config};
+pub use console::{
+    CONSOLE_HEALTH_PORT, CONSOLE_PORT, build_console_deployment, build_console_service,
+    console_name,
+};
 pub use deployment::build_deployment;
 pub use pdb::build_pdb;
 pub use service::build_service;

@@ -12,8 +12,9 @@ use serde::de::DeserializeOwned;
 
 use super::Error;
 use crate::build::{
-    Validated, build_configmap, build_deployment, build_pdb, build_service, build_servicemonitor,
-    object_name, servicemonitor_resource,
+    Validated, build_configmap, build_console_deployment, build_console_service, build_deployment,
+    build_pdb, build_service, build_servicemonitor, console_name, object_name,
+    servicemonitor_resource,
 };
 use crate::config::FIELD_MANAGER;
 
@@ -77,21 +78,50 @@ pub async fn apply_all(
             source,
         })?;
     }
-    let pdbs = Api::<PodDisruptionBudget>::namespaced(client.clone(), ns);
-    match build_pdb(v) {
-        Some(pdb) => {
-            apply(&pdbs, &name, &pdb, "PodDisruptionBudget").await?;
-        }
-        None => match pdbs.delete(&name, &DeleteParams::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(source) => {
-                return Err(Error::Kube {
-                    what: format!("delete PodDisruptionBudget {name}"),
-                    source,
-                });
-            }
+    apply_or_delete(
+        &Api::<PodDisruptionBudget>::namespaced(client.clone(), ns),
+        &name,
+        build_pdb(v),
+        "PodDisruptionBudget",
+    )
+    .await?;
+    let console = console_name(&v.name);
+    apply_or_delete(
+        &Api::<Deployment>::namespaced(client.clone(), ns),
+        &console,
+        build_console_deployment(v),
+        "Deployment",
+    )
+    .await?;
+    apply_or_delete(
+        &Api::<Service>::namespaced(client.clone(), ns),
+        &console,
+        build_console_service(v),
+        "Service",
+    )
+    .await?;
+    Ok(deployment)
+}
+
+/// Applies an object the policy wants, or removes one it no longer wants.
+async fn apply_or_delete<K>(
+    api: &Api<K>,
+    name: &str,
+    obj: Option<K>,
+    kind: &str,
+) -> Result<(), Error>
+where
+    K: Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+{
+    match obj {
+        Some(obj) => apply(api, name, &obj, kind).await.map(|_| ()),
+        None => match api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(source) => Err(Error::Kube {
+                what: format!("delete {kind} {name}"),
+                source,
+            }),
         },
     }
-    Ok(deployment)
 }
