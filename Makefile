@@ -10,7 +10,7 @@ help: ## List the targets
 
 demo: ## Record three real SIP calls through a local recorder and show the report
 	@scripts/test-deps.sh
-	$(CARGO) build --release -q -p earshot-recorder -p earshot-tests
+	$(CARGO) build --release -q -p earshot-recorder -p earshot-console -p earshot-tests
 	EARSHOT_RECORDER=target/release/earshot-recorder target/release/earshot-demo
 
 test: test-deps ## Install what the tests need, then run every test
@@ -23,13 +23,14 @@ e2e: ## The operator against a real cluster (kind, k3d) when KUBECONFIG is set
 	  $(CARGO) test -p earshot-operator --features e2e --test e2e_cluster -- --nocapture; \
 	fi
 
-bench: ## Hot-path microbenchmarks, then the same SIPp load through Earshot and rtpengine
+bench: ## Hot-path microbenchmarks, the same SIPp load through Earshot and rtpengine, the console over 100 000 recordings
 	@scripts/test-deps.sh
 	@scripts/bench-deps.sh
 	$(CARGO) bench -q -p earshot-recorder-core --bench hot_paths -- --warm-up-time 1 --measurement-time 3
 	$(CARGO) bench -q -p earshot-recorder --bench encode -- --warm-up-time 1 --measurement-time 3
-	$(CARGO) build --release -q -p earshot-recorder -p earshot-tests
+	$(CARGO) build --release -q -p earshot-recorder -p earshot-console -p earshot-tests
 	EARSHOT_RECORDER=target/release/earshot-recorder target/release/earshot-bench
+	target/release/earshot-console-bench
 
 test-deps: ## Install the tests' tools (SIPp, ffmpeg); skips what is there
 	@scripts/test-deps.sh

@@ -212,4 +212,12 @@ fn main() {
         "Call events: .demo/events.jsonl   Metrics: http://{}/metrics (while the demo runs)",
         recorder.http
     );
+    println!();
+    println!("Open the recordings console on them (list, filter, play, download one or a ZIP):");
+    println!(
+        "  target/release/earshot-console --dir .demo/store --prefix acme/office serve --listen 127.0.0.1:8080"
+    );
+    println!(
+        "  then browse http://127.0.0.1:8080   (or script it: target/release/earshot-console --dir .demo/store --prefix acme/office list)"
+    );
 }
