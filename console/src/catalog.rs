@@ -39,89 +39,118 @@ pub enum CatalogError {
     },
 }
 
-/// One recording: its id and the sidecar's fields the report shows.
+/// One recording: its id and the sidecar's fields the report and the
+/// filters use, kept compact (the cache holds up to 100 000 of them). The
+/// whole sidecar is read again from the store when it is wanted
+/// ([`Catalog::sidecar`]).
 #[derive(Debug, Clone)]
 pub struct Recording {
     /// `YYYY/MM/DD/<stamp>_<hash>`, relative to the prefix.
     pub id: String,
-    /// The whole sidecar.
-    pub sidecar: Value,
+    caller: Box<str>,
+    caller_name: Box<str>,
+    callee: Box<str>,
+    callee_name: Box<str>,
+    started: Box<str>,
+    answered: Box<str>,
+    ended: Box<str>,
+    duration: Option<f64>,
+    audio_seconds: Option<f64>,
+    complete: bool,
+    mp3_bytes: u64,
+    sha256: Box<str>,
+    extensions: Box<[Box<str>]>,
+    intervals: Box<[(f64, Option<f64>)]>,
 }
 
 impl Recording {
-    fn str(&self, path: &[&str]) -> &str {
-        let mut v = &self.sidecar;
-        for p in path {
-            v = &v[*p];
+    /// The fields of a parsed sidecar.
+    pub fn from_sidecar(id: &str, v: &Value) -> Recording {
+        let s = |v: &Value| -> Box<str> { v.as_str().unwrap_or("").into() };
+        Recording {
+            id: id.to_owned(),
+            caller: s(&v["caller"]["number"]),
+            caller_name: s(&v["caller"]["displayName"]),
+            callee: s(&v["callee"]["number"]),
+            callee_name: s(&v["callee"]["displayName"]),
+            started: s(&v["startedAt"]),
+            answered: s(&v["answeredAt"]),
+            ended: s(&v["endedAt"]),
+            duration: v["durationSeconds"].as_f64(),
+            audio_seconds: v["audio"]["durationSeconds"].as_f64(),
+            complete: v["complete"].as_bool().unwrap_or(false),
+            mp3_bytes: v["mp3"]["bytes"].as_u64().unwrap_or(0),
+            sha256: s(&v["mp3"]["sha256"]),
+            extensions: v["users"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|u| u["extension"].as_str().map(Into::into))
+                .collect(),
+            intervals: v["recorded"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| (r["from"].as_f64().unwrap_or(0.0), r["to"].as_f64()))
+                .collect(),
         }
-        v.as_str().unwrap_or("")
     }
 
     /// Caller number.
     pub fn caller(&self) -> &str {
-        self.str(&["caller", "number"])
+        &self.caller
     }
     /// Caller display name.
     pub fn caller_name(&self) -> &str {
-        self.str(&["caller", "displayName"])
+        &self.caller_name
     }
     /// Callee number.
     pub fn callee(&self) -> &str {
-        self.str(&["callee", "number"])
+        &self.callee
     }
     /// Callee display name.
     pub fn callee_name(&self) -> &str {
-        self.str(&["callee", "displayName"])
+        &self.callee_name
     }
     /// RFC 3339 start of the call.
     pub fn started(&self) -> &str {
-        self.str(&["startedAt"])
+        &self.started
     }
     /// RFC 3339 answer, or empty.
     pub fn answered(&self) -> &str {
-        self.str(&["answeredAt"])
+        &self.answered
     }
     /// RFC 3339 end, or empty.
     pub fn ended(&self) -> &str {
-        self.str(&["endedAt"])
+        &self.ended
     }
     /// Answered to ended, seconds.
     pub fn duration(&self) -> Option<f64> {
-        self.sidecar["durationSeconds"].as_f64()
+        self.duration
     }
     /// Length of the MP3, seconds.
     pub fn audio_seconds(&self) -> Option<f64> {
-        self.sidecar["audio"]["durationSeconds"].as_f64()
+        self.audio_seconds
     }
     /// Whether the recording covers the call to its end.
     pub fn complete(&self) -> bool {
-        self.sidecar["complete"].as_bool().unwrap_or(false)
+        self.complete
     }
     /// The MP3's size.
     pub fn mp3_bytes(&self) -> u64 {
-        self.sidecar["mp3"]["bytes"].as_u64().unwrap_or(0)
+        self.mp3_bytes
     }
     /// The MP3's SHA-256 (hex).
     pub fn sha256(&self) -> &str {
-        self.str(&["mp3", "sha256"])
+        &self.sha256
     }
     /// Extensions of the policy users on the call.
-    pub fn extensions(&self) -> Vec<&str> {
-        self.sidecar["users"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|u| u["extension"].as_str())
-            .collect()
+    pub fn extensions(&self) -> impl Iterator<Item = &str> {
+        self.extensions.iter().map(|e| &**e)
     }
     /// Recorded intervals, seconds since answer.
-    pub fn intervals(&self) -> Vec<(f64, Option<f64>)> {
-        self.sidecar["recorded"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|r| (r["from"].as_f64().unwrap_or(0.0), r["to"].as_f64()))
-            .collect()
+    pub fn intervals(&self) -> &[(f64, Option<f64>)] {
+        &self.intervals
     }
     /// The day folder, `YYYY-MM-DD`.
     pub fn day(&self) -> String {
@@ -164,7 +193,7 @@ impl Filter {
     pub fn matches(&self, r: &Recording) -> bool {
         self.user
             .as_deref()
-            .is_none_or(|u| r.extensions().contains(&u))
+            .is_none_or(|u| r.extensions().any(|e| e == u))
             && self
                 .number
                 .as_deref()
@@ -303,29 +332,35 @@ impl Catalog {
         if let Some(r) = self.lock().get(id) {
             return Ok(r.clone());
         }
-        let key = self.key(&format!("{id}.json"));
-        let bytes = match self.store.get(&key).await {
-            Ok(r) => r.bytes().await?,
-            Err(object_store::Error::NotFound { .. }) => {
-                return Err(CatalogError::NotFound(id.to_owned()));
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let sidecar: Value =
-            serde_json::from_slice(&bytes).map_err(|e| CatalogError::BadSidecar {
-                key: key.to_string(),
-                error: e.to_string(),
-            })?;
-        let r = Arc::new(Recording {
-            id: id.to_owned(),
-            sidecar,
-        });
+        let sidecar = self.sidecar(id).await?;
+        let r = Arc::new(Recording::from_sidecar(id, &sidecar));
         let mut cache = self.lock();
         if cache.len() >= CACHE_MAX {
             cache.clear();
         }
         cache.insert(id.to_owned(), r.clone());
         Ok(r)
+    }
+
+    /// The raw bytes of a recording's sidecar, as stored.
+    pub async fn sidecar_bytes(&self, id: &str) -> Result<bytes::Bytes, CatalogError> {
+        if !valid_id(id) {
+            return Err(CatalogError::NotFound(id.to_owned()));
+        }
+        match self.store.get(&self.key(&format!("{id}.json"))).await {
+            Ok(r) => Ok(r.bytes().await?),
+            Err(object_store::Error::NotFound { .. }) => Err(CatalogError::NotFound(id.to_owned())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A recording's whole sidecar (read from the store, not cached).
+    pub async fn sidecar(&self, id: &str) -> Result<Value, CatalogError> {
+        let bytes = self.sidecar_bytes(id).await?;
+        serde_json::from_slice(&bytes).map_err(|e| CatalogError::BadSidecar {
+            key: self.key(&format!("{id}.json")).to_string(),
+            error: e.to_string(),
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Recording>>> {
@@ -348,28 +383,38 @@ impl Catalog {
         per_page: usize,
     ) -> Result<Page, CatalogError> {
         let skip = page * per_page;
+        if !filter.reads_sidecars() {
+            // The folders alone say which recordings make the page: only
+            // the page's own sidecars are read, all at once.
+            let mut ids = Vec::with_capacity(per_page + 1);
+            let mut seen = 0usize;
+            'days: for day in self.days(filter).await? {
+                let day_ids = self.day_ids(&day).await?;
+                if seen + day_ids.len() <= skip {
+                    seen += day_ids.len();
+                    continue;
+                }
+                for id in day_ids {
+                    if seen >= skip {
+                        ids.push(id);
+                        if ids.len() > per_page {
+                            break 'days;
+                        }
+                    }
+                    seen += 1;
+                }
+            }
+            let more = ids.len() > per_page;
+            ids.truncate(per_page);
+            return Ok(Page {
+                recordings: self.read_all(&ids).await?,
+                more,
+            });
+        }
         let mut found: Vec<Arc<Recording>> = Vec::new();
         let mut matched = 0usize;
         for day in self.days(filter).await? {
             let ids = self.day_ids(&day).await?;
-            if !filter.reads_sidecars() {
-                // Only the page's own sidecars are read.
-                for id in ids {
-                    if matched < skip {
-                        matched += 1;
-                        continue;
-                    }
-                    if found.len() == per_page {
-                        return Ok(Page {
-                            recordings: found,
-                            more: true,
-                        });
-                    }
-                    found.push(self.get(&id).await?);
-                    matched += 1;
-                }
-                continue;
-            }
             for chunk in ids.chunks(READ_AHEAD * 4) {
                 for r in self.read_all(chunk).await? {
                     if !filter.matches(&r) {

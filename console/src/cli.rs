@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
@@ -280,14 +280,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut out = std::io::stdout().lock();
             match output {
                 Output::Json => {
-                    let rows: Vec<serde_json::Value> = recordings
-                        .iter()
+                    let rows: Vec<serde_json::Value> = futures::stream::iter(&recordings)
                         .map(|r| {
-                            let mut v = r.sidecar.clone();
-                            v["id"] = serde_json::json!(r.id);
-                            v
+                            let catalog = &catalog;
+                            async move {
+                                let mut v = catalog.sidecar(&r.id).await?;
+                                v["id"] = serde_json::json!(r.id);
+                                Ok::<_, crate::catalog::CatalogError>(v)
+                            }
                         })
-                        .collect();
+                        .buffered(32)
+                        .try_collect()
+                        .await?;
                     serde_json::to_writer_pretty(&mut out, &rows)?;
                     writeln!(out)?;
                 }
@@ -317,7 +321,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let target =
                 output.unwrap_or_else(|| PathBuf::from(format!("{}.{ext}", r.file_stem())));
             if sidecar {
-                let json = serde_json::to_vec_pretty(&r.sidecar)?;
+                let json = catalog.sidecar_bytes(&id).await?;
                 if target == Path::new("-") {
                     std::io::stdout().write_all(&json)?;
                 } else {
@@ -374,7 +378,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 let result = async {
                     fetch_verified(&catalog, r, &mp3).await?;
-                    write_atomically(&json, &serde_json::to_vec_pretty(&r.sidecar)?)
+                    write_atomically(&json, &catalog.sidecar_bytes(&r.id).await?)
                 }
                 .await;
                 match result {

@@ -394,14 +394,10 @@ async fn object(
         return error_page(StatusCode::NOT_FOUND, "No such recording.");
     }
     if ext == "json" {
-        return match app.catalog.get(&id).await {
-            Ok(r) => {
+        return match app.catalog.sidecar_bytes(&id).await {
+            Ok(bytes) => {
                 audit("sidecar", &id, &headers, &app);
-                (
-                    [(header::CONTENT_TYPE, "application/json")],
-                    serde_json::to_vec_pretty(&r.sidecar).unwrap_or_default(),
-                )
-                    .into_response()
+                ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
             }
             Err(e) => store_error(e),
         };
@@ -526,7 +522,14 @@ pub fn zip_stream(
                 }
             }
             let mut tail = zip.end(crc.finalize(), size);
-            let json = serde_json::to_vec_pretty(&r.sidecar).unwrap_or_default();
+            let json = match catalog.sidecar_bytes(&r.id).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(recording = %r.id, error = %e, "ZIP stopped: cannot read a sidecar");
+                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    return;
+                }
+            };
             tail.extend(zip.begin(&format!("{name}.json"), time));
             tail.extend_from_slice(&json);
             tail.extend(zip.end(crc32fast::hash(&json), json.len() as u64));

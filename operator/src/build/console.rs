@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::json;
 
-use super::{Validated, meta, object_name};
+use super::{Validated, app_labels, meta, object_name};
 
 /// Port of the console's page.
 pub const CONSOLE_PORT: u16 = 8080;
@@ -26,18 +26,7 @@ pub fn console_name(policy: &str) -> String {
 
 /// Labels of the console pod (not matched by the recorder's selector).
 pub fn console_labels(policy: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (
-            "app.kubernetes.io/name".to_owned(),
-            "earshot-console".to_owned(),
-        ),
-        ("app.kubernetes.io/instance".to_owned(), policy.to_owned()),
-        (
-            "app.kubernetes.io/managed-by".to_owned(),
-            "earshot-operator".to_owned(),
-        ),
-        ("earshot.io/policy".to_owned(), policy.to_owned()),
-    ])
+    app_labels("earshot-console", policy)
 }
 
 fn console_meta(v: &Validated) -> ObjectMeta {

@@ -51,11 +51,13 @@ pub fn object_name(policy: &str) -> String {
 
 /// Labels of every object of a policy; the Deployment selects on them.
 pub fn labels(policy: &str) -> BTreeMap<String, String> {
+    app_labels("earshot-recorder", policy)
+}
+
+/// Labels of a policy's objects for one app (`earshot-recorder`, `earshot-console`).
+pub fn app_labels(app: &str, policy: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
-        (
-            "app.kubernetes.io/name".to_owned(),
-            "earshot-recorder".to_owned(),
-        ),
+        ("app.kubernetes.io/name".to_owned(), app.to_owned()),
         ("app.kubernetes.io/instance".to_owned(), policy.to_owned()),
         (
             "app.kubernetes.io/managed-by".to_owned(),

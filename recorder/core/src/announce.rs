@@ -335,23 +335,39 @@ fn put32(b: &mut [u8], at: usize, v: u32) {
 /// One direction of a call's media as its receiver sees it.
 #[derive(Debug, Default)]
 pub struct Onward {
-    /// The SSRC the receiver currently gets, with the offsets applied to it.
-    ssrc: Option<u32>,
-    seq_off: u16,
-    ts_off: u32,
+    /// The stream the receiver currently gets and how it is rewritten.
+    n: Numbering,
     /// The newest packet sent onward.
     last: Option<Sent>,
     /// The next original packet continues after an announcement.
     resync: bool,
     /// The payload type of the sender's latest audio packet.
     audio_pt: Option<u8>,
-    /// Announcement packets sent and original packets held back, for RTCP
-    /// sender reports of `ssrc`.
+    play: Option<Playback>,
+}
+
+/// One SSRC as the receiver sees it: the offsets applied to its sequence
+/// numbers and timestamps, and the announcement packets sent and original
+/// packets held back in it (for its RTCP sender reports).
+#[derive(Debug, Default, Clone, Copy)]
+struct Numbering {
+    ssrc: Option<u32>,
+    seq_off: u16,
+    ts_off: u32,
     injected: u32,
     held: u32,
     injected_octets: u32,
     held_octets: u32,
-    play: Option<Playback>,
+}
+
+impl Numbering {
+    /// A stream the receiver has not seen before: nothing to shift.
+    fn fresh(ssrc: u32) -> Self {
+        Self {
+            ssrc: Some(ssrc),
+            ..Self::default()
+        }
+    }
 }
 
 impl Onward {
@@ -367,10 +383,10 @@ impl Onward {
 
     /// Whether packets pass unchanged (no announcement ever touched this stream).
     pub fn is_identity(&self) -> bool {
-        self.seq_off == 0
-            && self.ts_off == 0
-            && self.injected == 0
-            && self.held == 0
+        self.n.seq_off == 0
+            && self.n.ts_off == 0
+            && self.n.injected == 0
+            && self.n.held == 0
             && !self.resync
             && self.play.is_none()
     }
@@ -391,36 +407,25 @@ impl Onward {
             if play.first.is_none() {
                 // The sender's first packet: the announcement takes its place
                 // and the sender's stream continues after it.
-                self.ssrc = Some(ssrc);
-                self.seq_off = 0;
-                self.ts_off = 0;
-                self.injected = 0;
-                self.held = 0;
-                self.injected_octets = 0;
-                self.held_octets = 0;
+                self.n = Numbering::fresh(ssrc);
                 play.first = Some((now, seq, ts));
                 verdict = Verdict::HoldAndStart;
             }
-            if self.ssrc == Some(ssrc) {
-                self.held = self.held.wrapping_add(1);
-                self.held_octets = self
+            if self.n.ssrc == Some(ssrc) {
+                self.n.held = self.n.held.wrapping_add(1);
+                self.n.held_octets = self
+                    .n
                     .held_octets
                     .wrapping_add(packet.len().saturating_sub(12) as u32);
             }
             return verdict;
         }
-        if self.ssrc != Some(ssrc) {
+        if self.n.ssrc != Some(ssrc) {
             // A new source: the receiver sees a new stream, there is nothing
             // to continue and its own numbering passes unchanged.
-            self.ssrc = Some(ssrc);
-            self.seq_off = 0;
-            self.ts_off = 0;
+            self.n = Numbering::fresh(ssrc);
             self.resync = false;
             self.last = None;
-            self.injected = 0;
-            self.held = 0;
-            self.injected_octets = 0;
-            self.held_octets = 0;
         } else if self.resync {
             self.resync = false;
             if let Some(last) = self.last {
@@ -428,15 +433,15 @@ impl Onward {
                 let out_ts = last
                     .ts
                     .wrapping_add(ts_step(now.saturating_duration_since(last.at)));
-                self.seq_off = out_seq.wrapping_sub(seq);
-                self.ts_off = out_ts.wrapping_sub(ts);
+                self.n.seq_off = out_seq.wrapping_sub(seq);
+                self.n.ts_off = out_ts.wrapping_sub(ts);
                 // The timestamps jumped: mark the start of a talkspurt.
                 packet[1] |= 0x80;
             }
         }
-        let out_seq = seq.wrapping_add(self.seq_off);
-        let out_ts = ts.wrapping_add(self.ts_off);
-        if self.seq_off != 0 || self.ts_off != 0 {
+        let out_seq = seq.wrapping_add(self.n.seq_off);
+        let out_ts = ts.wrapping_add(self.n.ts_off);
+        if self.n.seq_off != 0 || self.n.ts_off != 0 {
             packet[2..4].copy_from_slice(&out_seq.to_be_bytes());
             put32(packet, 4, out_ts);
         }
@@ -477,7 +482,7 @@ impl Onward {
             cut = Some(p.finish(Outcome::Cut));
             self.play = None;
         }
-        let first = match (self.ssrc, self.last) {
+        let first = match (self.n.ssrc, self.last) {
             // The stream is flowing: continue it.
             (Some(_), Some(last)) => {
                 // Keep the stream's cadence: the first packet is due one
@@ -526,19 +531,13 @@ impl Onward {
                 return Poll::At(deadline);
             }
             let r = random();
-            self.ssrc = Some(r as u32);
-            self.seq_off = 0;
-            self.ts_off = 0;
-            self.injected = 0;
-            self.held = 0;
-            self.injected_octets = 0;
-            self.held_octets = 0;
+            self.n = Numbering::fresh(r as u32);
             play.first = Some((now, (r >> 32) as u16, (r >> 48) as u32 * FRAME as u32));
         }
         let Some((first_at, seq0, ts0)) = play.first else {
             return Poll::Idle;
         };
-        let ssrc = self.ssrc.unwrap_or_default();
+        let ssrc = self.n.ssrc.unwrap_or_default();
         let total = play.total_frames();
         while play.frames < total {
             let due = first_at + PTIME * play.frames;
@@ -567,8 +566,8 @@ impl Onward {
                 payload_type: play.payload_type,
             });
             play.frames += 1;
-            self.injected = self.injected.wrapping_add(1);
-            self.injected_octets = self.injected_octets.wrapping_add(FRAME as u32);
+            self.n.injected = self.n.injected.wrapping_add(1);
+            self.n.injected_octets = self.n.injected_octets.wrapping_add(FRAME as u32);
             self.last = Some(Sent { seq, ts, at: due });
         }
         let done = play.finish(Outcome::Played);
@@ -595,16 +594,16 @@ pub fn rewrite_rtcp(data: &mut [u8], sent: &Onward, received: &Onward) {
         }
         let blocks_at = match pt {
             200 if len >= 28 => {
-                if sent.ssrc == Some(be32(data, at + 4)) {
-                    let ts = be32(data, at + 16).wrapping_add(sent.ts_off);
+                if sent.n.ssrc == Some(be32(data, at + 4)) {
+                    let ts = be32(data, at + 16).wrapping_add(sent.n.ts_off);
                     put32(data, at + 16, ts);
                     let packets = be32(data, at + 20)
-                        .wrapping_add(sent.injected)
-                        .wrapping_sub(sent.held);
+                        .wrapping_add(sent.n.injected)
+                        .wrapping_sub(sent.n.held);
                     put32(data, at + 20, packets);
                     let octets = be32(data, at + 24)
-                        .wrapping_add(sent.injected_octets)
-                        .wrapping_sub(sent.held_octets);
+                        .wrapping_add(sent.n.injected_octets)
+                        .wrapping_sub(sent.n.held_octets);
                     put32(data, at + 24, octets);
                 }
                 Some(at + 28)
@@ -617,9 +616,9 @@ pub fn rewrite_rtcp(data: &mut [u8], sent: &Onward, received: &Onward) {
                 if b + 24 > at + len {
                     break;
                 }
-                if received.ssrc == Some(be32(data, b)) && received.seq_off != 0 {
+                if received.n.ssrc == Some(be32(data, b)) && received.n.seq_off != 0 {
                     // Extended highest sequence: undo the shift, signed.
-                    let delta = received.seq_off as i16 as i32 as u32;
+                    let delta = received.n.seq_off as i16 as i32 as u32;
                     let ext = be32(data, b + 8).wrapping_sub(delta);
                     put32(data, b + 8, ext);
                 }

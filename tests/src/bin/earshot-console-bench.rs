@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use earshot_tests::garage::Garage;
-use earshot_tests::{free_ports, http_get, record_calls, repo};
+use earshot_tests::{free_ports, http_get, http_get_within, record_calls, repo};
 use futures::StreamExt;
 use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
@@ -29,7 +29,8 @@ fn binary(env: &str, name: &str) -> PathBuf {
 
 fn timed(url: &std::net::SocketAddr, path: &str) -> (f64, usize) {
     let t = Instant::now();
-    let (status, body) = http_get(*url, path).expect("console answers");
+    let (status, body) =
+        http_get_within(*url, path, Duration::from_secs(600)).expect("console answers");
     assert_eq!(status, 200, "{path}: {body}");
     (
         t.elapsed().as_secs_f64(),
