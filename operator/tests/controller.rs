@@ -496,9 +496,25 @@ async fn a_missing_secret_says_so_and_requeues() {
 async fn an_enabled_console_is_deployed_with_the_read_only_key() {
     let storage = Arc::new(FakeStorage::default());
     let (ctx, handle) = mk_ctx(storage.clone());
-    let mut steps = vec![expect("GET", "/api/v1/namespaces/acme/secrets/s3", |_| {
-        Some(secret())
-    })];
+    // The read-only key's Secret is missing: an Event says so, and the
+    // console is deployed anyway (its pod starts once the Secret exists).
+    let mut steps = vec![
+        expect("GET", "/api/v1/namespaces/acme/secrets/s3", |_| {
+            Some(secret())
+        }),
+        not_found("GET", "/api/v1/namespaces/acme/secrets/s3-read-only"),
+        expect(
+            "POST",
+            "/apis/events.k8s.io/v1/namespaces/acme/events",
+            |body| {
+                assert_eq!(body["reason"], "ConsoleSecretMissing");
+                assert!(body["note"].as_str().unwrap().contains(
+                    "Secret s3-read-only named in spec.console.credentialsSecret does not exist"
+                ));
+                None
+            },
+        ),
+    ];
     let mut workload = workload_steps();
     workload[4] = expect(
         "PATCH",

@@ -72,3 +72,39 @@ pub async fn prompt(configmaps: &Api<ConfigMap>, v: &Validated) -> Result<(), Er
         })
     }
 }
+
+/// When the policy's console is enabled: what is wrong with the read-only
+/// key's Secret, if anything. The console pod waits for it (Kubernetes
+/// retries); the operator says why in an Event.
+pub async fn console_secret(secrets: &Api<Secret>, v: &Validated) -> Result<Option<String>, Error> {
+    let Some(c) = v.policy.spec.console.as_ref().filter(|c| c.enabled) else {
+        return Ok(None);
+    };
+    let keys = &c.credentials_secret;
+    let secret = secrets
+        .get_opt(&keys.name)
+        .await
+        .map_err(|source| Error::Kube {
+            what: format!("get Secret {}", keys.name),
+            source,
+        })?;
+    let Some(secret) = secret else {
+        return Ok(Some(format!(
+            "Secret {} named in spec.console.credentialsSecret does not exist in the policy's namespace; the console starts once it does",
+            keys.name
+        )));
+    };
+    let data = secret.data.unwrap_or_default();
+    let missing: Vec<&str> = [&keys.access_key_id_key, &keys.secret_access_key_key]
+        .into_iter()
+        .filter(|k| !data.contains_key(k.as_str()))
+        .map(String::as_str)
+        .collect();
+    Ok((!missing.is_empty()).then(|| {
+        format!(
+            "Secret {} has no key {} (spec.console.credentialsSecret)",
+            keys.name,
+            missing.join(", ")
+        )
+    }))
+}

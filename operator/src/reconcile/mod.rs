@@ -246,6 +246,10 @@ async fn reconcile_inner(policy: &RecordingPolicy, ctx: &Context) -> Result<Acti
         Err(e) => return Err(e),
     };
 
+    if let Some(problem) = dereference::console_secret(&secrets, &v).await? {
+        event(ctx, policy, true, "ConsoleSecretMissing", problem).await;
+    }
+
     // build + apply — client.
     let deployment = apply::apply_all(&ctx.client, &v, ctx.service_monitor).await?;
 
