@@ -367,12 +367,29 @@ impl Catalog {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The sidecars of `ids`, in order. One that vanished since the listing
+    /// (expired by the retention rule in between) is left out; a sidecar
+    /// that is not valid JSON is logged and left out, so one damaged object
+    /// does not hide the rest.
     async fn read_all(&self, ids: &[String]) -> Result<Vec<Arc<Recording>>, CatalogError> {
-        futures::stream::iter(ids.to_vec())
-            .map(|id| async move { self.get(&id).await })
-            .buffered(READ_AHEAD)
-            .try_collect()
-            .await
+        let results: Vec<Result<Arc<Recording>, CatalogError>> =
+            futures::stream::iter(ids.to_vec())
+                .map(|id| async move { self.get(&id).await })
+                .buffered(READ_AHEAD)
+                .collect()
+                .await;
+        let mut out = Vec::with_capacity(results.len());
+        for r in results {
+            match r {
+                Ok(r) => out.push(r),
+                Err(CatalogError::NotFound(_)) => {}
+                Err(e @ CatalogError::BadSidecar { .. }) => {
+                    tracing::warn!(error = %e, "sidecar skipped");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
     }
 
     /// Page `page` (from 0) of the recordings the filter selects, `per_page` each.
@@ -505,6 +522,50 @@ mod tests {
         ] {
             assert!(!valid_id(bad), "{bad}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_damaged_sidecar_does_not_hide_the_others() {
+        use object_store::PutPayload;
+        let store = Arc::new(object_store::memory::InMemory::new());
+        let good = serde_json::json!({"caller": {"number": "008"}, "users": [{"extension": "008"}], "complete": true});
+        for (name, body) in [
+            (
+                "t/2026/12/02/20261202T120000Z_00000000000000aa.json",
+                good.to_string(),
+            ),
+            (
+                "t/2026/12/02/20261202T130000Z_00000000000000bb.json",
+                "{not json".to_owned(),
+            ),
+            (
+                "t/2026/12/01/20261201T120000Z_00000000000000cc.json",
+                good.to_string(),
+            ),
+            ("t/2026/12/01/notes.txt", "ignored".to_owned()),
+        ] {
+            store
+                .put(&ObjectPath::from(name), PutPayload::from(body))
+                .await
+                .unwrap();
+        }
+        let catalog = Catalog::new(store, "/t/");
+        let page = catalog.page(&Filter::default(), 0, 50).await.unwrap();
+        let ids: Vec<&str> = page.recordings.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "2026/12/02/20261202T120000Z_00000000000000aa",
+                "2026/12/01/20261201T120000Z_00000000000000cc"
+            ]
+        );
+        assert!(!page.more);
+        let user = Filter {
+            user: Some("008".into()),
+            ..Default::default()
+        };
+        assert_eq!(catalog.page(&user, 0, 1).await.unwrap().recordings.len(), 1);
+        assert!(catalog.page(&user, 0, 1).await.unwrap().more);
     }
 
     #[test]
