@@ -314,6 +314,36 @@ fn invalid(path: &Path, field: impl Into<String>, message: impl Into<String>) ->
     }
 }
 
+impl FileConfig {
+    /// Settings that differ from `running` and only take effect at the
+    /// next start (sockets, storage, spool, event log, shutdown grace): a
+    /// reload applies users, peers, recording settings and announcements.
+    pub fn needs_restart(&self, running: &FileConfig) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        let mut check = |changed: bool, name: &'static str| {
+            if changed {
+                out.push(name);
+            }
+        };
+        check(self.sip != running.sip, "sip");
+        check(
+            self.advertised_address != running.advertised_address,
+            "advertisedAddress",
+        );
+        check(self.rtp != running.rtp, "rtp");
+        check(self.http != running.http, "http");
+        check(self.events != running.events, "events");
+        check(self.spool != running.spool, "spool");
+        check(self.storage != running.storage, "storage");
+        check(self.instance != running.instance, "instance");
+        check(
+            self.shutdown_grace != running.shutdown_grace,
+            "shutdownGrace",
+        );
+        out
+    }
+}
+
 /// The prompt file of `Prompt` mode, relative to the config file's directory.
 fn prompt_path(config: &Path, a: &AnnouncementFileConfig) -> Option<PathBuf> {
     let file = a
@@ -745,5 +775,19 @@ users:
             c.warnings
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_reload_names_what_needs_a_restart() {
+        let a = parse(GOOD).unwrap().file;
+        let b = parse(
+            &GOOD
+                .replace("portMax: 30100", "portMax: 30200")
+                .replace("mode: Never", "mode: Always"),
+        )
+        .unwrap()
+        .file;
+        assert_eq!(b.needs_restart(&a), ["rtp"]);
+        assert!(a.needs_restart(&a).is_empty());
     }
 }

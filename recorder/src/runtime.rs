@@ -475,7 +475,8 @@ impl Server {
             let shared = shared.clone();
             let path = config_path.clone();
             let files = config.watched_files(&config_path);
-            tokio::spawn(async move { watch_config(shared, path, files).await });
+            let running = config.file.clone();
+            tokio::spawn(async move { watch_config(shared, path, files, running).await });
         }
 
         if let Some(fs) = config.file.storage.filesystem.clone()
@@ -616,7 +617,12 @@ fn log_event(e: &Event) {
     }
 }
 
-async fn watch_config(shared: Arc<Shared>, path: PathBuf, mut files: Vec<PathBuf>) {
+async fn watch_config(
+    shared: Arc<Shared>,
+    path: PathBuf,
+    mut files: Vec<PathBuf>,
+    running: crate::config::FileConfig,
+) {
     // The config file and the files it names (the prompt): a change to any
     // of them reloads everything.
     let stamp = |files: &[PathBuf]| {
@@ -657,6 +663,13 @@ async fn watch_config(shared: Arc<Shared>, path: PathBuf, mut files: Vec<PathBuf
                 lock(&shared.metrics).reload(true);
                 for w in &cfg.warnings {
                     tracing::error!("{w}");
+                }
+                let pending = cfg.file.needs_restart(&running);
+                if !pending.is_empty() {
+                    tracing::warn!(
+                        settings = pending.join(", "),
+                        "these config changes take effect at the next restart (a rollout); the rest is applied"
+                    );
                 }
                 tracing::info!(
                     users = cfg.users.len(),

@@ -315,15 +315,22 @@ fn config_reload_applies_to_new_calls_and_a_bad_file_is_refused() {
     });
     assert!(s.recorder.log_text().contains("config change rejected"));
 
-    // 008 becomes Always: the next call is recorded.
+    // 008 becomes Always: the next call is recorded. The shutdown grace
+    // changes too, which only a restart applies: the log says so.
     std::fs::write(
         &s.recorder.config,
-        good.replace("mode: Never", "mode: Always"),
+        good.replace("mode: Never", "mode: Always")
+            .replace("shutdownGrace: 30s", "shutdownGrace: 60s"),
     )
     .unwrap();
     wait_for("reload applied", || {
         s.metric("earshot_config_reloads_total{result=\"applied\"}") == 1.0
     });
+    let log = s.recorder.log_text();
+    assert!(
+        log.contains("take effect at the next restart") && log.contains("shutdownGrace"),
+        "{log}"
+    );
     call(&s, 1);
     assert_eq!(recorded_intervals(&s.recorder.events()).len(), 1);
 }
