@@ -22,7 +22,7 @@ pub const FRAME: usize = 160;
 pub const PTIME: Duration = Duration::from_millis(20);
 /// How long an announcement waits for the sender's first packet (to learn
 /// its SSRC, sequence and timestamp) before it starts a stream of its own.
-pub const WAIT_FOR_MEDIA: Duration = Duration::from_millis(500);
+pub const WAIT_FOR_MEDIA: Duration = Duration::from_secs(1);
 
 /// Frequency of the start beep and the reminder beeps.
 pub const BEEP_HZ: f32 = 1400.0;

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use earshot_recorder_core::announce::{Kind, Outcome};
+use earshot_recorder_core::announce::{Kind, Outcome, WAIT_FOR_MEDIA};
 use earshot_recorder_core::{
     AnnounceMode, AnnounceTo, AnnouncementConfig, Event, Output, Recorder, Side, g711,
 };
@@ -652,15 +652,15 @@ fn a_codec_that_cannot_be_encoded_skips_the_announcement_not_the_recording() {
 #[test]
 fn without_media_from_the_sender_the_announcement_starts_its_own_stream() {
     let mut sim = Sim::new(beep_both(), "008", "500");
+    let answered = sim.now;
     sim.parties[0].sending = false;
-    sim.run(Duration::from_secs(1));
+    sim.run(WAIT_FOR_MEDIA + Duration::from_millis(500));
     let to_callee: Vec<Heard> = sim.heard[1].clone();
     assert_eq!(to_callee.len(), 25, "the beep alone");
     assert_continuous(&sim.heard[1], "callee");
-    let waited = to_callee[0].at - (sim.now - Duration::from_secs(1));
     assert_eq!(
-        waited,
-        Duration::from_millis(500),
+        to_callee[0].at - answered,
+        WAIT_FOR_MEDIA,
         "after waiting for the caller's stream"
     );
     // The caller starts later: its own stream, its own numbering.
