@@ -239,7 +239,20 @@ pub struct Catalog {
     store: Arc<dyn ObjectStore>,
     prefix: String,
     cache: Mutex<HashMap<String, Arc<Recording>>>,
+    /// Day folder listings and when they were made (see [`Catalog::day_ids`]).
+    listings: Mutex<HashMap<String, Listing>>,
 }
+
+/// A day folder's ids and when they were listed.
+type Listing = (std::time::Instant, Arc<Vec<String>>);
+
+/// How long a listing of the newest day folder is reused: new recordings
+/// show up on the page within this.
+const NEWEST_DAY_FRESH: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a listing of an older day folder is reused: a long call's
+/// recording lands in the day it started, after that day is over, and the
+/// retention rule removes old ones.
+const OLDER_DAY_FRESH: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Catalog {
     /// The recordings under `prefix` (no slashes at the ends; may be empty).
@@ -248,6 +261,7 @@ impl Catalog {
             store,
             prefix: prefix.trim_matches('/').to_owned(),
             cache: Mutex::new(HashMap::new()),
+            listings: Mutex::new(HashMap::new()),
         }
     }
 
@@ -307,7 +321,33 @@ impl Catalog {
     }
 
     /// Ids of one day's recordings (those with a sidecar), newest first.
-    pub async fn day_ids(&self, day: &str) -> Result<Vec<String>, CatalogError> {
+    /// Listings are reused for a few seconds (the newest day) or a minute
+    /// (older days), so paging and searches do not list every folder again.
+    pub async fn day_ids(&self, day: &str) -> Result<Arc<Vec<String>>, CatalogError> {
+        let now = std::time::Instant::now();
+        {
+            let listings = self.listings.lock().unwrap_or_else(|e| e.into_inner());
+            let newest = listings.keys().max().is_none_or(|d| day >= d.as_str());
+            let fresh = if newest {
+                NEWEST_DAY_FRESH
+            } else {
+                OLDER_DAY_FRESH
+            };
+            if let Some((at, ids)) = listings.get(day)
+                && now.duration_since(*at) < fresh
+            {
+                return Ok(ids.clone());
+            }
+        }
+        let ids = Arc::new(self.list_day(day).await?);
+        self.listings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(day.to_owned(), (now, ids.clone()));
+        Ok(ids)
+    }
+
+    async fn list_day(&self, day: &str) -> Result<Vec<String>, CatalogError> {
         let mut ids: Vec<String> = self
             .store
             .list(Some(&self.key(day)))
@@ -411,9 +451,9 @@ impl Catalog {
                     seen += day_ids.len();
                     continue;
                 }
-                for id in day_ids {
+                for id in day_ids.iter() {
                     if seen >= skip {
-                        ids.push(id);
+                        ids.push(id.clone());
                         if ids.len() > per_page {
                             break 'days;
                         }
