@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::g711;
+use crate::g711::Law;
 
 /// Samples per announcement packet (20 ms at 8 kHz).
 pub const FRAME: usize = 160;
@@ -191,33 +191,6 @@ impl Default for Clips {
                 (STOP_HZ, STOP_TONE_LEN),
             ])
             .into(),
-        }
-    }
-}
-
-/// G.711 flavour of an announcement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Law {
-    /// PCMU.
-    Ulaw,
-    /// PCMA.
-    Alaw,
-}
-
-impl Law {
-    /// The law of a codec name from SDP; `None` for codecs the recorder cannot encode.
-    pub fn of(codec: &str) -> Option<Law> {
-        match codec {
-            "PCMU" => Some(Law::Ulaw),
-            "PCMA" => Some(Law::Alaw),
-            _ => None,
-        }
-    }
-
-    fn encode(self, s: i16) -> u8 {
-        match self {
-            Law::Ulaw => g711::linear_to_ulaw(s),
-            Law::Alaw => g711::linear_to_alaw(s),
         }
     }
 }
@@ -513,15 +486,10 @@ impl Onward {
         Some(p.finish(Outcome::Cut))
     }
 
-    /// Produces the announcement packets due by `now`. `random` supplies an
-    /// SSRC, sequence and timestamp when the sender never sent a packet
-    /// within [`WAIT_FOR_MEDIA`].
-    pub fn poll(
-        &mut self,
-        now: Instant,
-        random: &mut dyn FnMut() -> u64,
-        out: &mut Vec<Injected>,
-    ) -> Poll {
+    /// Produces the announcement packets due by `now`. `random` gives the
+    /// SSRC, sequence and timestamp of a stream of its own when the sender
+    /// sent nothing within [`WAIT_FOR_MEDIA`].
+    pub fn poll(&mut self, now: Instant, random: u64, out: &mut Vec<Injected>) -> Poll {
         let Some(play) = self.play.as_mut() else {
             return Poll::Idle;
         };
@@ -530,9 +498,12 @@ impl Onward {
             if now < deadline {
                 return Poll::At(deadline);
             }
-            let r = random();
-            self.n = Numbering::fresh(r as u32);
-            play.first = Some((now, (r >> 32) as u16, (r >> 48) as u32 * FRAME as u32));
+            self.n = Numbering::fresh(random as u32);
+            play.first = Some((
+                now,
+                (random >> 32) as u16,
+                (random >> 48) as u32 * FRAME as u32,
+            ));
         }
         let Some((first_at, seq0, ts0)) = play.first else {
             return Poll::Idle;

@@ -13,14 +13,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::announce::{
-    self, AnnounceMode, AnnounceTo, Clips, Finished, Kind, Law, Onward, Outcome, Verdict,
+    self, AnnounceMode, AnnounceTo, Clips, Finished, Kind, Onward, Outcome, Verdict,
 };
 use crate::config::{CoreConfig, Mode, Target, Transport};
 use crate::dtmf::{self, DtmfMethod, EventDeduper, ShortcodeMatcher, ToneDetector};
 use crate::event::{
     CallRef, EndReason, Event, InvolvedUser, MediaFrame, Party, RecordingReason, Side,
 };
-use crate::g711;
+use crate::g711::Law;
 use crate::sdp::{self, Sdp};
 use crate::sip::message::{self, Message, StartLine};
 use crate::stats::{Stats, method_label};
@@ -136,6 +136,16 @@ struct Stream {
     legs: [Leg; 2],
 }
 
+impl Stream {
+    /// The codec of a payload type in packets sent to `receiver`: as the
+    /// receiver's SDP maps it, else as the other side's does.
+    fn codec_toward(&self, receiver: Side, pt: u8) -> Option<&sdp::Codec> {
+        [receiver, receiver.other()]
+            .iter()
+            .find_map(|s| self.legs[s.index()].stream.as_ref()?.codec(pt))
+    }
+}
+
 struct Involved {
     extension: String,
     display_name: Option<String>,
@@ -204,6 +214,12 @@ impl Call {
                             .any(|u| u.side == side && (u.mode == Mode::Always || u.on)))
             })
             .collect()
+    }
+
+    /// A new announcement timer for this call; earlier ones become stale.
+    fn inject_timer(&mut self) -> Timer {
+        self.inject_gen = self.inject_gen.wrapping_add(1);
+        Timer::Inject(self.r.id, self.inject_gen)
     }
 
     /// Whether digits keyed on `side` need in-band detection: an OnDemand
@@ -1233,14 +1249,11 @@ impl Recorder {
 
     /// Starts an announcement toward each receiver, in the call's first audio stream.
     fn announce(&mut self, now: Instant, cid: u64, kind: Kind, receivers: &[Side]) {
-        let samples = match kind {
-            Kind::Beep => self.clips.beep.clone(),
-            Kind::Prompt => match &self.cfg.announcement.prompt {
-                Some(p) => p.clone(),
-                None => return,
-            },
-            Kind::PeriodicBeep => self.clips.periodic.clone(),
-            Kind::StopTone => self.clips.stop.clone(),
+        let samples = match (kind, &self.cfg.announcement.prompt) {
+            (Kind::Prompt, Some(p)) => p.clone(),
+            (Kind::Beep | Kind::Prompt, _) => self.clips.beep.clone(),
+            (Kind::PeriodicBeep, _) => self.clips.periodic.clone(),
+            (Kind::StopTone, _) => self.clips.stop.clone(),
         };
         let Some(call) = self.calls.get_mut(&cid) else {
             return;
@@ -1296,13 +1309,7 @@ impl Recorder {
                         .copied()
                         .find(|&f| Some(f) != m.telephone_event() && offered(sending, f))
                 });
-            let law = pt.and_then(|pt| {
-                stream
-                    .legs
-                    .iter()
-                    .find_map(|l| l.stream.as_ref().and_then(|m| m.codec(pt)))
-                    .and_then(|c| Law::of(&c.name))
-            });
+            let law = pt.and_then(|pt| Law::of(&stream.codec_toward(to, pt)?.name));
             let (Some(pt), Some(law)) = (pt, law) else {
                 finished.push((to, skipped(Outcome::UnsupportedCodec)));
                 continue;
@@ -1319,9 +1326,8 @@ impl Recorder {
             }
         }
         if started {
-            call.inject_gen = call.inject_gen.wrapping_add(1);
-            let g = call.inject_gen;
-            self.arm(now, Timer::Inject(cid, g));
+            let timer = call.inject_timer();
+            self.arm(now, timer);
         }
         for (to, f) in finished {
             self.announced(&r, to, f);
@@ -1364,13 +1370,7 @@ impl Recorder {
 
     /// Sends the announcement packets due and schedules the next ones.
     fn inject(&mut self, now: Instant, cid: u64) {
-        let mut rng = self.rng;
-        let mut random = || {
-            rng ^= rng >> 12;
-            rng ^= rng << 25;
-            rng ^= rng >> 27;
-            rng.wrapping_mul(0x2545F4914F6CDD1D)
-        };
+        let seed = self.random();
         let Some(call) = self.calls.get_mut(&cid) else {
             return;
         };
@@ -1385,21 +1385,13 @@ impl Recorder {
                     continue;
                 }
                 let mut sent = Vec::new();
-                match onward.poll(now, &mut random, &mut sent) {
+                match onward.poll(now, seed, &mut sent) {
                     announce::Poll::Idle => {}
                     announce::Poll::At(t) => next = Some(next.map_or(t, |n| n.min(t))),
                     announce::Poll::Done(f) => finished.push((to, f)),
                 }
                 let receiver = &stream.legs[to.index()];
                 let dest = receiver.latched.or(receiver.negotiated);
-                let codec = |pt| {
-                    stream.legs.iter().find_map(|l| {
-                        l.stream
-                            .as_ref()
-                            .and_then(|m| m.codec(pt))
-                            .map(|c| c.name.clone())
-                    })
-                };
                 for p in sent {
                     if call.recording {
                         let frame = MediaFrame {
@@ -1411,7 +1403,9 @@ impl Recorder {
                             seq: p.seq,
                             timestamp: p.timestamp,
                             payload_type: p.payload_type,
-                            codec: codec(p.payload_type),
+                            codec: stream
+                                .codec_toward(to, p.payload_type)
+                                .map(|c| c.name.clone()),
                             payload: p.payload().to_vec(),
                         };
                         packets.push(Output::Event(Event::Media(frame)));
@@ -1431,11 +1425,9 @@ impl Recorder {
         }
         let r = call.r.clone();
         if let Some(t) = next {
-            call.inject_gen = call.inject_gen.wrapping_add(1);
-            let g = call.inject_gen;
-            self.arm(t, Timer::Inject(cid, g));
+            let timer = call.inject_timer();
+            self.arm(t, timer);
         }
-        self.rng = rng;
         self.out.extend(packets);
         for (to, f) in finished {
             self.announced(&r, to, f);
@@ -1643,11 +1635,8 @@ impl Recorder {
         };
 
         if rtcp {
-            let [a, b] = &stream.legs;
-            let (sent, received) = match facing {
-                Side::Caller => (&a.onward, &b.onward),
-                Side::Callee => (&b.onward, &a.onward),
-            };
+            let sent = &stream.legs[facing.index()].onward;
+            let received = &stream.legs[facing.other().index()].onward;
             if !sent.is_identity() || !received.is_identity() {
                 announce::rewrite_rtcp(data, sent, received);
             }
@@ -1662,14 +1651,9 @@ impl Recorder {
             let te = [&stream.legs[facing.other().index()], leg]
                 .iter()
                 .find_map(|l| l.stream.as_ref().and_then(|s| s.telephone_event()));
-            let codec = [&stream.legs[facing.other().index()], leg]
-                .iter()
-                .find_map(|l| {
-                    l.stream
-                        .as_ref()
-                        .and_then(|s| s.codec(pt))
-                        .map(|c| c.name.clone())
-                });
+            let codec = stream
+                .codec_toward(facing.other(), pt)
+                .map(|c| c.name.clone());
             let mut digit = None;
             let audio = Some(pt) != te && codec.as_deref() != Some("CN");
             if Some(pt) == te {
@@ -1682,16 +1666,10 @@ impl Recorder {
             } else {
                 let leg = &mut stream.legs[facing.index()];
                 if let Some(tones) = leg.tones.as_mut() {
-                    let payload = rtp.payload();
-                    let found = match codec.as_deref() {
-                        Some("PCMU") => {
-                            tones.push(payload.iter().map(|&b| g711::ulaw_to_linear(b)))
-                        }
-                        Some("PCMA") => {
-                            tones.push(payload.iter().map(|&b| g711::alaw_to_linear(b)))
-                        }
-                        _ => None,
-                    };
+                    let found = codec
+                        .as_deref()
+                        .and_then(Law::of)
+                        .and_then(|law| tones.push(rtp.payload().iter().map(|&b| law.decode(b))));
                     digit = found.map(|d| (d, DtmfMethod::InBand));
                 }
             }
@@ -1703,9 +1681,8 @@ impl Recorder {
                 .original(now, data, audio);
             let held = verdict != Verdict::Forward;
             if verdict == Verdict::HoldAndStart {
-                call.inject_gen = call.inject_gen.wrapping_add(1);
-                let g = call.inject_gen;
-                self.timers.push(Reverse((now, Timer::Inject(cid, g))));
+                let timer = call.inject_timer();
+                self.timers.push(Reverse((now, timer)));
             }
             if !held && call.recording && audio {
                 let frame = MediaFrame {

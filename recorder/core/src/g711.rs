@@ -1,5 +1,42 @@
 //! G.711 µ-law and A-law (ITU-T G.711) to 16-bit linear PCM, by table.
 
+/// The two G.711 codecs, by their SDP names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Law {
+    /// PCMU.
+    Ulaw,
+    /// PCMA.
+    Alaw,
+}
+
+impl Law {
+    /// The law of a codec name from SDP; `None` for any other codec (which
+    /// the recorder can neither decode nor encode).
+    pub fn of(codec: &str) -> Option<Law> {
+        match codec {
+            "PCMU" => Some(Law::Ulaw),
+            "PCMA" => Some(Law::Alaw),
+            _ => None,
+        }
+    }
+
+    /// Decodes one byte.
+    pub fn decode(self, b: u8) -> i16 {
+        match self {
+            Law::Ulaw => ulaw_to_linear(b),
+            Law::Alaw => alaw_to_linear(b),
+        }
+    }
+
+    /// Encodes one sample.
+    pub fn encode(self, s: i16) -> u8 {
+        match self {
+            Law::Ulaw => linear_to_ulaw(s),
+            Law::Alaw => linear_to_alaw(s),
+        }
+    }
+}
+
 /// Decodes one µ-law byte.
 pub fn ulaw_to_linear(u: u8) -> i16 {
     ULAW[u as usize]

@@ -45,11 +45,8 @@ pub enum Layout {
 
 /// Decodes a G.711 payload; `None` for codecs the recorder cannot decode.
 pub fn decode(codec: &str, payload: &[u8]) -> Option<Vec<i16>> {
-    match codec {
-        "PCMU" => Some(payload.iter().map(|&b| g711::ulaw_to_linear(b)).collect()),
-        "PCMA" => Some(payload.iter().map(|&b| g711::alaw_to_linear(b)).collect()),
-        _ => None,
-    }
+    let law = g711::Law::of(codec)?;
+    Some(payload.iter().map(|&b| law.decode(b)).collect())
 }
 
 #[derive(Debug, Clone, Copy, Default)]
