@@ -372,30 +372,24 @@ fn announcement(
             ),
         ));
     }
-    let prompt = match (&a.mode, &a.prompt) {
-        (AnnounceModeName::Prompt, None) => {
-            return Err(invalid(
-                path,
-                "announcement.prompt",
-                "mode Prompt needs a prompt file",
+    if a.mode == AnnounceModeName::Prompt && a.prompt.is_none() {
+        return Err(invalid(
+            path,
+            "announcement.prompt",
+            "mode Prompt needs a prompt file",
+        ));
+    }
+    // A prompt that cannot be used must not stop recording: the parties
+    // hear the beep instead and the error is logged at every load.
+    let prompt = prompt_path(path, a).and_then(|file| match crate::prompt::load(&file) {
+        Ok(samples) => Some(samples),
+        Err(e) => {
+            warnings.push(format!(
+                "announcement.prompt: {e}; the beep is played instead"
             ));
+            None
         }
-        // A prompt that cannot be used must not stop recording: the parties
-        // hear the beep instead and the error is logged at every load.
-        (AnnounceModeName::Prompt, Some(_)) => match prompt_path(path, a) {
-            Some(file) => match crate::prompt::load(&file) {
-                Ok(samples) => Some(samples),
-                Err(e) => {
-                    warnings.push(format!(
-                        "announcement.prompt: {e}; the beep is played instead"
-                    ));
-                    None
-                }
-            },
-            None => None,
-        },
-        _ => None,
-    };
+    });
     Ok(AnnouncementConfig {
         mode: match a.mode {
             AnnounceModeName::None => AnnounceMode::None,
@@ -736,21 +730,7 @@ users:
         let dir = std::env::temp_dir().join(format!("earshot-prompt-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         // 0.25 s of 16 kHz mono silence as a WAV file.
-        let n = 4000u32;
-        let mut wav = Vec::new();
-        wav.extend_from_slice(b"RIFF");
-        wav.extend_from_slice(&(36 + n * 2).to_le_bytes());
-        wav.extend_from_slice(b"WAVEfmt ");
-        wav.extend_from_slice(&16u32.to_le_bytes());
-        wav.extend_from_slice(&1u16.to_le_bytes());
-        wav.extend_from_slice(&1u16.to_le_bytes());
-        wav.extend_from_slice(&16_000u32.to_le_bytes());
-        wav.extend_from_slice(&32_000u32.to_le_bytes());
-        wav.extend_from_slice(&2u16.to_le_bytes());
-        wav.extend_from_slice(&16u16.to_le_bytes());
-        wav.extend_from_slice(b"data");
-        wav.extend_from_slice(&(n * 2).to_le_bytes());
-        wav.resize(wav.len() + (n * 2) as usize, 0);
+        let wav = crate::prompt::wav(16_000, 1, &[0; 4000]);
         std::fs::write(dir.join("prompt.wav"), &wav).unwrap();
         std::fs::write(dir.join("broken.wav"), b"RIFF nonsense").unwrap();
         let text = format!(

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use earshot_recorder_core::sip::message::frame_stream;
-use earshot_recorder_core::{Event, Output, Recorder, Target, Transport};
+use earshot_recorder_core::{Event, Output, Recorder, Relay, Target, Transport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
@@ -76,18 +76,22 @@ impl Shared {
         for o in outs {
             match o {
                 Output::Sip { target, data } => self.send_sip(target, data),
-                Output::Rtp { relay, data } => {
-                    let out = self
-                        .rtp
-                        .get(relay.from_port.wrapping_sub(self.rtp_base) as usize)
-                        .and_then(|s| s.as_ref());
-                    if let Some(out) = out {
-                        let _ = out.try_send_to(&data, relay.to);
-                    }
-                }
+                Output::Rtp { relay, data } => self.send_rtp(relay, &data),
                 Output::Event(e) => self.events.push(e),
                 Output::Timeout(_) => {}
             }
+        }
+    }
+
+    /// Sends a datagram out of one of our RTP/RTCP ports. A full socket
+    /// buffer drops it, as the network would: media is not retried.
+    fn send_rtp(&self, relay: Relay, data: &[u8]) {
+        let out = self
+            .rtp
+            .get(relay.from_port.wrapping_sub(self.rtp_base) as usize)
+            .and_then(|s| s.as_ref());
+        if let Some(out) = out {
+            let _ = out.try_send_to(data, relay.to);
         }
     }
 
@@ -568,13 +572,7 @@ async fn rtp_loop(shared: Arc<Shared>, sock: Arc<UdpSocket>, port: u16) {
         let now = Instant::now();
         let relay = shared.with_core(|rec| rec.handle_rtp(now, port, src, &mut buf[..n]));
         if let Some(r) = relay {
-            let out = shared
-                .rtp
-                .get((r.from_port - shared.rtp_base) as usize)
-                .and_then(|s| s.as_ref());
-            if let Some(out) = out {
-                let _ = out.try_send_to(&buf[..n], r.to);
-            }
+            shared.send_rtp(r, &buf[..n]);
         }
     }
 }
