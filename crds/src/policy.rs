@@ -514,6 +514,13 @@ impl AnnouncementSpec {
     pub fn is_off(&self) -> bool {
         self.mode == AnnouncementMode::None && self.periodic_beep_seconds == 0 && !self.stop_tone
     }
+
+    /// The prompt, when `Prompt` mode plays one.
+    pub fn prompt_in_use(&self) -> Option<&PromptRef> {
+        self.prompt
+            .as_ref()
+            .filter(|_| self.mode == AnnouncementMode::Prompt)
+    }
 }
 
 /// What plays when recording starts.

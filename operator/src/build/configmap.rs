@@ -107,7 +107,7 @@ pub fn recorder_config(v: &Validated) -> Value {
             "periodicBeepSeconds": a.periodic_beep_seconds,
             "stopTone": a.stop_tone,
         });
-        if let (AnnouncementMode::Prompt, Some(p)) = (a.mode, &a.prompt) {
+        if let Some(p) = a.prompt_in_use() {
             announcement["prompt"] = json!(format!("{PROMPT_DIR}/{}", p.key));
         }
         config["announcement"] = announcement;

@@ -4,7 +4,7 @@
 //! termination grace period. Config changes do not touch the pod template
 //! (the recorder reloads its mounted file), so they roll nothing.
 
-use earshot_crds::{AnnouncementMode, NetworkMode, SipTransport};
+use earshot_crds::{NetworkMode, SipTransport};
 use k8s_openapi::api::apps::v1::Deployment;
 use serde_json::json;
 
@@ -67,8 +67,7 @@ pub fn build_deployment(v: &Validated) -> Deployment {
             {"name": "spool", "emptyDir": {"sizeLimit": v.operator.spool_size}},
         ],
     });
-    let a = &v.policy.spec.announcement;
-    if let (AnnouncementMode::Prompt, Some(p)) = (a.mode, &a.prompt) {
+    if let Some(p) = v.policy.spec.announcement.prompt_in_use() {
         // Only the prompt's key, not the whole ConfigMap.
         pod_spec["volumes"]
             .as_array_mut()

@@ -2,34 +2,46 @@
 //! credentials from the Secret the policy names, and the announcement
 //! prompt's ConfigMap.
 
-use earshot_crds::AnnouncementMode;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Api;
+use serde::de::DeserializeOwned;
 
 use super::Error;
 use crate::build::Validated;
 use crate::storage::s3::S3Target;
 
+/// An object of the policy's namespace, `None` when it does not exist.
+async fn get_opt<K>(api: &Api<K>, kind: &str, name: &str) -> Result<Option<K>, Error>
+where
+    K: Clone + DeserializeOwned + std::fmt::Debug,
+{
+    api.get_opt(name).await.map_err(|source| Error::Kube {
+        what: format!("get {kind} {name}"),
+        source,
+    })
+}
+
+/// A credential from a Secret: present and not blank.
+fn secret_value(secret: &Secret, key: &str) -> Option<String> {
+    secret
+        .data
+        .as_ref()?
+        .get(key)
+        .map(|b| String::from_utf8_lossy(&b.0).trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
 /// The store and the credentials to reach it.
 pub async fn storage_target(secrets: &Api<Secret>, v: &Validated) -> Result<S3Target, Error> {
     let keys = &v.storage.credentials_secret;
-    let secret = secrets
-        .get_opt(&keys.name)
-        .await
-        .map_err(|source| Error::Kube {
-            what: format!("get Secret {}", keys.name),
-            source,
-        })?;
-    let secret = secret.ok_or_else(|| Error::SecretMissing(keys.name.clone()))?;
-    let data = secret.data.unwrap_or_default();
+    let secret = get_opt(secrets, "Secret", &keys.name)
+        .await?
+        .ok_or_else(|| Error::SecretMissing(keys.name.clone()))?;
     let value = |key: &str| {
-        data.get(key)
-            .map(|b| String::from_utf8_lossy(&b.0).trim().to_owned())
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| Error::SecretKeyMissing {
-                secret: keys.name.clone(),
-                key: key.to_owned(),
-            })
+        secret_value(&secret, key).ok_or_else(|| Error::SecretKeyMissing {
+            secret: keys.name.clone(),
+            key: key.to_owned(),
+        })
     };
     Ok(S3Target {
         endpoint: v.storage.endpoint.clone(),
@@ -43,34 +55,22 @@ pub async fn storage_target(secrets: &Api<Secret>, v: &Validated) -> Result<S3Ta
 /// Checks that the prompt of `Prompt` announcements exists, so the recorder
 /// pods (which mount it) can start.
 pub async fn prompt(configmaps: &Api<ConfigMap>, v: &Validated) -> Result<(), Error> {
-    let a = &v.policy.spec.announcement;
-    let (AnnouncementMode::Prompt, Some(p)) = (a.mode, &a.prompt) else {
+    let Some(p) = v.policy.spec.announcement.prompt_in_use() else {
         return Ok(());
     };
-    let cm = configmaps
-        .get_opt(&p.config_map)
-        .await
-        .map_err(|source| Error::Kube {
-            what: format!("get ConfigMap {}", p.config_map),
-            source,
-        })?
-        .ok_or_else(|| Error::PromptMissing {
-            config_map: p.config_map.clone(),
-            key: p.key.clone(),
-        })?;
+    let missing = || Error::PromptMissing {
+        config_map: p.config_map.clone(),
+        key: p.key.clone(),
+    };
+    let cm = get_opt(configmaps, "ConfigMap", &p.config_map)
+        .await?
+        .ok_or_else(missing)?;
     let has = cm
         .binary_data
         .as_ref()
         .is_some_and(|d| d.contains_key(&p.key))
         || cm.data.as_ref().is_some_and(|d| d.contains_key(&p.key));
-    if has {
-        Ok(())
-    } else {
-        Err(Error::PromptMissing {
-            config_map: p.config_map.clone(),
-            key: p.key.clone(),
-        })
-    }
+    if has { Ok(()) } else { Err(missing()) }
 }
 
 /// When the policy's console is enabled: what is wrong with the read-only
@@ -81,23 +81,15 @@ pub async fn console_secret(secrets: &Api<Secret>, v: &Validated) -> Result<Opti
         return Ok(None);
     };
     let keys = &c.credentials_secret;
-    let secret = secrets
-        .get_opt(&keys.name)
-        .await
-        .map_err(|source| Error::Kube {
-            what: format!("get Secret {}", keys.name),
-            source,
-        })?;
-    let Some(secret) = secret else {
+    let Some(secret) = get_opt(secrets, "Secret", &keys.name).await? else {
         return Ok(Some(format!(
             "Secret {} named in spec.console.credentialsSecret does not exist in the policy's namespace; the console starts once it does",
             keys.name
         )));
     };
-    let data = secret.data.unwrap_or_default();
     let missing: Vec<&str> = [&keys.access_key_id_key, &keys.secret_access_key_key]
         .into_iter()
-        .filter(|k| !data.contains_key(k.as_str()))
+        .filter(|k| secret_value(&secret, k).is_none())
         .map(String::as_str)
         .collect();
     Ok((!missing.is_empty()).then(|| {
