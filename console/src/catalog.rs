@@ -160,6 +160,46 @@ impl Recording {
     pub fn file_stem(&self) -> &str {
         &self.id[11..]
     }
+
+    /// The recorded intervals as the report shows them: `0.0–5.0 s, 7.2–9.0 s`.
+    pub fn recorded_text(&self) -> String {
+        self.intervals
+            .iter()
+            .map(|(from, to)| match to {
+                Some(t) => format!("{from:.1}–{t:.1} s"),
+                None => format!("{from:.1} s–"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// A duration in seconds as the report shows it: `00:01:05`, or `-`.
+pub fn hms(seconds: Option<f64>) -> String {
+    match seconds {
+        Some(s) => {
+            let s = s.round() as u64;
+            format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+        }
+        None => "-".into(),
+    }
+}
+
+/// The time of day of an RFC 3339 timestamp (`HH:MM:SS`), or `-`.
+pub fn clock(rfc3339: &str) -> &str {
+    rfc3339.get(11..19).unwrap_or("-")
+}
+
+/// Whether `s` is a day as the filters take it: `YYYY-MM-DD`.
+pub fn valid_day(s: &str) -> bool {
+    s.len() == 10
+        && s.bytes().enumerate().all(|(i, c)| {
+            if i == 4 || i == 7 {
+                c == b'-'
+            } else {
+                c.is_ascii_digit()
+            }
+        })
 }
 
 /// What to list.
@@ -178,6 +218,22 @@ pub struct Filter {
 }
 
 impl Filter {
+    /// The filter as given by a form or flags: blank fields dropped, days checked.
+    pub fn checked(self) -> Result<Filter, String> {
+        let given = |s: Option<String>| s.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+        let day = |s: Option<String>| match given(s) {
+            Some(d) if !valid_day(&d) => Err(format!("{d:?} is not a date like 2026-12-02")),
+            d => Ok(d),
+        };
+        Ok(Filter {
+            user: given(self.user),
+            from: day(self.from)?,
+            to: day(self.to)?,
+            number: given(self.number),
+            complete: self.complete,
+        })
+    }
+
     fn reads_sidecars(&self) -> bool {
         self.user.is_some() || self.number.is_some() || self.complete.is_some()
     }

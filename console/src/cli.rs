@@ -14,7 +14,7 @@ use futures::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use crate::catalog::{Catalog, Filter, PAGE, Recording};
+use crate::catalog::{Catalog, Filter, PAGE, Recording, clock, hms};
 use crate::metrics::Metrics;
 use crate::web::{App, health_router, router, zip_stream};
 
@@ -153,20 +153,7 @@ enum Command {
 
 impl FilterArgs {
     fn filter(&self) -> anyhow::Result<Filter> {
-        for d in [&self.from, &self.to].into_iter().flatten() {
-            let ok = d.len() == 10
-                && d.bytes().enumerate().all(|(i, c)| {
-                    if i == 4 || i == 7 {
-                        c == b'-'
-                    } else {
-                        c.is_ascii_digit()
-                    }
-                });
-            if !ok {
-                bail!("{d:?} is not a date like 2026-12-02");
-            }
-        }
-        Ok(Filter {
+        Filter {
             user: self.user.clone(),
             from: self.from.clone(),
             to: self.to.clone(),
@@ -176,7 +163,9 @@ impl FilterArgs {
                 Status::Complete => Some(true),
                 Status::Truncated => Some(false),
             },
-        })
+        }
+        .checked()
+        .map_err(anyhow::Error::msg)
     }
 }
 
@@ -402,28 +391,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn table_row(r: &Recording) -> String {
-    let hms = |s: Option<f64>| match s {
-        Some(s) => {
-            let s = s.round() as u64;
-            format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
-        }
-        None => "-".into(),
-    };
-    let t = |s: &str| s.get(11..19).unwrap_or("-").to_owned();
-    let recorded: Vec<String> = r
-        .intervals()
-        .iter()
-        .map(|(a, b)| format!("{a:.1}-{}", b.map_or(String::new(), |b| format!("{b:.1}"))))
-        .collect();
     format!(
         "{:<20} {:<20} {:>8}  {:<19} {:<8} {:<8}  {:<16} {}{}",
         r.caller(),
         r.callee(),
         hms(r.duration()),
         r.started().get(..19).unwrap_or("-").replace('T', " "),
-        t(r.answered()),
-        t(r.ended()),
-        recorded.join(","),
+        clock(r.answered()),
+        clock(r.ended()),
+        r.recorded_text(),
         r.id,
         if r.complete() { "" } else { " (truncated)" }
     )

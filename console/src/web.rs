@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -17,7 +17,9 @@ use maud::{DOCTYPE, Markup, html};
 use object_store::GetRange;
 use serde::Deserialize;
 
-use crate::catalog::{Catalog, CatalogError, Filter, PAGE, Recording, valid_id};
+use crate::catalog::{
+    Catalog, CatalogError, Filter, PAGE, Recording, clock, hms, valid_day, valid_id,
+};
 use crate::metrics::Metrics;
 use crate::zip::{ZipWriter, dos_time};
 
@@ -103,33 +105,20 @@ fn nonempty(s: &Option<String>) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn is_day(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 10
-        && b[4] == b'-'
-        && b[7] == b'-'
-        && b.iter()
-            .enumerate()
-            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
-}
-
 impl ListQuery {
     fn filter(&self) -> Result<Filter, String> {
-        let day = |s: Option<String>, what: &str| match s {
-            Some(d) if !is_day(&d) => Err(format!("{what} must be a date like 2026-12-02")),
-            other => Ok(other),
-        };
-        Ok(Filter {
-            user: nonempty(&self.user),
-            from: day(nonempty(&self.from), "from")?,
-            to: day(nonempty(&self.to), "to")?,
-            number: nonempty(&self.number),
+        Filter {
+            user: self.user.clone(),
+            from: self.from.clone(),
+            to: self.to.clone(),
+            number: self.number.clone(),
             complete: match self.status.as_deref() {
                 Some("complete") => Some(true),
                 Some("truncated") => Some(false),
                 _ => None,
             },
-        })
+        }
+        .checked()
     }
 
     fn with_page(&self, page: usize) -> String {
@@ -162,30 +151,6 @@ fn encode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-fn decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                let hex = |c: u8| (c as char).to_digit(16);
-                match (hex(b[i + 1]), hex(b[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn error_page(status: StatusCode, message: &str) -> Response {
@@ -235,37 +200,12 @@ fn page_shell(title: &str, body: Markup) -> Markup {
     }
 }
 
-fn clock(rfc3339: &str) -> &str {
-    rfc3339.get(11..19).unwrap_or("")
-}
-
-fn hms(seconds: Option<f64>) -> String {
-    match seconds {
-        Some(s) => {
-            let s = s.round() as u64;
-            format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
-        }
-        None => "-".into(),
-    }
-}
-
 fn party(number: &str, name: &str) -> String {
     if name.is_empty() || name == number {
         number.to_owned()
     } else {
         format!("{name} {number}")
     }
-}
-
-fn intervals(r: &Recording) -> String {
-    r.intervals()
-        .iter()
-        .map(|(from, to)| match to {
-            Some(t) => format!("{from:.1}–{t:.1} s"),
-            None => format!("{from:.1} s–"),
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 async fn index(
@@ -337,7 +277,7 @@ async fn index(
                                 td { (clock(r.started())) }
                                 td { (clock(r.answered())) }
                                 td { (clock(r.ended())) }
-                                td { (intervals(r)) @if !r.complete() { " " span.truncated { "(truncated)" } } }
+                                td { (r.recorded_text()) @if !r.complete() { " " span.truncated { "(truncated)" } } }
                                 td { audio controls preload="none" src={ "/r/" (r.id) ".mp3" } {} }
                                 td { a href={ "/r/" (r.id) ".mp3?download=1" } download { "MP3" } }
                             }
@@ -402,32 +342,39 @@ async fn object(
             Err(e) => store_error(e),
         };
     }
-    let size = match app.catalog.mp3_size(&id).await {
-        Ok(s) => s,
-        Err(e) => return store_error(e),
-    };
     let requested = headers
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_range);
-    // Resolve the range against the size, so the response says which bytes it holds.
-    let span = match requested {
-        None => None,
-        Some(GetRange::Bounded(r)) => Some((r.start, r.end.min(size))),
-        Some(GetRange::Offset(a)) => Some((a, size)),
-        Some(GetRange::Suffix(n)) => Some((size.saturating_sub(n), size)),
+    let first_byte = match &requested {
+        None => Some(0),
+        Some(GetRange::Bounded(r)) => Some(r.start),
+        Some(GetRange::Offset(a)) => Some(*a),
+        Some(GetRange::Suffix(_)) => None,
     };
-    if let Some((a, b)) = span
-        && (a >= size || a >= b)
-    {
-        return Response::builder()
+    let unsatisfiable = |size: u64| {
+        Response::builder()
             .status(StatusCode::RANGE_NOT_SATISFIABLE)
             .header(header::CONTENT_RANGE, format!("bytes */{size}"))
             .body(Body::empty())
-            .unwrap_or_default();
-    }
+            .unwrap_or_default()
+    };
+    // One request to the store: it resolves the range against the size.
+    let result = match app.catalog.mp3(&id, requested.clone()).await {
+        Ok(r) if r.range.is_empty() => return unsatisfiable(r.meta.size),
+        Ok(r) => r,
+        Err(e @ CatalogError::NotFound(_)) => return store_error(e),
+        // The store refuses a range that starts past the end: only then is
+        // the size needed, to say so.
+        Err(e) => match (first_byte, app.catalog.mp3_size(&id).await) {
+            (Some(a), Ok(size)) if requested.is_some() && a >= size => {
+                return unsatisfiable(size);
+            }
+            _ => return store_error(e),
+        },
+    };
     let download = q.download.is_some();
-    if span.is_none_or(|(a, _)| a == 0) {
+    if first_byte == Some(0) {
         audit(
             if download { "download" } else { "play" },
             &id,
@@ -435,15 +382,7 @@ async fn object(
             &app,
         );
     }
-    let result = match app
-        .catalog
-        .mp3(&id, span.map(|(a, b)| GetRange::Bounded(a..b)))
-        .await
-    {
-        Ok(r) => r,
-        Err(e) => return store_error(e),
-    };
-    let (a, b) = span.unwrap_or((0, size));
+    let (size, range) = (result.meta.size, result.range.clone());
     let metrics = app.clone();
     let stream = result.into_stream().map(move |chunk| {
         if let Ok(c) = &chunk {
@@ -452,17 +391,20 @@ async fn object(
         chunk
     });
     let mut resp = Response::builder()
-        .status(if span.is_some() {
+        .status(if requested.is_some() {
             StatusCode::PARTIAL_CONTENT
         } else {
             StatusCode::OK
         })
         .header(header::CONTENT_TYPE, "audio/mpeg")
         .header(header::ACCEPT_RANGES, "bytes")
-        .header(header::CONTENT_LENGTH, b - a)
+        .header(header::CONTENT_LENGTH, range.end - range.start)
         .header(header::CACHE_CONTROL, "private, max-age=3600");
-    if span.is_some() {
-        resp = resp.header(header::CONTENT_RANGE, format!("bytes {a}-{}/{size}", b - 1));
+    if requested.is_some() {
+        resp = resp.header(
+            header::CONTENT_RANGE,
+            format!("bytes {}-{}/{size}", range.start, range.end - 1),
+        );
     }
     if download {
         resp = resp.header(
@@ -480,66 +422,61 @@ pub fn zip_stream(
     metrics: Arc<Metrics>,
     recordings: Vec<Arc<Recording>>,
 ) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(8);
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
     tokio::spawn(async move {
-        let mut zip = ZipWriter::default();
-        for r in recordings {
-            let name = format!("{}/{}", r.day(), r.file_stem());
-            let time = dos_time(r.file_stem());
-            let result = match catalog.mp3(&r.id, None).await {
-                Ok(res) => res,
-                Err(e) => {
-                    tracing::error!(recording = %r.id, error = %e, "ZIP stopped: cannot read a recording");
-                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
-                    return;
-                }
-            };
-            if tx
-                .send(Ok(zip.begin(&format!("{name}.mp3"), time).into()))
-                .await
-                .is_err()
-            {
-                return;
-            }
-            let mut crc = crc32fast::Hasher::new();
-            let mut size = 0u64;
-            let mut body = result.into_stream();
-            while let Some(chunk) = body.next().await {
-                match chunk {
-                    Ok(c) => {
-                        crc.update(&c);
-                        size += c.len() as u64;
-                        metrics.sent(c.len() as u64);
-                        if tx.send(Ok(c)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(recording = %r.id, error = %e, "ZIP stopped: reading a recording failed");
-                        let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
-                        return;
-                    }
-                }
-            }
-            let mut tail = zip.end(crc.finalize(), size);
-            let json = match catalog.sidecar_bytes(&r.id).await {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::error!(recording = %r.id, error = %e, "ZIP stopped: cannot read a sidecar");
-                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
-                    return;
-                }
-            };
-            tail.extend(zip.begin(&format!("{name}.json"), time));
-            tail.extend_from_slice(&json);
-            tail.extend(zip.end(crc32fast::hash(&json), json.len() as u64));
-            if tx.send(Ok(tail.into())).await.is_err() {
-                return;
-            }
+        if let Err(ZipStop::Failed(e)) = write_zip(&catalog, &metrics, recordings, &tx).await {
+            tracing::error!(error = %e, "ZIP stopped");
+            let _ = tx.send(Err(std::io::Error::other(e))).await;
         }
-        let _ = tx.send(Ok(zip.finish().into())).await;
     });
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) })
+}
+
+/// Why a ZIP stopped before its end.
+enum ZipStop {
+    /// The receiver went away.
+    Gone,
+    /// The store failed (what, for which recording).
+    Failed(String),
+}
+
+type ZipSender = tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>;
+
+async fn write_zip(
+    catalog: &Catalog,
+    metrics: &Metrics,
+    recordings: Vec<Arc<Recording>>,
+    tx: &ZipSender,
+) -> Result<(), ZipStop> {
+    let send = |b: bytes::Bytes| async move { tx.send(Ok(b)).await.map_err(|_| ZipStop::Gone) };
+    let mut zip = ZipWriter::default();
+    for r in recordings {
+        let failed = |e: CatalogError| ZipStop::Failed(format!("recording {}: {e}", r.id));
+        let name = format!("{}/{}", r.day(), r.file_stem());
+        let time = dos_time(r.file_stem());
+        let mut body = catalog
+            .mp3(&r.id, None)
+            .await
+            .map_err(failed)?
+            .into_stream();
+        send(zip.begin(&format!("{name}.mp3"), time).into()).await?;
+        let mut crc = crc32fast::Hasher::new();
+        let mut size = 0u64;
+        while let Some(chunk) = body.next().await {
+            let c = chunk.map_err(|e| failed(e.into()))?;
+            crc.update(&c);
+            size += c.len() as u64;
+            metrics.sent(c.len() as u64);
+            send(c).await?;
+        }
+        let json = catalog.sidecar_bytes(&r.id).await.map_err(failed)?;
+        let mut tail = zip.end(crc.finalize(), size);
+        tail.extend(zip.begin(&format!("{name}.json"), time));
+        tail.extend_from_slice(&json);
+        tail.extend(zip.end(crc32fast::hash(&json), json.len() as u64));
+        send(tail.into()).await?;
+    }
+    send(zip.finish().into()).await
 }
 
 fn zip_response(app: Arc<App>, name: &str, recordings: Vec<Arc<Recording>>) -> Response {
@@ -558,12 +495,16 @@ fn zip_response(app: Arc<App>, name: &str, recordings: Vec<Arc<Recording>>) -> R
         .unwrap_or_default()
 }
 
-async fn zip_selected(State(app): State<Arc<App>>, headers: HeaderMap, body: String) -> Response {
-    let ids: Vec<String> = body
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .filter(|(k, _)| *k == "id")
-        .map(|(_, v)| decode(v))
+async fn zip_selected(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Form(fields): Form<Vec<(String, String)>>,
+) -> Response {
+    // The form repeats `id` once per ticked row.
+    let ids: Vec<String> = fields
+        .into_iter()
+        .filter(|(k, _)| k == "id")
+        .map(|(_, v)| v)
         .collect();
     if ids.is_empty() {
         return error_page(StatusCode::BAD_REQUEST, "Select at least one recording.");
@@ -586,7 +527,7 @@ async fn zip_day(
     Query(q): Query<ListQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(day) = nonempty(&q.day).filter(|d| is_day(d)) else {
+    let Some(day) = nonempty(&q.day).filter(|d| valid_day(d)) else {
         return error_page(
             StatusCode::BAD_REQUEST,
             "day must be a date like 2026-12-02",
@@ -623,12 +564,7 @@ mod tests {
     }
 
     #[test]
-    fn form_values_decode() {
-        assert_eq!(
-            decode("2026%2F12%2F02%2F20261202T121757Z_3f2fe346e63c4a35"),
-            "2026/12/02/20261202T121757Z_3f2fe346e63c4a35"
-        );
-        assert_eq!(decode("a+b%zz"), "a b%zz");
+    fn query_values_encode() {
         assert_eq!(encode("a b/c"), "a%20b%2Fc");
     }
 }

@@ -29,21 +29,24 @@ fn the_console_lists_filters_streams_and_zips_one_tenants_recordings_read_only()
     upload(&garage, "acme/office", &acme);
     upload(&garage, "bobs/shop", &bobs);
     let (ro_id, ro_secret) = garage.read_only_key();
-    let storage = [
-        "--endpoint",
-        &garage.endpoint,
-        "--bucket",
-        "recordings",
-        "--region",
-        "garage",
-        "--prefix",
-        "acme/office",
-    ];
+    // One tenant's console: the bucket and that tenant's prefix.
+    let storage = |prefix: &'static str| {
+        [
+            "--endpoint",
+            garage.endpoint.as_str(),
+            "--bucket",
+            "recordings",
+            "--region",
+            "garage",
+            "--prefix",
+            prefix,
+        ]
+    };
     let env = [
         ("AWS_ACCESS_KEY_ID", ro_id.as_str()),
         ("AWS_SECRET_ACCESS_KEY", ro_secret.as_str()),
     ];
-    let console = Console::start(dir.path(), &storage, &env);
+    let console = Console::start(dir.path(), &storage("acme/office"), &env);
 
     // Newest first, 50 a page.
     let mut newest: Vec<&Fixture> = acme.iter().collect();
@@ -199,20 +202,7 @@ fn the_console_lists_filters_streams_and_zips_one_tenants_recordings_read_only()
         .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     // The other tenant's own console sees exactly its two.
-    let bobs_console = Console::start(
-        dir.path(),
-        &[
-            "--endpoint",
-            &garage.endpoint,
-            "--bucket",
-            "recordings",
-            "--region",
-            "garage",
-            "--prefix",
-            "bobs/shop",
-        ],
-        &env,
-    );
+    let bobs_console = Console::start(dir.path(), &storage("bobs/shop"), &env);
     assert_eq!(page_ids(&bobs_console.get("/").text().unwrap()).len(), 2);
 
     // Every play and download was audited and counted.
