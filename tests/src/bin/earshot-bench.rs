@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use earshot_tests::pcap::RtpStream;
+use earshot_tests::pcap::{RtpStream, Tcpdump};
 use earshot_tests::rtpengine::{RtpengineProxy, pcap_to_mp3};
 use earshot_tests::{RecorderProcess, Sipp, SippProcess, TestUser, free_ports, repo};
 use serde_json::{Value, json};
@@ -108,55 +108,33 @@ fn drive(
     let started = Instant::now();
     let ramp = Duration::from_secs((n / rate) as u64 + 2);
     let mut peak = 0;
-    let mut probe_run: Option<(std::process::Child, SippProcess, PathBuf)> = None;
+    let mut probe_run: Option<(Option<Tcpdump>, SippProcess)> = None;
     while started.elapsed() < ramp + Duration::from_secs(load.call_s + 2) {
         peak = peak.max(proc_field(rss_pid, "status", "VmRSS:").unwrap_or(0));
         if probe_run.is_none() && started.elapsed() >= ramp {
-            let cap = dir.join("probe-capture.pcap");
-            let tcpdump = std::process::Command::new(if load.capture { "tcpdump" } else { "true" })
-                .args([
-                    "-i",
-                    "lo",
-                    "-n",
-                    "-U",
-                    "-B",
-                    "16384",
-                    "--time-stamp-precision=nano",
-                    "-w",
-                ])
-                .arg(&cap)
-                .arg(format!(
-                    "udp and (port {} or port {})",
-                    ports + 18,
-                    ports + 2
-                ))
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .expect("start tcpdump");
-            std::thread::sleep(Duration::from_millis(500));
-            probe_run = Some((tcpdump, uac(&load.pcaps.2, 1, ports + 16, "probe"), cap));
+            let capture = load.capture.then(|| {
+                Tcpdump::start(
+                    &dir.join("probe-capture.pcap"),
+                    &format!("udp and (port {} or port {})", ports + 18, ports + 2),
+                )
+            });
+            probe_run = Some((capture, uac(&load.pcaps.2, 1, ports + 16, "probe")));
         }
         std::thread::sleep(Duration::from_millis(500));
     }
     calls.wait_success(Duration::from_secs(load.call_s + 120));
     let mut latency = None;
-    if let Some((mut tcpdump, mut probe, cap)) = probe_run {
+    if let Some((capture, mut probe)) = probe_run {
         probe.wait_success(Duration::from_secs(load.call_s + 60));
         std::thread::sleep(Duration::from_millis(500));
-        let _ = std::process::Command::new("kill")
-            .arg("-INT")
-            .arg(tcpdump.id().to_string())
-            .status();
-        let _ = tcpdump.wait();
-        if load.capture {
-            let packets = earshot_tests::pcap::read_udp(&cap).unwrap_or_default();
+        if let Some(capture) = capture {
+            let packets = capture.stop();
             let d = earshot_tests::pcap::relay_delays(&packets, PROBE_SSRC, ports + 18, ports + 2);
             if !d.is_empty() {
                 let q = |f: f64| d[((d.len() - 1) as f64 * f).round() as usize] as f64 / 1000.0;
                 latency = Some((d.len(), q(0.5), q(0.99), q(1.0)));
             }
-            let _ = std::fs::remove_file(&cap);
+            let _ = std::fs::remove_file(dir.join("probe-capture.pcap"));
         }
     }
     uas.wait_success(Duration::from_secs(60));
