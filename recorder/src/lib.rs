@@ -9,4 +9,5 @@ pub mod metrics;
 pub mod prompt;
 pub mod recording;
 pub mod runtime;
+pub mod spool;
 pub mod store;

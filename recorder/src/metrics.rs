@@ -351,11 +351,11 @@ impl Metrics {
             .inc();
     }
 
-    /// Sets the spool gauges from a scan of the spool directory.
-    pub fn set_spool(&self, bytes: u64, files: u64, oldest_age: f64) {
-        self.recording.spool_bytes.set(bytes as i64);
-        self.recording.spool_files.set(files as i64);
-        self.recording.spool_oldest_age.set(oldest_age);
+    /// Sets the spool gauges from the spool's ledger.
+    pub fn set_spool(&self, u: &crate::spool::Usage) {
+        self.recording.spool_bytes.set(u.bytes as i64);
+        self.recording.spool_files.set(u.recordings as i64);
+        self.recording.spool_oldest_age.set(u.oldest_age_seconds);
     }
 
     /// Marks the recorder as draining.

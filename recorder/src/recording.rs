@@ -8,10 +8,9 @@
 //! with a sidecar saying the recording was cut short.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -23,6 +22,7 @@ use sha2::{Digest, Sha256};
 
 use crate::events::Clock;
 use crate::metrics::RecordingMetrics;
+use crate::spool::{Spool, SpoolFile};
 use crate::store::Store;
 
 /// Recording settings in the config file.
@@ -257,15 +257,15 @@ pub type SettingsHandle = Arc<std::sync::RwLock<Settings>>;
 /// Settings every worker shares.
 #[derive(Clone)]
 struct Shared {
-    spool: PathBuf,
+    spool: Arc<Spool>,
     /// The store's key for a name (prefix applied), for sidecars.
     store: Store,
     settings: SettingsHandle,
     clock: Clock,
     instance: String,
     metrics: RecordingMetrics,
-    spool_bytes: Arc<AtomicI64>,
-    uploads: tokio::sync::mpsc::UnboundedSender<PathBuf>,
+    /// Stems of recordings ready for upload.
+    uploads: tokio::sync::mpsc::UnboundedSender<String>,
 }
 
 /// Routes call events to encoder workers. Lives on its own thread.
@@ -274,7 +274,6 @@ pub struct Dispatcher {
     pending: Vec<Vec<Job>>,
     calls: HashMap<u64, Pending>,
     shared: Shared,
-    max_spool: u64,
 }
 
 struct Pending {
@@ -293,28 +292,20 @@ pub fn start(
     instance: String,
     metrics: RecordingMetrics,
     runtime: &tokio::runtime::Handle,
-) -> std::io::Result<Dispatcher> {
-    std::fs::create_dir_all(&spool.dir)?;
+) -> std::io::Result<(Dispatcher, Arc<Spool>)> {
+    let spool = Spool::open(&spool.dir, spool.max_bytes)?;
     let (uploads_tx, uploads_rx) = tokio::sync::mpsc::unbounded_channel();
-    let spool_bytes = Arc::new(AtomicI64::new(dir_bytes(&spool.dir) as i64));
     let shared = Shared {
-        spool: spool.dir.clone(),
+        spool: spool.clone(),
         store: store.clone(),
         settings: Arc::new(std::sync::RwLock::new(Settings::from_config(rec))),
         clock,
         instance,
         metrics: metrics.clone(),
-        spool_bytes: spool_bytes.clone(),
         uploads: uploads_tx,
     };
     recover_spool(&shared)?;
-    runtime.spawn(upload_loop(
-        uploads_rx,
-        store,
-        shared.spool.clone(),
-        metrics,
-        spool_bytes,
-    ));
+    runtime.spawn(upload_loop(uploads_rx, store, spool.clone(), metrics));
     let threads = rec
         .encoder_threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
@@ -330,13 +321,13 @@ pub fn start(
         workers.push(tx);
     }
     let pending = workers.iter().map(|_| Vec::new()).collect();
-    Ok(Dispatcher {
+    let dispatcher = Dispatcher {
         workers,
         pending,
         calls: HashMap::new(),
         shared,
-        max_spool: spool.max_bytes,
-    })
+    };
+    Ok((dispatcher, spool))
 }
 
 impl Dispatcher {
@@ -424,8 +415,7 @@ impl Dispatcher {
                 }
             }
             Event::Recording { call, at, on, .. } => {
-                let spool_full =
-                    self.shared.spool_bytes.load(Ordering::Relaxed) as u64 >= self.max_spool;
+                let spool_full = self.shared.spool.full();
                 let Some(p) = self.calls.get_mut(&call.id) else {
                     return;
                 };
@@ -562,7 +552,7 @@ struct Active {
     settings: Settings,
     timeline: Timeline,
     encoder: mp3lame_encoder::Encoder,
-    file: std::fs::File,
+    file: SpoolFile,
     stem: String,
     sha: Sha256,
     bytes: u64,
@@ -599,7 +589,7 @@ pub fn new_encoder(layout: Layout, kbps: u32) -> Result<mp3lame_encoder::Encoder
 }
 
 impl Active {
-    fn encode(&mut self, chunk: &Chunk, shared: &Shared) -> std::io::Result<()> {
+    fn encode(&mut self, chunk: &Chunk) -> std::io::Result<()> {
         if chunk.is_empty() {
             return Ok(());
         }
@@ -622,20 +612,17 @@ impl Active {
             tracing::error!(call = %self.meta.hash, error = ?e, "MP3 encoding failed");
             return Ok(());
         }
-        self.write_out(shared)
+        self.write_out()
     }
 
-    fn write_out(&mut self, shared: &Shared) -> std::io::Result<()> {
+    fn write_out(&mut self) -> std::io::Result<()> {
         if self.out.is_empty() {
             return Ok(());
         }
         // Appended as the call goes: a crash loses at most what LAME still buffers.
-        self.file.write_all(&self.out)?;
+        self.file.append(&self.out)?;
         self.sha.update(&self.out);
         self.bytes += self.out.len() as u64;
-        shared
-            .spool_bytes
-            .fetch_add(self.out.len() as i64, Ordering::Relaxed);
         Ok(())
     }
 }
@@ -706,14 +693,14 @@ fn run_job(shared: &Shared, active: &mut HashMap<String, Active>, job: Job) {
                     }
                 }
                 let chunk = a.timeline.drain(f.at);
-                if let Err(e) = a.encode(&chunk, shared) {
+                if let Err(e) = a.encode(&chunk) {
                     tracing::error!(call = %f.call.hash, error = %e, "cannot append to spool file");
                 }
             }
             Job::Tick(now) => {
                 for a in active.values_mut() {
                     let chunk = a.timeline.drain(now);
-                    if let Err(e) = a.encode(&chunk, shared) {
+                    if let Err(e) = a.encode(&chunk) {
                         tracing::error!(call = %a.meta.hash, error = %e, "cannot append to spool file");
                     }
                 }
@@ -740,15 +727,16 @@ fn begin(shared: &Shared, meta: CallMeta, at: Instant) -> Result<Active, String>
         "schemaVersion": 1, "call": meta.hash, "caller": meta.caller, "callee": meta.callee, "users": meta.users,
         "startedAt": rfc3339(meta.started), "answeredAt": meta.answered.map(rfc3339), "recordingStartedAt": rfc3339(start),
     });
-    let meta_path = shared.spool.join(format!("{stem}.start.json"));
-    std::fs::write(&meta_path, start_json.to_string())
-        .map_err(|e| format!("{}: {e}", meta_path.display()))?;
-    let path = shared.spool.join(format!("{stem}.mp3"));
-    let file = std::fs::OpenOptions::new()
-        .create_new(true)
-        .write(true)
-        .open(&path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let meta_name = format!("{stem}.start.json");
+    shared
+        .spool
+        .write_atomic(&meta_name, start_json.to_string().as_bytes())
+        .map_err(|e| format!("{meta_name}: {e}"))?;
+    let name = format!("{stem}.mp3");
+    let file = shared
+        .spool
+        .create(&name)
+        .map_err(|e| format!("{name}: {e}"))?;
     Ok(Active {
         timeline: Timeline::new(at, settings.pause, settings.layout),
         encoder: new_encoder(settings.layout, settings.bitrate)?,
@@ -768,16 +756,16 @@ fn begin(shared: &Shared, meta: CallMeta, at: Instant) -> Result<Active, String>
 
 fn finish(shared: &Shared, mut a: Active, at: Instant) {
     let chunk = a.timeline.finish(at);
-    let _ = a.encode(&chunk, shared);
+    let _ = a.encode(&chunk);
     a.out.clear();
     a.out.reserve(7200);
     if a.encoder
         .flush_to_vec::<mp3lame_encoder::FlushNoGap>(&mut a.out)
         .is_ok()
     {
-        let _ = a.write_out(shared);
+        let _ = a.write_out();
     }
-    if let Err(e) = a.file.sync_all() {
+    if let Err(e) = a.file.sync() {
         tracing::error!(call = %a.meta.hash, error = %e, "cannot sync spool file");
     }
     let ended = shared.clock.system(at);
@@ -801,26 +789,22 @@ fn finish(shared: &Shared, mut a: Active, at: Instant) {
         &sha,
         None,
     );
-    let json_path = shared.spool.join(format!("{}.json", a.stem));
-    let written = std::fs::write(
-        &json_path,
-        serde_json::to_vec_pretty(&sidecar).unwrap_or_default(),
-    )
-    .and_then(|_| std::fs::File::open(&json_path)?.sync_all());
+    let written = shared.spool.write_atomic(
+        &format!("{}.json", a.stem),
+        &serde_json::to_vec_pretty(&sidecar).unwrap_or_default(),
+    );
     if let Err(e) = written {
         tracing::error!(call = %a.meta.hash, error = %e, "cannot write sidecar to spool");
         return;
     }
-    let _ = std::fs::remove_file(shared.spool.join(format!("{}.start.json", a.stem)));
+    let _ = shared.spool.remove(&format!("{}.start.json", a.stem));
     shared
         .metrics
         .recordings
         .get_or_create(&vec![("result", "completed".to_owned())])
         .inc();
     tracing::info!(call = %a.meta.hash, seconds = format!("{seconds:.1}"), bytes = a.bytes, "recording complete");
-    let _ = shared
-        .uploads
-        .send(shared.spool.join(format!("{}.mp3", a.stem)));
+    let _ = shared.uploads.send(a.stem.clone());
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -878,59 +862,19 @@ fn sidecar(
     })
 }
 
-fn dir_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.metadata().ok())
-        .filter(|m| m.is_file())
-        .map(|m| m.len())
-        .sum()
-}
-
-/// Spool figures for metrics: bytes, recordings, age of the oldest.
-pub fn spool_stats(dir: &Path) -> (u64, u64, f64) {
-    let mut bytes = 0;
-    let mut files = 0;
-    let mut oldest: Option<SystemTime> = None;
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let Ok(m) = e.metadata() else { continue };
-        bytes += m.len();
-        if e.path().extension().is_some_and(|x| x == "mp3") {
-            files += 1;
-            if let Ok(t) = m.modified() {
-                oldest = Some(oldest.map_or(t, |o| o.min(t)));
-            }
-        }
-    }
-    let age = oldest
-        .and_then(|o| SystemTime::now().duration_since(o).ok())
-        .map_or(0.0, |d| d.as_secs_f64());
-    (bytes, files, age)
-}
-
 /// Queues every recording in the spool for upload; those a crash cut short
 /// get a sidecar that says so.
 fn recover_spool(shared: &Shared) -> std::io::Result<()> {
     let mut found = 0;
-    let mut mp3s: Vec<PathBuf> = std::fs::read_dir(&shared.spool)?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "mp3"))
-        .collect();
-    mp3s.sort();
-    for mp3 in mp3s {
-        let stem = mp3
-            .file_stem()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
-        let json_path = shared.spool.join(format!("{stem}.json"));
-        if !json_path.exists() {
-            let data = std::fs::read(&mp3)?;
-            let start_path = shared.spool.join(format!("{stem}.start.json"));
-            let start: Value = std::fs::read(&start_path)
+    for mp3 in shared.spool.names_ending(".mp3") {
+        let stem = mp3.trim_end_matches(".mp3").to_owned();
+        let json_name = format!("{stem}.json");
+        if !shared.spool.contains(&json_name) {
+            let data = shared.spool.read(&mp3)?;
+            let start_name = format!("{stem}.start.json");
+            let start: Value = shared
+                .spool
+                .read(&start_name)
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok())
                 .unwrap_or_else(|| json!({}));
@@ -941,7 +885,9 @@ fn recover_spool(shared: &Shared) -> std::io::Result<()> {
             };
             let hash = stem.split('_').nth(1).unwrap_or(&stem).to_owned();
             let recording_start = parse("recordingStartedAt").unwrap_or(SystemTime::now());
-            let ended = std::fs::metadata(&mp3).and_then(|m| m.modified()).ok();
+            let ended = std::fs::metadata(shared.spool.path(&mp3))
+                .and_then(|m| m.modified())
+                .ok();
             let meta = CallMeta {
                 hash,
                 started: parse("startedAt").unwrap_or(recording_start),
@@ -967,11 +913,11 @@ fn recover_spool(shared: &Shared) -> std::io::Result<()> {
                 &sha,
                 Some("the recorder stopped during the call; the recording ends where it stopped"),
             );
-            std::fs::write(
-                &json_path,
-                serde_json::to_vec_pretty(&sidecar).unwrap_or_default(),
+            shared.spool.write_atomic(
+                &json_name,
+                &serde_json::to_vec_pretty(&sidecar).unwrap_or_default(),
             )?;
-            let _ = std::fs::remove_file(&start_path);
+            shared.spool.remove(&start_name)?;
             shared
                 .metrics
                 .recordings
@@ -980,7 +926,11 @@ fn recover_spool(shared: &Shared) -> std::io::Result<()> {
             tracing::warn!(call = %meta.hash, seconds = format!("{seconds:.1}"), "recovered a recording cut short by a restart");
         }
         found += 1;
-        let _ = shared.uploads.send(mp3);
+        // Expected by the process before this one and not stored yet: this
+        // process owes it to the store, so `expected - stored` stays the
+        // number of recordings not yet confirmed.
+        shared.metrics.expected.inc();
+        let _ = shared.uploads.send(stem);
     }
     if found > 0 {
         tracing::info!(recordings = found, "uploading recordings left in the spool");
@@ -1037,29 +987,21 @@ pub fn mp3_duration(data: &[u8]) -> f64 {
 }
 
 async fn upload_loop(
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<PathBuf>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<String>,
     store: Store,
-    spool: PathBuf,
+    spool: Arc<Spool>,
     metrics: RecordingMetrics,
-    spool_bytes: Arc<AtomicI64>,
 ) {
-    while let Some(mp3) = rx.recv().await {
-        let stem = mp3
-            .file_stem()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
-        let json_path = spool.join(format!("{stem}.json"));
+    while let Some(stem) = rx.recv().await {
         let mut backoff = Duration::from_secs(1);
         loop {
-            match upload_one(&store, &mp3, &json_path, &stem).await {
+            match upload_one(&store, &spool, &stem).await {
                 Ok(bytes) => {
                     metrics.upload_bytes.inc_by(bytes);
                     metrics.stored.inc();
-                    for p in [&mp3, &json_path] {
-                        let len = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-                        if std::fs::remove_file(p).is_ok() {
-                            spool_bytes.fetch_sub(len as i64, Ordering::Relaxed);
+                    for name in [format!("{stem}.mp3"), format!("{stem}.json")] {
+                        if let Err(e) = spool.remove(&name) {
+                            tracing::error!(recording = %stem, error = %e, "stored, but cannot remove it from the spool");
                         }
                     }
                     tracing::info!(recording = %stem, "recording stored");
@@ -1081,22 +1023,21 @@ async fn upload_loop(
 
 async fn upload_one(
     store: &Store,
-    mp3: &Path,
-    json: &Path,
+    spool: &Arc<Spool>,
     stem: &str,
 ) -> Result<u64, crate::store::StoreError> {
     // Off the I/O thread: an hour-long recording is megabytes of disk reads.
-    let read = |p: &Path| {
-        let p = p.to_owned();
+    let read = |name: String| {
+        let spool = spool.clone();
         async move {
-            tokio::task::spawn_blocking(move || std::fs::read(&p).map_err(|e| (p, e)))
+            tokio::task::spawn_blocking(move || spool.read(&name).map_err(|e| (name, e)))
                 .await
                 .map_err(|e| crate::store::StoreError::Open(e.to_string()))?
-                .map_err(|(p, e)| crate::store::StoreError::Open(format!("{}: {e}", p.display())))
+                .map_err(|(n, e)| crate::store::StoreError::Open(format!("{n}: {e}")))
         }
     };
-    let audio = read(mp3).await?;
-    let sidecar = read(json).await?;
+    let audio = read(format!("{stem}.mp3")).await?;
+    let sidecar = read(format!("{stem}.json")).await?;
     let total = (audio.len() + sidecar.len()) as u64;
     // The MP3 first: a sidecar in the store means its recording is there too.
     store

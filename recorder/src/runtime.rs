@@ -30,7 +30,7 @@ pub struct Shared {
     rtp: Vec<Option<Arc<UdpSocket>>>,
     rtp_base: u16,
     events: Arc<crate::recording::EventBuffer>,
-    spool: PathBuf,
+    spool: Arc<crate::spool::Spool>,
     recording: crate::recording::SettingsHandle,
     ready: AtomicBool,
     timer_wake: tokio::sync::Notify,
@@ -295,7 +295,7 @@ pub async fn bind(config_path: PathBuf, config: Config) -> anyhow::Result<Server
                 .map(|h| h.trim().to_owned())
         })
         .unwrap_or_else(|| "earshot-recorder".to_owned());
-    let dispatcher = crate::recording::start(
+    let (dispatcher, spool) = crate::recording::start(
         &config.file.recording,
         &config.file.spool,
         store.clone(),
@@ -319,7 +319,7 @@ pub async fn bind(config_path: PathBuf, config: Config) -> anyhow::Result<Server
         rtp,
         rtp_base: base,
         events: events_tx,
-        spool: config.file.spool.dir.clone(),
+        spool,
         recording: dispatcher.settings(),
         ready: AtomicBool::new(false),
         timer_wake: tokio::sync::Notify::new(),
@@ -444,10 +444,10 @@ impl Server {
                         let shared = shared.clone();
                         async move {
                             let stats = lock(&shared.rec).stats().clone();
-                            let (bytes, files, age) = crate::recording::spool_stats(&shared.spool);
+                            let spool = shared.spool.usage(SystemTime::now());
                             let mut m = lock(&shared.metrics);
                             m.sync(&stats);
-                            m.set_spool(bytes, files, age);
+                            m.set_spool(&spool);
                             (
                                 [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
                                 m.encode(),
@@ -535,7 +535,7 @@ impl Server {
                 .get()
                 .max(0) as usize;
             let dispatching = usize::from(!shared.events.finished());
-            dispatching + queued + crate::recording::spool_stats(&shared.spool).1 as usize
+            dispatching + queued + shared.spool.usage(SystemTime::now()).recordings as usize
         })
         .await;
         if spooled > 0 {

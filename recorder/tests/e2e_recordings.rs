@@ -385,3 +385,62 @@ fn with_filesystem_storage_the_recorder_expires_old_recordings_at_start() {
     );
     assert!(s.recorder.log_text().contains("expired old recordings"));
 }
+
+/// The bytes of the files in a directory as `du` counts them: `du -sb` of
+/// the directory less the directory's own entry.
+fn du_files(dir: &std::path::Path) -> f64 {
+    let out = std::process::Command::new("du")
+        .arg("-sb")
+        .arg(dir)
+        .output()
+        .expect("du");
+    let total: u64 = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("du prints a size");
+    (total - std::fs::metadata(dir).unwrap().len()) as f64
+}
+
+#[test]
+fn one_recorder_records_call_after_call_and_its_spool_gauge_is_what_du_sees() {
+    // One process through calls in a row: the bug this guards against
+    // recorded the first call and refused every later one as "spool full".
+    let s = setup("in-a-row", &users());
+    let caller = RtpStream::new(1).tone(440.0, 1200);
+    let callee = RtpStream::new(2).tone(1000.0, 1200);
+    for n in 1..=4 {
+        s.call("008", "500", &caller, &callee, 1200, None);
+        s.recorder.wait_recordings(n, Duration::from_secs(15));
+        assert_eq!(s.metric("earshot_spool_bytes"), du_files(&s.recorder.spool));
+    }
+    // The store becomes unusable (its directory is now a file): the next
+    // recordings wait in the spool, and the gauge still equals the disk.
+    std::fs::remove_dir_all(&s.recorder.store).unwrap();
+    std::fs::write(&s.recorder.store, b"not a directory").unwrap();
+    for _ in 0..3 {
+        s.call("008", "500", &caller, &callee, 1200, None);
+    }
+    wait_for("three recordings waiting in the spool", || {
+        s.metric("earshot_spool_files") == 3.0
+            && s.metric("earshot_encoder_queue_depth") == 0.0
+            && s.recorder.spool.read_dir().unwrap().count() == 6
+    });
+    let waiting = s.metric("earshot_spool_bytes");
+    assert!(waiting > 3.0 * 4000.0, "three MP3s and sidecars: {waiting}");
+    assert_eq!(waiting, du_files(&s.recorder.spool));
+    assert!(s.metric("earshot_upload_failures_total{reason=\"unavailable\"}") >= 1.0);
+    // A call now is still recorded: nothing is refused as "spool full".
+    s.call("008", "500", &caller, &callee, 1200, None);
+    std::fs::remove_file(&s.recorder.store).unwrap();
+    std::fs::create_dir_all(&s.recorder.store).unwrap();
+    let recs = s.recorder.wait_recordings(4, Duration::from_secs(40));
+    assert_eq!(recs.len(), 4, "the four waiting recordings arrive");
+    wait_for("spool empty", || s.metric("earshot_spool_files") == 0.0);
+    assert_eq!(s.metric("earshot_spool_bytes"), 0.0);
+    assert_eq!(du_files(&s.recorder.spool), 0.0);
+    assert_eq!(s.metric("earshot_recordings_expected_total"), 8.0);
+    assert_eq!(s.metric("earshot_recordings_stored_total"), 8.0);
+    assert_eq!(s.metric("earshot_recordings_total{result=\"failed\"}"), 0.0);
+    assert!(!s.recorder.log_text().contains("spool is full"));
+}
