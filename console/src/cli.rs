@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use earshot_contracts::names::console_env;
 use futures::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
@@ -36,30 +37,30 @@ pub struct Cli {
 #[derive(Debug, Clone, Args)]
 pub struct StorageArgs {
     /// A local directory holding the recordings (the recorder's filesystem storage).
-    #[arg(long, global = true, env = "EARSHOT_CONSOLE_DIR")]
+    #[arg(long, global = true, env = console_env::DIR)]
     dir: Option<PathBuf>,
     /// S3 endpoint URL.
-    #[arg(long, global = true, env = "EARSHOT_CONSOLE_ENDPOINT")]
+    #[arg(long, global = true, env = console_env::ENDPOINT)]
     endpoint: Option<String>,
     /// S3 bucket.
-    #[arg(long, global = true, env = "EARSHOT_CONSOLE_BUCKET")]
+    #[arg(long, global = true, env = console_env::BUCKET)]
     bucket: Option<String>,
     /// S3 signing region.
     #[arg(
         long,
         global = true,
-        env = "EARSHOT_CONSOLE_REGION",
+        env = console_env::REGION,
         default_value = "us-east-1"
     )]
     region: String,
     /// Virtual-hosted-style S3 addressing (AWS); the default is path style.
-    #[arg(long, global = true, env = "EARSHOT_CONSOLE_VIRTUAL_HOSTED")]
+    #[arg(long, global = true, env = console_env::VIRTUAL_HOSTED)]
     virtual_hosted: bool,
     /// The policy's key prefix, e.g. `acme/office`: nothing outside it is read.
     #[arg(
         long,
         global = true,
-        env = "EARSHOT_CONSOLE_PREFIX",
+        env = console_env::PREFIX,
         default_value = ""
     )]
     prefix: String,
@@ -105,10 +106,10 @@ enum Command {
     Serve {
         /// Address of the page. The default (loopback) is reached with
         /// `kubectl port-forward`, so Kubernetes RBAC is the access control.
-        #[arg(long, env = "EARSHOT_CONSOLE_LISTEN", default_value = "127.0.0.1:8080")]
+        #[arg(long, env = console_env::LISTEN, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
         /// Address for /healthz and /metrics only (the pod network).
-        #[arg(long, env = "EARSHOT_CONSOLE_HEALTH_LISTEN")]
+        #[arg(long, env = console_env::HEALTH_LISTEN)]
         health_listen: Option<SocketAddr>,
     },
     /// List recordings, newest first.
@@ -171,7 +172,7 @@ impl FilterArgs {
 
 impl StorageArgs {
     fn catalog(&self) -> anyhow::Result<Catalog> {
-        use earshot_recorder::store::{FilesystemConfig, S3Config, StorageConfig, Store};
+        use earshot_contracts::config::{FilesystemConfig, S3Config, StorageConfig};
         let cfg = match (&self.dir, &self.endpoint, &self.bucket) {
             (Some(dir), None, _) => {
                 if !dir.is_dir() {
@@ -202,8 +203,8 @@ impl StorageArgs {
                 "where are the recordings? give --dir DIR, or --endpoint URL --bucket NAME (with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), and --prefix"
             ),
         };
-        let store = Store::open(&cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
-        Ok(Catalog::new(store.object_store(), store.prefix()))
+        let opened = earshot_contracts::store::open(&cfg)?;
+        Ok(Catalog::new(opened.store, opened.prefix))
     }
 
     /// The page title: the policy's prefix (`namespace/policy` by default).
@@ -273,9 +274,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         .map(|r| {
                             let catalog = &catalog;
                             async move {
-                                let mut v = catalog.sidecar(&r.id).await?;
+                                let sidecar = catalog.sidecar(&r.id).await?;
+                                let mut v = serde_json::to_value(sidecar)?;
                                 v["id"] = serde_json::json!(r.id);
-                                Ok::<_, crate::catalog::CatalogError>(v)
+                                Ok::<_, anyhow::Error>(v)
                             }
                         })
                         .buffered(32)

@@ -10,6 +10,10 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use earshot_contracts::{
+    AnnouncementMode, AnnouncementTarget, ChannelLayout, PauseBehaviour, RecordingMode, Transport,
+};
+
 /// Smallest retention the product offers (the hosted-PBX manual's slider starts at 7).
 pub const MIN_RETENTION_DAYS: i32 = 7;
 /// Largest retention the CRD accepts; operators usually configure a lower maximum.
@@ -166,18 +170,6 @@ pub struct PolicyUser {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^\*[0-9]$"))]
     pub shortcode: Option<String>,
-}
-
-/// When a user's calls are recorded.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum RecordingMode {
-    /// Every call of the user is recorded, from answer to hang-up.
-    Always,
-    /// The user toggles recording during the call with their shortcode.
-    #[default]
-    OnDemand,
-    /// The user's calls are never recorded.
-    Never,
 }
 
 /// An S3-compatible object store (AWS S3, MinIO, Garage, Ceph RGW) that
@@ -340,7 +332,7 @@ pub struct SipListener {
     #[serde(default = "default_transports")]
     #[schemars(length(min = 1, max = 2))]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
-    pub transports: Vec<SipTransport>,
+    pub transports: Vec<Transport>,
 }
 
 impl Default for SipListener {
@@ -356,18 +348,8 @@ fn default_sip_port() -> i32 {
     5060
 }
 
-fn default_transports() -> Vec<SipTransport> {
-    vec![SipTransport::UDP, SipTransport::TCP]
-}
-
-/// A SIP transport.
-#[allow(clippy::upper_case_acronyms)] // the names are the SIP transport tokens
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum SipTransport {
-    /// SIP over UDP.
-    UDP,
-    /// SIP over TCP.
-    TCP,
+fn default_transports() -> Vec<Transport> {
+    vec![Transport::Udp, Transport::Tcp]
 }
 
 /// A SIP peer: where its requests come from and where they are sent on.
@@ -389,11 +371,11 @@ pub struct SipPeer {
     pub next_hop: String,
     /// Transport towards the next hop. Defaults to `UDP`.
     #[serde(default = "default_transport")]
-    pub next_hop_transport: SipTransport,
+    pub next_hop_transport: Transport,
 }
 
-fn default_transport() -> SipTransport {
-    SipTransport::UDP
+fn default_transport() -> Transport {
+    Transport::Udp
 }
 
 /// An inclusive UDP port range.
@@ -523,28 +505,6 @@ impl AnnouncementSpec {
     }
 }
 
-/// What plays when recording starts.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum AnnouncementMode {
-    /// Nothing.
-    #[default]
-    None,
-    /// A beep.
-    Beep,
-    /// The prompt file.
-    Prompt,
-}
-
-/// Who hears announcements.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum AnnouncementTarget {
-    /// Only the party that is not the recorded policy user.
-    FarEnd,
-    /// Both parties.
-    #[default]
-    Both,
-}
-
 /// A key of a ConfigMap in the policy's namespace.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -556,26 +516,6 @@ pub struct PromptRef {
     #[schemars(length(min = 1, max = 253))]
     #[schemars(regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
     pub key: String,
-}
-
-/// What a recording holds while it is paused.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum PauseBehaviour {
-    /// Leave paused time out of the file.
-    #[default]
-    Skip,
-    /// Keep paused time as silence.
-    Silence,
-}
-
-/// Channel layout of the MP3.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ChannelLayout {
-    /// Left = caller, right = callee.
-    #[default]
-    Stereo,
-    /// Both parties mixed into one channel.
-    Mono,
 }
 
 /// What the operator last did with the policy.

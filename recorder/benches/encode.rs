@@ -4,34 +4,28 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use earshot_recorder::recording::new_encoder;
-use earshot_recorder_core::timeline::Layout;
+use earshot_recorder::recording::encoder::{Encoder, Lame};
+use earshot_recorder_core::ChannelLayout;
+use earshot_recorder_core::timeline::Chunk;
 
 fn bench(c: &mut Criterion) {
-    let left: Vec<i16> = (0..8000)
-        .map(|i| ((i as f32 * 0.345).sin() * 8000.0) as i16)
-        .collect();
-    let right: Vec<i16> = (0..8000)
-        .map(|i| ((i as f32 * 0.785).sin() * 8000.0) as i16)
-        .collect();
-    let mut enc = new_encoder(Layout::Stereo, 32).unwrap();
+    let chunk = Chunk {
+        left: (0..8000)
+            .map(|i| ((i as f32 * 0.345).sin() * 8000.0) as i16)
+            .collect(),
+        right: (0..8000)
+            .map(|i| ((i as f32 * 0.785).sin() * 8000.0) as i16)
+            .collect(),
+    };
+    let mut enc = Lame::new(ChannelLayout::Stereo, 32).unwrap();
     let mut out = Vec::with_capacity(64 * 1024);
     c.bench_function(
         "mp3: encode 1 s of 8 kHz stereo (LAME, 32 kbit/s, -q 7)",
         |b| {
             b.iter(|| {
                 out.clear();
-                out.reserve(mp3lame_encoder::max_required_buffer_size(8000));
-                black_box(
-                    enc.encode_to_vec(
-                        mp3lame_encoder::DualPcm {
-                            left: &left[..],
-                            right: &right[..],
-                        },
-                        &mut out,
-                    )
-                    .unwrap(),
-                );
+                enc.encode(&chunk, &mut out).unwrap();
+                black_box(out.len());
             })
         },
     );

@@ -279,7 +279,14 @@ impl Metrics {
         zero(
             &m.recording.upload_failures,
             "reason",
-            &["unavailable", "denied", "not_found", "conflict", "config"],
+            &[
+                "unavailable",
+                "denied",
+                "not_found",
+                "conflict",
+                "config",
+                "spool",
+            ],
         );
         Self {
             registry: root,

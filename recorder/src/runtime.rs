@@ -228,7 +228,7 @@ pub async fn bind(config_path: PathBuf, config: Config) -> anyhow::Result<Server
         ^ u64::from(std::process::id());
     let core_cfg = config.core_config(seed).await.map_err(anyhow::Error::msg)?;
     let transports = &config.file.sip.transports;
-    let sip_udp = if transports.contains(&crate::config::TransportName::UDP) {
+    let sip_udp = if transports.contains(&Transport::Udp) {
         Some(Arc::new(
             UdpSocket::bind(config.file.sip.listen)
                 .await
@@ -237,7 +237,7 @@ pub async fn bind(config_path: PathBuf, config: Config) -> anyhow::Result<Server
     } else {
         None
     };
-    let tcp_listener = if transports.contains(&crate::config::TransportName::TCP) {
+    let tcp_listener = if transports.contains(&Transport::Tcp) {
         Some(
             TcpListener::bind(config.file.sip.listen)
                 .await
@@ -302,6 +302,7 @@ pub async fn bind(config_path: PathBuf, config: Config) -> anyhow::Result<Server
         clock,
         instance,
         metrics.recording.clone(),
+        crate::recording::lame(),
         &tokio::runtime::Handle::current(),
     )
     .with_context(|| {
@@ -619,7 +620,7 @@ async fn watch_config(
     shared: Arc<Shared>,
     path: PathBuf,
     mut files: Vec<PathBuf>,
-    running: crate::config::FileConfig,
+    running: earshot_contracts::config::RecorderConfig,
 ) {
     // The config file and the files it names (the prompt): a change to any
     // of them reloads everything.

@@ -3,90 +3,23 @@
 //! written once: an existing object is never overwritten; finding the same
 //! bytes already there (an upload confirmed just before a crash) counts as done.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
-use object_store::local::LocalFileSystem;
+use earshot_contracts::config::StorageConfig;
+use earshot_contracts::layout::Prefix;
+use earshot_contracts::store::{OpenError, OpenedStore};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
-use serde::Deserialize;
-
-/// Storage settings in the recorder's config file.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct StorageConfig {
-    /// A local directory (the embedded default).
-    #[serde(default)]
-    pub filesystem: Option<FilesystemConfig>,
-    /// An S3-compatible bucket; credentials from `AWS_ACCESS_KEY_ID` and
-    /// `AWS_SECRET_ACCESS_KEY` in the environment (the operator fills them
-    /// from the policy's Secret).
-    #[serde(default)]
-    pub s3: Option<S3Config>,
-    /// Key prefix of every object, e.g. `acme/office/`.
-    #[serde(default)]
-    pub prefix: String,
-}
-
-/// A local directory.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct FilesystemConfig {
-    /// The directory; created if missing.
-    pub path: PathBuf,
-    /// Days recordings are kept; the recorder deletes older ones at start and
-    /// daily. (An S3 bucket does this itself with the operator's lifecycle rule.)
-    #[serde(default)]
-    pub retention_days: Option<u32>,
-}
-
-/// An S3-compatible bucket.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct S3Config {
-    /// Endpoint URL.
-    pub endpoint: String,
-    /// Bucket.
-    pub bucket: String,
-    /// Signing region.
-    #[serde(default = "default_region")]
-    pub region: String,
-    /// Path-style addressing (MinIO, Garage, Ceph RGW).
-    #[serde(default = "default_true")]
-    pub path_style: bool,
-}
-
-fn default_region() -> String {
-    "us-east-1".to_owned()
-}
-
-fn default_true() -> bool {
-    true
-}
-
-impl Default for StorageConfig {
-    fn default() -> Self {
-        Self {
-            filesystem: Some(FilesystemConfig {
-                path: PathBuf::from("recordings"),
-                retention_days: None,
-            }),
-            s3: None,
-            prefix: String::new(),
-        }
-    }
-}
 
 /// Why a store could not be opened or written.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// Neither or both kinds configured.
-    #[error("storage: configure exactly one of filesystem or s3")]
-    Ambiguous,
-    /// The store could not be set up.
-    #[error("storage: {0}")]
-    Open(String),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// A spool file could not be read for upload.
+    #[error("spool: {0}")]
+    Spool(String),
     /// An object exists with other content: a second recording with the same name.
     #[error("object {0} already exists with different content; not overwritten")]
     Conflict(String),
@@ -104,7 +37,8 @@ impl StoreError {
     /// Metric label for `earshot_upload_failures_total{reason}`.
     pub fn reason(&self) -> &'static str {
         match self {
-            StoreError::Ambiguous | StoreError::Open(_) => "config",
+            StoreError::Open(_) => "config",
+            StoreError::Spool(_) => "spool",
             StoreError::Conflict(_) => "conflict",
             StoreError::Put { source, .. } => match source {
                 object_store::Error::PermissionDenied { .. }
@@ -116,11 +50,11 @@ impl StoreError {
     }
 }
 
-/// An opened store.
+/// An opened store, for writing recordings once each.
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<dyn ObjectStore>,
-    prefix: String,
+    prefix: Prefix,
     /// Human-readable location for logs (no credentials).
     pub describe: String,
 }
@@ -128,57 +62,26 @@ pub struct Store {
 impl Store {
     /// Opens the configured store.
     pub fn open(cfg: &StorageConfig) -> Result<Store, StoreError> {
-        let prefix = cfg.prefix.trim_matches('/').to_owned();
-        match (&cfg.filesystem, &cfg.s3) {
-            (Some(fs), None) => {
-                std::fs::create_dir_all(&fs.path)
-                    .map_err(|e| StoreError::Open(format!("{}: {e}", fs.path.display())))?;
-                let local = LocalFileSystem::new_with_prefix(&fs.path)
-                    .map_err(|e| StoreError::Open(e.to_string()))?;
-                Ok(Store {
-                    inner: Arc::new(local),
-                    prefix,
-                    describe: format!("directory {}", fs.path.display()),
-                })
-            }
-            (None, Some(s3)) => {
-                let builder = AmazonS3Builder::from_env()
-                    .with_endpoint(&s3.endpoint)
-                    .with_bucket_name(&s3.bucket)
-                    .with_region(&s3.region)
-                    .with_allow_http(s3.endpoint.starts_with("http://"))
-                    .with_virtual_hosted_style_request(!s3.path_style)
-                    .with_conditional_put(S3ConditionalPut::ETagMatch);
-                let store = builder
-                    .build()
-                    .map_err(|e| StoreError::Open(e.to_string()))?;
-                Ok(Store {
-                    inner: Arc::new(store),
-                    prefix,
-                    describe: format!("bucket {} at {}", s3.bucket, s3.endpoint),
-                })
-            }
-            _ => Err(StoreError::Ambiguous),
-        }
+        let OpenedStore {
+            store,
+            prefix,
+            describe,
+        } = earshot_contracts::store::open(cfg)?;
+        Ok(Store {
+            inner: store,
+            prefix,
+            describe,
+        })
     }
 
-    /// The underlying object store (the console reads through it).
-    pub fn object_store(&self) -> Arc<dyn ObjectStore> {
-        self.inner.clone()
-    }
-
-    /// The key prefix, without slashes at either end (may be empty).
-    pub fn prefix(&self) -> &str {
+    /// The key prefix.
+    pub fn prefix(&self) -> &Prefix {
         &self.prefix
     }
 
     /// The full key of a name under the prefix.
     pub fn key(&self, name: &str) -> String {
-        if self.prefix.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{}/{name}", self.prefix)
-        }
+        self.prefix.key(name)
     }
 
     /// Writes an object once. Returns the key.

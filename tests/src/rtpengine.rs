@@ -12,7 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use earshot_recorder_core::event::Side;
-use earshot_recorder_core::timeline::{Layout, Pause, Timeline, decode};
+use earshot_recorder_core::timeline::{Timeline, decode};
+use earshot_recorder_core::{ChannelLayout, PauseBehaviour};
 
 use crate::pcap::read_udp;
 
@@ -156,7 +157,7 @@ pub fn pcap_to_mp3(pcap: &Path, mp3: &Path, left: &[u32]) -> std::io::Result<(f6
     let last = packets.last().map_or(first, |p| p.nanos);
     let t0 = Instant::now();
     let at = |n: u128| t0 + Duration::from_nanos((n - first) as u64);
-    let mut timeline = Timeline::new(t0, Pause::Skip, Layout::Stereo);
+    let mut timeline = Timeline::new(t0, PauseBehaviour::Skip, ChannelLayout::Stereo);
     for p in &packets {
         if p.payload.len() < 12 || p.payload[1] & 0x7f != 0 {
             continue; // not PCMU audio (RTCP, events)

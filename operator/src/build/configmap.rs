@@ -1,128 +1,116 @@
 //! The recorder's config file, exactly as `earshot-recorder --config` reads
-//! it, in a ConfigMap. A change of users, modes, shortcodes or recording
-//! settings changes only this object: recorders reload it without restarting.
+//! it, in a ConfigMap: the schema is `earshot_contracts::config`, the same
+//! types the recorder parses. A change of users, modes, shortcodes or
+//! recording settings changes only this object: recorders reload it
+//! without restarting.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
 
-use earshot_crds::{
-    AnnouncementMode, AnnouncementTarget, ChannelLayout, PauseBehaviour, RecordingMode,
-    SipTransport,
+use earshot_contracts::config::{
+    AnnouncementConfig, HttpConfig, PeerConfig, RecorderConfig, RecordingConfig, RtpConfig,
+    S3Config, SipConfig, SpoolConfig, StorageConfig, UserConfig,
 };
+use earshot_contracts::names::{CONFIG_FILE, PROMPT_DIR, RECORDER_HTTP_PORT, SPOOL_DIR};
 use k8s_openapi::api::core::v1::ConfigMap;
-use serde_json::{Value, json};
 
 use super::{Validated, meta};
 
-/// Key of the config file in the ConfigMap (and its file name in the pod).
-pub const CONFIG_FILE: &str = "recorder.yaml";
+const ANY: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 
-/// Spool directory inside the recorder pod.
-pub const SPOOL_DIR: &str = "/var/spool/earshot";
-
-/// Where the announcement prompt's ConfigMap is mounted in the recorder pod
-/// (a volume of its own, so the kubelet updates the file in place and the
-/// recorder reloads it).
-pub const PROMPT_DIR: &str = "/etc/earshot-prompt";
-
-fn transport(t: SipTransport) -> &'static str {
-    match t {
-        SipTransport::UDP => "UDP",
-        SipTransport::TCP => "TCP",
-    }
+/// Ports in the policy are checked by the API server (1-65535, 1024-65535).
+fn port(p: i32) -> u16 {
+    u16::try_from(p).unwrap_or(0)
 }
 
-fn mode(m: RecordingMode) -> &'static str {
-    match m {
-        RecordingMode::Always => "Always",
-        RecordingMode::OnDemand => "OnDemand",
-        RecordingMode::Never => "Never",
-    }
-}
-
-/// The recorder config as a JSON value (serialised to YAML in the ConfigMap).
-pub fn recorder_config(v: &Validated) -> Value {
+/// The recorder config of a validated policy.
+pub fn recorder_config(v: &Validated) -> RecorderConfig {
     let spec = &v.policy.spec;
     let rec = &spec.recorder;
-    let users: Vec<Value> = spec
-        .users
-        .iter()
-        .map(|u| {
-            let mut o = json!({"extension": u.extension, "mode": mode(spec.effective_mode(u))});
-            if let Some(n) = &u.display_name {
-                o["displayName"] = json!(n);
-            }
-            if let Some(c) = spec.effective_shortcode(u) {
-                o["shortcode"] = json!(c);
-            }
-            o
-        })
-        .collect();
-    let peers: Vec<Value> = rec
-        .peers
-        .iter()
-        .map(|p| {
-            json!({
-                "name": p.name, "sources": p.sources, "nextHop": p.next_hop,
-                "nextHopTransport": transport(p.next_hop_transport),
-            })
-        })
-        .collect();
-    let mut config = json!({
-        "sip": {
-            "listen": format!("0.0.0.0:{}", rec.sip.port),
-            "transports": rec.sip.transports.iter().map(|t| transport(*t)).collect::<Vec<_>>(),
-        },
-        "rtp": {"bind": "0.0.0.0", "portMin": rec.rtp_ports.min, "portMax": rec.rtp_ports.max},
-        "http": {"listen": "0.0.0.0:9090"},
-        "peers": peers,
-        "defaultMode": mode(spec.default_mode),
-        "users": users,
-        "recording": {
-            "pauseBehaviour": match rec.pause_behaviour { PauseBehaviour::Skip => "Skip", PauseBehaviour::Silence => "Silence" },
-            "channels": match rec.channels { ChannelLayout::Stereo => "Stereo", ChannelLayout::Mono => "Mono" },
-            "mp3BitrateKbps": rec.mp3_bitrate_kbps,
-        },
-        "spool": {"dir": SPOOL_DIR},
-        "storage": {
-            "s3": {
-                "endpoint": v.storage.endpoint, "bucket": v.storage.bucket,
-                "region": v.storage.region, "pathStyle": v.storage.path_style,
-            },
-            "prefix": v.prefix,
-        },
-        "shutdownGrace": format!("{}s", v.operator.termination_grace_seconds.saturating_sub(30).max(30)),
-    });
-    if let Some(code) = &spec.default_shortcode {
-        config["defaultShortcode"] = json!(code);
-    }
     let a = &spec.announcement;
-    if !a.is_off() {
-        let mut announcement = json!({
-            "mode": match a.mode {
-                AnnouncementMode::None => "None",
-                AnnouncementMode::Beep => "Beep",
-                AnnouncementMode::Prompt => "Prompt",
-            },
-            "to": match a.to { AnnouncementTarget::FarEnd => "FarEnd", AnnouncementTarget::Both => "Both" },
-            "periodicBeepSeconds": a.periodic_beep_seconds,
-            "stopTone": a.stop_tone,
-        });
-        if let Some(p) = a.prompt_in_use() {
-            announcement["prompt"] = json!(format!("{PROMPT_DIR}/{}", p.key));
-        }
-        config["announcement"] = announcement;
+    RecorderConfig {
+        sip: SipConfig {
+            listen: SocketAddr::new(ANY, port(rec.sip.port)),
+            transports: rec.sip.transports.clone(),
+        },
+        // Pod mode advertises the pod IP and host mode the node IP, both given
+        // to the container in EARSHOT_ADVERTISED_ADDRESS; an explicit address wins.
+        advertised_address: v.advertised,
+        rtp: RtpConfig {
+            bind: ANY,
+            port_min: port(rec.rtp_ports.min),
+            port_max: port(rec.rtp_ports.max),
+        },
+        http: HttpConfig {
+            listen: SocketAddr::new(ANY, RECORDER_HTTP_PORT),
+        },
+        peers: rec
+            .peers
+            .iter()
+            .map(|p| PeerConfig {
+                name: p.name.clone(),
+                sources: p.sources.clone(),
+                next_hop: p.next_hop.clone(),
+                next_hop_transport: p.next_hop_transport,
+            })
+            .collect(),
+        default_mode: spec.default_mode,
+        default_shortcode: spec.default_shortcode.clone(),
+        users: spec
+            .users
+            .iter()
+            .map(|u| UserConfig {
+                extension: u.extension.clone(),
+                display_name: u.display_name.clone(),
+                mode: Some(spec.effective_mode(u)),
+                shortcode: spec.effective_shortcode(u).map(str::to_owned),
+            })
+            .collect(),
+        events: Default::default(),
+        shutdown_grace: Duration::from_secs(
+            v.operator
+                .termination_grace_seconds
+                .saturating_sub(30)
+                .max(30) as u64,
+        ),
+        recording: RecordingConfig {
+            pause_behaviour: rec.pause_behaviour,
+            channels: rec.channels,
+            mp3_bitrate_kbps: u32::try_from(rec.mp3_bitrate_kbps).unwrap_or(32),
+            encoder_threads: None,
+        },
+        spool: SpoolConfig {
+            dir: PathBuf::from(SPOOL_DIR),
+            ..SpoolConfig::default()
+        },
+        storage: StorageConfig {
+            filesystem: None,
+            s3: Some(S3Config {
+                endpoint: v.storage.endpoint.clone(),
+                bucket: v.storage.bucket.clone(),
+                region: v.storage.region.clone(),
+                path_style: v.storage.path_style,
+            }),
+            prefix: v.prefix.clone(),
+        },
+        instance: None,
+        announcement: AnnouncementConfig {
+            mode: a.mode,
+            prompt: a
+                .prompt_in_use()
+                .map(|p| PathBuf::from(format!("{PROMPT_DIR}/{}", p.key))),
+            to: a.to,
+            periodic_beep_seconds: u32::try_from(a.periodic_beep_seconds).unwrap_or(0),
+            stop_tone: a.stop_tone,
+        },
     }
-    // Pod mode advertises the pod IP and host mode the node IP, both given to
-    // the container in EARSHOT_ADVERTISED_ADDRESS; an explicit address wins.
-    if let Some(addr) = &rec.network.advertised_address {
-        config["advertisedAddress"] = json!(addr);
-    }
-    config
 }
 
 /// The ConfigMap holding the recorder config.
 pub fn build_configmap(v: &Validated) -> ConfigMap {
-    // Serialising a JSON value with string keys to YAML cannot fail.
+    // A struct of strings, numbers, lists and maps always serialises to YAML.
     let yaml = serde_yaml::to_string(&recorder_config(v)).expect("config serialises to YAML");
     let header = format!(
         "# Rendered by earshot-operator from RecordingPolicy {}/{}. Edit the policy, not this file.\n",

@@ -7,17 +7,20 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use serde_json::json;
+use earshot_contracts::names::{
+    ACCESS_KEY_ID_ENV, CONSOLE_HEALTH_PORT, CONSOLE_PORT, SECRET_ACCESS_KEY_ENV, console_env,
+};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, EnvVar, PodSpec, PodTemplateSpec, ResourceRequirements, Service,
+    ServicePort, ServiceSpec,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::deployment::{env_from_secret, hardened, http_probe, pod_security};
 use super::{Validated, app_labels, meta, object_name};
-
-/// Port of the console's page.
-pub const CONSOLE_PORT: u16 = 8080;
-/// Port of its /healthz and /metrics.
-pub const CONSOLE_HEALTH_PORT: u16 = 8081;
 
 /// Name of the console's Deployment and Service: `earshot-<policy>-console`.
 pub fn console_name(policy: &str) -> String {
@@ -37,91 +40,120 @@ fn console_meta(v: &Validated) -> ObjectMeta {
     }
 }
 
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.into()),
+        ..EnvVar::default()
+    }
+}
+
+fn port(name: &str, number: u16) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.to_owned()),
+        container_port: i32::from(number),
+        protocol: Some("TCP".to_owned()),
+        ..ContainerPort::default()
+    }
+}
+
 /// The console Deployment, when the policy enables it.
 pub fn build_console_deployment(v: &Validated) -> Option<Deployment> {
     let c = v.policy.spec.console.as_ref().filter(|c| c.enabled)?;
     let s = &v.storage;
     let listen = if c.expose { "0.0.0.0" } else { "127.0.0.1" };
-    let mut env = vec![
-        json!({"name": "EARSHOT_CONSOLE_ENDPOINT", "value": s.endpoint}),
-        json!({"name": "EARSHOT_CONSOLE_BUCKET", "value": s.bucket}),
-        json!({"name": "EARSHOT_CONSOLE_REGION", "value": s.region}),
-        json!({"name": "EARSHOT_CONSOLE_PREFIX", "value": v.prefix}),
-        json!({"name": "EARSHOT_CONSOLE_LISTEN", "value": format!("{listen}:{CONSOLE_PORT}")}),
-        json!({"name": "EARSHOT_CONSOLE_HEALTH_LISTEN", "value": format!("0.0.0.0:{CONSOLE_HEALTH_PORT}")}),
-        json!({"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": c.credentials_secret.name, "key": c.credentials_secret.access_key_id_key}}}),
-        json!({"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": c.credentials_secret.name, "key": c.credentials_secret.secret_access_key_key}}}),
+    let key = &c.credentials_secret;
+    let mut envs = vec![
+        env(console_env::ENDPOINT, s.endpoint.clone()),
+        env(console_env::BUCKET, s.bucket.clone()),
+        env(console_env::REGION, s.region.clone()),
+        env(console_env::PREFIX, v.prefix.clone()),
+        env(console_env::LISTEN, format!("{listen}:{CONSOLE_PORT}")),
+        env(
+            console_env::HEALTH_LISTEN,
+            format!("0.0.0.0:{CONSOLE_HEALTH_PORT}"),
+        ),
+        env_from_secret(ACCESS_KEY_ID_ENV, &key.name, &key.access_key_id_key),
+        env_from_secret(SECRET_ACCESS_KEY_ENV, &key.name, &key.secret_access_key_key),
     ];
     if !s.path_style {
-        env.push(json!({"name": "EARSHOT_CONSOLE_VIRTUAL_HOSTED", "value": "true"}));
+        envs.push(env(console_env::VIRTUAL_HOSTED, "true"));
     }
-    let mut ports =
-        vec![json!({"name": "health", "containerPort": CONSOLE_HEALTH_PORT, "protocol": "TCP"})];
+    let mut ports = vec![port("health", CONSOLE_HEALTH_PORT)];
     if c.expose {
-        ports.insert(
-            0,
-            json!({"name": "http", "containerPort": CONSOLE_PORT, "protocol": "TCP"}),
-        );
+        ports.insert(0, port("http", CONSOLE_PORT));
     }
-    let probe = json!({"httpGet": {"path": "/healthz", "port": "health"}, "periodSeconds": 10, "timeoutSeconds": 2});
+    let probe = http_probe("/healthz", "health", 10, None);
     let selector = console_labels(&v.name);
-    let d = json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": console_meta(v),
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": selector},
-            "template": {
-                "metadata": {"labels": selector},
-                "spec": {
-                    "securityContext": {
-                        "runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
-                    "automountServiceAccountToken": false,
-                    "containers": [{
-                        "name": "console",
-                        "image": v.operator.recorder_image,
-                        "command": ["/usr/local/bin/earshot-console"],
-                        "args": ["serve", "--log-json"],
-                        "env": env,
-                        "ports": ports,
-                        "readinessProbe": probe,
-                        "livenessProbe": probe,
-                        // The sidecar cache holds up to 100 000 recordings.
-                        "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}},
-                        "securityContext": {
-                            "allowPrivilegeEscalation": false,
-                            "readOnlyRootFilesystem": true,
-                            "capabilities": {"drop": ["ALL"]},
-                        },
-                    }],
-                },
+    let quantity = |q: &str| Quantity(q.to_owned());
+    let container = Container {
+        name: "console".to_owned(),
+        image: Some(v.operator.recorder_image.clone()),
+        command: Some(vec!["/usr/local/bin/earshot-console".to_owned()]),
+        args: Some(vec!["serve".to_owned(), "--log-json".to_owned()]),
+        env: Some(envs),
+        ports: Some(ports),
+        readiness_probe: Some(probe.clone()),
+        liveness_probe: Some(probe),
+        // The sidecar cache holds up to 100 000 recordings.
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_owned(), quantity("10m")),
+                ("memory".to_owned(), quantity("64Mi")),
+            ])),
+            limits: Some(BTreeMap::from([("memory".to_owned(), quantity("512Mi"))])),
+            ..ResourceRequirements::default()
+        }),
+        security_context: Some(hardened()),
+        ..Container::default()
+    };
+    Some(Deployment {
+        metadata: console_meta(v),
+        spec: Some(DeploymentSpec {
+            replicas: Some(1),
+            selector: LabelSelector {
+                match_labels: Some(selector.clone()),
+                ..LabelSelector::default()
             },
-        },
-    });
-    Some(serde_json::from_value(d).expect("console deployment shape"))
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(selector),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    security_context: Some(pod_security(false)),
+                    automount_service_account_token: Some(false),
+                    containers: vec![container],
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    })
 }
 
 /// The console Service, when the policy exposes the console.
 pub fn build_console_service(v: &Validated) -> Option<Service> {
-    let c = v
-        .policy
+    v.policy
         .spec
         .console
         .as_ref()
         .filter(|c| c.enabled && c.expose)?;
-    let _ = c;
-    let svc = json!({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": console_meta(v),
-        "spec": {
-            "type": "ClusterIP",
-            "selector": console_labels(&v.name),
-            "ports": [{"name": "http", "port": CONSOLE_PORT, "targetPort": "http", "protocol": "TCP"}],
-        },
-    });
-    Some(serde_json::from_value(svc).expect("console service shape"))
+    Some(Service {
+        metadata: console_meta(v),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".to_owned()),
+            selector: Some(console_labels(&v.name)),
+            ports: Some(vec![ServicePort {
+                name: Some("http".to_owned()),
+                port: i32::from(CONSOLE_PORT),
+                target_port: Some(IntOrString::String("http".to_owned())),
+                protocol: Some("TCP".to_owned()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    })
 }

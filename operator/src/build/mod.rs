@@ -9,12 +9,10 @@ mod pdb;
 mod service;
 mod servicemonitor;
 
-pub use configmap::{CONFIG_FILE, build_configmap, recorder_config};
-pub use console::{
-    CONSOLE_HEALTH_PORT, CONSOLE_PORT, build_console_deployment, build_console_service,
-    console_name,
-};
+pub use configmap::{build_configmap, recorder_config};
+pub use console::{build_console_deployment, build_console_service, console_name};
 pub use deployment::build_deployment;
+pub use earshot_contracts::names::{CONFIG_FILE, CONSOLE_HEALTH_PORT, CONSOLE_PORT};
 pub use pdb::build_pdb;
 pub use service::build_service;
 pub use servicemonitor::{build_servicemonitor, servicemonitor_resource};
@@ -40,6 +38,8 @@ pub struct Validated {
     pub storage: StorageSpec,
     /// The key prefix of its recordings, ending in `/`.
     pub prefix: String,
+    /// The address the recorders advertise, when the policy sets one.
+    pub advertised: Option<std::net::IpAddr>,
     /// Operator settings.
     pub operator: OperatorConfig,
 }

@@ -1,38 +1,48 @@
 //! The SIP Service peers send calls to (UDP and TCP) and the metrics port.
 
-use earshot_crds::SipTransport;
-use k8s_openapi::api::core::v1::Service;
-use serde_json::json;
+use earshot_contracts::names::RECORDER_HTTP_PORT;
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::deployment::sip_port_name;
 use super::{Validated, labels, meta};
 
 /// The recorder Service.
 pub fn build_service(v: &Validated) -> Service {
     let rec = &v.policy.spec.recorder;
-    let mut ports = Vec::new();
-    for t in &rec.sip.transports {
-        let (n, p) = match t {
-            SipTransport::UDP => ("sip-udp", "UDP"),
-            SipTransport::TCP => ("sip-tcp", "TCP"),
-        };
-        ports.push(
-            json!({"name": n, "port": rec.sip.port, "targetPort": rec.sip.port, "protocol": p}),
-        );
-    }
-    ports
-        .push(json!({"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}));
-    let svc = json!({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": meta(v),
-        "spec": {
-            "type": "ClusterIP",
-            "selector": labels(&v.name),
-            "ports": ports,
+    let mut ports: Vec<ServicePort> = rec
+        .sip
+        .transports
+        .iter()
+        .map(|t| {
+            let (name, protocol) = sip_port_name(*t);
+            ServicePort {
+                name: Some(name.to_owned()),
+                port: rec.sip.port,
+                target_port: Some(IntOrString::Int(rec.sip.port)),
+                protocol: Some(protocol.to_owned()),
+                ..ServicePort::default()
+            }
+        })
+        .collect();
+    ports.push(ServicePort {
+        name: Some("metrics".to_owned()),
+        port: i32::from(RECORDER_HTTP_PORT),
+        target_port: Some(IntOrString::String("metrics".to_owned())),
+        protocol: Some("TCP".to_owned()),
+        ..ServicePort::default()
+    });
+    Service {
+        metadata: meta(v),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".to_owned()),
+            selector: Some(labels(&v.name)),
+            ports: Some(ports),
             // A PBX keeps talking to one recorder; in-dialog requests follow
             // Record-Route to the pod itself.
-            "sessionAffinity": "ClientIP",
-        },
-    });
-    serde_json::from_value(svc).expect("service shape")
+            session_affinity: Some("ClientIP".to_owned()),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
 }

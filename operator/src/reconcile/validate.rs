@@ -30,6 +30,10 @@ pub enum Invalid {
         "spec.storage is not set and the operator has no default storage; set spec.storage (endpoint, bucket, credentialsSecret)"
     )]
     NoStorage,
+    /// An advertised address that is not an IP address (the API server's
+    /// CEL rule refuses these; a policy file may not have been through it).
+    #[error("spec.recorder.network.advertisedAddress {0:?} is not an IP address")]
+    AdvertisedAddress(String),
 }
 
 impl Invalid {
@@ -39,6 +43,7 @@ impl Invalid {
             Invalid::Metadata(_) => "InvalidMetadata",
             Invalid::RetentionAboveMaximum { .. } => "RetentionAboveMaximum",
             Invalid::NoStorage => "NoStorage",
+            Invalid::AdvertisedAddress(_) => "InvalidAdvertisedAddress",
         }
     }
 }
@@ -72,7 +77,15 @@ pub fn validate(policy: &RecordingPolicy, operator: &OperatorConfig) -> Result<V
         .prefix
         .clone()
         .unwrap_or_else(|| format!("{namespace}/{name}/"));
+    let advertised = match &policy.spec.recorder.network.advertised_address {
+        Some(a) => Some(
+            a.parse()
+                .map_err(|_| Invalid::AdvertisedAddress(a.clone()))?,
+        ),
+        None => None,
+    };
     Ok(Validated {
+        advertised,
         policy: policy.clone(),
         namespace,
         name,

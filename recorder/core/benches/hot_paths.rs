@@ -2,16 +2,18 @@
 //! per INVITE, RTP relay per packet on a recorded call, G.711 decode, and the
 //! timeline placing and writing out one packet.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use earshot_recorder_core::sip::Message;
-use earshot_recorder_core::timeline::{Layout, Pause, Timeline, decode};
+use earshot_recorder_core::timeline::{Timeline, decode};
+use earshot_recorder_core::{ChannelLayout, PauseBehaviour};
 use earshot_recorder_core::{
-    CoreConfig, IpNet, Mode, Output, Peer, Recorder, Side, Target, Timers, Transport, User,
+    CoreConfig, EffectiveUser, IpNet, Output, Peer, Recorder, RecordingMode, Side, Target, Timers,
+    Transport,
 };
 
 fn udp(s: &str) -> Target {
@@ -22,12 +24,12 @@ fn udp(s: &str) -> Target {
 }
 
 fn mk_recorder() -> Recorder {
-    let mut users = HashMap::new();
+    let mut users = BTreeMap::new();
     users.insert(
         "008".to_owned(),
-        User {
+        EffectiveUser {
             display_name: None,
-            mode: Mode::Always,
+            mode: RecordingMode::Always,
             shortcode: None,
         },
     );
@@ -39,7 +41,7 @@ fn mk_recorder() -> Recorder {
             next_hop: udp("10.0.0.2:5060"),
         }],
         users,
-        hosts: HashMap::new(),
+        hosts: BTreeMap::new(),
         timers: Timers::default(),
         seed: 1,
         announcement: Default::default(),
@@ -154,7 +156,7 @@ fn bench(c: &mut Criterion) {
     c.bench_function(
         "timeline: place and write out one 20 ms packet per side",
         |b| {
-            let mut t = Timeline::new(t0, Pause::Skip, Layout::Stereo);
+            let mut t = Timeline::new(t0, PauseBehaviour::Skip, ChannelLayout::Stereo);
             let samples = [100i16; 160];
             let mut n = 0u32;
             b.iter(|| {

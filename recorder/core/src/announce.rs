@@ -14,7 +14,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::g711::Law;
+use crate::g711::{self, Law};
+use earshot_contracts::{AnnouncementMode, AnnouncementTarget};
 
 /// Samples per announcement packet (20 ms at 8 kHz).
 pub const FRAME: usize = 160;
@@ -39,37 +40,15 @@ const TONE_AMPLITUDE: f32 = 8192.0;
 /// Fade in and out of each tone, so it does not click.
 const FADE: Duration = Duration::from_millis(5);
 
-/// What is played when recording starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AnnounceMode {
-    /// Nothing.
-    #[default]
-    None,
-    /// A 1400 Hz beep.
-    Beep,
-    /// The policy's prompt.
-    Prompt,
-}
-
-/// Who hears the announcements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AnnounceTo {
-    /// The parties that are not the recorded policy user.
-    FarEnd,
-    /// Both parties.
-    #[default]
-    Both,
-}
-
 /// The policy's announcement settings, with the prompt already decoded.
 #[derive(Debug, Clone, Default)]
 pub struct AnnouncementConfig {
     /// What plays when recording starts.
-    pub mode: AnnounceMode,
+    pub mode: AnnouncementMode,
     /// The prompt as 8 kHz mono samples (`Prompt` mode).
     pub prompt: Option<Arc<[i16]>>,
     /// Who hears it.
-    pub to: AnnounceTo,
+    pub to: AnnouncementTarget,
     /// Interval of reminder beeps while recording; `None` for none.
     pub periodic: Option<Duration>,
     /// Whether a tone tells the parties an `OnDemand` user stopped recording.
@@ -147,7 +126,7 @@ impl Outcome {
 
 /// Tones and pauses (`hz == 0.0`) at 8 kHz, each tone faded in and out.
 pub fn tones(segments: &[(f32, Duration)]) -> Vec<i16> {
-    let rate = crate::timeline::RATE as f32;
+    let rate = g711::RATE as f32;
     let fade = (FADE.as_secs_f32() * rate) as usize;
     let mut out = Vec::new();
     for &(hz, len) in segments {

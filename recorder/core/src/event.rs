@@ -4,43 +4,10 @@
 
 use std::time::Instant;
 
-use crate::config::Mode;
+use crate::config::RecordingMode;
 use crate::dtmf::DtmfMethod;
 
-/// A party of the call, seen from the recorder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Side {
-    /// The party that sent the initial INVITE.
-    Caller,
-    /// The party it was sent to.
-    Callee,
-}
-
-impl Side {
-    /// The other party.
-    pub fn other(self) -> Side {
-        match self {
-            Side::Caller => Side::Callee,
-            Side::Callee => Side::Caller,
-        }
-    }
-
-    /// 0 for the caller, 1 for the callee.
-    pub fn index(self) -> usize {
-        match self {
-            Side::Caller => 0,
-            Side::Callee => 1,
-        }
-    }
-
-    /// Lower-case name for events and labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Side::Caller => "caller",
-            Side::Callee => "callee",
-        }
-    }
-}
+pub use earshot_contracts::Side;
 
 /// A call's identity in events: a number for this process and a stable hash
 /// of the SIP Call-ID that names its recording.
@@ -69,7 +36,7 @@ pub struct InvolvedUser {
     /// Display name from the policy.
     pub display_name: Option<String>,
     /// Their effective mode.
-    pub mode: Mode,
+    pub mode: RecordingMode,
     /// Which side of the call they are on.
     pub side: Side,
 }

@@ -1,5 +1,8 @@
 //! G.711 µ-law and A-law (ITU-T G.711) to 16-bit linear PCM, by table.
 
+/// G.711's sample rate (and RTP clock), samples per second.
+pub const RATE: u32 = 8000;
+
 /// The two G.711 codecs, by their SDP names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Law {

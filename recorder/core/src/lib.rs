@@ -15,9 +15,12 @@ pub mod sip;
 pub mod stats;
 pub mod timeline;
 
-pub use announce::{AnnounceMode, AnnounceTo, AnnouncementConfig};
-pub use config::{CoreConfig, IpNet, Mode, Peer, Target, Timers, Transport, User};
-pub use engine::{Output, Recorder, Relay, call_hash};
-pub use event::{
-    CallRef, EndReason, Event, InvolvedUser, MediaFrame, Party, RecordingReason, Side,
+pub use announce::AnnouncementConfig;
+pub use config::{CoreConfig, EffectiveUser, IpNet, Peer, Target, Timers};
+pub use earshot_contracts::layout::call_hash;
+pub use earshot_contracts::{
+    AnnouncementMode, AnnouncementTarget, ChannelLayout, PauseBehaviour, RecordingMode, Side,
+    Transport,
 };
+pub use engine::{Output, Recorder, Relay};
+pub use event::{CallRef, EndReason, Event, InvolvedUser, MediaFrame, Party, RecordingReason};

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::event::Side;
 use crate::g711;
+use earshot_contracts::{ChannelLayout, PauseBehaviour};
 
 /// Samples per second (G.711 narrowband).
 pub const RATE: u32 = 8000;
@@ -22,26 +23,6 @@ pub const REORDER_WINDOW: Duration = Duration::from_millis(300);
 const MAX_SKEW: u64 = RATE as u64;
 /// Largest stretch one packet may extend the timeline by (bounds memory on garbage timestamps).
 const MAX_AHEAD: u64 = 2 * RATE as u64;
-
-/// What paused time becomes in the file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Pause {
-    /// Left out.
-    #[default]
-    Skip,
-    /// Kept as silence.
-    Silence,
-}
-
-/// Channel layout of the output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Layout {
-    /// Left = caller, right = callee.
-    #[default]
-    Stereo,
-    /// Both mixed.
-    Mono,
-}
 
 /// Decodes a G.711 payload; `None` for codecs the recorder cannot decode.
 pub fn decode(codec: &str, payload: &[u8]) -> Option<Vec<i16>> {
@@ -81,8 +62,8 @@ impl Chunk {
 #[derive(Debug)]
 pub struct Timeline {
     start: Instant,
-    pause: Pause,
-    layout: Layout,
+    pause: PauseBehaviour,
+    layout: ChannelLayout,
     clocks: [Clock; 2],
     /// Sample position of `buf[0]`, in call time since `start`.
     base: u64,
@@ -97,7 +78,7 @@ pub struct Timeline {
 
 impl Timeline {
     /// Starts a timeline when recording starts.
-    pub fn new(start: Instant, pause: Pause, layout: Layout) -> Self {
+    pub fn new(start: Instant, pause: PauseBehaviour, layout: ChannelLayout) -> Self {
         Self {
             start,
             pause,
@@ -201,11 +182,11 @@ impl Timeline {
             }
         }
         let mut chunk = Chunk::default();
-        let stereo = self.layout == Layout::Stereo;
+        let stereo = self.layout == ChannelLayout::Stereo;
         for i in 0..n {
             let pos = self.base + i as u64;
             let (l, r) = (self.buf[0][i], self.buf[1][i]);
-            if self.pause == Pause::Skip && self.paused(pos) {
+            if self.pause == PauseBehaviour::Skip && self.paused(pos) {
                 continue;
             }
             if stereo {
@@ -259,7 +240,7 @@ mod tests {
     #[test]
     fn both_sides_land_on_their_channels_in_time() {
         let t0 = Instant::now();
-        let mut t = Timeline::new(t0, Pause::Skip, Layout::Stereo);
+        let mut t = Timeline::new(t0, PauseBehaviour::Skip, ChannelLayout::Stereo);
         feed(&mut t, t0, Side::Caller, 100, 0, 50, &[]);
         feed(&mut t, t0, Side::Callee, -100, 0, 50, &[]);
         let mut all = t.drain(t0 + ms(1000));
@@ -274,7 +255,7 @@ mod tests {
     #[test]
     fn loss_and_silence_keep_the_length_and_become_zeros() {
         let t0 = Instant::now();
-        let mut t = Timeline::new(t0, Pause::Skip, Layout::Stereo);
+        let mut t = Timeline::new(t0, PauseBehaviour::Skip, ChannelLayout::Stereo);
         feed(&mut t, t0, Side::Caller, 100, 0, 50, &[10, 11, 12]);
         let c = t.finish(t0 + ms(1000));
         assert_eq!(c.len(), 8000);
@@ -289,7 +270,7 @@ mod tests {
     #[test]
     fn reordered_packets_inside_the_window_are_placed_right() {
         let t0 = Instant::now();
-        let mut t = Timeline::new(t0, Pause::Skip, Layout::Stereo);
+        let mut t = Timeline::new(t0, PauseBehaviour::Skip, ChannelLayout::Stereo);
         feed(&mut t, t0, Side::Caller, 1, 0, 10, &[5]);
         // Packet 5 arrives 100 ms late, still inside the window.
         t.push(Side::Caller, t0 + ms(200), 7, 1000 + 160 * 5, &[5; 160]);
@@ -301,7 +282,7 @@ mod tests {
     #[test]
     fn packets_later_than_the_window_are_counted_not_misplaced() {
         let t0 = Instant::now();
-        let mut t = Timeline::new(t0, Pause::Skip, Layout::Stereo);
+        let mut t = Timeline::new(t0, PauseBehaviour::Skip, ChannelLayout::Stereo);
         feed(&mut t, t0, Side::Caller, 1, 0, 50, &[3]);
         let first = t.drain(t0 + ms(1000));
         assert_eq!(first.len(), 5600, "1 s minus the 300 ms window");
@@ -315,7 +296,7 @@ mod tests {
     #[test]
     fn hold_with_a_new_stream_is_silence_of_the_hold_length() {
         let t0 = Instant::now();
-        let mut t = Timeline::new(t0, Pause::Skip, Layout::Stereo);
+        let mut t = Timeline::new(t0, PauseBehaviour::Skip, ChannelLayout::Stereo);
         feed(&mut t, t0, Side::Caller, 1, 0, 50, &[]);
         // 10 s of hold, then the phone resumes with a new SSRC and timestamps from 0.
         for n in 0..50u64 {
@@ -336,7 +317,7 @@ mod tests {
     #[test]
     fn timestamps_that_keep_running_through_hold_are_followed() {
         let t0 = Instant::now();
-        let mut t = Timeline::new(t0, Pause::Skip, Layout::Stereo);
+        let mut t = Timeline::new(t0, PauseBehaviour::Skip, ChannelLayout::Stereo);
         feed(&mut t, t0, Side::Caller, 1, 0, 50, &[]);
         // Same SSRC, timestamps advanced by the 5 s the phone was silent.
         feed(&mut t, t0, Side::Caller, 3, 300, 50, &[]);
@@ -347,9 +328,12 @@ mod tests {
 
     #[test]
     fn pause_skip_leaves_paused_time_out_and_silence_keeps_it() {
-        for (pause, expected) in [(Pause::Skip, 4 * 8000), (Pause::Silence, 8 * 8000)] {
+        for (pause, expected) in [
+            (PauseBehaviour::Skip, 4 * 8000),
+            (PauseBehaviour::Silence, 8 * 8000),
+        ] {
             let t0 = Instant::now();
-            let mut t = Timeline::new(t0, pause, Layout::Stereo);
+            let mut t = Timeline::new(t0, pause, ChannelLayout::Stereo);
             feed(&mut t, t0, Side::Caller, 1, 0, 100, &[]);
             t.set_recording(t0 + ms(2000), false);
             t.set_recording(t0 + ms(6000), true);
@@ -364,7 +348,7 @@ mod tests {
     #[test]
     fn mono_mixes_both_sides() {
         let t0 = Instant::now();
-        let mut t = Timeline::new(t0, Pause::Skip, Layout::Mono);
+        let mut t = Timeline::new(t0, PauseBehaviour::Skip, ChannelLayout::Mono);
         feed(&mut t, t0, Side::Caller, 100, 0, 5, &[]);
         feed(&mut t, t0, Side::Callee, 300, 0, 5, &[]);
         let c = t.finish(t0 + ms(100));
@@ -375,7 +359,7 @@ mod tests {
     #[test]
     fn garbage_timestamps_cannot_grow_memory() {
         let t0 = Instant::now();
-        let mut t = Timeline::new(t0, Pause::Skip, Layout::Stereo);
+        let mut t = Timeline::new(t0, PauseBehaviour::Skip, ChannelLayout::Stereo);
         t.push(Side::Caller, t0, 1, 0, &[1; 160]);
         t.push(Side::Caller, t0 + ms(20), 1, 0x7fff_0000, &[1; 160]);
         assert!(

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use earshot_recorder_core::announce::{Kind, Outcome, WAIT_FOR_MEDIA};
 use earshot_recorder_core::{
-    AnnounceMode, AnnounceTo, AnnouncementConfig, Event, Output, Recorder, Side, g711,
+    AnnouncementConfig, AnnouncementMode, AnnouncementTarget, Event, Output, Recorder, Side, g711,
 };
 use sim::*;
 
@@ -313,8 +313,8 @@ fn tone_power(payload: &[u8], hz: f32) -> f32 {
 
 fn beep_both() -> AnnouncementConfig {
     AnnouncementConfig {
-        mode: AnnounceMode::Beep,
-        to: AnnounceTo::Both,
+        mode: AnnouncementMode::Beep,
+        to: AnnouncementTarget::Both,
         ..Default::default()
     }
 }
@@ -383,9 +383,9 @@ fn far_end_only_hears_the_prompt_and_recording_keeps_it() {
     let prompt: Arc<[i16]> =
         earshot_recorder_core::announce::tones(&[(1000.0, Duration::from_millis(1010))]).into();
     let cfg = AnnouncementConfig {
-        mode: AnnounceMode::Prompt,
+        mode: AnnouncementMode::Prompt,
         prompt: Some(prompt),
-        to: AnnounceTo::FarEnd,
+        to: AnnouncementTarget::FarEnd,
         ..Default::default()
     };
     // 008 (Always) calls 500: the far end is the callee.
@@ -409,9 +409,9 @@ fn ending_the_call_cuts_the_prompt() {
     let prompt: Arc<[i16]> =
         earshot_recorder_core::announce::tones(&[(1000.0, Duration::from_secs(5))]).into();
     let cfg = AnnouncementConfig {
-        mode: AnnounceMode::Prompt,
+        mode: AnnouncementMode::Prompt,
         prompt: Some(prompt),
-        to: AnnounceTo::FarEnd,
+        to: AnnouncementTarget::FarEnd,
         ..Default::default()
     };
     let mut sim = Sim::new(cfg, "008", "500");
@@ -448,8 +448,8 @@ fn ending_the_call_cuts_the_prompt() {
 #[test]
 fn on_demand_toggle_beeps_then_stop_tone_and_far_end_cannot_toggle() {
     let cfg = AnnouncementConfig {
-        mode: AnnounceMode::Beep,
-        to: AnnounceTo::FarEnd,
+        mode: AnnouncementMode::Beep,
+        to: AnnouncementTarget::FarEnd,
         stop_tone: true,
         ..Default::default()
     };
@@ -495,8 +495,8 @@ fn on_demand_toggle_beeps_then_stop_tone_and_far_end_cannot_toggle() {
 #[test]
 fn continuity_across_silence_hold_re_invite_and_ssrc_change_with_rtcp_rewritten() {
     let cfg = AnnouncementConfig {
-        mode: AnnounceMode::Beep,
-        to: AnnounceTo::Both,
+        mode: AnnouncementMode::Beep,
+        to: AnnouncementTarget::Both,
         periodic: Some(Duration::from_secs(5)),
         ..Default::default()
     };

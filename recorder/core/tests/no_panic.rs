@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use earshot_recorder_core::sdp::Sdp;
 use earshot_recorder_core::sip::Message;
-use earshot_recorder_core::{AnnounceMode, AnnouncementConfig, Output, Recorder, dtmf};
+use earshot_recorder_core::{AnnouncementConfig, AnnouncementMode, Output, Recorder, dtmf};
 use proptest::prelude::*;
 use sim::*;
 
@@ -90,7 +90,7 @@ proptest! {
     ) {
         let mut cfg = mk_config();
         cfg.announcement = AnnouncementConfig {
-            mode: AnnounceMode::Beep,
+            mode: AnnouncementMode::Beep,
             periodic: Some(Duration::from_secs(5)),
             ..Default::default()
         };

@@ -6,7 +6,7 @@ mod sim;
 
 use std::time::{Duration, Instant};
 
-use earshot_recorder_core::{EndReason, Event, Mode, RecordingReason, Side};
+use earshot_recorder_core::{EndReason, Event, RecordingMode, RecordingReason, Side};
 use sim::*;
 
 #[test]
@@ -61,15 +61,15 @@ fn invite_is_forwarded_with_via_record_route_and_rewritten_sdp() {
             assert_eq!(caller.number.as_deref(), Some("008"));
             assert_eq!(caller.display_name.as_deref(), Some("Caller"));
             assert_eq!(callee.number.as_deref(), Some("012"));
-            let u: Vec<(&str, Mode, Side)> = users
+            let u: Vec<(&str, RecordingMode, Side)> = users
                 .iter()
                 .map(|u| (u.extension.as_str(), u.mode, u.side))
                 .collect();
             assert_eq!(
                 u,
                 [
-                    ("008", Mode::Always, Side::Caller),
-                    ("012", Mode::OnDemand, Side::Callee)
+                    ("008", RecordingMode::Always, Side::Caller),
+                    ("012", RecordingMode::OnDemand, Side::Callee)
                 ]
             );
         }

@@ -3,13 +3,14 @@
 //! socket. Factories are named `mk_*` as in linkerd2's tests.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use earshot_recorder_core::sip::Message;
 use earshot_recorder_core::{
-    CoreConfig, Event, IpNet, Mode, Output, Peer, Recorder, Relay, Target, Timers, Transport, User,
+    CoreConfig, EffectiveUser, Event, IpNet, Output, Peer, Recorder, RecordingMode, Relay, Target,
+    Timers, Transport,
 };
 
 pub const RECORDER: &str = "10.0.0.9:5060";
@@ -31,16 +32,16 @@ pub fn udp(s: &str) -> Target {
 
 /// Users: 008 Always, 012 OnDemand *5, 013 OnDemand *5, 003 Never.
 pub fn mk_config() -> CoreConfig {
-    let mut users = HashMap::new();
-    let user = |mode, shortcode| User {
+    let mut users = BTreeMap::new();
+    let user = |mode, shortcode| EffectiveUser {
         display_name: None,
         mode,
         shortcode,
     };
-    users.insert("008".to_owned(), user(Mode::Always, None));
-    users.insert("012".to_owned(), user(Mode::OnDemand, Some(5)));
-    users.insert("013".to_owned(), user(Mode::OnDemand, Some(5)));
-    users.insert("003".to_owned(), user(Mode::Never, None));
+    users.insert("008".to_owned(), user(RecordingMode::Always, None));
+    users.insert("012".to_owned(), user(RecordingMode::OnDemand, Some(5)));
+    users.insert("013".to_owned(), user(RecordingMode::OnDemand, Some(5)));
+    users.insert("003".to_owned(), user(RecordingMode::Never, None));
     CoreConfig {
         advertised: addr(RECORDER),
         peers: vec![Peer {
@@ -49,7 +50,7 @@ pub fn mk_config() -> CoreConfig {
             next_hop: udp(CALLEE),
         }],
         users,
-        hosts: HashMap::new(),
+        hosts: BTreeMap::new(),
         timers: Timers::default(),
         seed: 7,
         announcement: Default::default(),

@@ -8,10 +8,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use earshot_contracts::layout::{Prefix, RecordingId};
+use earshot_contracts::sidecar::Sidecar;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use object_store::{GetOptions, GetRange, GetResult, ObjectStore};
-use serde_json::Value;
 
 /// Recordings per page in the console and `list`.
 pub const PAGE: usize = 50;
@@ -29,8 +30,8 @@ pub enum CatalogError {
     /// The store failed.
     #[error("storage: {0}")]
     Store(#[from] object_store::Error),
-    /// A sidecar that is not valid JSON.
-    #[error("sidecar {key} is not valid JSON: {error}")]
+    /// A sidecar that is not valid JSON (or not a sidecar).
+    #[error("sidecar {key} is not a valid sidecar: {error}")]
     BadSidecar {
         /// Its key.
         key: String,
@@ -39,223 +40,16 @@ pub enum CatalogError {
     },
 }
 
-/// One recording: its id and the sidecar's fields the report and the
-/// filters use, kept compact (the cache holds up to 100 000 of them). The
-/// whole sidecar is read again from the store when it is wanted
-/// ([`Catalog::sidecar`]).
-#[derive(Debug, Clone)]
-pub struct Recording {
-    /// `YYYY/MM/DD/<stamp>_<hash>`, relative to the prefix.
-    pub id: String,
-    caller: Box<str>,
-    caller_name: Box<str>,
-    callee: Box<str>,
-    callee_name: Box<str>,
-    started: Box<str>,
-    answered: Box<str>,
-    ended: Box<str>,
-    duration: Option<f64>,
-    audio_seconds: Option<f64>,
-    complete: bool,
-    mp3_bytes: u64,
-    sha256: Box<str>,
-    extensions: Box<[Box<str>]>,
-    intervals: Box<[(f64, Option<f64>)]>,
-}
+mod filter;
+mod recording;
 
-impl Recording {
-    /// The fields of a parsed sidecar.
-    pub fn from_sidecar(id: &str, v: &Value) -> Recording {
-        let s = |v: &Value| -> Box<str> { v.as_str().unwrap_or("").into() };
-        Recording {
-            id: id.to_owned(),
-            caller: s(&v["caller"]["number"]),
-            caller_name: s(&v["caller"]["displayName"]),
-            callee: s(&v["callee"]["number"]),
-            callee_name: s(&v["callee"]["displayName"]),
-            started: s(&v["startedAt"]),
-            answered: s(&v["answeredAt"]),
-            ended: s(&v["endedAt"]),
-            duration: v["durationSeconds"].as_f64(),
-            audio_seconds: v["audio"]["durationSeconds"].as_f64(),
-            complete: v["complete"].as_bool().unwrap_or(false),
-            mp3_bytes: v["mp3"]["bytes"].as_u64().unwrap_or(0),
-            sha256: s(&v["mp3"]["sha256"]),
-            extensions: v["users"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|u| u["extension"].as_str().map(Into::into))
-                .collect(),
-            intervals: v["recorded"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|r| (r["from"].as_f64().unwrap_or(0.0), r["to"].as_f64()))
-                .collect(),
-        }
-    }
+pub use earshot_contracts::layout::valid_day;
+pub use filter::Filter;
+pub use recording::{Recording, clock, hms};
 
-    /// Caller number.
-    pub fn caller(&self) -> &str {
-        &self.caller
-    }
-    /// Caller display name.
-    pub fn caller_name(&self) -> &str {
-        &self.caller_name
-    }
-    /// Callee number.
-    pub fn callee(&self) -> &str {
-        &self.callee
-    }
-    /// Callee display name.
-    pub fn callee_name(&self) -> &str {
-        &self.callee_name
-    }
-    /// RFC 3339 start of the call.
-    pub fn started(&self) -> &str {
-        &self.started
-    }
-    /// RFC 3339 answer, or empty.
-    pub fn answered(&self) -> &str {
-        &self.answered
-    }
-    /// RFC 3339 end, or empty.
-    pub fn ended(&self) -> &str {
-        &self.ended
-    }
-    /// Answered to ended, seconds.
-    pub fn duration(&self) -> Option<f64> {
-        self.duration
-    }
-    /// Length of the MP3, seconds.
-    pub fn audio_seconds(&self) -> Option<f64> {
-        self.audio_seconds
-    }
-    /// Whether the recording covers the call to its end.
-    pub fn complete(&self) -> bool {
-        self.complete
-    }
-    /// The MP3's size.
-    pub fn mp3_bytes(&self) -> u64 {
-        self.mp3_bytes
-    }
-    /// The MP3's SHA-256 (hex).
-    pub fn sha256(&self) -> &str {
-        &self.sha256
-    }
-    /// Extensions of the policy users on the call.
-    pub fn extensions(&self) -> impl Iterator<Item = &str> {
-        self.extensions.iter().map(|e| &**e)
-    }
-    /// Recorded intervals, seconds since answer.
-    pub fn intervals(&self) -> &[(f64, Option<f64>)] {
-        &self.intervals
-    }
-    /// The day folder, `YYYY-MM-DD`.
-    pub fn day(&self) -> String {
-        self.id[..10].replace('/', "-")
-    }
-    /// File name of the MP3 in downloads: `<stamp>_<hash>.mp3`.
-    pub fn file_stem(&self) -> &str {
-        &self.id[11..]
-    }
-
-    /// The recorded intervals as the report shows them: `0.0–5.0 s, 7.2–9.0 s`.
-    pub fn recorded_text(&self) -> String {
-        self.intervals
-            .iter()
-            .map(|(from, to)| match to {
-                Some(t) => format!("{from:.1}–{t:.1} s"),
-                None => format!("{from:.1} s–"),
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-}
-
-/// A duration in seconds as the report shows it: `00:01:05`, or `-`.
-pub fn hms(seconds: Option<f64>) -> String {
-    match seconds {
-        Some(s) => {
-            let s = s.round() as u64;
-            format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
-        }
-        None => "-".into(),
-    }
-}
-
-/// The time of day of an RFC 3339 timestamp (`HH:MM:SS`), or `-`.
-pub fn clock(rfc3339: &str) -> &str {
-    rfc3339.get(11..19).unwrap_or("-")
-}
-
-/// Whether `s` is a day as the filters take it: `YYYY-MM-DD`.
-pub fn valid_day(s: &str) -> bool {
-    s.len() == 10
-        && s.bytes().enumerate().all(|(i, c)| {
-            if i == 4 || i == 7 {
-                c == b'-'
-            } else {
-                c.is_ascii_digit()
-            }
-        })
-}
-
-/// What to list.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Filter {
-    /// A policy user on the call (extension, exact).
-    pub user: Option<String>,
-    /// First day, `YYYY-MM-DD` (inclusive).
-    pub from: Option<String>,
-    /// Last day, `YYYY-MM-DD` (inclusive).
-    pub to: Option<String>,
-    /// Caller or callee number containing this.
-    pub number: Option<String>,
-    /// Only complete (`true`) or only truncated (`false`) recordings.
-    pub complete: Option<bool>,
-}
-
-impl Filter {
-    /// The filter as given by a form or flags: blank fields dropped, days checked.
-    pub fn checked(self) -> Result<Filter, String> {
-        let given = |s: Option<String>| s.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
-        let day = |s: Option<String>| match given(s) {
-            Some(d) if !valid_day(&d) => Err(format!("{d:?} is not a date like 2026-12-02")),
-            d => Ok(d),
-        };
-        Ok(Filter {
-            user: given(self.user),
-            from: day(self.from)?,
-            to: day(self.to)?,
-            number: given(self.number),
-            complete: self.complete,
-        })
-    }
-
-    fn reads_sidecars(&self) -> bool {
-        self.user.is_some() || self.number.is_some() || self.complete.is_some()
-    }
-
-    fn day_in_range(&self, day: &str) -> bool {
-        // `day` is YYYY/MM/DD; compare as YYYY-MM-DD strings.
-        let d = day.replace('/', "-");
-        self.from.as_deref().is_none_or(|f| d.as_str() >= f)
-            && self.to.as_deref().is_none_or(|t| d.as_str() <= t)
-    }
-
-    /// Whether a recording passes the filters that need its sidecar.
-    pub fn matches(&self, r: &Recording) -> bool {
-        self.user
-            .as_deref()
-            .is_none_or(|u| r.extensions().any(|e| e == u))
-            && self
-                .number
-                .as_deref()
-                .is_none_or(|n| r.caller().contains(n) || r.callee().contains(n))
-            && self.complete.is_none_or(|c| r.complete() == c)
-    }
+/// Whether `s` names a recording of the layout, `YYYY/MM/DD/<stem>`.
+pub fn valid_id(s: &str) -> bool {
+    RecordingId::parse_path(s).is_some()
 }
 
 /// A page of recordings, newest first.
@@ -267,33 +61,10 @@ pub struct Page {
     pub more: bool,
 }
 
-/// Whether `s` is `YYYY/MM/DD/YYYYMMDDTHHMMSSZ_<16 hex>` (a recording id).
-pub fn valid_id(s: &str) -> bool {
-    let b = s.as_bytes();
-    let digits = |r: std::ops::Range<usize>| r.clone().all(|i| b[i].is_ascii_digit());
-    b.len() == 11 + 16 + 1 + 16
-        && digits(0..4)
-        && b[4] == b'/'
-        && digits(5..7)
-        && b[7] == b'/'
-        && digits(8..10)
-        && b[10] == b'/'
-        && digits(11..19)
-        && b[19] == b'T'
-        && digits(20..26)
-        && b[26] == b'Z'
-        && b[27] == b'_'
-        && b[28..].iter().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
-        // The folder is the stamp's day.
-        && b[0..4] == b[11..15]
-        && b[5..7] == b[15..17]
-        && b[8..10] == b[17..19]
-}
-
 /// One policy's recordings in one store.
 pub struct Catalog {
     store: Arc<dyn ObjectStore>,
-    prefix: String,
+    prefix: Prefix,
     cache: Mutex<HashMap<String, Arc<Recording>>>,
     /// Day folder listings and when they were made (see [`Catalog::day_ids`]).
     listings: Mutex<HashMap<String, Listing>>,
@@ -311,11 +82,11 @@ const NEWEST_DAY_FRESH: std::time::Duration = std::time::Duration::from_secs(5);
 const OLDER_DAY_FRESH: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Catalog {
-    /// The recordings under `prefix` (no slashes at the ends; may be empty).
-    pub fn new(store: Arc<dyn ObjectStore>, prefix: &str) -> Self {
+    /// The recordings under `prefix` (may be empty: the store's root).
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: Prefix) -> Self {
         Self {
             store,
-            prefix: prefix.trim_matches('/').to_owned(),
+            prefix,
             cache: Mutex::new(HashMap::new()),
             listings: Mutex::new(HashMap::new()),
         }
@@ -323,19 +94,14 @@ impl Catalog {
 
     /// The full key of a relative name.
     pub fn key(&self, rel: &str) -> ObjectPath {
-        if self.prefix.is_empty() {
-            ObjectPath::from(rel)
-        } else {
-            ObjectPath::from(format!("{}/{rel}", self.prefix))
-        }
+        ObjectPath::from(self.prefix.key(rel))
     }
 
     async fn folders(&self, rel: Option<&str>) -> Result<Vec<String>, CatalogError> {
-        let base = match (self.prefix.is_empty(), rel) {
+        let base = match (self.prefix.as_str().is_empty(), rel) {
             (true, None) => None,
-            (true, Some(r)) => Some(ObjectPath::from(r)),
             (false, None) => Some(ObjectPath::from(self.prefix.as_str())),
-            (false, Some(r)) => Some(self.key(r)),
+            (_, Some(r)) => Some(self.key(r)),
         };
         let listed = self.store.list_with_delimiter(base.as_ref()).await?;
         Ok(listed
@@ -451,9 +217,9 @@ impl Catalog {
     }
 
     /// A recording's whole sidecar (read from the store, not cached).
-    pub async fn sidecar(&self, id: &str) -> Result<Value, CatalogError> {
+    pub async fn sidecar(&self, id: &str) -> Result<Sidecar, CatalogError> {
         let bytes = self.sidecar_bytes(id).await?;
-        serde_json::from_slice(&bytes).map_err(|e| CatalogError::BadSidecar {
+        Sidecar::from_json(&bytes).map_err(|e| CatalogError::BadSidecar {
             key: self.key(&format!("{id}.json")).to_string(),
             error: e.to_string(),
         })
@@ -624,7 +390,7 @@ mod tests {
     async fn a_damaged_sidecar_does_not_hide_the_others() {
         use object_store::PutPayload;
         let store = Arc::new(object_store::memory::InMemory::new());
-        let good = serde_json::json!({"caller": {"number": "008"}, "users": [{"extension": "008"}], "complete": true});
+        let good = serde_json::json!({"caller": {"number": "008"}, "users": [{"extension": "008", "mode": "Always", "side": "caller"}], "complete": true});
         for (name, body) in [
             (
                 "t/2026/12/02/20261202T120000Z_00000000000000aa.json",
@@ -645,7 +411,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let catalog = Catalog::new(store, "/t/");
+        let catalog = Catalog::new(store, Prefix::new("/t/"));
         let page = catalog.page(&Filter::default(), 0, 50).await.unwrap();
         let ids: Vec<&str> = page.recordings.iter().map(|r| r.id.as_str()).collect();
         assert_eq!(

@@ -1,0 +1,724 @@
+//! The recorder's config file: the YAML the operator renders into a
+//! ConfigMap from a `RecordingPolicy`, and a person writes by hand for a
+//! standalone recorder. [`RecorderConfig::check`] applies every check that
+//! needs nothing but the file, naming the field that is wrong, so the
+//! operator, `earshot-recorder --check` and a reload refuse the same files
+//! with the same words.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::modes::{
+    AnnouncementMode, AnnouncementTarget, ChannelLayout, PauseBehaviour, RecordingMode, Transport,
+};
+use crate::names;
+use crate::net::IpNet;
+
+/// MP3 bitrates LAME offers at 8 kHz (MPEG-2.5 layer III), kbit/s.
+pub const MP3_BITRATES: &[u32] = &[8, 16, 24, 32, 40, 48, 64, 80, 96, 112, 128, 160];
+
+/// The config file as written.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RecorderConfig {
+    /// SIP listener.
+    pub sip: SipConfig,
+    /// Address written into Via, Record-Route and SDP. Defaults to
+    /// `$EARSHOT_ADVERTISED_ADDRESS`, then to the SIP listen address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertised_address: Option<IpAddr>,
+    /// RTP relay ports.
+    pub rtp: RtpConfig,
+    /// Metrics and health endpoints.
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// SIP peers and their next hops.
+    pub peers: Vec<PeerConfig>,
+    /// Mode of users without their own.
+    #[serde(default)]
+    pub default_mode: RecordingMode,
+    /// Shortcode of users without their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_shortcode: Option<String>,
+    /// Policy users.
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+    /// Call event log.
+    #[serde(default, skip_serializing_if = "EventsConfig::is_off")]
+    pub events: EventsConfig,
+    /// How long SIGTERM waits for calls in progress before exiting.
+    #[serde(default = "default_grace", with = "duration")]
+    pub shutdown_grace: Duration,
+    /// How recordings are made.
+    #[serde(default)]
+    pub recording: RecordingConfig,
+    /// Local disk where recordings are written as calls go.
+    #[serde(default)]
+    pub spool: SpoolConfig,
+    /// Where finished recordings are stored.
+    #[serde(default)]
+    pub storage: StorageConfig,
+    /// Name of this recorder in sidecars; defaults to the host name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// What tells the parties the call is recorded.
+    #[serde(default, skip_serializing_if = "AnnouncementConfig::is_off")]
+    pub announcement: AnnouncementConfig,
+}
+
+fn default_grace() -> Duration {
+    Duration::from_secs(3600)
+}
+
+/// `Duration` as a humantime string (`90s`, `1h`).
+mod duration {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        if d.subsec_nanos() == 0 {
+            s.serialize_str(&format!("{}s", d.as_secs()))
+        } else {
+            s.serialize_str(&humantime::format_duration(*d).to_string())
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// SIP listener settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SipConfig {
+    /// Address and port to listen on.
+    pub listen: SocketAddr,
+    /// Transports to listen on.
+    #[serde(default = "default_transports")]
+    pub transports: Vec<Transport>,
+}
+
+fn default_transports() -> Vec<Transport> {
+    vec![Transport::Udp, Transport::Tcp]
+}
+
+/// RTP relay settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RtpConfig {
+    /// Local address for RTP sockets.
+    pub bind: IpAddr,
+    /// First port (rounded up to even).
+    pub port_min: u16,
+    /// Last port.
+    pub port_max: u16,
+}
+
+impl RtpConfig {
+    /// The even RTP ports of the range (each with its odd RTCP neighbour).
+    pub fn ports(&self) -> Vec<u16> {
+        let min = self.port_min.div_ceil(2) * 2;
+        (min..self.port_max).step_by(2).collect()
+    }
+}
+
+/// HTTP endpoint settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], names::RECORDER_HTTP_PORT)),
+        }
+    }
+}
+
+/// A SIP peer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PeerConfig {
+    /// Name for logs.
+    pub name: String,
+    /// Source networks (CIDR).
+    pub sources: Vec<String>,
+    /// `host:port` of the next hop for this peer's new requests.
+    pub next_hop: String,
+    /// Transport to the next hop.
+    #[serde(default = "default_udp")]
+    pub next_hop_transport: Transport,
+}
+
+fn default_udp() -> Transport {
+    Transport::Udp
+}
+
+/// A policy user.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UserConfig {
+    /// Extension (SIP user part).
+    pub extension: String,
+    /// Name for reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// Mode; defaults to `defaultMode`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<RecordingMode>,
+    /// Shortcode `*N`; defaults to `defaultShortcode`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shortcode: Option<String>,
+}
+
+/// Where call events are written.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EventsConfig {
+    /// A JSON-lines file that receives one line per call event; none when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+}
+
+impl EventsConfig {
+    fn is_off(&self) -> bool {
+        self.path.is_none()
+    }
+}
+
+/// Recording settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RecordingConfig {
+    /// `Skip` or `Silence` for paused time.
+    #[serde(default)]
+    pub pause_behaviour: PauseBehaviour,
+    /// `Stereo` (left caller, right callee) or `Mono`.
+    #[serde(default)]
+    pub channels: ChannelLayout,
+    /// CBR bitrate in kbit/s, one of [`MP3_BITRATES`].
+    #[serde(default = "default_bitrate")]
+    pub mp3_bitrate_kbps: u32,
+    /// Encoder threads; defaults to the number of CPUs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder_threads: Option<usize>,
+}
+
+impl Default for RecordingConfig {
+    fn default() -> Self {
+        Self {
+            pause_behaviour: PauseBehaviour::Skip,
+            channels: ChannelLayout::Stereo,
+            mp3_bitrate_kbps: default_bitrate(),
+            encoder_threads: None,
+        }
+    }
+}
+
+fn default_bitrate() -> u32 {
+    32
+}
+
+/// Spool settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// Directory on local disk.
+    #[serde(default = "default_spool")]
+    pub dir: PathBuf,
+    /// Above this many bytes new recordings are refused (old ones are never deleted).
+    #[serde(default = "default_spool_max")]
+    pub max_bytes: u64,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self {
+            dir: default_spool(),
+            max_bytes: default_spool_max(),
+        }
+    }
+}
+
+fn default_spool() -> PathBuf {
+    PathBuf::from("spool")
+}
+
+fn default_spool_max() -> u64 {
+    10 * 1024 * 1024 * 1024
+}
+
+/// Storage settings: exactly one of `filesystem` and `s3`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StorageConfig {
+    /// A local directory (the embedded default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filesystem: Option<FilesystemConfig>,
+    /// An S3-compatible bucket; credentials from `AWS_ACCESS_KEY_ID` and
+    /// `AWS_SECRET_ACCESS_KEY` in the environment (the operator fills them
+    /// from the policy's Secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Config>,
+    /// Key prefix of every object, e.g. `acme/office/`.
+    #[serde(default)]
+    pub prefix: String,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            filesystem: Some(FilesystemConfig {
+                path: PathBuf::from("recordings"),
+                retention_days: None,
+            }),
+            s3: None,
+            prefix: String::new(),
+        }
+    }
+}
+
+/// A local directory.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FilesystemConfig {
+    /// The directory; created if missing.
+    pub path: PathBuf,
+    /// Days recordings are kept; the recorder deletes older ones at start and
+    /// daily. (An S3 bucket does this itself with the operator's lifecycle rule.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_days: Option<u32>,
+}
+
+/// An S3-compatible bucket.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct S3Config {
+    /// Endpoint URL.
+    pub endpoint: String,
+    /// Bucket.
+    pub bucket: String,
+    /// Signing region.
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Path-style addressing (MinIO, Garage, Ceph RGW).
+    #[serde(default = "default_true")]
+    pub path_style: bool,
+}
+
+fn default_region() -> String {
+    "us-east-1".to_owned()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Announcement settings (`spec.announcement` of the policy).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AnnouncementConfig {
+    /// `None`, `Beep` or `Prompt`.
+    #[serde(default)]
+    pub mode: AnnouncementMode,
+    /// The prompt file (WAV or MP3), for `Prompt`; relative paths are
+    /// relative to the config file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<PathBuf>,
+    /// `FarEnd` or `Both`.
+    #[serde(default)]
+    pub to: AnnouncementTarget,
+    /// Reminder beep interval while recording; 0 for none, else at least 5.
+    #[serde(default)]
+    pub periodic_beep_seconds: u32,
+    /// A tone when an OnDemand user stops recording.
+    #[serde(default)]
+    pub stop_tone: bool,
+}
+
+impl AnnouncementConfig {
+    /// Whether nothing is ever played.
+    pub fn is_off(&self) -> bool {
+        self.mode == AnnouncementMode::None && self.periodic_beep_seconds == 0 && !self.stop_tone
+    }
+
+    /// The prompt file, when `Prompt` mode plays one.
+    pub fn prompt_in_use(&self) -> Option<&PathBuf> {
+        self.prompt
+            .as_ref()
+            .filter(|_| self.mode == AnnouncementMode::Prompt)
+    }
+}
+
+/// A field of the file with the wrong value, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct Invalid {
+    /// The field, e.g. `users[2].extension`.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid {
+    Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// A user with the mode and shortcode that apply to them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EffectiveUser {
+    /// Display name for reports.
+    pub display_name: Option<String>,
+    /// Effective mode.
+    pub mode: RecordingMode,
+    /// Effective shortcode digit (`*5` → 5).
+    pub shortcode: Option<u8>,
+}
+
+/// What the checks resolved: the values the recorder runs on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checked {
+    /// The address peers reach the recorder on.
+    pub advertised: IpAddr,
+    /// Users by extension, with their effective mode and shortcode.
+    pub users: BTreeMap<String, EffectiveUser>,
+    /// Peers with their parsed source networks.
+    pub peers: Vec<(PeerConfig, Vec<IpNet>)>,
+}
+
+/// The digit of a shortcode `*N`.
+pub fn shortcode_digit(s: &str) -> Option<u8> {
+    match s.as_bytes() {
+        [b'*', d @ b'0'..=b'9'] => Some(d - b'0'),
+        _ => None,
+    }
+}
+
+/// Whether `s` can be a policy user's extension (a SIP user part).
+pub fn valid_extension(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 32
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-_+".contains(&b))
+}
+
+impl RecorderConfig {
+    /// Parses the file's text; the message names the line and column.
+    pub fn from_yaml(text: &str) -> Result<RecorderConfig, String> {
+        serde_yaml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Every check that needs only the file (and the advertised address the
+    /// environment gives, if any), in the order a reader meets the fields.
+    pub fn check(&self, advertised_env: Option<&str>) -> Result<Checked, Invalid> {
+        if !MP3_BITRATES.contains(&self.recording.mp3_bitrate_kbps) {
+            return Err(invalid(
+                "recording.mp3BitrateKbps",
+                format!(
+                    "{} is not one of {MP3_BITRATES:?}",
+                    self.recording.mp3_bitrate_kbps
+                ),
+            ));
+        }
+        if self.storage.filesystem.is_some() == self.storage.s3.is_some() {
+            return Err(invalid("storage", "set exactly one of filesystem or s3"));
+        }
+        if self.sip.transports.is_empty() {
+            return Err(invalid("sip.transports", "at least one of UDP, TCP"));
+        }
+        let advertised = match self.advertised_address {
+            Some(a) => a,
+            None => match advertised_env {
+                Some(v) => v.parse().map_err(|_| {
+                    invalid(
+                        names::ADVERTISED_ADDRESS_ENV,
+                        format!("{v:?} is not an IP address"),
+                    )
+                })?,
+                None => self.sip.listen.ip(),
+            },
+        };
+        if advertised.is_unspecified() {
+            return Err(invalid(
+                "advertisedAddress",
+                "required when sip.listen is a wildcard address: peers must be told where to send media",
+            ));
+        }
+        let (min, max) = (self.rtp.port_min.div_ceil(2) * 2, self.rtp.port_max);
+        if min < 1024 || max < min || max - min < 3 {
+            return Err(invalid(
+                "rtp",
+                "portMin..portMax must be at least 4 ports from 1024 up",
+            ));
+        }
+        if self.peers.is_empty() {
+            return Err(invalid(
+                "peers",
+                "at least one peer: requests from unknown sources are refused",
+            ));
+        }
+        let mut peers = Vec::new();
+        for (i, p) in self.peers.iter().enumerate() {
+            let nets = p
+                .sources
+                .iter()
+                .map(|s| {
+                    IpNet::parse(s).ok_or_else(|| {
+                        invalid(
+                            format!("peers[{i}].sources"),
+                            format!("{s:?} is not a CIDR"),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if nets.is_empty() {
+                return Err(invalid(
+                    format!("peers[{i}].sources"),
+                    "at least one source network",
+                ));
+            }
+            if p.next_hop
+                .rsplit_once(':')
+                .and_then(|(_, port)| port.parse::<u16>().ok())
+                .is_none()
+            {
+                return Err(invalid(
+                    format!("peers[{i}].nextHop"),
+                    format!("{:?} is not host:port", p.next_hop),
+                ));
+            }
+            peers.push((p.clone(), nets));
+        }
+        if let Some(code) = &self.default_shortcode
+            && shortcode_digit(code).is_none()
+        {
+            return Err(invalid(
+                "defaultShortcode",
+                format!("{code:?} is not * followed by one digit"),
+            ));
+        }
+        let mut users = BTreeMap::new();
+        let mut seen = HashSet::new();
+        for (i, u) in self.users.iter().enumerate() {
+            let field = format!("users[{i}]");
+            if !valid_extension(&u.extension) {
+                return Err(invalid(
+                    format!("{field}.extension"),
+                    format!("{:?} is not a SIP user part", u.extension),
+                ));
+            }
+            if !seen.insert(u.extension.as_str()) {
+                return Err(invalid(
+                    format!("{field}.extension"),
+                    format!("{:?} is listed twice", u.extension),
+                ));
+            }
+            let mode = u.mode.unwrap_or(self.default_mode);
+            let shortcode = match u.shortcode.as_ref().or(self.default_shortcode.as_ref()) {
+                Some(c) => Some(shortcode_digit(c).ok_or_else(|| {
+                    invalid(
+                        format!("{field}.shortcode"),
+                        format!("{c:?} is not * followed by one digit"),
+                    )
+                })?),
+                None => None,
+            };
+            if mode == RecordingMode::OnDemand && shortcode.is_none() {
+                return Err(invalid(
+                    format!("{field}.shortcode"),
+                    "an OnDemand user needs a shortcode (or set defaultShortcode)",
+                ));
+            }
+            users.insert(
+                u.extension.clone(),
+                EffectiveUser {
+                    display_name: u.display_name.clone(),
+                    mode,
+                    shortcode,
+                },
+            );
+        }
+        let a = &self.announcement;
+        if a.periodic_beep_seconds != 0 && a.periodic_beep_seconds < 5 {
+            return Err(invalid(
+                "announcement.periodicBeepSeconds",
+                format!(
+                    "{} is neither 0 (off) nor at least 5",
+                    a.periodic_beep_seconds
+                ),
+            ));
+        }
+        if a.mode == AnnouncementMode::Prompt && a.prompt.is_none() {
+            return Err(invalid(
+                "announcement.prompt",
+                "mode Prompt needs a prompt file",
+            ));
+        }
+        Ok(Checked {
+            advertised,
+            users,
+            peers,
+        })
+    }
+
+    /// Settings that differ from `running` and only take effect at the next
+    /// start (sockets, storage, spool, event log, shutdown grace): a reload
+    /// applies users, peers, recording settings and announcements.
+    pub fn needs_restart(&self, running: &RecorderConfig) -> Vec<&'static str> {
+        let changed = [
+            (self.sip != running.sip, "sip"),
+            (
+                self.advertised_address != running.advertised_address,
+                "advertisedAddress",
+            ),
+            (self.rtp != running.rtp, "rtp"),
+            (self.http != running.http, "http"),
+            (self.events != running.events, "events"),
+            (self.spool != running.spool, "spool"),
+            (self.storage != running.storage, "storage"),
+            (self.instance != running.instance, "instance"),
+            (
+                self.shutdown_grace != running.shutdown_grace,
+                "shutdownGrace",
+            ),
+        ];
+        changed
+            .into_iter()
+            .filter_map(|(c, name)| c.then_some(name))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+sip: { listen: "127.0.0.1:5060" }
+rtp: { bind: 127.0.0.1, portMin: 30001, portMax: 30100 }
+peers:
+  - { name: pbx, sources: ["127.0.0.0/8"], nextHop: "127.0.0.1:5070" }
+defaultShortcode: "*5"
+users:
+  - { extension: "008", mode: Always }
+  - { extension: "012" }
+  - { extension: "003", mode: Never }
+"#;
+
+    fn check(text: &str) -> Result<Checked, String> {
+        RecorderConfig::from_yaml(text)?
+            .check(None)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn resolves_defaults() {
+        let f = RecorderConfig::from_yaml(GOOD).unwrap();
+        let c = f.check(None).unwrap();
+        assert_eq!(c.users["012"].mode, RecordingMode::OnDemand);
+        assert_eq!(c.users["012"].shortcode, Some(5));
+        assert_eq!(c.users["008"].mode, RecordingMode::Always);
+        assert_eq!(f.rtp.ports().first(), Some(&30002));
+        assert_eq!(f.rtp.ports().last(), Some(&30098));
+        assert_eq!(f.shutdown_grace, Duration::from_secs(3600));
+        assert_eq!(c.advertised.to_string(), "127.0.0.1");
+        let env = f.check(Some("10.1.2.3")).unwrap();
+        assert_eq!(env.advertised.to_string(), "10.1.2.3");
+    }
+
+    #[test]
+    fn refuses_with_the_field_named() {
+        let cases = [
+            (
+                GOOD.replace("defaultShortcode: \"*5\"", ""),
+                "users[1].shortcode: an OnDemand user needs a shortcode",
+            ),
+            (
+                GOOD.replace("\"003\"", "\"008\""),
+                "users[2].extension: \"008\" is listed twice",
+            ),
+            (
+                GOOD.replace("\"*5\"", "\"#5\""),
+                "defaultShortcode: \"#5\" is not * followed by one digit",
+            ),
+            (
+                GOOD.replace("127.0.0.0/8", "pbx"),
+                "peers[0].sources: \"pbx\" is not a CIDR",
+            ),
+            (
+                GOOD.replace("portMax: 30100", "portMax: 30002"),
+                "rtp: portMin..portMax",
+            ),
+            (
+                GOOD.replace("mode: Never", "mode: Sometimes"),
+                "unknown variant `Sometimes`",
+            ),
+            (GOOD.replace("sip:", "sipp:"), "unknown field `sipp`"),
+            (
+                format!("{GOOD}announcement: {{ mode: Beep, periodicBeepSeconds: 3 }}\n"),
+                "announcement.periodicBeepSeconds: 3 is neither 0 (off) nor at least 5",
+            ),
+            (
+                format!("{GOOD}announcement: {{ mode: Prompt }}\n"),
+                "announcement.prompt: mode Prompt needs a prompt file",
+            ),
+            (
+                GOOD.replace("127.0.0.1:5060", "0.0.0.0:5060"),
+                "advertisedAddress: required",
+            ),
+            (
+                format!("{GOOD}recording: {{ mp3BitrateKbps: 33 }}\n"),
+                "recording.mp3BitrateKbps: 33 is not one of",
+            ),
+        ];
+        for (text, words) in cases {
+            let err = check(&text).expect_err(words);
+            assert!(err.contains(words), "{err:?} should contain {words:?}");
+        }
+    }
+
+    #[test]
+    fn what_is_written_reads_back_the_same() {
+        let mut f = RecorderConfig::from_yaml(GOOD).unwrap();
+        f.shutdown_grace = Duration::from_secs(14_370);
+        f.announcement.mode = AnnouncementMode::Beep;
+        f.storage = StorageConfig {
+            filesystem: None,
+            s3: Some(S3Config {
+                endpoint: "http://127.0.0.1:3900".into(),
+                bucket: "recordings".into(),
+                region: "garage".into(),
+                path_style: true,
+            }),
+            prefix: "acme/office/".into(),
+        };
+        let text = serde_yaml::to_string(&f).unwrap();
+        assert!(text.contains("shutdownGrace: 14370s"), "{text}");
+        assert_eq!(RecorderConfig::from_yaml(&text).unwrap(), f);
+    }
+
+    #[test]
+    fn a_reload_names_what_needs_a_restart() {
+        let a = RecorderConfig::from_yaml(GOOD).unwrap();
+        let b = RecorderConfig::from_yaml(
+            &GOOD
+                .replace("portMax: 30100", "portMax: 30200")
+                .replace("mode: Never", "mode: Always"),
+        )
+        .unwrap();
+        assert_eq!(b.needs_restart(&a), ["rtp"]);
+        assert!(a.needs_restart(&a).is_empty());
+    }
+}

@@ -1,0 +1,335 @@
+//! Media streams and their ports: every `m=` line of a call's SDP gets a
+//! port pair facing each side, the SDP is rewritten to point at them, and
+//! packets arriving on them are relayed to the other side (symmetric RTP:
+//! only from the negotiated address, latched on its first packet), with
+//! DTMF detected and recorded audio tapped on the way.
+
+use std::cmp::Reverse;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crate::announce::{self, Onward, Verdict};
+use crate::dtmf::{self, DtmfMethod, EventDeduper, ToneDetector};
+use crate::event::{Event, MediaFrame, Side};
+use crate::g711::Law;
+use crate::sdp::{self, Sdp};
+use crate::sip::message::Message;
+use crate::stats::Stats;
+
+use super::{Output, Recorder, Relay};
+
+/// One remote endpoint of a media stream.
+#[derive(Default)]
+pub(super) struct Leg {
+    pub(super) negotiated: Option<SocketAddr>,
+    pub(super) latched: Option<SocketAddr>,
+    pub(super) latched_rtcp: Option<SocketAddr>,
+    pub(super) stream: Option<sdp::MediaStream>,
+    pub(super) dedupe: EventDeduper,
+    pub(super) tones: Option<Box<ToneDetector>>,
+    /// This leg's media as the other leg receives it (announcements go in here).
+    pub(super) onward: Onward,
+}
+
+pub(super) struct Stream {
+    /// Our RTP port facing each side (RTCP is port + 1).
+    pub(super) ports: [u16; 2],
+    pub(super) legs: [Leg; 2],
+}
+
+impl Stream {
+    /// The codec of a payload type in packets sent to `receiver`: as the
+    /// receiver's SDP maps it, else as the other side's does.
+    pub(super) fn codec_toward(&self, receiver: Side, pt: u8) -> Option<&sdp::Codec> {
+        [receiver, receiver.other()]
+            .iter()
+            .find_map(|s| self.legs[s.index()].stream.as_ref()?.codec(pt))
+    }
+}
+
+/// Port pairs from the configured range, handed out in FIFO order so a
+/// released port is reused as late as possible.
+pub(super) struct PortPool {
+    pub(super) base: u16,
+    pub(super) free: VecDeque<u16>,
+    /// Owner of each port of the range: (call, stream, side facing).
+    pub(super) owners: Vec<Option<(u64, u8, Side)>>,
+}
+
+impl PortPool {
+    pub(super) fn new(ports: &[u16]) -> Self {
+        let base = ports.iter().copied().min().unwrap_or(0);
+        let top = ports.iter().copied().max().map_or(0, |p| p as usize + 2);
+        Self {
+            base,
+            free: ports.iter().copied().collect(),
+            owners: vec![None; top.saturating_sub(base as usize)],
+        }
+    }
+
+    pub(super) fn take(&mut self, owner: (u64, u8, Side)) -> Option<u16> {
+        let p = self.free.pop_front()?;
+        let i = (p - self.base) as usize;
+        self.owners[i] = Some(owner);
+        self.owners[i + 1] = Some(owner);
+        Some(p)
+    }
+
+    pub(super) fn give(&mut self, p: u16) {
+        let i = (p - self.base) as usize;
+        self.owners[i] = None;
+        self.owners[i + 1] = None;
+        self.free.push_back(p);
+    }
+
+    /// The owner of a local port and whether it is the RTCP port of its pair.
+    pub(super) fn owner(&self, port: u16) -> Option<((u64, u8, Side), bool)> {
+        let i = port.checked_sub(self.base)? as usize;
+        let owner = (*self.owners.get(i)?)?;
+        Some((owner, (port - self.base) % 2 == 1))
+    }
+}
+
+impl Recorder {
+    pub(super) fn apply_sdp(
+        &mut self,
+        cid: u64,
+        sender: Side,
+        body: &[u8],
+    ) -> Result<Vec<u8>, SdpFailure> {
+        let sdp = Sdp::parse(body).map_err(|e| SdpFailure::Bad(e.to_string()))?;
+        let Some(call) = self.calls.get_mut(&cid) else {
+            return Err(SdpFailure::Bad("no call".into()));
+        };
+        let listens = [
+            call.listens_for_shortcode(Side::Caller),
+            call.listens_for_shortcode(Side::Callee),
+        ];
+        let mut ports = Vec::with_capacity(sdp.streams.len());
+        for (i, s) in sdp.streams.iter().enumerate() {
+            if i >= call.streams.len() {
+                if s.port == 0 {
+                    ports.push(0);
+                    continue;
+                }
+                let a = self.ports.take((cid, i as u8, Side::Caller));
+                let b = self.ports.take((cid, i as u8, Side::Callee));
+                let (Some(a), Some(b)) = (a, b) else {
+                    if let Some(a) = a {
+                        self.ports.give(a);
+                    }
+                    if let Some(b) = b {
+                        self.ports.give(b);
+                    }
+                    return Err(SdpFailure::NoPorts);
+                };
+                while call.streams.len() < i {
+                    // A refused stream before this one holds no ports.
+                    call.streams.push(Stream {
+                        ports: [0, 0],
+                        legs: Default::default(),
+                    });
+                }
+                call.streams.push(Stream {
+                    ports: [a, b],
+                    legs: Default::default(),
+                });
+            }
+            let stream = &mut call.streams[i];
+            let leg = &mut stream.legs[sender.index()];
+            if leg.negotiated != s.rtp {
+                leg.latched = None;
+                leg.latched_rtcp = None;
+            }
+            leg.negotiated = s.rtp;
+            leg.stream = Some(s.clone());
+            ports.push(stream.ports[sender.other().index()]);
+        }
+        // In-band detection on a side whose media has no telephone-event.
+        for side in [Side::Caller, Side::Callee] {
+            for stream in call.streams.iter_mut() {
+                let te = stream.legs.iter().any(|l| {
+                    l.stream
+                        .as_ref()
+                        .is_some_and(|s| s.telephone_event().is_some())
+                });
+                let leg = &mut stream.legs[side.index()];
+                if listens[side.index()] && !te {
+                    leg.tones.get_or_insert_with(Default::default);
+                } else {
+                    leg.tones = None;
+                }
+            }
+        }
+        Ok(sdp.rewrite(self.cfg.advertised.ip(), &ports))
+    }
+
+    /// One UDP packet on a local RTP/RTCP port. Returns where to relay it,
+    /// or `None` when it is dropped (and counted).
+    pub fn handle_rtp(
+        &mut self,
+        now: Instant,
+        local_port: u16,
+        source: SocketAddr,
+        data: &mut [u8],
+    ) -> Option<Relay> {
+        let Some(((cid, stream_idx, facing), rtcp_port)) = self.ports.owner(local_port) else {
+            Stats::bump(&mut self.stats.rtp_dropped, "unknown_port");
+            return None;
+        };
+        let Some(call) = self.calls.get_mut(&cid) else {
+            Stats::bump(&mut self.stats.rtp_dropped, "unknown_port");
+            return None;
+        };
+        let stream = &mut call.streams[stream_idx as usize];
+        let mux = stream.legs[facing.index()]
+            .stream
+            .as_ref()
+            .is_some_and(|s| s.rtcp_mux);
+        let rtcp = rtcp_port || (mux && is_rtcp(data));
+
+        // Symmetric RTP: accept the negotiated address and latch onto the
+        // port media really comes from; everything else is dropped.
+        let leg = &mut stream.legs[facing.index()];
+        let latched = if rtcp {
+            &mut leg.latched_rtcp
+        } else {
+            &mut leg.latched
+        };
+        match (*latched, leg.negotiated) {
+            (Some(l), _) if l == source => {}
+            (None, Some(n)) if n.ip() == source.ip() => *latched = Some(source),
+            _ => {
+                Stats::bump(&mut self.stats.rtp_dropped, "wrong_source");
+                return None;
+            }
+        }
+
+        let other = &stream.legs[facing.other().index()];
+        let dest = if rtcp {
+            other.latched_rtcp.or_else(|| {
+                other.negotiated.map(|n| {
+                    let muxed = other.stream.as_ref().is_some_and(|s| s.rtcp_mux);
+                    if muxed {
+                        n
+                    } else {
+                        SocketAddr::new(n.ip(), n.port().wrapping_add(1))
+                    }
+                })
+            })
+        } else {
+            other.latched.or(other.negotiated)
+        };
+        let Some(dest) = dest else {
+            Stats::bump(&mut self.stats.rtp_dropped, "no_destination");
+            return None;
+        };
+        let other_port = stream.ports[facing.other().index()];
+        let other_muxed = other.stream.as_ref().is_some_and(|s| s.rtcp_mux);
+        let from_port = if rtcp && !other_muxed {
+            other_port + 1
+        } else {
+            other_port
+        };
+
+        if rtcp {
+            let sent = &stream.legs[facing.index()].onward;
+            let received = &stream.legs[facing.other().index()].onward;
+            if !sent.is_identity() || !received.is_identity() {
+                announce::rewrite_rtcp(data, sent, received);
+            }
+        } else {
+            let Ok(rtp) = rtp_rs::RtpReader::new(data) else {
+                Stats::bump(&mut self.stats.rtp_dropped, "malformed");
+                return None;
+            };
+            call.last_activity = now;
+            let pt = rtp.payload_type();
+            let leg = &stream.legs[facing.index()];
+            let te = [&stream.legs[facing.other().index()], leg]
+                .iter()
+                .find_map(|l| l.stream.as_ref().and_then(|s| s.telephone_event()));
+            let codec = stream
+                .codec_toward(facing.other(), pt)
+                .map(|c| c.name.clone());
+            let mut digit = None;
+            let audio = Some(pt) != te && codec.as_deref() != Some("CN");
+            if Some(pt) == te {
+                if let Some(ev) = dtmf::parse_telephone_event(rtp.payload()) {
+                    let leg = &mut stream.legs[facing.index()];
+                    if leg.dedupe.is_new(rtp.ssrc(), rtp.timestamp()) {
+                        digit = dtmf::event_digit(ev.event).map(|d| (d, DtmfMethod::Rfc4733));
+                    }
+                }
+            } else {
+                let leg = &mut stream.legs[facing.index()];
+                if let Some(tones) = leg.tones.as_mut() {
+                    let found = codec
+                        .as_deref()
+                        .and_then(Law::of)
+                        .and_then(|law| tones.push(rtp.payload().iter().map(|&b| law.decode(b))));
+                    digit = found.map(|d| (d, DtmfMethod::InBand));
+                }
+            }
+            let payload = rtp.payload_offset()..rtp.payload_offset() + rtp.payload().len();
+            // An announcement toward the other side replaces this packet, or
+            // shifts its numbering to continue after one.
+            let verdict = stream.legs[facing.index()]
+                .onward
+                .original(now, data, audio);
+            let held = verdict != Verdict::Forward;
+            if verdict == Verdict::HoldAndStart {
+                let timer = call.inject_timer();
+                self.timers.push(Reverse((now, timer)));
+            }
+            if !held && call.recording && audio {
+                let frame = MediaFrame {
+                    call: call.r.clone(),
+                    at: now,
+                    side: facing,
+                    stream: stream_idx,
+                    ssrc: u32::from_be_bytes([data[8], data[9], data[10], data[11]]),
+                    seq: u16::from_be_bytes([data[2], data[3]]),
+                    timestamp: u32::from_be_bytes([data[4], data[5], data[6], data[7]]),
+                    payload_type: pt,
+                    codec,
+                    payload: data[payload].to_vec(),
+                };
+                self.out.push_back(Output::Event(Event::Media(frame)));
+            }
+            if let Some((d, method)) = digit {
+                self.on_digit(now, cid, facing, d, method);
+            }
+            if held {
+                return None;
+            }
+        }
+        let dir = match facing {
+            Side::Caller => "caller_to_callee",
+            Side::Callee => "callee_to_caller",
+        };
+        Stats::bump(&mut self.stats.rtp_packets, dir);
+        Some(Relay {
+            from_port,
+            to: dest,
+        })
+    }
+}
+
+/// Why an SDP body could not be put through the relay.
+pub(super) enum SdpFailure {
+    /// It does not parse or lies.
+    Bad(String),
+    /// Every RTP port pair is taken.
+    NoPorts,
+}
+
+pub(super) fn is_sdp(msg: &Message) -> bool {
+    !msg.body.is_empty() && msg.content_type().as_deref() == Some("application/sdp")
+}
+
+/// RTCP packet types 200-204 share a port with RTP under rtcp-mux (RFC 5761 §4).
+fn is_rtcp(data: &[u8]) -> bool {
+    data.len() >= 2 && (200..=204).contains(&data[1])
+}

@@ -1,0 +1,208 @@
+//! The recorder's state machine: a stateful SIP proxy (RFC 3261 §16) that
+//! puts itself in the media path of every call it forwards, relays RTP and
+//! RTCP, watches DTMF and decides, call by call, when the call is recorded.
+//!
+//! Driven in the str0m style: [`Recorder::handle_sip`],
+//! [`Recorder::handle_rtp`] and [`Recorder::handle_timeout`] take input with
+//! the current `Instant`; [`Recorder::poll_output`] hands back what to send,
+//! what happened and when to be woken next. Time is only ever an input.
+//!
+//! One layer a file, each firing its own timers:
+//! * [`proxy`] — SIP in and out: requests in the proxy's steps, responses,
+//!   CANCEL, local answers;
+//! * [`transaction`] — server and client transactions and their timers
+//!   (RFC 3261 §17: A/B/E/F, C, G, lingering);
+//! * [`calls`] — calls: who is on them, answer, end, DTMF shortcodes, the
+//!   recording decision, housekeeping of idle and ended calls;
+//! * [`media`] — media streams and their ports: SDP through the relay, the
+//!   RTP/RTCP relay with latching, DTMF and audio taps;
+//! * [`announcing`] — announcements and reminder beeps in the call's streams.
+
+mod announcing;
+mod calls;
+mod media;
+mod proxy;
+mod transaction;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crate::announce::Clips;
+use crate::config::{CoreConfig, Target};
+use crate::event::Event;
+use crate::stats::Stats;
+
+use announcing::AnnounceTimer;
+use calls::{Call, CallTimer};
+use media::PortPool;
+use transaction::{ClientTxn, ServerTxn, TxnTimer};
+
+/// What the shell must do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Send a SIP message.
+    Sip {
+        /// Transport and address.
+        target: Target,
+        /// The message.
+        data: Vec<u8>,
+    },
+    /// Send an RTP packet the core made (an announcement).
+    Rtp {
+        /// Out of which local port to whom.
+        relay: Relay,
+        /// The packet.
+        data: Vec<u8>,
+    },
+    /// Something happened.
+    Event(Event),
+    /// Nothing more to do until this instant (or new input); `None`: until
+    /// new input.
+    Timeout(Option<Instant>),
+}
+
+/// Where to send a relayed RTP/RTCP packet: out of which local port to whom.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Relay {
+    /// Local port to send from.
+    pub from_port: u16,
+    /// Destination.
+    pub to: SocketAddr,
+}
+
+/// A timer, by the layer that fires it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    /// A transaction's.
+    Txn(TxnTimer),
+    /// A call's, or the calls' housekeeping.
+    Call(CallTimer),
+    /// An announcement's.
+    Announce(AnnounceTimer),
+}
+
+/// The recorder core.
+pub struct Recorder {
+    cfg: CoreConfig,
+    out: VecDeque<Output>,
+    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    server_keys: HashMap<String, u64>,
+    servers: HashMap<u64, ServerTxn>,
+    client_branches: HashMap<String, u64>,
+    clients: HashMap<u64, ClientTxn>,
+    call_ids: HashMap<String, u64>,
+    calls: HashMap<u64, Call>,
+    ports: PortPool,
+    stats: Stats,
+    next_id: u64,
+    rng: u64,
+    draining: bool,
+    sweep_armed: bool,
+    clips: Clips,
+}
+
+impl Recorder {
+    /// A core with the given configuration and the even RTP ports (each with
+    /// its odd RTCP neighbour) the shell has bound.
+    pub fn new(cfg: CoreConfig, rtp_ports: &[u16]) -> Self {
+        let rng = cfg.seed | 1;
+        Self {
+            cfg,
+            out: VecDeque::new(),
+            timers: BinaryHeap::new(),
+            server_keys: HashMap::new(),
+            servers: HashMap::new(),
+            client_branches: HashMap::new(),
+            clients: HashMap::new(),
+            call_ids: HashMap::new(),
+            calls: HashMap::new(),
+            ports: PortPool::new(rtp_ports),
+            stats: Stats::default(),
+            next_id: 1,
+            rng,
+            draining: false,
+            sweep_armed: false,
+            clips: Clips::default(),
+        }
+    }
+
+    /// Replaces peers and users (config reload). Calls in progress keep the
+    /// decisions made when they started.
+    pub fn update_config(&mut self, cfg: CoreConfig) {
+        self.cfg.peers = cfg.peers;
+        self.cfg.users = cfg.users;
+        self.cfg.hosts = cfg.hosts;
+        self.cfg.timers = cfg.timers;
+        self.cfg.announcement = cfg.announcement;
+    }
+
+    /// Stops taking new calls: new INVITEs get 503; calls in progress go on.
+    pub fn drain(&mut self) {
+        self.draining = true;
+    }
+
+    /// Calls not yet ended.
+    pub fn active_calls(&self) -> usize {
+        self.calls.values().filter(|c| c.ended.is_none()).count()
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The next thing to do. Drain until it returns [`Output::Timeout`]:
+    /// the instant of the next timer, or `None` when none is armed and only
+    /// new input can give the core something to do.
+    pub fn poll_output(&mut self) -> Output {
+        if let Some(o) = self.out.pop_front() {
+            return o;
+        }
+        Output::Timeout(self.next_timeout())
+    }
+
+    /// The next timer, if any (for shells that poll).
+    pub fn next_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((t, _))| *t)
+    }
+
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn random(&mut self) -> u64 {
+        // xorshift64*: enough for unique branches and tags, seeded by the shell.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545F4914F6CDD1D)
+    }
+
+    fn arm(&mut self, at: Instant, t: Timer) {
+        self.timers.push(Reverse((at, t)));
+    }
+
+    fn emit(&mut self, e: Event) {
+        self.out.push_back(Output::Event(e));
+    }
+
+    /// Runs every timer due at `now`, each in its own layer.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((at, _))) = self.timers.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((_, timer))) = self.timers.pop() else {
+                break;
+            };
+            match timer {
+                Timer::Txn(t) => self.fire_transaction(now, t),
+                Timer::Call(t) => self.fire_call(now, t),
+                Timer::Announce(t) => self.fire_announcement(now, t),
+            }
+        }
+    }
+}

@@ -1,0 +1,699 @@
+//! SIP in and out, as a stateful proxy (RFC 3261 §16): each request in the
+//! proxy's steps, each response matched to its client transaction and sent
+//! on to where the request came from, CANCEL, and the answers the recorder
+//! gives itself (100 Trying, OPTIONS, refusals).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use crate::config::{Target, Transport};
+use crate::dtmf::{self, DtmfMethod};
+use crate::event::{EndReason, Side};
+use crate::sip::message::{self, Message, StartLine};
+use crate::stats::{Stats, method_label};
+
+use super::media::{SdpFailure, is_sdp};
+use super::transaction::{TXN_LINGER, TxnTimer, server_key};
+use super::{Output, Recorder, Timer};
+
+/// Prefix of every branch this recorder generates (RFC 3261 magic cookie + ours).
+pub(super) const BRANCH_PREFIX: &str = "z9hG4bK-es";
+/// Most transactions held at once; beyond that new requests get 503.
+const MAX_TRANSACTIONS: usize = 50_000;
+/// Most calls held at once; beyond that new INVITEs get 503.
+const MAX_CALLS: usize = 20_000;
+
+impl Recorder {
+    pub(super) fn send(&mut self, target: Target, msg: &Message) -> Vec<u8> {
+        let data = msg.to_bytes();
+        if let Some((_, m)) = msg.cseq() {
+            Stats::bump(&mut self.stats.sip_messages, (method_label(&m), "out"));
+        }
+        self.out.push_back(Output::Sip {
+            target,
+            data: data.clone(),
+        });
+        data
+    }
+
+    pub(super) fn send_bytes(&mut self, target: Target, data: Vec<u8>, method: &str) {
+        Stats::bump(&mut self.stats.sip_messages, (method_label(method), "out"));
+        self.out.push_back(Output::Sip { target, data });
+    }
+
+    pub(super) fn our_via(&self, transport: Transport, branch: &str) -> String {
+        format!(
+            "SIP/2.0/{} {};branch={branch}",
+            transport.as_str(),
+            self.cfg.advertised
+        )
+    }
+
+    pub(super) fn our_uri(&self, transport: Transport) -> String {
+        match transport {
+            Transport::Udp => format!("<sip:{};lr>", self.cfg.advertised),
+            Transport::Tcp => format!("<sip:{};transport=tcp;lr>", self.cfg.advertised),
+        }
+    }
+
+    pub(super) fn is_us(&self, uri: &rsip::Uri) -> bool {
+        let port = uri
+            .host_with_port
+            .port
+            .as_ref()
+            .map_or(5060, |p| *p.value());
+        let host_is_us = match &uri.host_with_port.host {
+            rsip::Host::IpAddr(ip) => *ip == self.cfg.advertised.ip(),
+            rsip::Host::Domain(d) => {
+                d.to_string().parse::<IpAddr>().ok() == Some(self.cfg.advertised.ip())
+            }
+        };
+        host_is_us && port == self.cfg.advertised.port()
+    }
+
+    /// Where a URI points, for Route and Request-URI based forwarding.
+    pub(super) fn resolve(&self, uri: &rsip::Uri) -> Option<Target> {
+        let ip = match &uri.host_with_port.host {
+            rsip::Host::IpAddr(ip) => *ip,
+            rsip::Host::Domain(d) => {
+                let d = d.to_string();
+                d.parse::<IpAddr>()
+                    .ok()
+                    .or_else(|| self.cfg.hosts.get(&d).copied())?
+            }
+        };
+        let port = uri
+            .host_with_port
+            .port
+            .as_ref()
+            .map_or(5060, |p| *p.value());
+        let tcp = uri.params.iter().any(
+            |p| matches!(p, rsip::Param::Transport(t) if t.to_string().eq_ignore_ascii_case("tcp")),
+        );
+        Some(Target {
+            transport: if tcp { Transport::Tcp } else { Transport::Udp },
+            addr: SocketAddr::new(ip, port),
+        })
+    }
+
+    /// A response built locally to `req` (RFC 3261 §8.2.6).
+    pub(super) fn local_response(
+        &mut self,
+        req: &Message,
+        code: u16,
+        reason: &str,
+        extra: &[(&str, String)],
+    ) -> Message {
+        let mut headers = Vec::new();
+        for h in &req.headers {
+            let keep = matches!(
+                h,
+                rsip::Header::Via(_)
+                    | rsip::Header::From(_)
+                    | rsip::Header::CallId(_)
+                    | rsip::Header::CSeq(_)
+            );
+            if keep {
+                headers.push(h.clone());
+            }
+            if let rsip::Header::To(to) = h {
+                let mut value = rsip::headers::UntypedHeader::value(to).to_owned();
+                if code > 100 && message::name_addr_param(&value, "tag").is_none() {
+                    value.push_str(&format!(";tag=es{:x}", self.random()));
+                }
+                headers.push(rsip::Header::To(rsip::headers::UntypedHeader::new(value)));
+            }
+        }
+        let mut msg = Message {
+            start: StartLine::Response {
+                code,
+                reason: reason.to_owned(),
+            },
+            headers,
+            body: Vec::new(),
+        };
+        msg.set_header("Server", "earshot-recorder".to_owned());
+        for (name, value) in extra {
+            msg.set_header(name, value.clone());
+        }
+        msg
+    }
+
+    pub(super) fn refuse(
+        &mut self,
+        target: Target,
+        req: &Message,
+        code: u16,
+        reason: &str,
+        extra: &[(&str, String)],
+    ) {
+        Stats::bump(&mut self.stats.sip_refused, code);
+        if req.method() == Some("ACK") {
+            return;
+        }
+        let resp = self.local_response(req, code, reason, extra);
+        self.send(target, &resp);
+    }
+
+    // ---------------------------------------------------------------- requests
+
+    /// One SIP message (a UDP datagram or a framed TCP message) from `source`.
+    pub fn handle_sip(&mut self, now: Instant, source: Target, data: &[u8]) {
+        self.ensure_sweep(now);
+        let msg = match Message::parse(data) {
+            Ok(m) => m,
+            Err(e) => {
+                self.stats.sip_parse_errors += 1;
+                self.answer_unparseable(source, data, &e);
+                return;
+            }
+        };
+        if let Some((_, m)) = msg.cseq() {
+            Stats::bump(&mut self.stats.sip_messages, (method_label(&m), "in"));
+        }
+        match msg.start {
+            StartLine::Request { .. } => self.on_request(now, source, msg),
+            StartLine::Response { .. } => self.on_response(now, msg),
+        }
+    }
+
+    /// A request we cannot parse still gets a 400 when enough of it is there
+    /// to address a response (RFC 3261 §16.3 / §8.2.2); anything else is dropped.
+    pub(super) fn answer_unparseable(
+        &mut self,
+        source: Target,
+        data: &[u8],
+        error: &message::ParseError,
+    ) {
+        if data.starts_with(b"SIP/2.0") {
+            return;
+        }
+        // Retry with the body cut off: a lying Content-Length or a bad SDP must
+        // not stop us from telling the sender.
+        let head_end = data.windows(4).position(|w| w == b"\r\n\r\n");
+        let Some(head_end) = head_end else { return };
+        let mut head = data[..head_end].to_vec();
+        head.extend_from_slice(b"\r\n\r\n");
+        let filtered: Vec<u8> = String::from_utf8_lossy(&head)
+            .split("\r\n")
+            .filter(|l| {
+                let n = l
+                    .split(':')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase();
+                n != "content-length" && n != "l"
+            })
+            .collect::<Vec<_>>()
+            .join("\r\n")
+            .into_bytes();
+        if let Ok(req) = Message::parse(&filtered)
+            && req.method().is_some()
+        {
+            let reason = format!("Bad Request ({error})");
+            self.refuse(source, &req, 400, &reason, &[]);
+        }
+    }
+
+    /// A request, in the proxy's steps (RFC 3261 §16): absorb what repeats a
+    /// transaction, admit or refuse, route, follow the call it belongs to,
+    /// forward statefully.
+    pub(super) fn on_request(&mut self, now: Instant, source: Target, mut msg: Message) {
+        let method = msg.method().unwrap_or_default().to_ascii_uppercase();
+        let in_dialog = msg.to_tag().is_some();
+        if self.absorbed(source, &msg, &method) {
+            return;
+        }
+        if method == "CANCEL" {
+            self.on_cancel(now, source, msg);
+            return;
+        }
+        let Some(max_forwards) = self.admit(source, &msg, &method, in_dialog) else {
+            return;
+        };
+        msg.set_header("Max-Forwards", (max_forwards - 1).to_string());
+        let Some(dest) = self.route(source, &mut msg, &method, in_dialog) else {
+            return;
+        };
+        let Some((call, side)) = self.follow_call(now, source, &mut msg, &method, in_dialog) else {
+            return;
+        };
+        self.forward(now, source, dest, msg, &method, in_dialog, call, side);
+    }
+
+    /// ACK for our own non-2xx final response, or a retransmitted request:
+    /// answered (or absorbed) from the transaction, never forwarded twice.
+    pub(super) fn absorbed(&mut self, source: Target, msg: &Message, method: &str) -> bool {
+        if method == "ACK" {
+            let key = server_key(msg, "ACK");
+            if let Some(&sid) = self.server_keys.get(&key)
+                && let Some(s) = self.servers.get_mut(&sid)
+                && s.final_code.is_some_and(|c| c >= 300)
+            {
+                // ACK for our non-2xx final response: hop by hop, absorbed.
+                s.last_response = None;
+                return true;
+            }
+            return false;
+        }
+        if method == "CANCEL" {
+            return false;
+        }
+        let key = server_key(msg, method);
+        let Some(&sid) = self.server_keys.get(&key) else {
+            return false;
+        };
+        // A retransmission: repeat our last answer, never forward twice.
+        if let Some(resp) = self.servers.get(&sid).and_then(|s| s.last_response.clone()) {
+            self.send_bytes(source, resp, method);
+        }
+        true
+    }
+
+    /// Whether the request may go on: from a peer, with hops left, not a
+    /// loop, not while draining or overloaded. OPTIONS for the recorder is
+    /// answered here. Returns the request's Max-Forwards when it goes on.
+    pub(super) fn admit(
+        &mut self,
+        source: Target,
+        msg: &Message,
+        method: &str,
+        in_dialog: bool,
+    ) -> Option<u32> {
+        if self.cfg.peer_of(source.addr.ip()).is_none() {
+            self.refuse(source, msg, 403, "Forbidden", &[]);
+            return None;
+        }
+        let max_forwards = match msg.header("Max-Forwards") {
+            Some(v) => match v.trim().parse::<u32>() {
+                Ok(n) => n,
+                Err(_) => {
+                    self.refuse(source, msg, 400, "Bad Request (Max-Forwards)", &[]);
+                    return None;
+                }
+            },
+            None => 70,
+        };
+        if method == "OPTIONS" && !in_dialog {
+            let for_us = msg
+                .request_uri()
+                .is_some_and(|u| u.user().is_none() || self.is_us(&u));
+            if for_us || max_forwards == 0 {
+                let resp = self.local_response(
+                    msg,
+                    200,
+                    "OK",
+                    &[
+                        ("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO, PRACK, REFER, NOTIFY, SUBSCRIBE, MESSAGE".to_owned()),
+                        ("Accept", "application/sdp".to_owned()),
+                    ],
+                );
+                self.send(source, &resp);
+                return None;
+            }
+        }
+        if max_forwards == 0 {
+            self.refuse(source, msg, 483, "Too Many Hops", &[]);
+            return None;
+        }
+        // Loop detection (RFC 3261 §16.3 item 4): our own Via already in the request.
+        let ours = format!(" {};branch={BRANCH_PREFIX}", self.cfg.advertised);
+        if msg.headers_named("Via").iter().any(|v| v.contains(&ours)) {
+            self.refuse(source, msg, 482, "Loop Detected", &[]);
+            return None;
+        }
+        let new_call = method == "INVITE" && !in_dialog;
+        if (new_call && self.draining)
+            || self.servers.len() >= MAX_TRANSACTIONS
+            || (new_call && self.calls.len() >= MAX_CALLS)
+        {
+            self.refuse(
+                source,
+                msg,
+                503,
+                "Service Unavailable",
+                &[("Retry-After", "5".to_owned())],
+            );
+            return None;
+        }
+        Some(max_forwards)
+    }
+
+    /// Route processing (§16.4): the Route entries naming us are stripped;
+    /// the request goes to the next Route, its Request-URI (in dialog) or
+    /// the source peer's next hop (initial requests).
+    pub(super) fn route(
+        &mut self,
+        source: Target,
+        msg: &mut Message,
+        method: &str,
+        in_dialog: bool,
+    ) -> Option<Target> {
+        while let Some(first) = msg.routes().first().cloned() {
+            match message::name_addr_uri(&first) {
+                Some(uri) if self.is_us(&uri) => msg.pop_route(),
+                _ => break,
+            }
+        }
+        let dest = if let Some(route) = msg.routes().first() {
+            message::name_addr_uri(route).and_then(|u| self.resolve(&u))
+        } else if in_dialog || method == "ACK" {
+            msg.request_uri().and_then(|u| self.resolve(&u))
+        } else {
+            self.cfg.peer_of(source.addr.ip()).map(|p| p.next_hop)
+        };
+        if dest.is_none() {
+            self.refuse(source, msg, 502, "Bad Gateway (next hop unknown)", &[]);
+        }
+        dest
+    }
+
+    /// The call the request belongs to (a new INVITE starts one) and the
+    /// side that sent it; its SDP goes through the relay, INFO digits and
+    /// BYE reach the call. `None` when the request was refused here.
+    pub(super) fn follow_call(
+        &mut self,
+        now: Instant,
+        source: Target,
+        msg: &mut Message,
+        method: &str,
+        in_dialog: bool,
+    ) -> Option<(Option<u64>, Side)> {
+        let call_id = msg.call_id().unwrap_or_default();
+        let mut call = self.call_ids.get(&call_id).copied();
+        if call.is_none() && method == "INVITE" && !in_dialog {
+            call = Some(self.start_call(now, msg, &call_id));
+        }
+        let side = call
+            .and_then(|c| self.calls.get(&c))
+            .map_or(Side::Caller, |c| c.side_of_request(msg));
+        let Some(cid) = call else {
+            return Some((None, side));
+        };
+        if let Some(c) = self.calls.get_mut(&cid) {
+            c.last_activity = now;
+        }
+        if is_sdp(msg) {
+            match self.apply_sdp(cid, side, &msg.body) {
+                Ok(body) => msg.body = body,
+                Err(e) => {
+                    if method == "ACK" {
+                        return None;
+                    }
+                    // Out of ports is overload (try another recorder); bad SDP is the sender's.
+                    let (code, reason, extra) = match e {
+                        SdpFailure::NoPorts => (
+                            503,
+                            "Service Unavailable (no RTP ports free)".to_owned(),
+                            vec![("Retry-After", "5".to_owned())],
+                        ),
+                        SdpFailure::Bad(why) => {
+                            (488, format!("Not Acceptable Here ({why})"), vec![])
+                        }
+                    };
+                    self.refuse(source, msg, code, &reason, &extra);
+                    if method == "INVITE" && !in_dialog {
+                        self.end_call(now, cid, EndReason::Rejected(code));
+                    }
+                    return None;
+                }
+            }
+        }
+        if method == "INFO"
+            && let Some(digit) = msg
+                .content_type()
+                .and_then(|ct| dtmf::parse_info(&ct, &msg.body))
+        {
+            self.on_digit(now, cid, side, digit, DtmfMethod::SipInfo);
+        }
+        if method == "BYE" {
+            self.end_call(now, cid, EndReason::Bye(side));
+        }
+        Some((Some(cid), side))
+    }
+
+    /// Forwards the request: Record-Route on dialog-creating requests, our
+    /// Via, and a server and a client transaction (an ACK for a 2xx goes
+    /// statelessly, end to end).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn forward(
+        &mut self,
+        now: Instant,
+        source: Target,
+        dest: Target,
+        mut msg: Message,
+        method: &str,
+        in_dialog: bool,
+        call: Option<u64>,
+        side: Side,
+    ) {
+        if !in_dialog && matches!(method, "INVITE" | "SUBSCRIBE" | "REFER") {
+            // Double Record-Route (RFC 5658) when the two sides use different transports.
+            if dest.transport != source.transport {
+                let inbound = self.our_uri(source.transport);
+                msg.push_record_route(inbound);
+            }
+            let outbound = self.our_uri(dest.transport);
+            msg.push_record_route(outbound);
+        }
+        // The request as the server transaction keeps it: before our Via.
+        let original = msg.clone();
+        let branch = format!("{BRANCH_PREFIX}{:016x}", self.random());
+        msg.push_via(self.our_via(dest.transport, &branch));
+        if method == "ACK" {
+            // ACK for a 2xx is end to end: forwarded statelessly.
+            self.send(dest, &msg);
+            return;
+        }
+        let (sid, client) = (self.id(), self.id());
+        self.open_server(sid, client, source, original, method);
+        let bytes = self.send(dest, &msg);
+        self.open_client(now, client, sid, branch, dest, msg, bytes, call, side);
+    }
+
+    pub(super) fn on_cancel(&mut self, now: Instant, source: Target, msg: Message) {
+        let key = server_key(&msg, "INVITE");
+        let Some(&sid) = self.server_keys.get(&key) else {
+            self.refuse(source, &msg, 481, "Call/Transaction Does Not Exist", &[]);
+            return;
+        };
+        let ok = self.local_response(&msg, 200, "OK", &[]);
+        self.send(source, &ok);
+        let Some(client) = self.servers.get(&sid).and_then(|s| s.client) else {
+            return;
+        };
+        let Some(c) = self.clients.get_mut(&client) else {
+            return;
+        };
+        if c.final_code.is_some() || c.cancelled {
+            return;
+        }
+        if c.provisional {
+            self.send_cancel(now, client);
+        } else {
+            // RFC 3261 §9.1: CANCEL only after a provisional response.
+            c.cancel_pending = true;
+        }
+    }
+
+    pub(super) fn send_cancel(&mut self, _now: Instant, client: u64) {
+        let Some(c) = self.clients.get_mut(&client) else {
+            return;
+        };
+        c.cancelled = true;
+        c.cancel_pending = false;
+        let cancel = hop_request(&c.request, "CANCEL", None);
+        let dest = c.dest;
+        self.send(dest, &cancel);
+    }
+
+    // ---------------------------------------------------------------- responses
+
+    pub(super) fn on_response(&mut self, now: Instant, mut msg: Message) {
+        let code = msg.code().unwrap_or(0);
+        let branch = msg.branch().unwrap_or_default();
+        let method = msg
+            .cseq()
+            .map(|c| c.1.to_ascii_uppercase())
+            .unwrap_or_default();
+        let Some(&cid_txn) = self.client_branches.get(&branch) else {
+            // A 2xx to INVITE retransmitted after our transaction ended is
+            // forwarded statelessly along its Via (RFC 3261 §16.7 item 10).
+            if branch.starts_with(BRANCH_PREFIX) && method == "INVITE" && (200..300).contains(&code)
+            {
+                msg.pop_via();
+                if let Some(target) = msg.top_via().and_then(via_target) {
+                    self.send(target, &msg);
+                }
+            }
+            return;
+        };
+        let (sid, dest, is_invite, already_final, side, call) = {
+            let Some(c) = self.clients.get(&cid_txn) else {
+                return;
+            };
+            if c.request.method().map(str::to_ascii_uppercase) != Some(method.clone()) {
+                return;
+            }
+            (c.server, c.dest, c.is_invite, c.final_code, c.side, c.call)
+        };
+        if let Some(call) = call.and_then(|c| self.calls.get_mut(&c)) {
+            call.last_activity = now;
+        }
+        msg.pop_via();
+
+        if code < 200 {
+            let Some(c) = self.clients.get_mut(&cid_txn) else {
+                return;
+            };
+            c.provisional = true;
+            let pending = c.cancel_pending;
+            if c.is_invite && code > 100 {
+                // Timer C: ringing may last this long, then we give up.
+                c.deadline = now + self.cfg.timers.timer_c;
+                let at = c.deadline;
+                self.arm(at, Timer::Txn(TxnTimer::ClientTimeout(cid_txn)));
+            }
+            if pending {
+                self.send_cancel(now, cid_txn);
+            }
+            if code == 100 {
+                return;
+            }
+        }
+
+        if let Some(prev) = already_final {
+            if is_invite && (200..300).contains(&code) {
+                // 2xx retransmission (or another fork's 2xx): end to end, forward.
+            } else {
+                if prev >= 300
+                    && is_invite
+                    && let Some(ack) = self.clients.get(&cid_txn).and_then(|c| c.ack.clone())
+                {
+                    self.send_bytes(dest, ack, "ACK");
+                }
+                return;
+            }
+        }
+
+        // The responder is the side the request was sent to.
+        let responder = side.other();
+        if let Some(cid) = call
+            && is_sdp(&msg)
+            && (code < 300)
+        {
+            match self.apply_sdp(cid, responder, &msg.body) {
+                Ok(body) => msg.body = body,
+                Err(_) => {
+                    // The far end answered with SDP we cannot relay: the
+                    // parties still get their answer, with the body as sent.
+                    Stats::bump(&mut self.stats.rtp_dropped, "bad_sdp");
+                }
+            }
+        }
+
+        if code >= 200 && already_final.is_none() {
+            if let Some(c) = self.clients.get_mut(&cid_txn) {
+                c.final_code = Some(code);
+                if c.is_invite && code >= 300 {
+                    let ack = hop_request(&c.request, "ACK", msg.header("To"));
+                    let bytes = ack.to_bytes();
+                    c.ack = Some(bytes.clone());
+                    self.send_bytes(dest, bytes, "ACK");
+                }
+            }
+            self.arm(now + TXN_LINGER, Timer::Txn(TxnTimer::Forget(cid_txn)));
+            if let Some(cid) = call {
+                self.on_final(now, cid, &method, code, &msg);
+            }
+        }
+
+        // Forward upstream.
+        let Some(s) = self.servers.get(&sid) else {
+            return;
+        };
+        let source = s.source;
+        let bytes = self.send(source, &msg);
+        let mut arm = Vec::new();
+        if let Some(s) = self.servers.get_mut(&sid) {
+            if code >= 200 && s.final_code.is_none() {
+                s.final_code = Some(code);
+                if s.is_invite && code >= 300 && source.transport == Transport::Udp {
+                    arm.push((
+                        now + s.retransmit,
+                        Timer::Txn(TxnTimer::ResponseRetransmit(sid)),
+                    ));
+                }
+                arm.push((now + TXN_LINGER, Timer::Txn(TxnTimer::Forget(sid))));
+            }
+            if !(s.is_invite && (200..300).contains(&code)) {
+                s.last_response = Some(bytes);
+            }
+        }
+        for (at, t) in arm {
+            self.arm(at, t);
+        }
+    }
+}
+
+/// CANCEL or non-2xx ACK for a forwarded INVITE (RFC 3261 §9.1, §17.1.1.3):
+/// same Request-URI, only our Via, the INVITE's Route set.
+pub(super) fn hop_request(invite: &Message, method: &str, to: Option<String>) -> Message {
+    let uri = match &invite.start {
+        StartLine::Request { uri, .. } => uri.clone(),
+        StartLine::Response { .. } => String::new(),
+    };
+    let mut headers = Vec::new();
+    if let Some(via) = invite.top_via() {
+        headers.push(rsip::Header::Via(rsip::headers::UntypedHeader::new(via)));
+    }
+    for h in &invite.headers {
+        match h {
+            rsip::Header::Route(_) | rsip::Header::From(_) | rsip::Header::CallId(_) => {
+                headers.push(h.clone())
+            }
+            rsip::Header::To(_) if to.is_none() => headers.push(h.clone()),
+            _ => {}
+        }
+    }
+    let mut msg = Message {
+        start: StartLine::Request {
+            method: method.to_owned(),
+            uri,
+        },
+        headers,
+        body: Vec::new(),
+    };
+    if let Some(to) = to {
+        msg.set_header("To", to);
+    }
+    let seq = invite.cseq().map_or(1, |c| c.0);
+    msg.set_header("CSeq", format!("{seq} {method}"));
+    msg.set_header("Max-Forwards", "70".to_owned());
+    msg
+}
+
+/// Where a response goes next: the Via's `received`/`rport` if present, else its sent-by.
+fn via_target(via: &str) -> Option<Target> {
+    let mut parts = via.split_whitespace();
+    let proto = parts.next()?;
+    let sent_by = parts.next()?.split(';').next()?;
+    let transport = if proto.to_ascii_uppercase().ends_with("TCP") {
+        Transport::Tcp
+    } else {
+        Transport::Udp
+    };
+    let (host, port) = match sent_by.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse().ok()?),
+        None => (sent_by, 5060),
+    };
+    let host = message::param(via, "received").unwrap_or_else(|| host.to_owned());
+    let port = message::param(via, "rport")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(port);
+    Some(Target {
+        transport,
+        addr: SocketAddr::new(host.parse().ok()?, port),
+    })
+}

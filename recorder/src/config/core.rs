@@ -1,0 +1,46 @@
+//! The core's view of a checked config: next hops resolved through DNS.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+
+use earshot_recorder_core::{CoreConfig, Peer, Target, Timers};
+
+use super::Config;
+
+impl Config {
+    /// The core's config, with next hops resolved through DNS; `seed` feeds
+    /// its branch and tag generator.
+    pub async fn core_config(&self, seed: u64) -> Result<CoreConfig, String> {
+        let mut peers = Vec::new();
+        let mut hosts = BTreeMap::new();
+        for (p, nets) in &self.peers {
+            let addr = tokio::net::lookup_host(p.next_hop.as_str())
+                .await
+                .map_err(|e| format!("peer {}: cannot resolve next hop: {e}", p.name))?
+                .next()
+                .ok_or_else(|| format!("peer {}: next hop resolves to nothing", p.name))?;
+            if let Some((host, _)) = p.next_hop.rsplit_once(':')
+                && host.parse::<IpAddr>().is_err()
+            {
+                hosts.insert(host.to_owned(), addr.ip());
+            }
+            peers.push(Peer {
+                name: p.name.clone(),
+                sources: nets.clone(),
+                next_hop: Target {
+                    transport: p.next_hop_transport,
+                    addr,
+                },
+            });
+        }
+        Ok(CoreConfig {
+            advertised: SocketAddr::new(self.advertised, self.file.sip.listen.port()),
+            peers,
+            users: self.users.clone(),
+            hosts,
+            timers: Timers::default(),
+            seed,
+            announcement: self.announcement.clone(),
+        })
+    }
+}

@@ -1,0 +1,333 @@
+//! The dispatcher: the core's events, gathered without waking anyone on the
+//! packet path, routed call by call to the encoder workers in one batch per
+//! round. It decides which calls become recordings (a policy user on the
+//! call, recording switched on, room in the spool) and keeps the counts
+//! the alerts compare: expected, refused.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::time::{Duration, Instant};
+
+use earshot_contracts::sidecar::{Party, User};
+use earshot_recorder_core::Event;
+
+use super::Shared;
+use super::sidecar::{Announced, CallMeta};
+use super::worker::{self, Job};
+
+/// Core events on their way to the dispatcher. The packet path appends under
+/// a short lock; the dispatcher takes the whole batch every 20 ms, so no
+/// thread is woken per packet (a third of the recorder's CPU went to such
+/// wake-ups before).
+#[derive(Debug, Default)]
+pub struct EventBuffer {
+    events: std::sync::Mutex<Vec<Event>>,
+    closed: AtomicBool,
+    finished: AtomicBool,
+}
+
+impl EventBuffer {
+    /// Adds an event.
+    pub fn push(&self, e: Event) {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(e);
+    }
+
+    /// Adds several events.
+    pub fn extend(&self, es: impl IntoIterator<Item = Event>) {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(es);
+    }
+
+    fn take(&self) -> Vec<Event> {
+        std::mem::take(&mut *self.events.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// No more events will come; the dispatcher finishes what it has and stops.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+    }
+
+    /// True once the dispatcher has handed its last jobs to the encoders.
+    pub fn finished(&self) -> bool {
+        self.finished.load(Ordering::Relaxed)
+    }
+}
+
+/// How often the dispatcher takes the buffered events.
+const DISPATCH_EVERY: Duration = Duration::from_millis(20);
+/// How often workers are told to write out what the reorder window released.
+const TICK_EVERY: Duration = Duration::from_secs(1);
+/// Dispatch rounds a worker's queue holds: five seconds of calls.
+const QUEUE_ROUNDS: usize = 256;
+
+/// Routes call events to encoder workers. Lives on its own thread.
+pub struct Dispatcher {
+    workers: Vec<SyncSender<Job>>,
+    pending: Vec<Vec<Job>>,
+    calls: HashMap<u64, Pending>,
+    shared: Shared,
+}
+
+struct Pending {
+    meta: CallMeta,
+    recording: bool,
+    refused: bool,
+    worker: usize,
+}
+
+impl Dispatcher {
+    /// Starts `threads` encoder workers.
+    pub fn start(shared: Shared, threads: usize) -> std::io::Result<Dispatcher> {
+        let mut workers = Vec::new();
+        for i in 0..threads {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(QUEUE_ROUNDS);
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name(format!("encoder-{i}"))
+                .spawn(move || worker::run(rx, shared))?;
+            workers.push(tx);
+        }
+        Ok(Dispatcher {
+            pending: workers.iter().map(|_| Vec::new()).collect(),
+            workers,
+            calls: HashMap::new(),
+            shared,
+        })
+    }
+
+    /// The handle a config reload writes new recording settings to.
+    pub fn settings(&self) -> super::SettingsHandle {
+        self.shared.settings.clone()
+    }
+
+    fn send(&mut self, worker: usize, job: Job) {
+        self.pending[worker].push(job);
+    }
+
+    /// Hands each encoder worker what this round gathered for it, in one batch.
+    fn flush(&mut self) {
+        for (worker, jobs) in self.pending.iter_mut().enumerate() {
+            if jobs.is_empty() {
+                continue;
+            }
+            let batch = std::mem::take(jobs);
+            let n = batch.len() as i64;
+            let q = &self.workers[worker];
+            // Counted before the send, so a worker never finishes a job the
+            // gauge does not hold yet.
+            self.shared.metrics.encoder_queue_depth.inc_by(n);
+            let sent = match q.try_send(Job::Batch(batch)) {
+                Ok(()) => true,
+                Err(TrySendError::Full(job)) => {
+                    // The encoder is behind: counted and logged, then we wait for
+                    // room — the packet path is not waiting on this thread.
+                    self.shared.metrics.encoder_overruns.inc();
+                    tracing::warn!(worker, "encoder queue full; recording pipeline is behind");
+                    q.send(job).is_ok()
+                }
+                Err(TrySendError::Disconnected(_)) => false,
+            };
+            if !sent {
+                self.shared.metrics.encoder_queue_depth.dec_by(n);
+                tracing::error!(worker, "encoder worker is gone");
+            }
+        }
+    }
+
+    fn refused(&self) {
+        self.shared
+            .metrics
+            .recordings
+            .get_or_create(&vec![("result", "failed".to_owned())])
+            .inc();
+    }
+
+    /// Feeds one core event.
+    pub fn handle(&mut self, event: Event) {
+        match event {
+            Event::CallStarted {
+                call,
+                at,
+                caller,
+                callee,
+                users,
+            } => {
+                if users.is_empty() {
+                    return;
+                }
+                let worker = (call.id as usize) % self.workers.len();
+                let party = |p: earshot_recorder_core::Party| Party {
+                    number: p.number,
+                    display_name: p.display_name,
+                };
+                let meta = CallMeta {
+                    call: call.hash.clone(),
+                    caller: party(caller),
+                    callee: party(callee),
+                    users: users
+                        .into_iter()
+                        .map(|u| User {
+                            extension: u.extension,
+                            display_name: u.display_name,
+                            mode: u.mode,
+                            side: u.side,
+                        })
+                        .collect(),
+                    started_at: Some(self.shared.clock.system(at)),
+                    answered_at: None,
+                    recording_started_at: None,
+                };
+                self.calls.insert(
+                    call.id,
+                    Pending {
+                        meta,
+                        recording: false,
+                        refused: false,
+                        worker,
+                    },
+                );
+            }
+            Event::CallAnswered { call, at } => {
+                if let Some(p) = self.calls.get_mut(&call.id) {
+                    p.meta.answered_at = Some(self.shared.clock.system(at));
+                }
+            }
+            Event::Recording { call, at, on, .. } => {
+                let spool_full = self.shared.spool.full();
+                let Some(p) = self.calls.get_mut(&call.id) else {
+                    return;
+                };
+                if p.refused {
+                    return;
+                }
+                if on && !p.recording {
+                    p.recording = true;
+                    self.shared.metrics.expected.inc();
+                    if spool_full {
+                        p.refused = true;
+                        self.refused();
+                        tracing::error!(call = %call.hash, "spool is full: recording refused (nothing old is deleted; check uploads)");
+                        return;
+                    }
+                    let (worker, meta) = (p.worker, p.meta.clone());
+                    self.send(worker, Job::Start { meta, at });
+                } else if p.recording {
+                    let worker = p.worker;
+                    self.send(
+                        worker,
+                        Job::Toggle {
+                            hash: call.hash,
+                            at,
+                            on,
+                        },
+                    );
+                }
+            }
+            Event::Media(frame) => {
+                if let Some(p) = self.calls.get(&frame.call.id)
+                    && p.recording
+                    && !p.refused
+                {
+                    let worker = p.worker;
+                    self.send(worker, Job::Media(frame));
+                }
+            }
+            Event::CallEnded { call, at, .. } => {
+                if let Some(p) = self.calls.remove(&call.id)
+                    && p.recording
+                    && !p.refused
+                {
+                    self.send(
+                        p.worker,
+                        Job::End {
+                            hash: call.hash,
+                            at,
+                        },
+                    );
+                }
+            }
+            Event::Announcement {
+                call,
+                at,
+                kind,
+                to,
+                outcome,
+                played,
+            } => {
+                if let Some(p) = self.calls.get(&call.id)
+                    && p.recording
+                    && !p.refused
+                {
+                    let record = Announced {
+                        at: self.shared.clock.system(at),
+                        kind: kind.label(),
+                        to,
+                        result: outcome.label(),
+                        played,
+                    };
+                    let worker = p.worker;
+                    self.send(
+                        worker,
+                        Job::Announced {
+                            hash: call.hash,
+                            record,
+                        },
+                    );
+                }
+            }
+            Event::Dtmf { .. } => {}
+        }
+    }
+
+    /// Lets workers write out what is older than the reorder window.
+    pub fn tick(&mut self, now: Instant) {
+        for w in 0..self.workers.len() {
+            self.send(w, Job::Tick(now));
+        }
+    }
+
+    /// Ends every recording still open (shutdown), so its file is complete.
+    fn end_all(&mut self, now: Instant) {
+        let open: Vec<(String, usize)> = self
+            .calls
+            .values()
+            .filter(|p| p.recording && !p.refused)
+            .map(|p| (p.meta.call.clone(), p.worker))
+            .collect();
+        for (hash, worker) in open {
+            self.send(worker, Job::End { hash, at: now });
+        }
+    }
+}
+
+/// Runs the dispatcher: events from the core every round, a tick every
+/// second, until the buffer is closed; then ends what is open.
+pub fn run_dispatcher(mut d: Dispatcher, events: Arc<EventBuffer>, mut also: impl FnMut(&Event)) {
+    let mut last_tick = Instant::now();
+    loop {
+        std::thread::sleep(DISPATCH_EVERY);
+        let closed = events.closed.load(Ordering::Relaxed);
+        for e in events.take() {
+            also(&e);
+            d.handle(e);
+        }
+        if last_tick.elapsed() >= TICK_EVERY {
+            last_tick = Instant::now();
+            d.tick(last_tick);
+        }
+        d.flush();
+        if closed {
+            break;
+        }
+    }
+    d.end_all(Instant::now());
+    d.flush();
+    events.finished.store(true, Ordering::Relaxed);
+}
