@@ -4,6 +4,7 @@
 
 pub mod build;
 pub mod config;
+pub mod error;
 pub mod metrics;
 pub mod rbac;
 pub mod reconcile;

@@ -13,7 +13,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::reconcile::Error;
+use crate::error::Error;
 
 type Labels = Vec<(&'static str, String)>;
 

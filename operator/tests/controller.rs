@@ -405,7 +405,9 @@ async fn a_users_change_changes_the_configmap_and_not_the_workload() {
 async fn an_invalid_policy_gets_a_status_and_no_workload() {
     let storage = Arc::new(FakeStorage::default());
     let (ctx, handle) = mk_ctx(storage.clone());
+    // The Event as the step finds the problem; the status, as always, last.
     let steps = vec![
+        event("RetentionAboveMaximum"),
         expect(
             "PATCH",
             "/apis/earshot.io/v1alpha1/namespaces/acme/recordingpolicies/office/status",
@@ -421,7 +423,6 @@ async fn an_invalid_policy_gets_a_status_and_no_workload() {
                 None
             },
         ),
-        event("RetentionAboveMaximum"),
     ];
     let server = tokio::spawn(serve(handle, steps));
     let action = reconcile(Arc::new(mk_policy(400, users_a())), ctx)

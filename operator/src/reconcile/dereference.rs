@@ -1,4 +1,4 @@
-//! Step 1 of the reconcile pipeline, **client required**: the storage
+//! Step 2 of the reconcile pipeline, **client required**: the storage
 //! credentials from the Secret the policy names, and the announcement
 //! prompt's ConfigMap.
 

@@ -1,7 +1,12 @@
-//! The reconcile pipeline, one step per file:
-//! `validate` (no client) → `dereference` (client) → `build` (no client, in
-//! [`crate::build`]) → `apply` (client) → storage (client, [`crate::storage`])
-//! → `status` (pure build, client write).
+//! The reconcile pipeline, one step per file, in the order they run:
+//!
+//! 1. `validate` (no client),
+//! 2. `dereference` (client),
+//! 3. `build` (no client, in [`crate::build`]),
+//! 4. `apply` (client),
+//! 5. storage (client, [`crate::storage`]),
+//! 6. `status` (pure build, client write, once per reconcile whichever step
+//!    it stopped at).
 //!
 //! An invalid spec waits for a change; a transient failure requeues with
 //! backoff. Deleting a policy needs no step: owner references remove the
@@ -27,9 +32,10 @@ use crate::config::OperatorConfig;
 use crate::metrics::OperatorMetrics;
 use crate::storage::Storage;
 use crate::storage::lifecycle::{PolicyRule, rule_id};
-use crate::storage::s3::StorageError;
 use status::{Check, Observed, build_status, patch_status};
-use validate::{Invalid, validate};
+use validate::validate;
+
+pub use crate::error::Error;
 
 /// Everything a reconcile needs.
 pub struct Context {
@@ -59,78 +65,6 @@ fn key(p: &RecordingPolicy) -> String {
 pub fn backoff(base: Duration, n: u32) -> Duration {
     base.saturating_mul(1u32 << n.saturating_sub(1).min(10))
         .min(Duration::from_secs(600))
-}
-
-/// Why a reconcile did not finish.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// An API call failed.
-    #[error("failed to {what}: {source}")]
-    Kube {
-        /// What was attempted.
-        what: String,
-        /// The API error.
-        source: kube::Error,
-    },
-    /// The policy cannot be reconciled as it is.
-    #[error(transparent)]
-    Invalid(#[from] Invalid),
-    /// The credentials Secret is missing.
-    #[error(
-        "Secret {0} named in spec.storage.credentialsSecret does not exist in the policy's namespace"
-    )]
-    SecretMissing(String),
-    /// A key is missing from the Secret.
-    #[error("Secret {secret} has no key {key} (spec.storage.credentialsSecret)")]
-    SecretKeyMissing {
-        /// The Secret.
-        secret: String,
-        /// The key.
-        key: String,
-    },
-    /// The announcement prompt's ConfigMap or key is missing.
-    #[error(
-        "ConfigMap {config_map} with key {key} named in spec.announcement.prompt does not exist in the policy's namespace"
-    )]
-    PromptMissing {
-        /// The ConfigMap.
-        config_map: String,
-        /// The key.
-        key: String,
-    },
-    /// The object store refused or could not be reached.
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-}
-
-impl Error {
-    /// Label for `earshot_operator_reconcile_errors_total{category}` and Events.
-    pub fn category(&self) -> &'static str {
-        match self {
-            Error::Kube { .. } => "kubernetes",
-            Error::Invalid(_) => "invalid_spec",
-            Error::SecretMissing(_) | Error::SecretKeyMissing { .. } => "secret",
-            Error::PromptMissing { .. } => "prompt",
-            Error::Storage(e) if e.transient() => "storage_unavailable",
-            Error::Storage(_) => "storage",
-        }
-    }
-
-    /// The condition reason.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Error::Kube { .. } => "ApiError",
-            Error::Invalid(i) => i.reason(),
-            Error::SecretMissing(_) => "SecretMissing",
-            Error::SecretKeyMissing { .. } => "SecretKeyMissing",
-            Error::PromptMissing { .. } => "PromptMissing",
-            Error::Storage(StorageError::Denied { .. }) => "AccessDenied",
-            Error::Storage(StorageError::NoBucket(_)) => "BucketMissing",
-            Error::Storage(StorageError::Unreachable { .. }) => "StorageUnreachable",
-            Error::Storage(StorageError::NotEnforced(_)) => "LifecycleNotSupported",
-            Error::Storage(_) => "StorageError",
-        }
-    }
 }
 
 fn reference(p: &RecordingPolicy) -> ObjectReference {
@@ -175,93 +109,115 @@ async fn reconcile_inner(policy: &RecordingPolicy, ctx: &Context) -> Result<Acti
         // alone so recordings stay and still expire by their rule.
         return Ok(Action::await_change());
     }
+    let (observed, result) = run_steps(policy, ctx).await;
+    // 6. status — pure build, client write: once per reconcile, whatever
+    // step it stopped at.
+    let policies: Api<RecordingPolicy> =
+        Api::namespaced(ctx.client.clone(), &policy.namespace().unwrap_or_default());
+    let status = build_status(policy.status.as_ref(), &observed, (ctx.now)());
+    patch_status(&policies, &policy.name_any(), &status).await?;
+    result
+}
+
+/// Steps 1 to 5. Each check that a step could not make stays Unknown with
+/// the reason it was not made; Events are published as the steps go.
+async fn run_steps(policy: &RecordingPolicy, ctx: &Context) -> (Observed, Result<Action, Error>) {
     let ns = policy.namespace().unwrap_or_default();
-    let name = policy.name_any();
-    let policies: Api<RecordingPolicy> = Api::namespaced(ctx.client.clone(), &ns);
     let prev = policy.status.as_ref();
-    let users = policy.spec.user_counts();
-    let generation = policy.metadata.generation;
-    let observed = |recorder: Check, storage: Check, retention: Check| Observed {
-        generation,
-        recorder,
-        storage,
-        retention,
+    let mut observed = Observed {
+        generation: policy.metadata.generation,
+        recorder: Check::unknown("Reconciling", "not checked yet"),
+        storage: Check::unknown("Reconciling", "not checked yet"),
+        retention: Check::unknown("Reconciling", "not checked yet"),
         enforced_days: None,
         ready_replicas: prev.and_then(|p| p.ready_replicas),
         service_address: prev.and_then(|p| p.service_address.clone()),
-        users,
+        users: policy.spec.user_counts(),
     };
 
-    // validate — no client.
+    // 1. validate — no client.
     let v = match validate(policy, &ctx.operator) {
         Ok(v) => v,
         Err(invalid) => {
             let msg = invalid.to_string();
-            let o = observed(
-                Check::failed(invalid.reason(), msg.clone()),
-                Check::unknown("PolicyInvalid", "not checked while the policy is invalid"),
-                Check::unknown("PolicyInvalid", "not changed while the policy is invalid"),
-            );
-            patch_status(&policies, &name, &build_status(prev, &o, (ctx.now)())).await?;
+            observed.recorder = Check::failed(invalid.reason(), msg.clone());
+            observed.storage =
+                Check::unknown("PolicyInvalid", "not checked while the policy is invalid");
+            observed.retention =
+                Check::unknown("PolicyInvalid", "not changed while the policy is invalid");
             event(ctx, policy, true, invalid.reason(), msg).await;
             // Waits for the policy to change; nothing else can fix it.
-            return Ok(Action::await_change());
+            return (observed, Ok(Action::await_change()));
         }
     };
 
-    // dereference — client. Without its prompt the recorder pods could not
-    // start: nothing is applied, the recorders already running stay as they are.
+    // 2. dereference — client. Without its prompt the recorder pods could
+    // not start: nothing is applied, the recorders already running stay as
+    // they are.
     let configmaps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
     if let Err(e) = dereference::prompt(&configmaps, &v).await {
+        observed.recorder = Check::failed(e.reason(), e.to_string());
         if let Error::PromptMissing { .. } = e {
             event(ctx, policy, true, e.reason(), e.to_string()).await;
-            let o = observed(
-                Check::failed(e.reason(), e.to_string()),
-                Check::unknown("PromptMissing", "not checked until the prompt exists"),
-                Check::unknown("PromptMissing", "not changed until the prompt exists"),
-            );
-            patch_status(&policies, &name, &build_status(prev, &o, (ctx.now)())).await?;
+            observed.storage =
+                Check::unknown("PromptMissing", "not checked until the prompt exists");
+            observed.retention =
+                Check::unknown("PromptMissing", "not changed until the prompt exists");
         }
-        return Err(e);
+        return (observed, Err(e));
     }
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let target = match dereference::storage_target(&secrets, &v).await {
-        Ok(t) => Some(t),
+        Ok(t) => Ok(t),
         Err(e @ (Error::SecretMissing(_) | Error::SecretKeyMissing { .. })) => {
             event(ctx, policy, true, e.reason(), e.to_string()).await;
-            let storage = Check::failed(e.reason(), e.to_string());
-            let retention = Check::unknown(
+            observed.storage = Check::failed(e.reason(), e.to_string());
+            observed.retention = Check::unknown(
                 "StorageNotReady",
                 "retention is enforced once storage is ready",
             );
-            // The recorders still run (the Secret may arrive any moment); status says what is missing.
-            let deployment = apply::apply_all(&ctx.client, &v, ctx.service_monitor).await?;
-            let o = Observed {
-                ready_replicas: deployment.status.as_ref().and_then(|s| s.ready_replicas),
-                ..observed(recorder_check(&deployment, &v), storage, retention)
-            };
-            patch_status(&policies, &name, &build_status(prev, &o, (ctx.now)())).await?;
-            return Err(e);
+            Err(e)
         }
-        Err(e) => return Err(e),
+        Err(e) => return (observed, Err(e)),
     };
-
-    if let Some(problem) = dereference::console_secret(&secrets, &v).await? {
-        event(ctx, policy, true, "ConsoleSecretMissing", problem).await;
+    if target.is_ok() {
+        match dereference::console_secret(&secrets, &v).await {
+            Ok(Some(problem)) => event(ctx, policy, true, "ConsoleSecretMissing", problem).await,
+            Ok(None) => {}
+            Err(e) => return (observed, Err(e)),
+        }
     }
 
-    // build + apply — client.
-    let deployment = apply::apply_all(&ctx.client, &v, ctx.service_monitor).await?;
+    // 3 and 4. build — no client — and apply — client. The recorders run
+    // even while their Secret is missing (it may arrive any moment).
+    let deployment = match apply::apply_all(&ctx.client, &v, ctx.service_monitor).await {
+        Ok(d) => d,
+        Err(e) => {
+            observed.recorder = Check::unknown(e.reason(), e.to_string());
+            return (observed, Err(e));
+        }
+    };
+    observed.recorder = recorder_check(&deployment, &v);
+    observed.ready_replicas = deployment.status.as_ref().and_then(|s| s.ready_replicas);
+    let target = match target {
+        Ok(t) => t,
+        // Requeued with the Secret's backoff; the status says what is missing.
+        Err(e) => return (observed, Err(e)),
+    };
+    observed.service_address = Some(format!(
+        "{}.{}.svc:{}",
+        crate::build::object_name(&v.name),
+        v.namespace,
+        v.policy.spec.recorder.sip.port
+    ));
 
-    // storage — client.
+    // 5. storage — client.
     let rule = PolicyRule {
         id: rule_id(&v.namespace, &v.name),
         prefix: v.prefix.clone(),
         days: v.policy.spec.retention_days,
     };
-    let target = target.expect("dereference succeeded");
-    let storage_result = ctx.storage.enforce(target, &v.storage.bucket, &rule).await;
-    let (storage, retention, enforced_days, storage_err) = match storage_result {
+    match ctx.storage.enforce(target, &v.storage.bucket, &rule).await {
         Ok(changed) => {
             ctx.metrics.lifecycle_update(true, changed);
             if changed {
@@ -277,58 +233,35 @@ async fn reconcile_inner(policy: &RecordingPolicy, ctx: &Context) -> Result<Acti
                 )
                 .await;
             }
-            (
-                Check::ok(
-                    "BucketReachable",
-                    format!(
-                        "bucket {} at {} accepts the credentials",
-                        v.storage.bucket, v.storage.endpoint
-                    ),
+            observed.storage = Check::ok(
+                "BucketReachable",
+                format!(
+                    "bucket {} at {} accepts the credentials",
+                    v.storage.bucket, v.storage.endpoint
                 ),
-                Check::ok(
-                    "LifecycleRuleSet",
-                    format!(
-                        "lifecycle rule {} expires objects under {} after {} days",
-                        rule.id, rule.prefix, rule.days
-                    ),
+            );
+            observed.retention = Check::ok(
+                "LifecycleRuleSet",
+                format!(
+                    "lifecycle rule {} expires objects under {} after {} days",
+                    rule.id, rule.prefix, rule.days
                 ),
-                Some(rule.days),
-                None,
-            )
+            );
+            observed.enforced_days = Some(rule.days);
+            // Recheck now and then: a bucket's rules can be edited behind our back.
+            (observed, Ok(Action::requeue(Duration::from_secs(600))))
         }
         Err(e) => {
             ctx.metrics.lifecycle_update(false, false);
             let e = Error::Storage(e);
             event(ctx, policy, true, e.reason(), e.to_string()).await;
-            (
-                Check::failed(e.reason(), e.to_string()),
-                Check::unknown(
-                    "StorageNotReady",
-                    "retention is enforced once storage is ready",
-                ),
-                None,
-                Some(e),
-            )
+            observed.storage = Check::failed(e.reason(), e.to_string());
+            observed.retention = Check::unknown(
+                "StorageNotReady",
+                "retention is enforced once storage is ready",
+            );
+            (observed, Err(e))
         }
-    };
-
-    // status — pure build, client write.
-    let o = Observed {
-        enforced_days,
-        ready_replicas: deployment.status.as_ref().and_then(|s| s.ready_replicas),
-        service_address: Some(format!(
-            "{}.{}.svc:{}",
-            crate::build::object_name(&v.name),
-            v.namespace,
-            v.policy.spec.recorder.sip.port
-        )),
-        ..observed(recorder_check(&deployment, &v), storage, retention)
-    };
-    patch_status(&policies, &name, &build_status(prev, &o, (ctx.now)())).await?;
-    match storage_err {
-        Some(e) => Err(e),
-        // Recheck now and then: a bucket's rules can be edited behind our back.
-        None => Ok(Action::requeue(Duration::from_secs(600))),
     }
 }
 

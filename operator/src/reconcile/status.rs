@@ -1,4 +1,4 @@
-//! Step 6 of the reconcile pipeline: the status a platform engineer reads
+//! Step 6 of the reconcile pipeline, written once per reconcile: the status a platform engineer reads
 //! (`kubectl get rp`, `kubectl describe rp`). Building it is pure (time is an
 //! input); writing it is a server-side apply of the status subresource.
 

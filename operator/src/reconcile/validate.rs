@@ -1,4 +1,4 @@
-//! Step 2 of the reconcile pipeline, **no client required**: what the API
+//! Step 1 of the reconcile pipeline, **no client required**: what the API
 //! server cannot check — the platform's maximum retention, where recordings
 //! go when the policy names no storage — turned into a [`Validated`] policy
 //! or a reason a platform engineer can act on. An invalid policy waits for a

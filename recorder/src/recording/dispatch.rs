@@ -112,7 +112,7 @@ impl Dispatcher {
     }
 
     /// Hands each encoder worker what this round gathered for it, in one batch.
-    fn flush(&mut self) {
+    pub(super) fn flush(&mut self) {
         for (worker, jobs) in self.pending.iter_mut().enumerate() {
             if jobs.is_empty() {
                 continue;

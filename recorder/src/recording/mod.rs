@@ -117,3 +117,6 @@ pub fn start(
     let dispatcher = Dispatcher::start(shared, threads)?;
     Ok((dispatcher, spool))
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,388 @@
+//! The pipeline with a fake encoder, in milliseconds: core events in,
+//! spool files, sidecars and stored objects out. The fake writes one byte
+//! per sample per channel pair and `END` at the flush, so a file's size
+//! says exactly how much audio the timeline gave it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use earshot_contracts::config::{FilesystemConfig, RecordingConfig, SpoolConfig, StorageConfig};
+use earshot_contracts::sidecar::Sidecar;
+use earshot_contracts::{RecordingMode, Side};
+use earshot_recorder_core::timeline::Chunk;
+use earshot_recorder_core::{
+    CallRef, EndReason, Event, InvolvedUser, MediaFrame, Party, RecordingReason, call_hash,
+};
+
+use super::encoder::{Encoder, EncoderFactory};
+use super::{Dispatcher, Settings};
+use crate::events::Clock;
+use crate::metrics::Metrics;
+use crate::spool::Spool;
+use crate::store::Store;
+
+struct Fake;
+
+impl Encoder for Fake {
+    fn encode(&mut self, chunk: &Chunk, out: &mut Vec<u8>) -> Result<(), String> {
+        out.extend(std::iter::repeat_n(0x55, chunk.len()));
+        Ok(())
+    }
+    fn flush(&mut self, out: &mut Vec<u8>) -> Result<(), String> {
+        out.extend_from_slice(b"END");
+        Ok(())
+    }
+}
+
+fn fake() -> EncoderFactory {
+    Arc::new(|_: &Settings| Ok(Box::new(Fake) as Box<dyn Encoder>))
+}
+
+struct Rig {
+    dir: PathBuf,
+    dispatcher: Dispatcher,
+    spool: Arc<Spool>,
+    metrics: Metrics,
+    _rt: tokio::runtime::Runtime,
+    t0: Instant,
+}
+
+impl Rig {
+    fn new(name: &str, max_spool: u64) -> Rig {
+        let dir = std::env::temp_dir().join(format!(
+            "earshot-pipeline-{name}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("spool")).unwrap();
+        Self::open(dir, max_spool)
+    }
+
+    fn open(dir: PathBuf, max_spool: u64) -> Rig {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let store = Store::open(&StorageConfig {
+            filesystem: Some(FilesystemConfig {
+                path: dir.join("store"),
+                retention_days: None,
+            }),
+            s3: None,
+            prefix: "acme/office/".into(),
+        })
+        .unwrap();
+        let metrics = Metrics::new();
+        let (dispatcher, spool) = super::start(
+            &RecordingConfig {
+                encoder_threads: Some(2),
+                ..RecordingConfig::default()
+            },
+            &SpoolConfig {
+                dir: dir.join("spool"),
+                max_bytes: max_spool,
+            },
+            store,
+            Clock::new(),
+            "test-0".into(),
+            metrics.recording.clone(),
+            fake(),
+            rt.handle(),
+        )
+        .unwrap();
+        Rig {
+            dir,
+            dispatcher,
+            spool,
+            metrics,
+            _rt: rt,
+            t0: Instant::now(),
+        }
+    }
+
+    fn at(&self, ms: u64) -> Instant {
+        self.t0 + Duration::from_millis(ms)
+    }
+
+    fn feed(&mut self, events: Vec<Event>) {
+        for e in events {
+            self.dispatcher.handle(e);
+        }
+        self.dispatcher.flush();
+    }
+
+    fn sidecars(&self) -> Vec<Sidecar> {
+        let mut out = Vec::new();
+        let mut stack = vec![self.dir.join("store")];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == "json") {
+                    out.push(Sidecar::from_json(&std::fs::read(&p).unwrap()).unwrap());
+                }
+            }
+        }
+        out
+    }
+
+    /// Waits for `n` stored recordings and an empty encoder queue.
+    fn wait_stored(&self, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.metrics.recording.stored.get() < n
+            || self.metrics.recording.encoder_queue_depth.get() != 0
+        {
+            assert!(Instant::now() < deadline, "{n} recordings not stored");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn wait_idle(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.metrics.recording.encoder_queue_depth.get() != 0 {
+            assert!(Instant::now() < deadline, "encoders busy");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn call(id: u64, call_id: &str) -> CallRef {
+    CallRef {
+        id,
+        hash: call_hash(call_id),
+    }
+}
+
+fn started(c: &CallRef, at: Instant, mode: Option<RecordingMode>) -> Event {
+    Event::CallStarted {
+        call: c.clone(),
+        at,
+        caller: Party {
+            number: Some("008".into()),
+            display_name: Some("Ralf".into()),
+        },
+        callee: Party {
+            number: Some("500".into()),
+            display_name: None,
+        },
+        users: mode
+            .map(|mode| InvolvedUser {
+                extension: "008".into(),
+                display_name: None,
+                mode,
+                side: Side::Caller,
+            })
+            .into_iter()
+            .collect(),
+    }
+}
+
+fn recording(c: &CallRef, at: Instant, on: bool) -> Event {
+    Event::Recording {
+        call: c.clone(),
+        at,
+        on,
+        reason: RecordingReason::Shortcode {
+            extension: "008".into(),
+            on,
+        },
+    }
+}
+
+/// 20 ms PCMU packets from both sides between `from_ms` and `to_ms`.
+fn media(c: &CallRef, rig: &Rig, from_ms: u64, to_ms: u64) -> Vec<Event> {
+    let mut out = Vec::new();
+    for (i, ms) in (from_ms..to_ms).step_by(20).enumerate() {
+        for (side, ssrc) in [(Side::Caller, 1), (Side::Callee, 2)] {
+            out.push(Event::Media(MediaFrame {
+                call: c.clone(),
+                at: rig.at(ms),
+                side,
+                stream: 0,
+                ssrc,
+                seq: i as u16,
+                timestamp: (i * 160) as u32,
+                payload_type: 0,
+                codec: Some("PCMU".into()),
+                payload: vec![0x7f; 160],
+            }));
+        }
+    }
+    out
+}
+
+fn ended(c: &CallRef, at: Instant) -> Event {
+    Event::CallEnded {
+        call: c.clone(),
+        at,
+        reason: EndReason::Bye(Side::Caller),
+        answered: true,
+    }
+}
+
+#[test]
+fn a_recorded_call_reaches_the_store_with_its_sidecar_and_leaves_the_spool() {
+    let mut rig = Rig::new("one", u64::MAX);
+    let c = call(7, "c1@pbx");
+    let (t1, t4) = (rig.at(1000), rig.at(4000));
+    let mut events = vec![
+        started(&c, rig.at(0), Some(RecordingMode::Always)),
+        Event::CallAnswered {
+            call: c.clone(),
+            at: t1,
+        },
+        recording(&c, t1, true),
+    ];
+    events.extend(media(&c, &rig, 1000, 4000));
+    events.push(ended(&c, t4));
+    rig.feed(events);
+    rig.wait_stored(1);
+
+    let s = &rig.sidecars()[0];
+    assert_eq!(s.caller.number.as_deref(), Some("008"));
+    assert_eq!(s.users[0].mode, RecordingMode::Always);
+    assert_eq!(s.call, c.hash);
+    assert_eq!(s.duration_seconds, Some(3.0));
+    assert_eq!((s.recorded[0].from, s.recorded[0].to), (0.0, Some(3.0)));
+    // 3 s at 8 kHz: 24 000 samples, one fake byte each, then END.
+    assert_eq!(s.audio.duration_seconds, 3.0);
+    assert_eq!(s.mp3.bytes, 24_000 + 3);
+    assert!(s.mp3.object.starts_with("acme/office/"), "{}", s.mp3.object);
+    assert!(s.mp3.object.ends_with(&format!("_{}.mp3", c.hash)));
+    let stored = std::fs::read(rig.dir.join("store").join(&s.mp3.object)).unwrap();
+    assert_eq!(stored.len() as u64, s.mp3.bytes);
+    assert_eq!(
+        s.mp3.sha256,
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&stored))
+    );
+    assert!(s.complete && s.truncated.is_none());
+    assert_eq!(rig.spool.bytes(), 0, "nothing left in the spool");
+    let m = &rig.metrics.recording;
+    assert_eq!((m.expected.get(), m.stored.get()), (1, 1));
+}
+
+#[test]
+fn calls_the_policy_does_not_record_leave_nothing() {
+    let mut rig = Rig::new("none", u64::MAX);
+    // No policy user; a user whose recording never switched on.
+    let (a, b) = (call(1, "a"), call(2, "b"));
+    let mut events = vec![
+        started(&a, rig.at(0), None),
+        recording(&a, rig.at(100), true),
+        started(&b, rig.at(0), Some(RecordingMode::OnDemand)),
+    ];
+    events.extend(media(&a, &rig, 100, 500));
+    events.extend(media(&b, &rig, 100, 500));
+    events.extend([ended(&a, rig.at(500)), ended(&b, rig.at(500))]);
+    rig.feed(events);
+    rig.wait_idle();
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(rig.sidecars().is_empty());
+    assert_eq!(rig.spool.bytes(), 0);
+    assert_eq!(rig.metrics.recording.expected.get(), 0);
+}
+
+#[test]
+fn pausing_and_resuming_gives_two_intervals_and_skips_the_pause() {
+    let mut rig = Rig::new("pause", u64::MAX);
+    let c = call(3, "p");
+    let mut events = vec![
+        started(&c, rig.at(0), Some(RecordingMode::OnDemand)),
+        Event::CallAnswered {
+            call: c.clone(),
+            at: rig.at(0),
+        },
+        recording(&c, rig.at(1000), true),
+    ];
+    events.extend(media(&c, &rig, 0, 1000));
+    events.extend(media(&c, &rig, 1000, 2000));
+    events.push(recording(&c, rig.at(2000), false));
+    events.extend(media(&c, &rig, 2000, 3000));
+    events.push(recording(&c, rig.at(3000), true));
+    events.extend(media(&c, &rig, 3000, 4000));
+    events.push(ended(&c, rig.at(4000)));
+    rig.feed(events);
+    rig.wait_stored(1);
+    let s = &rig.sidecars()[0];
+    let intervals: Vec<_> = s.recorded.iter().map(|r| (r.from, r.to)).collect();
+    assert_eq!(intervals, [(1.0, Some(2.0)), (3.0, Some(4.0))]);
+    // Skip: the paused second is left out.
+    assert_eq!(s.mp3.bytes, 16_000 + 3);
+}
+
+#[test]
+fn a_full_spool_refuses_the_recording_and_deletes_nothing() {
+    let dir = std::env::temp_dir().join(format!("earshot-pipeline-full-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("spool")).unwrap();
+    std::fs::write(dir.join("spool/ballast.bin"), [0u8; 100]).unwrap();
+    let mut rig = Rig::open(dir, 100);
+    let c = call(4, "full");
+    let mut events = vec![
+        started(&c, rig.at(0), Some(RecordingMode::Always)),
+        recording(&c, rig.at(0), true),
+    ];
+    events.extend(media(&c, &rig, 0, 500));
+    events.push(ended(&c, rig.at(500)));
+    rig.feed(events);
+    rig.wait_idle();
+    let failed = rig
+        .metrics
+        .recording
+        .recordings
+        .get_or_create(&vec![("result", "failed".to_owned())])
+        .get();
+    assert_eq!((rig.metrics.recording.expected.get(), failed), (1, 1));
+    assert!(rig.dir.join("spool/ballast.bin").exists());
+    assert_eq!(rig.spool.bytes(), 100);
+}
+
+#[test]
+fn what_a_crash_left_is_recovered_marked_truncated_and_stored() {
+    let mut rig = Rig::new("crash", u64::MAX);
+    let c = call(5, "crash");
+    let mut events = vec![
+        started(&c, rig.at(0), Some(RecordingMode::Always)),
+        Event::CallAnswered {
+            call: c.clone(),
+            at: rig.at(0),
+        },
+        recording(&c, rig.at(0), true),
+    ];
+    events.extend(media(&c, &rig, 0, 2000));
+    rig.feed(events);
+    rig.dispatcher.tick(rig.at(2000));
+    rig.dispatcher.flush();
+    rig.wait_idle();
+    // The process dies here: the spool holds the MP3 so far and its start record.
+    let dir = rig.dir.clone();
+    let left = std::fs::read_dir(dir.join("spool")).unwrap().count();
+    assert_eq!(left, 2, "the MP3 and its .start.json");
+    std::mem::forget(rig);
+    let rig = Rig::open(dir, u64::MAX);
+    rig.wait_stored(1);
+    let s = &rig.sidecars()[0];
+    assert!(!s.complete);
+    assert_eq!(s.truncated.as_deref(), Some(super::recovery::CUT_SHORT));
+    assert_eq!(
+        s.caller.number.as_deref(),
+        Some("008"),
+        "the start record survives"
+    );
+    assert_eq!(
+        rig.metrics.recording.expected.get(),
+        1,
+        "owed by this process"
+    );
+    assert!(SystemTime::now() >= s.started_at.unwrap());
+}
