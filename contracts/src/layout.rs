@@ -1,6 +1,10 @@
 //! Where recordings are in the store: `<prefix>/YYYY/MM/DD/<stem>.mp3` and
-//! `<stem>.json` beside it, where the stem is `<UTC start>_<call hash>`, e.g.
-//! `acme/office/2026/11/28/20261128T112834Z_65baf6958949e3e9.mp3`. Tools like
+//! `<stem>.json` beside it, where the stem is `<UTC start>_<call hash>-<nonce>`,
+//! e.g. `acme/office/2026/11/28/20261128T112834Z_65baf6958949e3e9-0c41d2e7.mp3`.
+//! The nonce (8 hex digits, random per recording) keeps two recordings apart
+//! that started in the same second with the same Call-ID (two peers may
+//! reuse one; a call recorded twice). Names from before the nonce
+//! (`<UTC start>_<call hash>`) still parse, so older recordings list. Tools like
 //! `aws s3`, `rclone` or `mc` list a day by its folder. Names are built and
 //! parsed here only, so the recorder's writes and the console's reads
 //! cannot disagree, and nothing that does not parse becomes a key.
@@ -43,20 +47,24 @@ impl Prefix {
     }
 }
 
-/// The name of one recording: its UTC start (to the second) and the hash of
-/// its call.
+/// The name of one recording: its UTC start (to the second), the hash of
+/// its call and a nonce of its own.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RecordingId {
     /// `YYYYMMDDTHHMMSSZ`.
     stamp: String,
     /// 16 lower-case hex digits.
     call: String,
+    /// 8 lower-case hex digits; `None` in names from before nonces.
+    nonce: Option<String>,
 }
 
 /// Length of the stamp, `YYYYMMDDTHHMMSSZ`.
 const STAMP: usize = 16;
 /// Length of a call hash.
 const HASH: usize = 16;
+/// Length of a nonce.
+const NONCE: usize = 8;
 
 fn digits(s: &[u8]) -> bool {
     s.iter().all(u8::is_ascii_digit)
@@ -69,8 +77,9 @@ fn lower_hex(s: &[u8]) -> bool {
 
 impl RecordingId {
     /// The id of a recording that started at `start`, of the call `call_hash`
-    /// (16 lower-case hex digits; anything else is hashed to that form).
-    pub fn new(start: SystemTime, call_hash: &str) -> RecordingId {
+    /// (16 lower-case hex digits; anything else is hashed to that form), with
+    /// `nonce` drawn at random for it.
+    pub fn new(start: SystemTime, call_hash: &str, nonce: u32) -> RecordingId {
         let t = humantime::format_rfc3339_seconds(start).to_string();
         let stamp: String = t.chars().filter(|c| !matches!(c, '-' | ':')).collect();
         let call = if call_hash.len() == HASH && lower_hex(call_hash.as_bytes()) {
@@ -78,22 +87,34 @@ impl RecordingId {
         } else {
             format!("{:016x}", fnv1a(call_hash.as_bytes()))
         };
-        RecordingId { stamp, call }
+        RecordingId {
+            stamp,
+            call,
+            nonce: Some(format!("{nonce:08x}")),
+        }
     }
 
-    /// Parses a stem, `YYYYMMDDTHHMMSSZ_<16 hex>`.
+    /// Parses a stem, `YYYYMMDDTHHMMSSZ_<16 hex>-<8 hex>` (or, from before
+    /// nonces, `YYYYMMDDTHHMMSSZ_<16 hex>`).
     pub fn parse_stem(stem: &str) -> Option<RecordingId> {
         let b = stem.as_bytes();
-        let ok = b.len() == STAMP + 1 + HASH
+        let head = STAMP + 1 + HASH;
+        let ok = b.len() >= head
             && digits(&b[0..8])
             && b[8] == b'T'
             && digits(&b[9..15])
             && b[15] == b'Z'
             && b[16] == b'_'
-            && lower_hex(&b[17..]);
+            && lower_hex(&b[17..head]);
+        let nonce = match &b[head.min(b.len())..] {
+            [] => None,
+            [b'-', n @ ..] if n.len() == NONCE && lower_hex(n) => Some(stem[head + 1..].to_owned()),
+            _ => return None,
+        };
         ok.then(|| RecordingId {
             stamp: stem[..STAMP].to_owned(),
-            call: stem[STAMP + 1..].to_owned(),
+            call: stem[STAMP + 1..head].to_owned(),
+            nonce,
         })
     }
 
@@ -106,9 +127,12 @@ impl RecordingId {
         (id.day_folder() == day).then_some(id)
     }
 
-    /// `YYYYMMDDTHHMMSSZ_<hash>`: the file name without extension.
+    /// `YYYYMMDDTHHMMSSZ_<hash>-<nonce>`: the file name without extension.
     pub fn stem(&self) -> String {
-        format!("{}_{}", self.stamp, self.call)
+        match &self.nonce {
+            Some(n) => format!("{}_{}-{n}", self.stamp, self.call),
+            None => format!("{}_{}", self.stamp, self.call),
+        }
     }
 
     /// `YYYY/MM/DD`.
@@ -174,15 +198,20 @@ mod tests {
     #[test]
     fn names_and_layout() {
         let t = humantime::parse_rfc3339("2026-11-28T11:28:34.500Z").unwrap();
-        let id = RecordingId::new(t, "65baf6958949e3e9");
-        assert_eq!(id.stem(), "20261128T112834Z_65baf6958949e3e9");
+        let id = RecordingId::new(t, "65baf6958949e3e9", 0x0c41d2e7);
+        assert_eq!(id.stem(), "20261128T112834Z_65baf6958949e3e9-0c41d2e7");
         assert_eq!(
             id.mp3_name(),
-            "2026/11/28/20261128T112834Z_65baf6958949e3e9.mp3"
+            "2026/11/28/20261128T112834Z_65baf6958949e3e9-0c41d2e7.mp3"
         );
         assert_eq!(
             Prefix::new("/acme/office/").key(&id.sidecar_name()),
-            "acme/office/2026/11/28/20261128T112834Z_65baf6958949e3e9.json"
+            "acme/office/2026/11/28/20261128T112834Z_65baf6958949e3e9-0c41d2e7.json"
+        );
+        assert_ne!(
+            RecordingId::new(t, "65baf6958949e3e9", 1),
+            RecordingId::new(t, "65baf6958949e3e9", 2),
+            "the same call in the same second, recorded twice: two names"
         );
         assert_eq!(Prefix::new("").key("x"), "x");
         assert_eq!(Prefix::new("acme/office").with_slash(), "acme/office/");
@@ -192,13 +221,27 @@ mod tests {
 
     #[test]
     fn ids_are_the_layout_and_nothing_else() {
-        assert!(RecordingId::parse_path("2026/12/02/20261202T121757Z_3f2fe346e63c4a35").is_some());
+        assert!(
+            RecordingId::parse_path("2026/12/02/20261202T121757Z_3f2fe346e63c4a35-00ff00aa")
+                .is_some()
+        );
+        let legacy =
+            RecordingId::parse_path("2026/12/02/20261202T121757Z_3f2fe346e63c4a35").unwrap();
+        assert_eq!(
+            legacy.stem(),
+            "20261202T121757Z_3f2fe346e63c4a35",
+            "older names still read"
+        );
         for bad in [
             "2026/12/03/20261202T121757Z_3f2fe346e63c4a35",
             "../other/12/02/20261202T121757Z_3f2fe346e63c4a35",
             "2026/12/02/20261202T121757Z_3f2fe346e63c4a3/",
             "2026/12/02/20261202T121757Z_3F2FE346E63C4A35",
             "2026/12/02/20261202T121757Z_3f2fe346e63c4a35.mp3",
+            "2026/12/02/20261202T121757Z_3f2fe346e63c4a35-00ff00a",
+            "2026/12/02/20261202T121757Z_3f2fe346e63c4a35-00FF00AA",
+            "2026/12/02/20261202T121757Z_3f2fe346e63c4a35-00ff00aa.json",
+            "2026/12/02/20261202T121757Z_3f2fe346e63c4a35_00ff00aa",
             "2026/12/02/20261202T121757Z_3f2fe346e63c4a3é",
             "é026/12/02/20261202T121757Z_3f2fe346e63c4a35",
             "",
@@ -215,7 +258,7 @@ mod tests {
         assert_eq!(call_hash("a"), "af63dc4c8601ec8c");
         let t = SystemTime::UNIX_EPOCH;
         assert_eq!(
-            RecordingId::new(t, "not hex").call_hash(),
+            RecordingId::new(t, "not hex", 0).call_hash(),
             call_hash("not hex")
         );
     }

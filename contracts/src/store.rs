@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
-use object_store::ObjectStore;
 use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
 use object_store::local::LocalFileSystem;
+use object_store::{ClientOptions, ObjectStore};
 
 use crate::config::StorageConfig;
 use crate::layout::Prefix;
@@ -61,6 +61,15 @@ pub fn open(cfg: &StorageConfig) -> Result<OpenedStore, OpenError> {
         }
         (None, Some(s3)) => {
             let store = AmazonS3Builder::from_env()
+                // First: these options replace every client option set
+                // before them (allow_http included). The client's 30 s
+                // default cuts a long recording's PUT on a slow link;
+                // callers bound each operation themselves.
+                .with_client_options(
+                    ClientOptions::new()
+                        .with_timeout(std::time::Duration::from_secs(600))
+                        .with_connect_timeout(std::time::Duration::from_secs(10)),
+                )
                 .with_endpoint(&s3.endpoint)
                 .with_bucket_name(&s3.bucket)
                 .with_region(&s3.region)

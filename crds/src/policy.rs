@@ -294,6 +294,44 @@ pub struct RecorderSpec {
     #[serde(default = "default_bitrate")]
     #[schemars(range(min = 8, max = 128))]
     pub mp3_bitrate_kbps: i32,
+
+    /// The spool: each recorder pod's own persistent volume, where
+    /// recordings are written as calls go and wait until the object store
+    /// has them. A pod that is replaced (rollout, node loss) finds its
+    /// predecessor's spool and uploads what is left in it.
+    #[serde(default)]
+    pub spool: SpoolSpec,
+}
+
+/// Each recorder pod's persistent spool volume.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SpoolSpec {
+    /// Size of each recorder pod's spool volume, e.g. `10Gi` (default). The
+    /// recorder refuses new recordings once the spool holds 90% of it (at
+    /// least 256Mi less), so calls in progress and their sidecars still
+    /// fit; at 32 kbit/s 1Gi holds about 70 hours of recordings waiting for
+    /// the store. At least 1Gi.
+    #[serde(default = "default_spool_size")]
+    #[schemars(regex(pattern = r"^[1-9][0-9]*(Mi|Gi|Ti)$"))]
+    pub size: String,
+    /// StorageClass of the spool volumes; the cluster's default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub storage_class_name: Option<String>,
+}
+
+impl Default for SpoolSpec {
+    fn default() -> Self {
+        Self {
+            size: default_spool_size(),
+            storage_class_name: None,
+        }
+    }
+}
+
+fn default_spool_size() -> String {
+    "10Gi".to_owned()
 }
 
 impl Default for RecorderSpec {
@@ -308,6 +346,7 @@ impl Default for RecorderSpec {
             pause_behaviour: PauseBehaviour::default(),
             channels: ChannelLayout::default(),
             mp3_bitrate_kbps: default_bitrate(),
+            spool: SpoolSpec::default(),
         }
     }
 }

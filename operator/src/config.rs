@@ -13,8 +13,6 @@ pub struct OperatorConfig {
     pub default_storage: Option<StorageSpec>,
     /// How long a recorder pod may take to let its calls finish on shutdown.
     pub termination_grace_seconds: i64,
-    /// Spool volume size per recorder pod.
-    pub spool_size: String,
 }
 
 impl Default for OperatorConfig {
@@ -25,7 +23,6 @@ impl Default for OperatorConfig {
             default_storage: None,
             // Four hours: the longest calls platforms usually see, so a rollout never cuts one.
             termination_grace_seconds: 4 * 3600,
-            spool_size: "2Gi".to_owned(),
         }
     }
 }

@@ -19,11 +19,16 @@ pub const CLUSTER: &[(&str, &str, &str)] = &[
     ("watch", "", "configmaps"),
     ("create", "", "configmaps"),
     ("patch", "", "configmaps"),
+    ("list", "apps", "statefulsets"),
+    ("watch", "apps", "statefulsets"),
+    ("create", "apps", "statefulsets"),
+    ("patch", "apps", "statefulsets"),
     ("list", "apps", "deployments"),
     ("watch", "apps", "deployments"),
     ("create", "apps", "deployments"),
     ("patch", "apps", "deployments"),
-    // The console's Deployment and Service go when the policy disables it.
+    // The console's Deployment and Service go when the policy disables it;
+    // so does the recorders' pre-StatefulSet Deployment.
     ("delete", "apps", "deployments"),
     ("list", "", "services"),
     ("watch", "", "services"),

@@ -6,8 +6,8 @@ use earshot_crds::validate::{PolicyError, PolicyValidator};
 use serde::Serialize;
 
 use crate::build::{
-    build_configmap, build_console_deployment, build_console_service, build_deployment, build_pdb,
-    build_service,
+    build_configmap, build_console_deployment, build_console_service, build_pdb, build_service,
+    build_statefulset,
 };
 use crate::config::OperatorConfig;
 use crate::reconcile::validate::{Invalid, validate};
@@ -35,7 +35,7 @@ pub fn render(text: &str, operator: &OperatorConfig) -> Result<String, RenderErr
     let v = validate(&policy, operator)?;
     let mut out = String::new();
     doc(&mut out, &build_configmap(&v));
-    doc(&mut out, &build_deployment(&v));
+    doc(&mut out, &build_statefulset(&v));
     doc(&mut out, &build_service(&v));
     if let Some(pdb) = build_pdb(&v) {
         doc(&mut out, &pdb);

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context as _;
 use earshot_crds::RecordingPolicy;
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::runtime::Controller;
 use kube::runtime::events::{Recorder, Reporter};
@@ -92,6 +92,10 @@ pub async fn run(operator: OperatorConfig, opts: RunOptions) -> anyhow::Result<(
     )
     .owns(
         Api::<ConfigMap>::all(client.clone()),
+        watcher::Config::default().labels("app.kubernetes.io/managed-by=earshot-operator"),
+    )
+    .owns(
+        Api::<StatefulSet>::all(client.clone()),
         watcher::Config::default().labels("app.kubernetes.io/managed-by=earshot-operator"),
     )
     .owns(

@@ -5,11 +5,11 @@
 
 use std::path::{Path, PathBuf};
 
-use earshot_operator::build::{CONFIG_FILE, build_configmap, build_deployment, build_pdb};
+use earshot_operator::build::{CONFIG_FILE, build_configmap, build_pdb, build_statefulset};
 use earshot_operator::config::OperatorConfig;
 use earshot_operator::reconcile::validate::{Invalid, validate};
 use earshot_operator::render::{RenderError, render};
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 
@@ -114,6 +114,9 @@ fn every_rendered_document_parses_back_into_its_kubernetes_type() {
                 "Deployment" => serde_json::to_value(
                     serde_json::from_value::<Deployment>(value.clone()).unwrap(),
                 ),
+                "StatefulSet" => serde_json::to_value(
+                    serde_json::from_value::<StatefulSet>(value.clone()).unwrap(),
+                ),
                 "Service" => {
                     serde_json::to_value(serde_json::from_value::<Service>(value.clone()).unwrap())
                 }
@@ -131,14 +134,14 @@ fn every_rendered_document_parses_back_into_its_kubernetes_type() {
         let expected: &[&str] = match name.as_str() {
             "call-centre" => &[
                 "ConfigMap",
-                "Deployment",
+                "StatefulSet",
                 "Service",
                 "PodDisruptionBudget",
                 "Deployment",
                 "Service",
             ],
-            "small-office" => &["ConfigMap", "Deployment", "Service", "Deployment"],
-            _ => &["ConfigMap", "Deployment", "Service"],
+            "small-office" => &["ConfigMap", "StatefulSet", "Service", "Deployment"],
+            _ => &["ConfigMap", "StatefulSet", "Service"],
         };
         assert_eq!(kinds, expected, "{name}");
     }
@@ -149,11 +152,19 @@ fn the_workload_keeps_calls_alive_and_runs_hardened() {
     let v = mk_validated(
         &std::fs::read_to_string(repo().join("config/samples/call-centre.yaml")).unwrap(),
     );
-    let d = serde_json::to_value(build_deployment(&v)).unwrap();
+    let d = serde_json::to_value(build_statefulset(&v)).unwrap();
+    // Each pod's spool on a volume of its own, kept when the pod, the
+    // policy or a replica goes.
     assert_eq!(
-        d["spec"]["strategy"]["rollingUpdate"],
-        serde_json::json!({"maxSurge": 1, "maxUnavailable": 0})
+        d["spec"]["volumeClaimTemplates"][0]["spec"],
+        serde_json::json!({"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "10Gi"}}})
     );
+    assert_eq!(
+        d["spec"]["persistentVolumeClaimRetentionPolicy"],
+        serde_json::json!({"whenDeleted": "Retain", "whenScaled": "Retain"})
+    );
+    assert_eq!(d["spec"]["serviceName"], "earshot-agents");
+    assert_eq!(d["spec"]["podManagementPolicy"], "Parallel");
     let pod = &d["spec"]["template"]["spec"];
     assert_eq!(pod["terminationGracePeriodSeconds"], 14400);
     assert_eq!(
@@ -196,7 +207,47 @@ fn a_users_change_touches_only_the_configmap() {
             .replace("retentionDays: 30", "retentionDays: 90"),
     );
     assert_ne!(build_configmap(&before), build_configmap(&after));
-    assert_eq!(build_deployment(&before), build_deployment(&after));
+    assert_eq!(build_statefulset(&before), build_statefulset(&after));
+}
+
+#[test]
+fn the_spool_limit_leaves_room_on_the_volume_and_a_tiny_spool_is_refused() {
+    let text = std::fs::read_to_string(repo().join("config/samples/small-office.yaml")).unwrap();
+    let with_spool = |size: &str, class: &str| {
+        text.replace(
+            "  recorder:\n",
+            &format!("  recorder:\n    spool: {{ size: {size}{class} }}\n"),
+        )
+    };
+    let limit = |text: &str| {
+        let v = mk_validated(text);
+        let cm = build_configmap(&v);
+        let file = &cm.data.as_ref().unwrap()[CONFIG_FILE];
+        let cfg = earshot_contracts::config::RecorderConfig::from_yaml(file).unwrap();
+        (
+            cfg.spool.max_bytes,
+            serde_json::to_value(build_statefulset(&v)).unwrap(),
+        )
+    };
+    let (max, d) = limit(&with_spool("20Gi", ", storageClassName: fast-local"));
+    assert_eq!(max, 18 << 30, "20Gi less 10%");
+    assert_eq!(
+        d["spec"]["volumeClaimTemplates"][0]["spec"]["storageClassName"],
+        "fast-local"
+    );
+    assert_eq!(
+        d["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"],
+        "20Gi"
+    );
+    let (max, _) = limit(&with_spool("1Gi", ""));
+    assert_eq!(max, (1 << 30) - (256 << 20), "at least 256Mi kept free");
+    let (max, _) = limit(&text);
+    assert_eq!(max, 9 << 30, "10Gi by default");
+    let err = render(&with_spool("512Mi", ""), &mk_operator()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "spec.recorder.spool.size \"512Mi\" is too small or not a size; give at least 1Gi (e.g. 10Gi)"
+    );
 }
 
 #[test]

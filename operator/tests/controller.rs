@@ -251,8 +251,9 @@ fn workload_steps() -> Vec<Expect> {
         ),
         expect(
             "PATCH",
-            "/apis/apps/v1/namespaces/acme/deployments/earshot-office",
+            "/apis/apps/v1/namespaces/acme/statefulsets/earshot-office",
             |b| {
+                assert_eq!(b["kind"], "StatefulSet");
                 assert_eq!(
                     b["metadata"]["ownerReferences"][0]["uid"], "u-1",
                     "owned by the policy"
@@ -261,8 +262,17 @@ fn workload_steps() -> Vec<Expect> {
                     b["spec"]["template"]["spec"]["containers"][0]["image"],
                     "earshot/recorder:test"
                 );
+                assert_eq!(
+                    b["spec"]["volumeClaimTemplates"][0]["metadata"]["name"],
+                    "spool"
+                );
                 with_ready_replicas(b)
             },
+        ),
+        // The recorders' Deployment of before 0.2, if any, goes.
+        not_found(
+            "DELETE",
+            "/apis/apps/v1/namespaces/acme/deployments/earshot-office",
         ),
         expect(
             "PATCH",
@@ -517,7 +527,7 @@ async fn an_enabled_console_is_deployed_with_the_read_only_key() {
         ),
     ];
     let mut workload = workload_steps();
-    workload[4] = expect(
+    workload[5] = expect(
         "PATCH",
         "/apis/apps/v1/namespaces/acme/deployments/earshot-office-console",
         |b| {
@@ -620,11 +630,11 @@ async fn a_prompt_is_mounted_into_the_recorder() {
     let mut workload = workload_steps();
     workload[1] = expect(
         "PATCH",
-        "/apis/apps/v1/namespaces/acme/deployments/earshot-office",
+        "/apis/apps/v1/namespaces/acme/statefulsets/earshot-office",
         |b| {
             let pod = &b["spec"]["template"]["spec"];
             assert_eq!(
-                pod["volumes"][2],
+                pod["volumes"][1],
                 json!({"name": "announcement", "configMap": {"name": "prompts", "items": [{"key": "notice.wav", "path": "notice.wav"}]}})
             );
             assert_eq!(

@@ -8,7 +8,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use earshot_crds::RecordingPolicy;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
@@ -107,13 +107,14 @@ async fn a_policy_through_its_life_in_a_real_cluster() {
         .unwrap();
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let recorders: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
     let cm = eventually("ConfigMap", async || {
         configmaps.get_opt("earshot-office").await.ok().flatten()
     })
     .await;
     assert!(cm.data.unwrap()["recorder.yaml"].contains("extension: '008'"));
-    let d = eventually("Deployment", async || {
-        deployments.get_opt("earshot-office").await.ok().flatten()
+    let d = eventually("StatefulSet", async || {
+        recorders.get_opt("earshot-office").await.ok().flatten()
     })
     .await;
     assert_eq!(
@@ -163,14 +164,18 @@ async fn a_policy_through_its_life_in_a_real_cluster() {
         .unwrap();
     eventually("ConfigMap updated", async || {
         let cm = configmaps.get("earshot-office").await.ok()?;
-        cm.data?
-            .get("recorder.yaml")?
-            .contains("extension: '003'\n  mode: Always")
+        let file = cm.data?.get("recorder.yaml")?.clone();
+        let cfg = earshot_contracts::config::RecorderConfig::from_yaml(&file).ok()?;
+        cfg.users
+            .iter()
+            .any(|u| {
+                u.extension == "003" && u.mode == Some(earshot_contracts::RecordingMode::Always)
+            })
             .then_some(())
     })
     .await;
     assert_eq!(
-        deployments
+        recorders
             .get("earshot-office")
             .await
             .unwrap()
@@ -185,7 +190,7 @@ async fn a_policy_through_its_life_in_a_real_cluster() {
         .await
         .unwrap();
     eventually("workload collected", async || {
-        deployments
+        recorders
             .get_opt("earshot-office")
             .await
             .ok()

@@ -24,6 +24,8 @@ pub struct RecordingMetrics {
     pub upload_bytes: Counter,
     /// Failed upload attempts by reason.
     pub upload_failures: Family<Labels, Counter>,
+    /// Recordings whose upload failed again and again (still retried).
+    pub upload_stuck: Gauge,
     /// Jobs waiting for the encoder threads.
     pub encoder_queue_depth: Gauge,
     /// Times the encoder queue was full.
@@ -196,6 +198,11 @@ impl Metrics {
             "upload_failures",
             "Failed upload attempts, by reason",
             r.upload_failures
+        );
+        reg!(
+            "upload_stuck_recordings",
+            "Recordings whose upload has failed 5 times or more and is still being retried",
+            r.upload_stuck
         );
         reg!(
             "encoder_queue_depth",

@@ -44,6 +44,9 @@ pub struct Spool {
     dir: PathBuf,
     max_bytes: u64,
     ledger: Mutex<Ledger>,
+    /// Tests: appends past this many bytes of a file fail as a full disk would.
+    #[cfg(test)]
+    pub(crate) disk_full_at: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -104,6 +107,8 @@ impl Spool {
             dir: dir.to_owned(),
             max_bytes,
             ledger: Mutex::new(ledger),
+            #[cfg(test)]
+            disk_full_at: std::sync::atomic::AtomicU64::new(u64::MAX),
         }))
     }
 
@@ -268,7 +273,7 @@ impl SpoolFile {
         if data.is_empty() {
             return Ok(());
         }
-        match self.file.write_all(data) {
+        match self.write(data) {
             Ok(()) => {
                 self.len += data.len() as u64;
                 self.spool.ledger().grow(&self.name, data.len() as u64);
@@ -286,6 +291,26 @@ impl SpoolFile {
                 Err(e)
             }
         }
+    }
+
+    #[cfg(not(test))]
+    fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.file.write_all(data)
+    }
+
+    /// As a full disk does: what fits is written, then the write fails.
+    #[cfg(test)]
+    fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
+        let at = self
+            .spool
+            .disk_full_at
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let room = at.saturating_sub(self.len) as usize;
+        if data.len() <= room {
+            return self.file.write_all(data);
+        }
+        self.file.write_all(&data[..room])?;
+        Err(std::io::Error::from_raw_os_error(28))
     }
 
     /// Flushes the file's data to the disk.

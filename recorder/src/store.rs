@@ -9,7 +9,13 @@ use earshot_contracts::config::StorageConfig;
 use earshot_contracts::layout::Prefix;
 use earshot_contracts::store::{OpenError, OpenedStore};
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStore, PutMode, PutOptions, PutPayload, WriteMultipart};
+
+/// Objects larger than this go up as multipart uploads (about 70 minutes
+/// of a 32 kbit/s recording).
+pub const MULTIPART_ABOVE: usize = 16 * 1024 * 1024;
+/// Part size of multipart uploads.
+const PART: usize = 8 * 1024 * 1024;
 
 /// Why a store could not be opened or written.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +29,9 @@ pub enum StoreError {
     /// An object exists with other content: a second recording with the same name.
     #[error("object {0} already exists with different content; not overwritten")]
     Conflict(String),
+    /// The attempt took longer than its budget.
+    #[error("upload did not finish within {0:?}")]
+    TimedOut(std::time::Duration),
     /// The store refused or could not be reached.
     #[error("upload of {key} failed: {source}")]
     Put {
@@ -39,6 +48,7 @@ impl StoreError {
         match self {
             StoreError::Open(_) => "config",
             StoreError::Spool(_) => "spool",
+            StoreError::TimedOut(_) => "timeout",
             StoreError::Conflict(_) => "conflict",
             StoreError::Put { source, .. } => match source {
                 object_store::Error::PermissionDenied { .. }
@@ -84,55 +94,77 @@ impl Store {
         self.prefix.key(name)
     }
 
-    /// Writes an object once. Returns the key.
+    /// Writes an object once. Returns the key. An object already there
+    /// with the same bytes (an upload confirmed just before a crash) counts
+    /// as written; one with other bytes is a [`StoreError::Conflict`] and is
+    /// never overwritten. Objects above [`MULTIPART_ABOVE`] go up in parts.
     pub async fn put_once(&self, name: &str, data: Vec<u8>) -> Result<String, StoreError> {
         let key = self.key(name);
         let path = ObjectPath::from(key.as_str());
-        let len = data.len() as u64;
+        let put_err = |source| StoreError::Put {
+            key: key.clone(),
+            source,
+        };
+        if data.len() > MULTIPART_ABOVE {
+            // Multipart uploads cannot be conditional: look first.
+            return match self.inner.head(&path).await {
+                Ok(_) => self.same_object(&key, &path, &data).await,
+                Err(object_store::Error::NotFound { .. }) => {
+                    let upload = self.inner.put_multipart(&path).await.map_err(put_err)?;
+                    let mut parts = WriteMultipart::new_with_chunk_size(upload, PART);
+                    parts.write(&data);
+                    parts.finish().await.map_err(put_err)?;
+                    Ok(key.clone())
+                }
+                Err(source) => Err(put_err(source)),
+            };
+        }
         let opts = PutOptions {
             mode: PutMode::Create,
             ..Default::default()
         };
-        match self
-            .inner
-            .put_opts(&path, PutPayload::from(data.clone()), opts)
-            .await
-        {
+        let payload = PutPayload::from(data.clone());
+        match self.inner.put_opts(&path, payload, opts).await {
             Ok(_) => Ok(key),
             Err(object_store::Error::AlreadyExists { .. })
             | Err(object_store::Error::Precondition { .. }) => {
-                self.same_object(&key, &path, len).await
+                self.same_object(&key, &path, &data).await
             }
             Err(object_store::Error::NotImplemented) => {
                 // No conditional writes on this store: look first, then write.
                 match self.inner.head(&path).await {
-                    Ok(_) => self.same_object(&key, &path, len).await,
+                    Ok(_) => self.same_object(&key, &path, &data).await,
                     Err(object_store::Error::NotFound { .. }) => self
                         .inner
                         .put(&path, PutPayload::from(data))
                         .await
                         .map(|_| key.clone())
-                        .map_err(|source| StoreError::Put { key, source }),
-                    Err(source) => Err(StoreError::Put { key, source }),
+                        .map_err(put_err),
+                    Err(source) => Err(put_err(source)),
                 }
             }
-            Err(source) => Err(StoreError::Put { key, source }),
+            Err(source) => Err(put_err(source)),
         }
     }
 
+    /// Whether the object at `path` holds exactly `data`: by content, not
+    /// size (a CBR MP3's size says only how long it is).
     async fn same_object(
         &self,
         key: &str,
         path: &ObjectPath,
-        len: u64,
+        data: &[u8],
     ) -> Result<String, StoreError> {
-        match self.inner.head(path).await {
-            Ok(meta) if meta.size == len => Ok(key.to_owned()),
-            Ok(_) => Err(StoreError::Conflict(key.to_owned())),
-            Err(source) => Err(StoreError::Put {
-                key: key.to_owned(),
-                source,
-            }),
+        let put_err = |source| StoreError::Put {
+            key: key.to_owned(),
+            source,
+        };
+        let stored = self.inner.get(path).await.map_err(put_err)?;
+        let bytes = stored.bytes().await.map_err(put_err)?;
+        if bytes.as_ref() == data {
+            Ok(key.to_owned())
+        } else {
+            Err(StoreError::Conflict(key.to_owned()))
         }
     }
 }
@@ -170,6 +202,48 @@ pub fn expire_local(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn written_once_and_already_there_decided_by_content() {
+        let root = std::env::temp_dir().join(format!("earshot-put-once-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let store = Store::open(&StorageConfig {
+            filesystem: Some(earshot_contracts::config::FilesystemConfig {
+                path: root.clone(),
+                retention_days: None,
+            }),
+            s3: None,
+            prefix: "acme/office".into(),
+        })
+        .unwrap();
+        let key = store.put_once("a.mp3", vec![1; 1000]).await.unwrap();
+        assert_eq!(key, "acme/office/a.mp3");
+        // The same bytes again (a crash after the store confirmed): done.
+        store.put_once("a.mp3", vec![1; 1000]).await.unwrap();
+        // Other bytes of the same size: refused, the stored object untouched.
+        let e = store.put_once("a.mp3", vec![2; 1000]).await.unwrap_err();
+        assert!(matches!(e, StoreError::Conflict(_)), "{e}");
+        assert_eq!(e.reason(), "conflict");
+        assert_eq!(
+            std::fs::read(root.join("acme/office/a.mp3")).unwrap(),
+            vec![1; 1000]
+        );
+        // Large objects go up in parts, with the same rules.
+        let big: Vec<u8> = (0..MULTIPART_ABOVE + 12_345).map(|i| i as u8).collect();
+        store.put_once("big.mp3", big.clone()).await.unwrap();
+        assert_eq!(
+            std::fs::read(root.join("acme/office/big.mp3")).unwrap(),
+            big
+        );
+        store.put_once("big.mp3", big.clone()).await.unwrap();
+        let mut other = big;
+        other[7] ^= 1;
+        assert!(matches!(
+            store.put_once("big.mp3", other).await,
+            Err(StoreError::Conflict(_))
+        ));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 
     #[test]
     fn expires_only_old_recordings() {

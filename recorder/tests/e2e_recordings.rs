@@ -31,7 +31,7 @@ fn a_recorded_call_is_a_stereo_mp3_with_the_caller_left_and_the_right_length() {
     let recs = s.recorder.wait_recordings(1, Duration::from_secs(15));
     assert_eq!(recs.len(), 1);
     let (mp3, side) = &recs[0];
-    // Layout: <prefix>/YYYY/MM/DD/<UTC start>_<hash>.mp3
+    // Layout: <prefix>/YYYY/MM/DD/<UTC start>_<hash>-<nonce>.mp3
     let rel = mp3
         .strip_prefix(&s.recorder.store)
         .unwrap()
@@ -40,10 +40,12 @@ fn a_recorded_call_is_a_stereo_mp3_with_the_caller_left_and_the_right_length() {
     let parts: Vec<&str> = rel.split('/').collect();
     assert_eq!(parts[..2], ["acme", "office"], "{rel}");
     assert_eq!(parts[2].len(), 4, "{rel}");
-    assert!(
-        parts[5].ends_with(&format!("_{}.mp3", side["call"].as_str().unwrap())),
-        "{rel}"
-    );
+    let id = earshot_contracts::layout::RecordingId::parse_path(
+        rel.trim_start_matches("acme/office/")
+            .trim_end_matches(".mp3"),
+    )
+    .unwrap_or_else(|| panic!("{rel} is the layout"));
+    assert_eq!(id.call_hash(), side["call"].as_str().unwrap(), "{rel}");
 
     let (left, right) = decode_mp3(mp3);
     let file_seconds = left.len() as f64 / 8000.0;

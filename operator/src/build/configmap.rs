@@ -83,7 +83,7 @@ pub fn recorder_config(v: &Validated) -> RecorderConfig {
         },
         spool: SpoolConfig {
             dir: PathBuf::from(SPOOL_DIR),
-            ..SpoolConfig::default()
+            max_bytes: crate::reconcile::validate::spool_limit(v.spool_bytes),
         },
         storage: StorageConfig {
             filesystem: None,

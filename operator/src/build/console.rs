@@ -19,7 +19,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::deployment::{env_from_secret, hardened, http_probe, pod_security};
+use super::statefulset::{env_from_secret, hardened, http_probe, pod_security};
 use super::{Validated, app_labels, meta, object_name};
 
 /// Name of the console's Deployment and Service: `earshot-<policy>-console`.

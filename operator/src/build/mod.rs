@@ -4,18 +4,18 @@
 
 mod configmap;
 mod console;
-mod deployment;
 mod pdb;
 mod service;
 mod servicemonitor;
+mod statefulset;
 
 pub use configmap::{build_configmap, recorder_config};
 pub use console::{build_console_deployment, build_console_service, console_name};
-pub use deployment::build_deployment;
 pub use earshot_contracts::names::{CONFIG_FILE, CONSOLE_HEALTH_PORT, CONSOLE_PORT};
 pub use pdb::build_pdb;
 pub use service::build_service;
 pub use servicemonitor::{build_servicemonitor, servicemonitor_resource};
+pub use statefulset::build_statefulset;
 
 use std::collections::BTreeMap;
 
@@ -40,6 +40,8 @@ pub struct Validated {
     pub prefix: String,
     /// The address the recorders advertise, when the policy sets one.
     pub advertised: Option<std::net::IpAddr>,
+    /// The size of each recorder's spool volume, in bytes.
+    pub spool_bytes: u64,
     /// Operator settings.
     pub operator: OperatorConfig,
 }
@@ -49,7 +51,7 @@ pub fn object_name(policy: &str) -> String {
     format!("earshot-{policy}")
 }
 
-/// Labels of every object of a policy; the Deployment selects on them.
+/// Labels of every object of a policy; the StatefulSet selects on them.
 pub fn labels(policy: &str) -> BTreeMap<String, String> {
     app_labels("earshot-recorder", policy)
 }

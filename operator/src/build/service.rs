@@ -4,7 +4,7 @@ use earshot_contracts::names::RECORDER_HTTP_PORT;
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::deployment::sip_port_name;
+use super::statefulset::sip_port_name;
 use super::{Validated, labels, meta};
 
 /// The recorder Service.

@@ -1,8 +1,9 @@
 //! Step 4 of the reconcile pipeline, **client required**: server-side apply
 //! of every built object with one field manager; a PodDisruptionBudget no
-//! longer wanted is removed.
+//! longer wanted is removed, and so is the Deployment that ran recorders
+//! before they were a StatefulSet.
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
@@ -12,8 +13,8 @@ use serde::de::DeserializeOwned;
 
 use super::Error;
 use crate::build::{
-    Validated, build_configmap, build_console_deployment, build_console_service, build_deployment,
-    build_pdb, build_service, build_servicemonitor, console_name, object_name,
+    Validated, build_configmap, build_console_deployment, build_console_service, build_pdb,
+    build_service, build_servicemonitor, build_statefulset, console_name, object_name,
     servicemonitor_resource,
 };
 use crate::config::FIELD_MANAGER;
@@ -34,13 +35,14 @@ where
     })
 }
 
-/// Applies the policy's objects; returns the Deployment as the API server has it.
-/// The ServiceMonitor only when the cluster has the Prometheus Operator's CRD.
+/// Applies the policy's objects; returns the StatefulSet as the API server
+/// has it. The ServiceMonitor only when the cluster has the Prometheus
+/// Operator's CRD.
 pub async fn apply_all(
     client: &Client,
     v: &Validated,
     service_monitor: bool,
-) -> Result<Deployment, Error> {
+) -> Result<StatefulSet, Error> {
     let ns = v.namespace.as_str();
     let name = object_name(&v.name);
     apply(
@@ -50,10 +52,19 @@ pub async fn apply_all(
         "ConfigMap",
     )
     .await?;
-    let deployment = apply(
-        &Api::<Deployment>::namespaced(client.clone(), ns),
+    let recorders = apply(
+        &Api::<StatefulSet>::namespaced(client.clone(), ns),
         &name,
-        &build_deployment(v),
+        &build_statefulset(v),
+        "StatefulSet",
+    )
+    .await?;
+    // Recorders before 0.2 were a Deployment of the same name, with their
+    // spool on an emptyDir: SIGTERM lets them drain and upload, then they go.
+    apply_or_delete::<Deployment>(
+        &Api::namespaced(client.clone(), ns),
+        &name,
+        None,
         "Deployment",
     )
     .await?;
@@ -100,7 +111,7 @@ pub async fn apply_all(
         "Service",
     )
     .await?;
-    Ok(deployment)
+    Ok(recorders)
 }
 
 /// Applies an object the policy wants, or removes one it no longer wants.

@@ -190,15 +190,15 @@ async fn run_steps(policy: &RecordingPolicy, ctx: &Context) -> (Observed, Result
 
     // 3 and 4. build — no client — and apply — client. The recorders run
     // even while their Secret is missing (it may arrive any moment).
-    let deployment = match apply::apply_all(&ctx.client, &v, ctx.service_monitor).await {
+    let recorders = match apply::apply_all(&ctx.client, &v, ctx.service_monitor).await {
         Ok(d) => d,
         Err(e) => {
             observed.recorder = Check::unknown(e.reason(), e.to_string());
             return (observed, Err(e));
         }
     };
-    observed.recorder = recorder_check(&deployment, &v);
-    observed.ready_replicas = deployment.status.as_ref().and_then(|s| s.ready_replicas);
+    observed.recorder = recorder_check(&recorders, &v);
+    observed.ready_replicas = recorders.status.as_ref().and_then(|s| s.ready_replicas);
     let target = match target {
         Ok(t) => t,
         // Requeued with the Secret's backoff; the status says what is missing.
@@ -266,7 +266,7 @@ async fn run_steps(policy: &RecordingPolicy, ctx: &Context) -> (Observed, Result
 }
 
 fn recorder_check(
-    d: &k8s_openapi::api::apps::v1::Deployment,
+    d: &k8s_openapi::api::apps::v1::StatefulSet,
     v: &crate::build::Validated,
 ) -> Check {
     let want = v.policy.spec.recorder.replicas;
@@ -284,7 +284,7 @@ fn recorder_check(
         Check::failed(
             "NoReplicaReady",
             format!(
-                "0 of {want} recorder pods ready: see `kubectl describe deployment {}`",
+                "0 of {want} recorder pods ready: see `kubectl describe statefulset {}`",
                 d.name_any()
             ),
         )

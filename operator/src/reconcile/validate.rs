@@ -34,6 +34,32 @@ pub enum Invalid {
     /// CEL rule refuses these; a policy file may not have been through it).
     #[error("spec.recorder.network.advertisedAddress {0:?} is not an IP address")]
     AdvertisedAddress(String),
+    /// A spool too small to hold a call or two and what waits for the store.
+    #[error(
+        "spec.recorder.spool.size {0:?} is too small or not a size; give at least 1Gi (e.g. 10Gi)"
+    )]
+    SpoolSize(String),
+}
+
+/// Bytes of a volume size as the policy writes it (`512Mi`, `10Gi`, `2Ti`).
+pub fn size_bytes(s: &str) -> Option<u64> {
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
+    let n: u64 = digits.parse().ok()?;
+    let scale: u64 = match unit {
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        _ => return None,
+    };
+    n.checked_mul(scale)
+}
+
+/// The spool limit for a volume of `volume` bytes: new recordings are
+/// refused above it, so what is being recorded still fits, with the
+/// sidecars and the file system's own share: 10% of the volume, at least
+/// 256 MiB, is kept free.
+pub fn spool_limit(volume: u64) -> u64 {
+    volume.saturating_sub((volume / 10).max(256 << 20))
 }
 
 impl Invalid {
@@ -44,6 +70,7 @@ impl Invalid {
             Invalid::RetentionAboveMaximum { .. } => "RetentionAboveMaximum",
             Invalid::NoStorage => "NoStorage",
             Invalid::AdvertisedAddress(_) => "InvalidAdvertisedAddress",
+            Invalid::SpoolSize(_) => "SpoolTooSmall",
         }
     }
 }
@@ -84,8 +111,13 @@ pub fn validate(policy: &RecordingPolicy, operator: &OperatorConfig) -> Result<V
         ),
         None => None,
     };
+    let spool = &policy.spec.recorder.spool.size;
+    let spool_bytes = size_bytes(spool)
+        .filter(|&b| b >= 1 << 30)
+        .ok_or_else(|| Invalid::SpoolSize(spool.clone()))?;
     Ok(Validated {
         advertised,
+        spool_bytes,
         policy: policy.clone(),
         namespace,
         name,

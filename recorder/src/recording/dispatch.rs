@@ -217,13 +217,20 @@ impl Dispatcher {
                         return;
                     }
                     let (worker, meta) = (p.worker, p.meta.clone());
-                    self.send(worker, Job::Start { meta, at });
+                    self.send(
+                        worker,
+                        Job::Start {
+                            call: call.id,
+                            meta,
+                            at,
+                        },
+                    );
                 } else if p.recording {
                     let worker = p.worker;
                     self.send(
                         worker,
                         Job::Toggle {
-                            hash: call.hash,
+                            call: call.id,
                             at,
                             on,
                         },
@@ -244,13 +251,7 @@ impl Dispatcher {
                     && p.recording
                     && !p.refused
                 {
-                    self.send(
-                        p.worker,
-                        Job::End {
-                            hash: call.hash,
-                            at,
-                        },
-                    );
+                    self.send(p.worker, Job::End { call: call.id, at });
                 }
             }
             Event::Announcement {
@@ -276,7 +277,7 @@ impl Dispatcher {
                     self.send(
                         worker,
                         Job::Announced {
-                            hash: call.hash,
+                            call: call.id,
                             record,
                         },
                     );
@@ -295,14 +296,14 @@ impl Dispatcher {
 
     /// Ends every recording still open (shutdown), so its file is complete.
     fn end_all(&mut self, now: Instant) {
-        let open: Vec<(String, usize)> = self
+        let open: Vec<(u64, usize)> = self
             .calls
-            .values()
-            .filter(|p| p.recording && !p.refused)
-            .map(|p| (p.meta.call.clone(), p.worker))
+            .iter()
+            .filter(|(_, p)| p.recording && !p.refused)
+            .map(|(&call, p)| (call, p.worker))
             .collect();
-        for (hash, worker) in open {
-            self.send(worker, Job::End { hash, at: now });
+        for (call, worker) in open {
+            self.send(worker, Job::End { call, at: now });
         }
     }
 }

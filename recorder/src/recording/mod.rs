@@ -70,8 +70,8 @@ pub struct Shared {
     pub instance: String,
     /// The pipeline's metrics.
     pub metrics: RecordingMetrics,
-    /// Stems of recordings ready for upload.
-    pub uploads: tokio::sync::mpsc::UnboundedSender<String>,
+    /// Recordings ready for upload.
+    pub uploads: tokio::sync::mpsc::UnboundedSender<Ready>,
     /// Makes the encoder of each new recording.
     pub encoders: EncoderFactory,
 }
@@ -80,6 +80,36 @@ impl Shared {
     /// The settings new recordings start with now.
     pub fn settings_now(&self) -> Settings {
         *self.settings.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A recording ready for upload: its spool files' stem, and its sidecar
+/// when the spool could not take it.
+#[derive(Debug)]
+pub struct Ready {
+    /// The stem of its spool files.
+    pub stem: String,
+    /// The sidecar, when it is not in the spool.
+    pub sidecar: Option<Vec<u8>>,
+}
+
+/// How the pipeline is put together: production uses [`Parts::default`]
+/// (LAME, the uploader's standard backoff); tests swap in a fake encoder
+/// and quick retries.
+#[derive(Clone)]
+pub struct Parts {
+    /// Makes the encoder of each new recording.
+    pub encoders: EncoderFactory,
+    /// The uploader's waits between attempts.
+    pub backoff: upload::Backoff,
+}
+
+impl Default for Parts {
+    fn default() -> Self {
+        Self {
+            encoders: lame(),
+            backoff: upload::Backoff::default(),
+        }
     }
 }
 
@@ -93,7 +123,7 @@ pub fn start(
     clock: Clock,
     instance: String,
     metrics: RecordingMetrics,
-    encoders: EncoderFactory,
+    parts: Parts,
     runtime: &tokio::runtime::Handle,
 ) -> std::io::Result<(Dispatcher, Arc<Spool>)> {
     let spool = Spool::open(&spool.dir, spool.max_bytes)?;
@@ -106,10 +136,16 @@ pub fn start(
         instance,
         metrics: metrics.clone(),
         uploads,
-        encoders,
+        encoders: parts.encoders,
     };
     recovery::recover_spool(&shared)?;
-    runtime.spawn(upload::upload_loop(queued, store, spool.clone(), metrics));
+    runtime.spawn(upload::upload_loop(
+        queued,
+        store,
+        spool.clone(),
+        metrics,
+        parts.backoff,
+    ));
     let threads = rec
         .encoder_threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))

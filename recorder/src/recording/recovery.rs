@@ -84,7 +84,10 @@ pub fn recover_spool(shared: &Shared) -> std::io::Result<()> {
         // process owes it to the store, so `expected - stored` stays the
         // number of recordings not yet confirmed.
         shared.metrics.expected.inc();
-        let _ = shared.uploads.send(stem);
+        let _ = shared.uploads.send(super::Ready {
+            stem,
+            sidecar: None,
+        });
     }
     if found > 0 {
         tracing::info!(recordings = found, "uploading recordings left in the spool");

@@ -89,7 +89,14 @@ impl Rig {
             Clock::new(),
             "test-0".into(),
             metrics.recording.clone(),
-            fake(),
+            super::Parts {
+                encoders: fake(),
+                backoff: super::upload::Backoff {
+                    first: Duration::from_millis(5),
+                    max: Duration::from_millis(20),
+                    conflict: Duration::from_millis(20),
+                },
+            },
             rt.handle(),
         )
         .unwrap();
@@ -258,7 +265,13 @@ fn a_recorded_call_reaches_the_store_with_its_sidecar_and_leaves_the_spool() {
     assert_eq!(s.audio.duration_seconds, 3.0);
     assert_eq!(s.mp3.bytes, 24_000 + 3);
     assert!(s.mp3.object.starts_with("acme/office/"), "{}", s.mp3.object);
-    assert!(s.mp3.object.ends_with(&format!("_{}.mp3", c.hash)));
+    let name = s
+        .mp3
+        .object
+        .trim_start_matches("acme/office/")
+        .trim_end_matches(".mp3");
+    let id = earshot_contracts::layout::RecordingId::parse_path(name).expect("the layout");
+    assert_eq!(id.call_hash(), c.hash);
     let stored = std::fs::read(rig.dir.join("store").join(&s.mp3.object)).unwrap();
     assert_eq!(stored.len() as u64, s.mp3.bytes);
     assert_eq!(
@@ -385,4 +398,146 @@ fn what_a_crash_left_is_recovered_marked_truncated_and_stored() {
         "owed by this process"
     );
     assert!(SystemTime::now() >= s.started_at.unwrap());
+}
+
+#[test]
+fn two_calls_with_one_call_id_become_two_recordings_that_do_not_mix() {
+    // Two peers may send the same Call-ID: the core keeps them apart by its
+    // own ids, and so must every part of the pipeline.
+    let mut rig = Rig::new("same-call-id", u64::MAX);
+    let (a, b) = (call(10, "dup@pbx"), call(11, "dup@pbx"));
+    assert_eq!(a.hash, b.hash);
+    let mut events = Vec::new();
+    for c in [&a, &b] {
+        events.push(started(c, rig.at(0), Some(RecordingMode::Always)));
+        events.push(Event::CallAnswered {
+            call: c.clone(),
+            at: rig.at(0),
+        });
+        events.push(recording(c, rig.at(0), true));
+    }
+    events.extend(media(&a, &rig, 0, 1000));
+    events.extend(media(&b, &rig, 0, 2000));
+    events.push(ended(&a, rig.at(1000)));
+    events.push(ended(&b, rig.at(2000)));
+    rig.feed(events);
+    rig.wait_stored(2);
+    let mut sizes: Vec<u64> = rig.sidecars().iter().map(|s| s.mp3.bytes).collect();
+    sizes.sort();
+    assert_eq!(
+        sizes,
+        [8_000 + 3, 16_000 + 3],
+        "each its own audio, nothing mixed"
+    );
+    let objects: std::collections::HashSet<String> =
+        rig.sidecars().into_iter().map(|s| s.mp3.object).collect();
+    assert_eq!(objects.len(), 2, "two names");
+}
+
+#[test]
+fn a_full_disk_ends_the_recording_where_it_was_with_a_hash_of_what_was_kept() {
+    let mut rig = Rig::new("disk-full", u64::MAX);
+    rig.spool
+        .disk_full_at
+        .store(10_000, std::sync::atomic::Ordering::Relaxed);
+    let c = call(12, "full-disk");
+    let mut events = vec![
+        started(&c, rig.at(0), Some(RecordingMode::Always)),
+        Event::CallAnswered {
+            call: c.clone(),
+            at: rig.at(0),
+        },
+        recording(&c, rig.at(0), true),
+    ];
+    for ms in (0..3000).step_by(100) {
+        events.extend(media(&c, &rig, ms, ms + 100));
+    }
+    events.push(ended(&c, rig.at(3000)));
+    rig.feed(events);
+    rig.wait_stored(1);
+    let s = &rig.sidecars()[0];
+    assert!(!s.complete);
+    assert!(
+        s.truncated
+            .as_deref()
+            .is_some_and(|t| t.contains("spool could not take more")),
+        "{:?}",
+        s.truncated
+    );
+    let stored = std::fs::read(rig.dir.join("store").join(&s.mp3.object)).unwrap();
+    assert!(
+        stored.len() <= 10_000 && stored.len() > 5_000,
+        "{}",
+        stored.len()
+    );
+    assert_eq!(s.mp3.bytes, stored.len() as u64);
+    assert_eq!(
+        s.mp3.sha256,
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&stored))
+    );
+    let truncated = rig
+        .metrics
+        .recording
+        .recordings
+        .get_or_create(&vec![("result", "truncated".to_owned())])
+        .get();
+    assert_eq!(truncated, 1);
+}
+
+#[test]
+fn a_recording_the_store_refuses_does_not_hold_up_the_others() {
+    let dir = std::env::temp_dir().join(format!("earshot-pipeline-stuck-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("spool")).unwrap();
+    // A finished recording left in the spool, whose name the store already
+    // holds with other bytes: it can never be stored as it is.
+    let t = humantime::parse_rfc3339("2026-11-28T11:28:34Z").unwrap();
+    let id = earshot_contracts::layout::RecordingId::new(t, &call_hash("old"), 7);
+    std::fs::write(dir.join(format!("spool/{}.mp3", id.stem())), b"mine").unwrap();
+    std::fs::write(dir.join(format!("spool/{}.json", id.stem())), b"{}").unwrap();
+    let taken = dir.join("store/acme/office").join(id.mp3_name());
+    std::fs::create_dir_all(taken.parent().unwrap()).unwrap();
+    std::fs::write(&taken, b"someone else's").unwrap();
+
+    let mut rig = Rig::open(dir, u64::MAX);
+    let c = call(13, "new");
+    let mut events = vec![
+        started(&c, rig.at(0), Some(RecordingMode::Always)),
+        Event::CallAnswered {
+            call: c.clone(),
+            at: rig.at(0),
+        },
+        recording(&c, rig.at(0), true),
+    ];
+    events.extend(media(&c, &rig, 0, 500));
+    events.push(ended(&c, rig.at(500)));
+    rig.feed(events);
+    rig.wait_stored(1);
+    let m = &rig.metrics.recording;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while m.upload_stuck.get() != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the refused recording counts as stuck"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let conflicts = m
+        .upload_failures
+        .get_or_create(&vec![("reason", "conflict".to_owned())])
+        .get();
+    assert!(
+        conflicts >= u64::from(super::upload::STUCK_AFTER),
+        "{conflicts}"
+    );
+    assert_eq!(
+        std::fs::read(&taken).unwrap(),
+        b"someone else's",
+        "never overwritten"
+    );
+    assert!(
+        rig.spool.contains(&format!("{}.mp3", id.stem())),
+        "kept in the spool"
+    );
+    assert_eq!(m.stored.get(), 1, "the new call's recording went past it");
 }

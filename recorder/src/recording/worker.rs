@@ -23,6 +23,8 @@ pub enum Job {
     Batch(Vec<Job>),
     /// A call's recording starts.
     Start {
+        /// The call (unique in this process; Call-IDs need not be).
+        call: u64,
         /// What is known of the call.
         meta: CallMeta,
         /// When.
@@ -31,7 +33,7 @@ pub enum Job {
     /// Recording paused or resumed.
     Toggle {
         /// The call.
-        hash: String,
+        call: u64,
         /// When.
         at: Instant,
         /// Resumed (`true`) or paused.
@@ -42,7 +44,7 @@ pub enum Job {
     /// The call ended.
     End {
         /// The call.
-        hash: String,
+        call: u64,
         /// When.
         at: Instant,
     },
@@ -51,7 +53,7 @@ pub enum Job {
     /// An announcement, for the sidecar.
     Announced {
         /// The call.
-        hash: String,
+        call: u64,
         /// What played.
         record: Announced,
     },
@@ -71,36 +73,57 @@ struct Active {
     announcements: Vec<Announced>,
     undecodable: u64,
     out: Vec<u8>,
+    /// When the file's data was last flushed to the disk.
+    synced: Instant,
 }
 
+/// How often a recording's file is flushed to the disk (`fdatasync`): what
+/// a node losing power can take of a call, at most. (A process that dies
+/// loses less: what is appended is in the kernel at once.)
+pub const SYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Active {
-    /// Encodes a chunk and appends what the encoder gives back.
-    fn encode(&mut self, chunk: &Chunk) -> std::io::Result<()> {
-        if chunk.is_empty() {
-            return Ok(());
+    /// Encodes a chunk and appends what the encoder gives back. After a
+    /// failed append (the disk is full) nothing more is encoded: the file
+    /// ends where the last whole append ended.
+    fn encode(&mut self, chunk: &Chunk) {
+        if chunk.is_empty() || self.file.failed().is_some() {
+            return;
         }
         self.out.clear();
         if let Err(e) = self.encoder.encode(chunk, &mut self.out) {
             tracing::error!(call = %self.meta.call, error = %e, "MP3 encoding failed");
-            return Ok(());
+            return;
         }
-        self.write_out()
+        self.write_out();
     }
 
-    fn write_out(&mut self) -> std::io::Result<()> {
-        if self.out.is_empty() {
-            return Ok(());
+    fn write_out(&mut self) {
+        if self.out.is_empty() || self.file.failed().is_some() {
+            return;
         }
-        // Appended as the call goes: a crash loses at most what the encoder still buffers.
-        self.file.append(&self.out)?;
-        self.sha.update(&self.out);
-        Ok(())
+        // Appended as the call goes; the hash covers exactly what was kept.
+        match self.file.append(&self.out) {
+            Ok(()) => self.sha.update(&self.out),
+            Err(e) => {
+                tracing::error!(call = %self.meta.call, error = %e, kept_bytes = self.file.len(), "cannot append to the spool file: the recording ends here");
+            }
+        }
+    }
+
+    fn sync_now_and_then(&mut self, now: Instant) {
+        if now.saturating_duration_since(self.synced) >= SYNC_EVERY {
+            self.synced = now;
+            if let Err(e) = self.file.sync() {
+                tracing::warn!(call = %self.meta.call, error = %e, "cannot flush the spool file to disk");
+            }
+        }
     }
 }
 
 /// The worker's loop: jobs until the dispatcher is gone.
 pub fn run(rx: Receiver<Job>, shared: Shared) {
-    let mut active: HashMap<String, Active> = HashMap::new();
+    let mut active: HashMap<u64, Active> = HashMap::new();
     while let Ok(job) = rx.recv() {
         let jobs = match job {
             Job::Batch(jobs) => jobs,
@@ -114,15 +137,15 @@ pub fn run(rx: Receiver<Job>, shared: Shared) {
     }
 }
 
-fn run_job(shared: &Shared, active: &mut HashMap<String, Active>, job: Job) {
+fn run_job(shared: &Shared, active: &mut HashMap<u64, Active>, job: Job) {
     match job {
         Job::Batch(jobs) => {
             for j in jobs {
                 run_job(shared, active, j);
             }
         }
-        Job::Start { meta, at } => {
-            let call = meta.call.clone();
+        Job::Start { call, meta, at } => {
+            let hash = meta.call.clone();
             match begin(shared, meta, at) {
                 Ok(a) => {
                     active.insert(call, a);
@@ -133,12 +156,12 @@ fn run_job(shared: &Shared, active: &mut HashMap<String, Active>, job: Job) {
                         .recordings
                         .get_or_create(&vec![("result", "failed".to_owned())])
                         .inc();
-                    tracing::error!(call = %call, error = %e, "cannot start recording in the spool");
+                    tracing::error!(call = %hash, error = %e, "cannot start recording in the spool");
                 }
             }
         }
-        Job::Toggle { hash, at, on } => {
-            if let Some(a) = active.get_mut(&hash) {
+        Job::Toggle { call, at, on } => {
+            if let Some(a) = active.get_mut(&call) {
                 a.timeline.set_recording(at, on);
                 let t = shared.clock.system(at);
                 if on {
@@ -149,7 +172,7 @@ fn run_job(shared: &Shared, active: &mut HashMap<String, Active>, job: Job) {
             }
         }
         Job::Media(f) => {
-            let Some(a) = active.get_mut(&f.call.hash) else {
+            let Some(a) = active.get_mut(&f.call.id) else {
                 return;
             };
             let codec = f.codec.as_deref().unwrap_or("");
@@ -167,25 +190,22 @@ fn run_job(shared: &Shared, active: &mut HashMap<String, Active>, job: Job) {
                 }
             }
             let chunk = a.timeline.drain(f.at);
-            if let Err(e) = a.encode(&chunk) {
-                tracing::error!(call = %f.call.hash, error = %e, "cannot append to spool file");
-            }
+            a.encode(&chunk);
         }
         Job::Tick(now) => {
             for a in active.values_mut() {
                 let chunk = a.timeline.drain(now);
-                if let Err(e) = a.encode(&chunk) {
-                    tracing::error!(call = %a.meta.call, error = %e, "cannot append to spool file");
-                }
+                a.encode(&chunk);
+                a.sync_now_and_then(now);
             }
         }
-        Job::End { hash, at } => {
-            if let Some(a) = active.remove(&hash) {
+        Job::End { call, at } => {
+            if let Some(a) = active.remove(&call) {
                 finish(shared, a, at);
             }
         }
-        Job::Announced { hash, record } => {
-            if let Some(a) = active.get_mut(&hash) {
+        Job::Announced { call, record } => {
+            if let Some(a) = active.get_mut(&call) {
                 a.announcements.push(record);
             }
         }
@@ -196,7 +216,7 @@ fn begin(shared: &Shared, mut meta: CallMeta, at: Instant) -> Result<Active, Str
     let settings = shared.settings_now();
     let start = shared.clock.system(at);
     meta.recording_started_at = Some(start);
-    let id = RecordingId::new(start, &meta.call);
+    let id = RecordingId::new(start, &meta.call, rand::random());
     let stem = id.stem();
     let start_name = format!("{stem}.start.json");
     let record = serde_json::to_vec(&meta).map_err(|e| e.to_string())?;
@@ -221,16 +241,17 @@ fn begin(shared: &Shared, mut meta: CallMeta, at: Instant) -> Result<Active, Str
         announcements: Vec::new(),
         undecodable: 0,
         out: Vec::new(),
+        synced: at,
         meta,
     })
 }
 
 fn finish(shared: &Shared, mut a: Active, at: Instant) {
     let chunk = a.timeline.finish(at);
-    let _ = a.encode(&chunk);
+    a.encode(&chunk);
     a.out.clear();
-    if a.encoder.flush(&mut a.out).is_ok() {
-        let _ = a.write_out();
+    if a.file.failed().is_none() && a.encoder.flush(&mut a.out).is_ok() {
+        a.write_out();
     }
     if let Err(e) = a.file.sync() {
         tracing::error!(call = %a.meta.call, error = %e, "cannot sync spool file");
@@ -257,22 +278,38 @@ fn finish(shared: &Shared, mut a: Active, at: Instant) {
             seconds,
             bytes,
             sha256: hex::encode(a.sha.finalize()),
-            truncated: None,
+            truncated: a.file.failed().map(|why| {
+                format!("the spool could not take more of the recording ({why}); it ends there")
+            }),
         },
     );
-    if let Err(e) = shared
-        .spool
-        .write_atomic(&format!("{stem}.json"), &sidecar.to_json())
-    {
-        tracing::error!(call = %a.meta.call, error = %e, "cannot write sidecar to spool");
-        return;
+    let json = sidecar.to_json();
+    // A full disk may refuse the sidecar too: then it travels to the
+    // uploader in memory (a crash before the upload rebuilds it from the
+    // start record at the next start).
+    let in_memory = match shared.spool.write_atomic(&format!("{stem}.json"), &json) {
+        Ok(()) => None,
+        Err(e) => {
+            tracing::error!(call = %a.meta.call, error = %e, "cannot write the sidecar to the spool; uploading it from memory");
+            Some(json)
+        }
+    };
+    if in_memory.is_none() {
+        let _ = shared.spool.remove(&format!("{stem}.start.json"));
     }
-    let _ = shared.spool.remove(&format!("{stem}.start.json"));
+    let result = if sidecar.complete {
+        "completed"
+    } else {
+        "truncated"
+    };
     shared
         .metrics
         .recordings
-        .get_or_create(&vec![("result", "completed".to_owned())])
+        .get_or_create(&vec![("result", result.to_owned())])
         .inc();
-    tracing::info!(call = %a.meta.call, seconds = format!("{seconds:.1}"), bytes, "recording complete");
-    let _ = shared.uploads.send(stem);
+    tracing::info!(call = %a.meta.call, seconds = format!("{seconds:.1}"), bytes, result, "recording finished");
+    let _ = shared.uploads.send(super::Ready {
+        stem,
+        sidecar: in_memory,
+    });
 }

@@ -186,7 +186,7 @@ pub async fn bind(config_path: PathBuf, config: Config) -> anyhow::Result<Server
         clock,
         instance,
         metrics.recording.clone(),
-        crate::recording::lame(),
+        crate::recording::Parts::default(),
         &tokio::runtime::Handle::current(),
     )
     .with_context(|| {

@@ -1,8 +1,13 @@
-//! The recorder workload. Rollouts never cut a live call: a new pod starts
-//! before an old one stops (maxUnavailable 0), the old one gets SIGTERM,
-//! refuses new calls with 503 and lets its calls finish and upload within the
-//! termination grace period. Config changes do not touch the pod template
-//! (the recorder reloads its mounted file), so they roll nothing.
+//! The recorder workload: a StatefulSet, so each recorder pod has a spool
+//! volume of its own that outlives it. A pod that is deleted, evicted or
+//! lost with its node is replaced by one with the same name and the same
+//! volume, which uploads whatever its predecessor left. Rollouts never cut
+//! a live call: the old pod gets SIGTERM, refuses new calls with 503 (the
+//! other replicas take them) and lets its calls finish and upload within
+//! the termination grace period; then the new one starts. Config changes do
+//! not touch the pod template (the recorder reloads its mounted file), so
+//! they roll nothing. The volumes stay when the policy is deleted or scaled
+//! down: nothing in a spool is ever thrown away by Earshot.
 
 use earshot_contracts::Transport;
 use earshot_contracts::names::{
@@ -11,13 +16,15 @@ use earshot_contracts::names::{
 };
 use earshot_crds::NetworkMode;
 use k8s_openapi::api::apps::v1::{
-    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+    StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector, PodAffinityTerm,
-    PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecretKeySelector, SecurityContext, Volume, VolumeMount,
+    Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
+    HTTPGetAction, KeyToPath, ObjectFieldSelector, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecurityContext, Volume,
+    VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -129,8 +136,33 @@ fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     }
 }
 
-/// The recorder Deployment.
-pub fn build_deployment(v: &Validated) -> Deployment {
+/// The name of the spool's volume claim template: pod `earshot-office-0`
+/// mounts the claim `spool-earshot-office-0`.
+pub const SPOOL_VOLUME: &str = "spool";
+
+fn spool_claim(v: &Validated) -> PersistentVolumeClaim {
+    let spool = &v.policy.spec.recorder.spool;
+    PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(SPOOL_VOLUME.to_owned()),
+            labels: Some(labels(&v.name)),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
+            storage_class_name: spool.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some([("storage".to_owned(), Quantity(spool.size.clone()))].into()),
+                ..VolumeResourceRequirements::default()
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        ..PersistentVolumeClaim::default()
+    }
+}
+
+/// The recorder StatefulSet.
+pub fn build_statefulset(v: &Validated) -> StatefulSet {
     let rec = &v.policy.spec.recorder;
     let host = rec.network.mode == NetworkMode::Host;
     let name = object_name(&v.name);
@@ -153,26 +185,16 @@ pub fn build_deployment(v: &Validated) -> Deployment {
     ports.push(port("metrics", i32::from(RECORDER_HTTP_PORT), "TCP"));
     let mut mounts = vec![
         mount("config", CONFIG_DIR, true),
-        mount("spool", SPOOL_DIR, false),
+        mount(SPOOL_VOLUME, SPOOL_DIR, false),
     ];
-    let mut volumes = vec![
-        Volume {
-            name: "config".to_owned(),
-            config_map: Some(ConfigMapVolumeSource {
-                name: name.clone(),
-                ..ConfigMapVolumeSource::default()
-            }),
-            ..Volume::default()
-        },
-        Volume {
-            name: "spool".to_owned(),
-            empty_dir: Some(EmptyDirVolumeSource {
-                size_limit: Some(Quantity(v.operator.spool_size.clone())),
-                ..EmptyDirVolumeSource::default()
-            }),
-            ..Volume::default()
-        },
-    ];
+    let mut volumes = vec![Volume {
+        name: "config".to_owned(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: name.clone(),
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    }];
     if let Some(p) = v.policy.spec.announcement.prompt_in_use() {
         // Only the prompt's key, not the whole ConfigMap.
         volumes.push(Volume {
@@ -242,21 +264,28 @@ pub fn build_deployment(v: &Validated) -> Deployment {
             ..Affinity::default()
         });
     }
-    Deployment {
+    StatefulSet {
         metadata: meta(v),
-        spec: Some(DeploymentSpec {
+        spec: Some(StatefulSetSpec {
             replicas: Some(rec.replicas),
+            service_name: Some(name),
             selector: LabelSelector {
                 match_labels: Some(selector.clone()),
                 ..LabelSelector::default()
             },
-            strategy: Some(DeploymentStrategy {
+            // Pods start and stop independently: one that drains its calls
+            // does not hold up the others.
+            pod_management_policy: Some("Parallel".to_owned()),
+            update_strategy: Some(StatefulSetUpdateStrategy {
                 type_: Some("RollingUpdate".to_owned()),
-                rolling_update: Some(RollingUpdateDeployment {
-                    max_unavailable: Some(IntOrString::Int(0)),
-                    max_surge: Some(IntOrString::Int(1)),
-                }),
+                ..StatefulSetUpdateStrategy::default()
             }),
+            persistent_volume_claim_retention_policy: Some(
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some("Retain".to_owned()),
+                    when_scaled: Some("Retain".to_owned()),
+                },
+            ),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(selector),
@@ -264,8 +293,9 @@ pub fn build_deployment(v: &Validated) -> Deployment {
                 }),
                 spec: Some(pod),
             },
-            ..DeploymentSpec::default()
+            volume_claim_templates: Some(vec![spool_claim(v)]),
+            ..StatefulSetSpec::default()
         }),
-        ..Deployment::default()
+        ..StatefulSet::default()
     }
 }
