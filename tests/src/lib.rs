@@ -114,6 +114,8 @@ pub struct RecorderProcess {
     pub store: PathBuf,
     /// The spool directory.
     pub spool: PathBuf,
+    /// Extra environment, given again at each restart.
+    env: Vec<(String, String)>,
 }
 
 impl RecorderProcess {
@@ -213,6 +215,10 @@ impl RecorderProcess {
             log,
             store: dir.join("store"),
             spool: dir.join("spool"),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -352,6 +358,7 @@ impl RecorderProcess {
                 .arg("--config")
                 .arg(&self.config)
                 .env("RUST_LOG", "info")
+                .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()
@@ -463,7 +470,11 @@ impl<'a> Sipp<'a> {
             xml = xml.replace(&format!("@{k}@"), v);
         }
         // Defaults for optional placeholders.
-        xml = xml.replace("@MIDCALL@", "").replace("@NAME@", "Caller");
+        xml = xml
+            .replace("@MIDCALL@", "")
+            .replace("@NAME@", "Caller")
+            .replace("@PT@", "0")
+            .replace("@CODEC@", "PCMU");
         // Any `@NAME@` left means the test forgot a value.
         let parts: Vec<&str> = xml.split('@').collect();
         // Only text with an `@` on both sides can be a placeholder.
@@ -666,6 +677,42 @@ pub fn tone_power(samples: &[i16], freq: f64) -> f64 {
 /// Root mean square of samples.
 pub fn rms(samples: &[i16]) -> f64 {
     (samples.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / samples.len().max(1) as f64).sqrt()
+}
+
+/// SHA-256 of bytes, hex (with the system's `sha256sum`).
+pub fn sha256_bytes(bytes: &[u8]) -> String {
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sha256sum");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(bytes)
+        .expect("write to sha256sum");
+    let out = child.wait_with_output().expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Resident memory of a process, KiB (`VmRSS`); 0 when it is gone.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Open file descriptors of a process (sockets included).
+pub fn open_files(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
 /// SHA-256 of a file, hex.

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use earshot_recorder_core::g711::linear_to_ulaw;
+use earshot_recorder_core::g711::Law;
 
 /// One RTP packet and when it is sent, from the start of the stream.
 #[derive(Debug, Clone)]
@@ -17,10 +17,12 @@ pub struct Packet {
     pub rtp: Vec<u8>,
 }
 
-/// Builds one RTP stream (one SSRC) of µ-law audio and telephone events.
+/// Builds one RTP stream (one SSRC) of G.711 audio (µ-law unless
+/// [`RtpStream::alaw`]) and telephone events.
 #[derive(Debug, Clone)]
 pub struct RtpStream {
     ssrc: u32,
+    law: Law,
     seq: u16,
     ts: u32,
     at: Duration,
@@ -36,6 +38,7 @@ impl RtpStream {
     pub fn new(ssrc: u32) -> Self {
         Self {
             ssrc,
+            law: Law::Ulaw,
             seq: 1000,
             ts: 16000,
             at: Duration::ZERO,
@@ -57,6 +60,12 @@ impl RtpStream {
         self.seq = self.seq.wrapping_add(1);
     }
 
+    /// Audio from now on in A-law (PCMA, payload type 8).
+    pub fn alaw(mut self) -> Self {
+        self.law = Law::Alaw;
+        self
+    }
+
     /// `ms` milliseconds of a sine at `freq` Hz (0 for silence), amplitude about -10 dBm0.
     pub fn tone(mut self, freq: f64, ms: u64) -> Self {
         for _ in 0..ms / 20 {
@@ -64,11 +73,15 @@ impl RtpStream {
                 .map(|_| {
                     let v = (10000.0 * self.phase.sin()) as i16;
                     self.phase += 2.0 * std::f64::consts::PI * freq / 8000.0;
-                    linear_to_ulaw(if freq == 0.0 { 0 } else { v })
+                    self.law.encode(if freq == 0.0 { 0 } else { v })
                 })
                 .collect();
             let ts = self.ts;
-            self.push(0, false, ts, &payload);
+            let pt = match self.law {
+                Law::Ulaw => 0,
+                Law::Alaw => 8,
+            };
+            self.push(pt, false, ts, &payload);
             self.ts = self.ts.wrapping_add(160);
             self.at += PTIME;
         }

@@ -67,7 +67,6 @@ struct Active {
     timeline: Timeline,
     encoder: Box<dyn Encoder>,
     file: SpoolFile,
-    sha: Sha256,
     codec: Option<String>,
     intervals: Vec<(SystemTime, Option<SystemTime>)>,
     announcements: Vec<Announced>,
@@ -102,9 +101,9 @@ impl Active {
         if self.out.is_empty() || self.file.failed().is_some() {
             return;
         }
-        // Appended as the call goes; the hash covers exactly what was kept.
+        // Appended as the call goes.
         match self.file.append(&self.out) {
-            Ok(()) => self.sha.update(&self.out),
+            Ok(()) => {}
             Err(e) => {
                 tracing::error!(call = %self.meta.call, error = %e, kept_bytes = self.file.len(), "cannot append to the spool file: the recording ends here");
             }
@@ -235,7 +234,6 @@ fn begin(shared: &Shared, mut meta: CallMeta, at: Instant) -> Result<Active, Str
         settings,
         file,
         id,
-        sha: Sha256::new(),
         codec: None,
         intervals: vec![(start, None)],
         announcements: Vec::new(),
@@ -253,6 +251,11 @@ fn finish(shared: &Shared, mut a: Active, at: Instant) {
     if a.file.failed().is_none() && a.encoder.flush(&mut a.out).is_ok() {
         a.write_out();
     }
+    if let Some(header) = a.encoder.header()
+        && let Err(e) = a.file.overwrite_start(&header)
+    {
+        tracing::warn!(call = %a.meta.call, error = %e, "cannot write the MP3's Info tag; players will count the encoder's delay");
+    }
     if let Err(e) = a.file.sync() {
         tracing::error!(call = %a.meta.call, error = %e, "cannot sync spool file");
     }
@@ -260,10 +263,21 @@ fn finish(shared: &Shared, mut a: Active, at: Instant) {
     if let Some(last) = a.intervals.last_mut() {
         last.1.get_or_insert(ended);
     }
-    let seconds = a.timeline.written_samples() as f64 / f64::from(timeline::RATE);
-    shared.metrics.recorded_seconds.inc_by(seconds);
-    let bytes = a.file.len();
     let stem = a.id.stem();
+    // The sidecar describes the file as it is on disk: its bytes, their
+    // SHA-256 and the audio they hold.
+    let (bytes, sha256, seconds) = match shared.spool.read(&format!("{stem}.mp3")) {
+        Ok(data) => (
+            data.len() as u64,
+            hex::encode(Sha256::digest(&data)),
+            a.encoder.seconds(&data),
+        ),
+        Err(e) => {
+            tracing::error!(call = %a.meta.call, error = %e, "cannot read the spool file back");
+            (a.file.len(), String::new(), 0.0)
+        }
+    };
+    shared.metrics.recorded_seconds.inc_by(seconds);
     let sidecar = sidecar::build(
         &a.meta,
         &a.id,
@@ -277,7 +291,7 @@ fn finish(shared: &Shared, mut a: Active, at: Instant) {
             codec: a.codec.as_deref(),
             seconds,
             bytes,
-            sha256: hex::encode(a.sha.finalize()),
+            sha256,
             truncated: a.file.failed().map(|why| {
                 format!("the spool could not take more of the recording ({why}); it ends there")
             }),

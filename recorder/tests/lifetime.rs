@@ -1,0 +1,556 @@
+//! One recorder process the way it lives: hundreds of calls of every kind —
+//! Always, On demand toggled once or twice, Never, unknown callers, the far
+//! end keying the code, CANCEL, hold and resume, the callee hanging up,
+//! PCMU and PCMA, one at a time and 50 at once — into a real S3 server,
+//! with a `kill -9` and restart in the middle of a burst and the store
+//! stopped for 30 s. An oracle reads the event log (each call whose
+//! recording was switched on is an expected recording; its `on` intervals
+//! are its expected length) and compares it one by one with what the bucket
+//! holds: nothing missing, nothing twice, nothing unexpected, every length
+//! within 0.2 s (the calls the kill cut: truncated, within the documented
+//! loss), the bytes matching their sidecar.
+//!
+//! `make soak` runs the same mix for an hour or more ([`soak`]).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+use common::*;
+use earshot_contracts::sidecar::Sidecar;
+use earshot_tests::garage::Garage;
+use earshot_tests::pcap::RtpStream;
+use earshot_tests::{Sipp, SippProcess, TestUser, parse_metric};
+
+/// Longest audio a process crash may take with it (docs/recordings.md
+/// promises at most 2 s, the disk flush interval).
+const CRASH_LOSS: f64 = 2.0;
+/// How far a complete recording's length may be from its intervals.
+const LENGTH_SLACK: f64 = 0.2;
+const PREFIX: &str = "acme/office/";
+
+fn lifetime_users() -> Vec<TestUser<'static>> {
+    vec![
+        TestUser {
+            extension: "008",
+            mode: "Always",
+            shortcode: None,
+        },
+        TestUser {
+            extension: "012",
+            mode: "OnDemand",
+            shortcode: Some("*5"),
+        },
+        TestUser {
+            extension: "003",
+            mode: "Never",
+            shortcode: None,
+        },
+    ]
+}
+
+/// A batch of calls of one kind.
+struct Phase<'a> {
+    name: &'a str,
+    uas: &'a str,
+    uac: &'a str,
+    from: &'a str,
+    caller: RtpStream,
+    callee: RtpStream,
+    /// Caller talk time (uac.xml) or callee talk time (uas_bye.xml).
+    talk_ms: u64,
+    midcall: Option<String>,
+    alaw: bool,
+    calls: usize,
+    at_once: usize,
+}
+
+/// The recorder, Garage and the SIPp port block, with what was seen so far.
+struct Life {
+    s: Setup,
+    garage: Garage,
+    /// When the recorder was killed, for the oracle.
+    kills: Vec<SystemTime>,
+    calls: usize,
+    round: usize,
+}
+
+impl Life {
+    fn start(name: &str) -> Life {
+        let dir = earshot_tests::TempDir::new(&format!("{name}-garage"));
+        let garage = Garage::start(&dir.path().join("garage"), "recordings");
+        let storage = garage.storage_yaml(PREFIX);
+        let env = garage.env();
+        let s = setup_with(name, &lifetime_users(), Some(&storage), &env);
+        // The Garage data directory lives as long as the test.
+        std::mem::forget(dir);
+        Life {
+            s,
+            garage,
+            kills: Vec::new(),
+            calls: 0,
+            round: 0,
+        }
+    }
+
+    fn spawn(&self, phase: &Phase) -> (SippProcess, SippProcess) {
+        let tag = format!("{}-{}", self.round, phase.name);
+        let pcap = |who: &str, stream: &RtpStream| {
+            let p = self.s.dir.path().join(format!("{tag}-{who}.pcap"));
+            stream.write(&p).unwrap();
+            p.display().to_string()
+        };
+        let codec = |vars: &mut Vec<(&str, String)>| {
+            if phase.alaw {
+                vars.push(("PT", "8".into()));
+                vars.push(("CODEC", "PCMA".into()));
+            }
+        };
+        let mut uas_vars = vec![
+            ("PCAP", pcap("callee", &phase.callee)),
+            ("TALK_MS", phase.talk_ms.to_string()),
+        ];
+        codec(&mut uas_vars);
+        let ports = self.s.ports;
+        let uas = Sipp {
+            scenario: phase.uas,
+            vars: uas_vars,
+            args: vec!["-m".into(), phase.calls.to_string()],
+            port: ports,
+            media_port: ports + 2,
+            control_port: ports + 6,
+        }
+        .spawn(self.s.dir.path(), &format!("uas-{tag}"));
+        std::thread::sleep(Duration::from_millis(300));
+        let mut vars = vec![
+            ("FROM", phase.from.to_owned()),
+            ("PCAP", pcap("caller", &phase.caller)),
+            ("TALK_MS", phase.talk_ms.to_string()),
+        ];
+        if let Some(m) = &phase.midcall {
+            vars.push(("MIDCALL", m.clone()));
+        }
+        codec(&mut vars);
+        let rate = (phase.at_once / 2).max(1);
+        let uac = Sipp {
+            scenario: phase.uac,
+            vars,
+            args: vec![
+                "-rsa".into(),
+                self.s.recorder.sip.to_string(),
+                "-s".into(),
+                "500".into(),
+                "-m".into(),
+                phase.calls.to_string(),
+                "-l".into(),
+                phase.at_once.to_string(),
+                "-r".into(),
+                rate.to_string(),
+                SocketAddr::from(([127, 0, 0, 1], ports)).to_string(),
+            ],
+            port: ports + 8,
+            media_port: ports + 10,
+            control_port: ports + 14,
+        }
+        .spawn(self.s.dir.path(), &format!("uac-{tag}"));
+        (uac, uas)
+    }
+
+    fn run(&mut self, phase: Phase) {
+        let (mut uac, mut uas) = self.spawn(&phase);
+        uac.wait_success(Duration::from_secs(180));
+        uas.wait_success(Duration::from_secs(30));
+        self.calls += phase.calls;
+    }
+
+    /// A burst whose recorder is killed (SIGKILL) once its calls are
+    /// answered and recorded for a while, then started again.
+    fn run_killed(&mut self, phase: Phase, after: Duration) {
+        let (mut uac, mut uas) = self.spawn(&phase);
+        std::thread::sleep(after);
+        self.kills.push(SystemTime::now());
+        self.s.recorder.kill9();
+        // The calls it carried are gone with it.
+        uac.stop();
+        uas.stop();
+        self.calls += phase.calls;
+        self.s.recorder.restart(Path::new(BINARY));
+    }
+
+    fn metric(&self, series: &str) -> f64 {
+        parse_metric(&self.s.recorder.metrics_text(), series)
+    }
+}
+
+/// 1 s of talk, then the shortcode; optionally again after 2 s.
+fn shortcode_caller(ssrc: u32, twice: bool) -> RtpStream {
+    let on = RtpStream::new(ssrc)
+        .tone(440.0, 1000)
+        .key('*', 100)
+        .tone(0.0, 100)
+        .key('5', 100)
+        .tone(440.0, 2000);
+    if twice {
+        on.key('*', 100)
+            .tone(0.0, 100)
+            .key('5', 100)
+            .tone(440.0, 1000)
+    } else {
+        on.tone(440.0, 1300)
+    }
+}
+
+fn tone(ssrc: u32, freq: f64, ms: u64) -> RtpStream {
+    RtpStream::new(ssrc).tone(freq, ms)
+}
+
+/// One round of the mix; returns the calls it made.
+fn round(life: &mut Life, with_kill: bool, with_outage: bool) {
+    let always = |name, calls, at_once, talk_ms| Phase {
+        name,
+        uas: "uas.xml",
+        uac: "uac.xml",
+        from: "008",
+        caller: tone(1, 440.0, talk_ms),
+        callee: tone(2, 1000.0, talk_ms),
+        talk_ms,
+        midcall: None,
+        alaw: false,
+        calls,
+        at_once,
+    };
+    life.run(always("one-at-a-time", 8, 1, 1200));
+    life.run(always("fifty-at-once", 50, 50, 3000));
+    life.run(Phase {
+        alaw: true,
+        caller: tone(3, 440.0, 2500).alaw(),
+        callee: tone(4, 1000.0, 2500).alaw(),
+        ..always("pcma", 30, 15, 2500)
+    });
+    life.run(Phase {
+        from: "012",
+        caller: shortcode_caller(5, true),
+        callee: tone(6, 1000.0, 5000),
+        ..always("on-demand-twice", 30, 15, 4600)
+    });
+    life.run(Phase {
+        from: "012",
+        caller: shortcode_caller(7, false),
+        callee: tone(8, 1000.0, 5000),
+        ..always("on-demand-once", 20, 10, 4600)
+    });
+    life.run(Phase {
+        from: "003",
+        ..always("never", 20, 20, 1500)
+    });
+    life.run(Phase {
+        from: "777",
+        ..always("unknown", 20, 20, 1500)
+    });
+    life.run(Phase {
+        from: "012",
+        // The far end keys the caller's code: nothing is recorded.
+        callee: RtpStream::new(9)
+            .tone(1000.0, 500)
+            .key('*', 100)
+            .tone(0.0, 100)
+            .key('5', 100)
+            .tone(1000.0, 1500),
+        ..always("far-end-keys", 20, 10, 2500)
+    });
+    life.run(Phase {
+        uas: "uas_ring.xml",
+        uac: "uac_cancel.xml",
+        ..always("cancel", 20, 10, 1000)
+    });
+    life.run(Phase {
+        midcall: Some(hold_and_resume(1500, 1000)),
+        ..always("hold-resume", 20, 10, 1000)
+    });
+    life.run(Phase {
+        uas: "uas_bye.xml",
+        uac: "uac_wait.xml",
+        ..always("callee-hangs-up", 20, 10, 2000)
+    });
+    if with_kill {
+        life.run_killed(always("killed", 20, 20, 10_000), Duration::from_secs(6));
+    }
+    if with_outage {
+        // The store goes away for 30 s while calls are recorded.
+        let down = Instant::now();
+        life.garage.stop();
+        life.run(always("store-down", 40, 20, 3000));
+        wait_for_within(
+            "recordings waiting in the spool",
+            Duration::from_secs(30),
+            || life.metric("earshot_spool_files") >= 40.0,
+        );
+        assert!(
+            life.metric("earshot_upload_failures_total{reason=\"unavailable\"}") > 0.0,
+            "uploads failed while the store was down"
+        );
+        std::thread::sleep(Duration::from_secs(30).saturating_sub(down.elapsed()));
+        life.garage.restart();
+    }
+    life.round += 1;
+}
+
+fn wait_for_within(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// What the event log says should be in the store, by call hash.
+#[derive(Debug, Default)]
+struct Expected {
+    /// Seconds recorded (the sum of the `on` intervals).
+    seconds: f64,
+    /// The recorder was killed while recording it.
+    cut: bool,
+}
+
+/// Each call whose recording was switched on, with its on-time; an `on`
+/// left open by a kill ends at the kill.
+fn expected(events: &[serde_json::Value], kills: &[SystemTime]) -> BTreeMap<String, Expected> {
+    let mut out: BTreeMap<String, Expected> = BTreeMap::new();
+    let mut open: BTreeMap<String, SystemTime> = BTreeMap::new();
+    let time = |e: &serde_json::Value| {
+        humantime::parse_rfc3339(e["time"].as_str().unwrap()).expect("event time")
+    };
+    let mut kills = kills.to_vec();
+    kills.sort();
+    let mut next_kill = kills.into_iter().peekable();
+    for e in events {
+        let at = time(e);
+        while let Some(&k) = next_kill.peek()
+            && k <= at
+        {
+            // Everything open at the kill ends there, cut.
+            for (call, on) in std::mem::take(&mut open) {
+                let x = out.entry(call).or_default();
+                x.seconds += k.duration_since(on).unwrap_or_default().as_secs_f64();
+                x.cut = true;
+            }
+            next_kill.next();
+        }
+        if e["event"] != "recording" {
+            continue;
+        }
+        let call = e["call"].as_str().unwrap().to_owned();
+        if e["on"] == true {
+            out.entry(call.clone()).or_default();
+            open.entry(call).or_insert(at);
+        } else if let Some(on) = open.remove(&call) {
+            out.entry(call).or_default().seconds +=
+                at.duration_since(on).unwrap_or_default().as_secs_f64();
+        }
+    }
+    assert!(open.is_empty(), "recordings never switched off: {open:?}");
+    out
+}
+
+/// What the oracle found: the figures the closing note and BENCHMARKS.md give.
+#[derive(Debug, Default)]
+struct Verdict {
+    calls: usize,
+    expected: usize,
+    stored: usize,
+    missing: Vec<String>,
+    duplicates: Vec<String>,
+    unexpected: Vec<String>,
+    worst_length_error: f64,
+    truncated: usize,
+}
+
+fn check(life: &Life) -> Verdict {
+    let want = expected(&life.s.recorder.events(), &life.kills);
+    let keys = life.garage.list(PREFIX).unwrap();
+    let mut stored: BTreeMap<String, Vec<Sidecar>> = BTreeMap::new();
+    for key in keys.iter().filter(|k| k.ends_with(".json")) {
+        let s = Sidecar::from_json(&life.garage.get(key)).expect("a sidecar");
+        let mp3 = life.garage.get(&s.mp3.object);
+        assert_eq!(
+            mp3.len() as u64,
+            s.mp3.bytes,
+            "{key}: size as the sidecar says"
+        );
+        assert_eq!(
+            earshot_tests::sha256_bytes(&mp3),
+            s.mp3.sha256,
+            "{key}: SHA-256 as the sidecar says"
+        );
+        let seconds = earshot_recorder::recording::mp3_duration(&mp3);
+        assert!(
+            (seconds - s.audio.duration_seconds).abs() < 0.05,
+            "{key}: {seconds:.3} s of MP3 frames, the sidecar says {:.3}",
+            s.audio.duration_seconds
+        );
+        stored.entry(s.call.clone()).or_default().push(s);
+    }
+    let mut v = Verdict {
+        calls: life.calls,
+        expected: want.len(),
+        stored: stored.values().map(Vec::len).sum(),
+        ..Verdict::default()
+    };
+    for (call, x) in &want {
+        match stored.get(call).map(Vec::as_slice) {
+            None | Some([]) => v.missing.push(call.clone()),
+            Some([s]) => {
+                let got = s.audio.duration_seconds;
+                if x.cut {
+                    v.truncated += 1;
+                    assert!(!s.complete, "{call}: cut by the kill, so marked truncated");
+                    assert!(
+                        got <= x.seconds + LENGTH_SLACK && got >= x.seconds - CRASH_LOSS,
+                        "{call}: {got:.2} s kept of {:.2} s before the kill",
+                        x.seconds
+                    );
+                } else {
+                    assert!(s.complete, "{call}: complete");
+                    let err = (got - x.seconds).abs();
+                    v.worst_length_error = v.worst_length_error.max(err);
+                    assert!(
+                        err <= LENGTH_SLACK,
+                        "{call}: {got:.2} s stored, {:.2} s recorded",
+                        x.seconds
+                    );
+                }
+            }
+            Some(_) => v.duplicates.push(call.clone()),
+        }
+    }
+    v.unexpected = stored
+        .keys()
+        .filter(|c| !want.contains_key(*c))
+        .cloned()
+        .collect();
+    v
+}
+
+fn settle(life: &Life) {
+    // Everything expected by this process is stored (backoff after the
+    // outage can be up to a minute), and the spool is empty.
+    wait_for_within("every recording stored", Duration::from_secs(150), || {
+        let text = life.s.recorder.metrics_text();
+        let expected = parse_metric(&text, "earshot_recordings_expected_total");
+        let stored = parse_metric(&text, "earshot_recordings_stored_total");
+        expected > 0.0
+            && expected == stored
+            && parse_metric(&text, "earshot_spool_files") == 0.0
+            && parse_metric(&text, "earshot_calls_active") == 0.0
+    });
+}
+
+#[test]
+fn one_recorder_through_hundreds_of_calls_a_kill_and_a_store_outage_loses_nothing() {
+    let started = Instant::now();
+    let mut life = Life::start("lifetime");
+    round(&mut life, true, true);
+    settle(&life);
+    let v = check(&life);
+    let rss = earshot_tests::rss_kib(life.s.recorder.pid().unwrap());
+    eprintln!(
+        "lifetime: {} calls, {} expected, {} stored, {} missing, {} duplicates, {} unexpected, {} truncated by the kill, worst length error {:.3} s, {:.0} s, RSS after {} KiB",
+        v.calls,
+        v.expected,
+        v.stored,
+        v.missing.len(),
+        v.duplicates.len(),
+        v.unexpected.len(),
+        v.truncated,
+        v.worst_length_error,
+        started.elapsed().as_secs_f64(),
+        rss
+    );
+    assert!(v.calls >= 250, "{} calls", v.calls);
+    assert!(v.expected >= 200, "{} expected", v.expected);
+    assert_eq!(v.missing, Vec::<String>::new(), "missing");
+    assert_eq!(v.duplicates, Vec::<String>::new(), "duplicates");
+    assert_eq!(
+        v.unexpected,
+        Vec::<String>::new(),
+        "recorded without a reason"
+    );
+    assert_eq!(v.stored, v.expected);
+    assert_eq!(v.truncated, 20, "the calls in progress at the kill");
+    let text = life.s.recorder.metrics_text();
+    assert_eq!(
+        parse_metric(&text, "earshot_recordings_expected_total")
+            - parse_metric(&text, "earshot_recordings_stored_total"),
+        0.0
+    );
+    assert_eq!(
+        parse_metric(&text, "earshot_recordings_total{result=\"failed\"}"),
+        0.0
+    );
+    assert_eq!(parse_metric(&text, "earshot_spool_bytes"), 0.0);
+    assert!(!life.s.recorder.log_text().contains("spool is full"));
+}
+
+/// `make soak`: the same mix, round after round, for
+/// `EARSHOT_SOAK_MINUTES` (default 60), with a kill and a store outage
+/// every fifth round; resident memory, open files and spool bytes sampled
+/// after each round. Prints the figures BENCHMARKS.md records.
+#[test]
+#[ignore = "an hour or more: run by `make soak`"]
+fn soak() {
+    let minutes: u64 = std::env::var("EARSHOT_SOAK_MINUTES")
+        .ok()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(60);
+    let started = Instant::now();
+    let mut life = Life::start("soak");
+    let mut samples = Vec::new();
+    let sample = |life: &Life| {
+        let pid = life.s.recorder.pid().unwrap();
+        (
+            started.elapsed().as_secs(),
+            earshot_tests::rss_kib(pid),
+            earshot_tests::open_files(pid),
+            life.metric("earshot_spool_bytes") as u64,
+        )
+    };
+    samples.push(sample(&life));
+    while started.elapsed() < Duration::from_secs(minutes * 60) {
+        let disrupt = life.round % 5 == 4;
+        round(&mut life, disrupt, disrupt);
+        samples.push(sample(&life));
+        eprintln!(
+            "soak: round {} done, {} calls, sample {:?}",
+            life.round,
+            life.calls,
+            samples.last()
+        );
+    }
+    settle(&life);
+    let v = check(&life);
+    let first_after_restart = samples.first().copied().unwrap_or_default();
+    let last = sample(&life);
+    let report = serde_json::json!({
+        "minutes": started.elapsed().as_secs_f64() / 60.0,
+        "rounds": life.round,
+        "calls": v.calls,
+        "expected": v.expected,
+        "stored": v.stored,
+        "missing": v.missing.len(),
+        "duplicates": v.duplicates.len(),
+        "unexpected": v.unexpected.len(),
+        "truncatedByKills": v.truncated,
+        "worstLengthErrorSeconds": v.worst_length_error,
+        "kills": life.kills.len(),
+        "rssKiBStart": first_after_restart.1,
+        "rssKiBEnd": last.1,
+        "samples": samples.iter().map(|(t, rss, fds, spool)| serde_json::json!({"s": t, "rssKiB": rss, "openFiles": fds, "spoolBytes": spool})).collect::<Vec<_>>(),
+    });
+    let out = earshot_tests::repo().join("target/soak.json");
+    std::fs::write(&out, serde_json::to_vec_pretty(&report).unwrap()).unwrap();
+    eprintln!("soak: {report}");
+    assert!(v.missing.is_empty() && v.duplicates.is_empty() && v.unexpected.is_empty());
+}
