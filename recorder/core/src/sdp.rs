@@ -254,27 +254,27 @@ impl Sdp {
             } else if let Some(v) = line.strip_prefix("m=") {
                 let i = stream.map_or(0, |s| s + 1);
                 stream = Some(i);
-                let mut parts: Vec<&str> = v.split(' ').collect();
-                let port = self.streams[i].port;
-                if port != 0 {
-                    if let Some(&p) = ports.get(i) {
-                        let count = parts[1]
+                // Split as the parser does (any whitespace); the fields go
+                // back out separated by single spaces.
+                let mut parts: Vec<&str> = v.split_whitespace().collect();
+                let enabled = self.streams.get(i).is_some_and(|s| s.port != 0);
+                match (enabled, ports.get(i), parts.get(1)) {
+                    (true, Some(&p), Some(field)) => {
+                        let count = field
                             .split_once('/')
                             .map(|(_, c)| format!("/{c}"))
                             .unwrap_or_default();
                         let field = format!("{p}{count}");
                         parts[1] = &field;
                         format!("m={}", parts.join(" "))
-                    } else {
-                        line.clone()
                     }
-                } else {
-                    line.clone()
+                    _ => line.clone(),
                 }
             } else if let Some(v) = line.strip_prefix("a=rtcp:") {
-                match (stream, stream.and_then(|i| ports.get(i))) {
-                    (Some(i), Some(&p)) if self.streams[i].port != 0 => {
-                        let rtcp = if self.streams[i].rtcp_mux { p } else { p + 1 };
+                let s = stream.and_then(|i| self.streams.get(i));
+                match (s, stream.and_then(|i| ports.get(i))) {
+                    (Some(s), Some(&p)) if s.port != 0 => {
+                        let rtcp = if s.rtcp_mux { p } else { p.saturating_add(1) };
                         // `a=rtcp:port [IN IP4 addr]` (RFC 3605): keep the form, change the values.
                         if v.split_whitespace().count() > 1 {
                             format!("a=rtcp:{rtcp} IN {family} {ip}")

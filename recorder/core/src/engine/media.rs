@@ -76,8 +76,17 @@ impl PortPool {
         Some(p)
     }
 
+    /// Takes back a pair handed out by [`take`](Self::take); anything else
+    /// (port 0 of a refused stream, a pair already given back) is ignored,
+    /// so no port is ever free twice.
     pub(super) fn give(&mut self, p: u16) {
-        let i = (p - self.base) as usize;
+        let Some(i) = p.checked_sub(self.base).map(usize::from) else {
+            return;
+        };
+        let taken = matches!(self.owners.get(i), Some(Some(_)));
+        if !taken || i + 1 >= self.owners.len() {
+            return;
+        }
         self.owners[i] = None;
         self.owners[i + 1] = None;
         self.free.push_back(p);

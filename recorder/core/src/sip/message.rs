@@ -86,10 +86,12 @@ pub fn frame_stream(buf: &[u8]) -> Result<Option<usize>, ParseError> {
     };
     let head = &buf[..head_end];
     let length = content_length(head)?.ok_or(ParseError::Missing("Content-Length"))?;
-    let total = head_end + 4 + length;
-    if total > MAX_MESSAGE {
-        return Err(ParseError::TooLarge);
-    }
+    // Checked: a Content-Length near usize::MAX must not wrap the total.
+    let total = head_end
+        .checked_add(4)
+        .and_then(|t| t.checked_add(length))
+        .filter(|&t| t <= MAX_MESSAGE)
+        .ok_or(ParseError::TooLarge)?;
     Ok((buf.len() >= total).then_some(total))
 }
 
