@@ -102,6 +102,66 @@ pub struct SipConfig {
     /// Transports to listen on.
     #[serde(default = "default_transports")]
     pub transports: Vec<Transport>,
+    /// What a request from a source in no peer's networks gets: `Drop`
+    /// (default: nothing, counted; no answer to reflect off the recorder)
+    /// or `Refuse` (403).
+    #[serde(default, skip_serializing_if = "UnknownSources::is_drop")]
+    pub unknown_sources: UnknownSources,
+    /// What one peer may take of the recorder.
+    #[serde(default)]
+    pub limits: SipLimits,
+}
+
+/// How requests from unknown sources are answered.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub enum UnknownSources {
+    /// Not at all.
+    #[default]
+    Drop,
+    /// With 403 Forbidden.
+    Refuse,
+}
+
+impl UnknownSources {
+    fn is_drop(&self) -> bool {
+        *self == UnknownSources::Drop
+    }
+}
+
+/// Resource limits per peer and on SIP over TCP. Beyond the per-peer ones
+/// new requests get 503 with Retry-After, so one peer cannot take the
+/// ports and the transactions every other peer needs.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct SipLimits {
+    /// Calls in progress one peer may have.
+    pub calls_per_peer: u32,
+    /// Server transactions in progress one peer may have.
+    pub transactions_per_peer: u32,
+    /// New calls per second one peer may start (a burst of as many).
+    pub invites_per_second_per_peer: u32,
+    /// SIP TCP connections open at once.
+    pub tcp_connections: u32,
+    /// SIP TCP connections open at once from one source address.
+    pub tcp_connections_per_source: u32,
+    /// A TCP connection that carries nothing for this long is closed.
+    pub tcp_idle_seconds: u32,
+    /// A message started on a TCP connection must be complete within this.
+    pub tcp_message_seconds: u32,
+}
+
+impl Default for SipLimits {
+    fn default() -> Self {
+        Self {
+            calls_per_peer: 4000,
+            transactions_per_peer: 8000,
+            invites_per_second_per_peer: 200,
+            tcp_connections: 2048,
+            tcp_connections_per_source: 256,
+            tcp_idle_seconds: 600,
+            tcp_message_seconds: 10,
+        }
+    }
 }
 
 fn default_transports() -> Vec<Transport> {
@@ -118,6 +178,12 @@ pub struct RtpConfig {
     pub port_min: u16,
     /// Last port.
     pub port_max: u16,
+    /// Take SDP media addresses that are loopback or the recorder's own
+    /// address (for a recorder tried out on one machine). Off by default: a
+    /// peer naming one would make the relay send media there. Link-local
+    /// addresses (cloud metadata services among them) are always refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_local_media: bool,
 }
 
 impl RtpConfig {
@@ -577,8 +643,18 @@ impl RecorderConfig {
     /// start (sockets, storage, spool, event log, shutdown grace): a reload
     /// applies users, peers, recording settings and announcements.
     pub fn needs_restart(&self, running: &RecorderConfig) -> Vec<&'static str> {
+        let (a, b) = (&self.sip, &running.sip);
+        let tcp = |l: &SipLimits| {
+            (
+                l.tcp_connections,
+                l.tcp_connections_per_source,
+                l.tcp_idle_seconds,
+                l.tcp_message_seconds,
+            )
+        };
         let changed = [
-            (self.sip != running.sip, "sip"),
+            (a.listen != b.listen || a.transports != b.transports, "sip"),
+            (tcp(&a.limits) != tcp(&b.limits), "sip.limits.tcp*"),
             (
                 self.advertised_address != running.advertised_address,
                 "advertisedAddress",

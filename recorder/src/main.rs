@@ -41,6 +41,17 @@ fn main() -> anyhow::Result<()> {
     } else {
         fmt.init();
     }
+    // A panic anywhere ends the process: a recorder with one task dead
+    // (its SIP listener, its timers) would answer /readyz and relay nothing.
+    // Exiting lets Kubernetes restart it, and the spool is recovered at the
+    // next start. (docs/runbook.md, "What survives what".)
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current();
+        tracing::error!(thread = thread.name().unwrap_or("unnamed"), panic = %info, "a task panicked: the recorder exits so it is restarted");
+        default_hook(info);
+        std::process::exit(70);
+    }));
     let config = match config::Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {

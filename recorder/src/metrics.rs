@@ -53,6 +53,7 @@ pub struct Metrics {
     sip_messages: Family<Labels, Counter>,
     sip_parse_errors: Counter,
     sip_refused: Family<Labels, Counter>,
+    sip_dropped: Family<Labels, Counter>,
     rtp_packets: Family<Labels, Counter>,
     rtp_dropped: Family<Labels, Counter>,
     dtmf_digits: Family<Labels, Counter>,
@@ -97,6 +98,7 @@ impl Metrics {
             sip_messages: Family::default(),
             sip_parse_errors: Counter::default(),
             sip_refused: Family::default(),
+            sip_dropped: Family::default(),
             rtp_packets: Family::default(),
             rtp_dropped: Family::default(),
             dtmf_digits: Family::default(),
@@ -132,6 +134,11 @@ impl Metrics {
             "sip_refused",
             "Requests refused by the recorder, by status code",
             m.sip_refused.clone(),
+        );
+        registry.register(
+            "sip_dropped",
+            "SIP messages dropped or not acted on, by reason (unknown_source, stray_response, response_from_elsewhere, target_outside_peers, peer_limit, info_from_other_leg, tcp_refused)",
+            m.sip_dropped.clone(),
         );
         registry.register(
             "rtp_packets",
@@ -268,6 +275,19 @@ impl Metrics {
             ],
         );
         zero(&m.dtmf_digits, "method", &["rfc4733", "sip_info", "inband"]);
+        zero(
+            &m.sip_dropped,
+            "reason",
+            &[
+                "unknown_source",
+                "stray_response",
+                "response_from_elsewhere",
+                "target_outside_peers",
+                "peer_limit",
+                "info_from_other_leg",
+                "tcp_refused",
+            ],
+        );
         zero(&m.recording_toggles, "to", &["on", "off"]);
         zero(&m.config_reloads, "result", &["applied", "rejected"]);
         for kind in announce::Kind::ALL {
@@ -318,6 +338,11 @@ impl Metrics {
                     ("method", m.to_string()),
                     ("direction", dir.to_string()),
                 ])
+                .inc_by(d);
+        });
+        delta(&s.sip_dropped, &self.last.sip_dropped, |reason, d| {
+            self.sip_dropped
+                .get_or_create(&vec![("reason", reason.to_string())])
                 .inc_by(d);
         });
         delta(&s.sip_refused, &self.last.sip_refused, |code, d| {
@@ -384,5 +409,14 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("encode metrics");
         out
+    }
+}
+
+impl Metrics {
+    /// Counts a SIP TCP connection refused at accept (limits, ACL).
+    pub fn tcp_refused(&self) {
+        self.sip_dropped
+            .get_or_create(&vec![("reason", "tcp_refused".to_owned())])
+            .inc();
     }
 }

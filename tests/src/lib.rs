@@ -187,7 +187,7 @@ impl RecorderProcess {
         std::fs::write(
             &config,
             format!(
-                "sip: {{ listen: \"{sip}\" }}\nadvertisedAddress: 127.0.0.1\nrtp: {{ bind: 127.0.0.1, portMin: {}, portMax: {} }}\nhttp: {{ listen: \"{http}\" }}\npeers:\n  - {{ name: sipp, sources: [\"127.0.0.1/32\"], nextHop: \"{next_hop}\" }}\nusers:\n{users_yaml}events: {{ path: \"{}\" }}\nshutdownGrace: 30s\nspool: {{ dir: \"{}\" }}\nstorage: {}\n{extra_yaml}",
+                "sip: {{ listen: \"{sip}\" }}\nadvertisedAddress: 127.0.0.1\nrtp: {{ bind: 127.0.0.1, portMin: {}, portMax: {}, allowLocalMedia: true }}\nhttp: {{ listen: \"{http}\" }}\npeers:\n  - {{ name: sipp, sources: [\"127.0.0.1/32\"], nextHop: \"{next_hop}\" }}\nusers:\n{users_yaml}events: {{ path: \"{}\" }}\nshutdownGrace: 30s\nspool: {{ dir: \"{}\" }}\nstorage: {}\n{extra_yaml}",
                 base + 2,
                 base + 1 + rtp_ports,
                 events.display(),
@@ -698,6 +698,17 @@ pub fn sha256_bytes(bytes: &[u8]) -> String {
         .next()
         .unwrap_or_default()
         .to_owned()
+}
+
+/// A TCP connection to `to` from a chosen local address (on loopback:
+/// 127.0.0.2 and others stand for other hosts).
+pub fn tcp_connect_from(from: SocketAddr, to: SocketAddr) -> TcpStream {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .expect("a TCP socket");
+    sock.bind(&from.into()).expect("bind the source address");
+    sock.connect_timeout(&to.into(), Duration::from_secs(2))
+        .expect("connect");
+    sock.into()
 }
 
 /// Resident memory of a process, KiB (`VmRSS`); 0 when it is gone.

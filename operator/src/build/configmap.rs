@@ -34,6 +34,8 @@ pub fn recorder_config(v: &Validated) -> RecorderConfig {
         sip: SipConfig {
             listen: SocketAddr::new(ANY, port(rec.sip.port)),
             transports: rec.sip.transports.clone(),
+            unknown_sources: Default::default(),
+            limits: Default::default(),
         },
         // Pod mode advertises the pod IP and host mode the node IP, both given
         // to the container in EARSHOT_ADVERTISED_ADDRESS; an explicit address wins.
@@ -42,6 +44,7 @@ pub fn recorder_config(v: &Validated) -> RecorderConfig {
             bind: ANY,
             port_min: port(rec.rtp_ports.min),
             port_max: port(rec.rtp_ports.max),
+            allow_local_media: false,
         },
         http: HttpConfig {
             listen: SocketAddr::new(ANY, RECORDER_HTTP_PORT),

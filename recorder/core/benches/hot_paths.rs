@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use earshot_recorder_core::sip::Message;
 use earshot_recorder_core::timeline::{Timeline, decode};
-use earshot_recorder_core::{ChannelLayout, PauseBehaviour};
+use earshot_recorder_core::{ChannelLayout, PauseBehaviour, SipLimits, UnknownSources};
 use earshot_recorder_core::{
     CoreConfig, EffectiveUser, IpNet, Output, Peer, Recorder, RecordingMode, Side, Target, Timers,
     Transport,
@@ -43,7 +43,10 @@ fn mk_recorder() -> Recorder {
         users,
         hosts: BTreeMap::new(),
         timers: Timers::default(),
-        seed: 1,
+        seed: [1; 32],
+        unknown_sources: UnknownSources::Refuse,
+        limits: SipLimits::default(),
+        allow_local_media: false,
         announcement: Default::default(),
     };
     let ports: Vec<u16> = (30000..40000).step_by(2).collect();

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-pub use earshot_contracts::config::EffectiveUser;
+pub use earshot_contracts::config::{EffectiveUser, SipLimits, UnknownSources};
 pub use earshot_contracts::{IpNet, RecordingMode, Transport};
 
 /// Where a SIP message goes or came from.
@@ -73,8 +73,16 @@ pub struct CoreConfig {
     pub hosts: BTreeMap<String, IpAddr>,
     /// Protocol timers.
     pub timers: Timers,
-    /// Seed for branch and tag generation (time and randomness are inputs).
-    pub seed: u64,
+    /// Seed of the generator of branches and tags (a CSPRNG: nothing the
+    /// recorder sends lets a peer predict the next branch). The shell gives
+    /// 32 bytes from the operating system; tests give fixed ones.
+    pub seed: [u8; 32],
+    /// How requests from unknown sources are answered.
+    pub unknown_sources: UnknownSources,
+    /// What one peer may take.
+    pub limits: SipLimits,
+    /// Whether SDP may name loopback, link-local or the recorder's own address.
+    pub allow_local_media: bool,
     /// Announcements and beeps that tell the parties the call is recorded.
     pub announcement: crate::announce::AnnouncementConfig,
 }

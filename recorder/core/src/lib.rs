@@ -16,7 +16,9 @@ pub mod stats;
 pub mod timeline;
 
 pub use announce::AnnouncementConfig;
-pub use config::{CoreConfig, EffectiveUser, IpNet, Peer, Target, Timers};
+pub use config::{
+    CoreConfig, EffectiveUser, IpNet, Peer, SipLimits, Target, Timers, UnknownSources,
+};
 pub use earshot_contracts::layout::call_hash;
 pub use earshot_contracts::{
     AnnouncementMode, AnnouncementTarget, ChannelLayout, PauseBehaviour, RecordingMode, Side,

@@ -11,6 +11,10 @@ pub struct Stats {
     pub sip_parse_errors: u64,
     /// Requests refused, by status code.
     pub sip_refused: BTreeMap<u16, u64>,
+    /// SIP messages dropped or not acted on, by reason (`unknown_source`,
+    /// `stray_response`, `response_from_elsewhere`, `target_outside_peers`,
+    /// `peer_limit`, `info_from_other_leg`).
+    pub sip_dropped: BTreeMap<&'static str, u64>,
     /// RTP/RTCP packets relayed, by direction (`caller_to_callee`, `callee_to_caller`).
     pub rtp_packets: BTreeMap<&'static str, u64>,
     /// Packets dropped, by reason.

@@ -10,7 +10,7 @@ use super::Config;
 impl Config {
     /// The core's config, with next hops resolved through DNS; `seed` feeds
     /// its branch and tag generator.
-    pub async fn core_config(&self, seed: u64) -> Result<CoreConfig, String> {
+    pub async fn core_config(&self, seed: [u8; 32]) -> Result<CoreConfig, String> {
         let mut peers = Vec::new();
         let mut hosts = BTreeMap::new();
         for (p, nets) in &self.peers {
@@ -40,6 +40,9 @@ impl Config {
             hosts,
             timers: Timers::default(),
             seed,
+            unknown_sources: self.file.sip.unknown_sources,
+            limits: self.file.sip.limits,
+            allow_local_media: self.file.rtp.allow_local_media,
             announcement: self.announcement.clone(),
         })
     }

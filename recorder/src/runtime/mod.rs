@@ -34,7 +34,13 @@ pub struct Shared {
     rec: Mutex<Recorder>,
     metrics: Mutex<Metrics>,
     sip_udp: Option<Arc<UdpSocket>>,
-    tcp: Mutex<HashMap<SocketAddr, mpsc::UnboundedSender<Vec<u8>>>>,
+    /// Open SIP TCP connections by remote address: (connection id, writer).
+    tcp: Mutex<HashMap<SocketAddr, TcpWriter>>,
+    tcp_ids: std::sync::atomic::AtomicU64,
+    tcp_open: Mutex<sip::TcpOpen>,
+    tcp_limits: earshot_contracts::config::SipLimits,
+    /// The peers' networks, for the ACL at TCP accept (updated on reload).
+    acl: std::sync::RwLock<Vec<earshot_recorder_core::IpNet>>,
     rtp: Vec<Option<Arc<UdpSocket>>>,
     rtp_base: u16,
     events: Arc<crate::recording::EventBuffer>,
@@ -106,10 +112,8 @@ pub struct Server {
 
 /// Binds every socket the config asks for.
 pub async fn bind(config_path: PathBuf, config: Config) -> anyhow::Result<Server> {
-    let seed = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(1, |d| d.as_nanos() as u64)
-        ^ u64::from(std::process::id());
+    // The branch and tag generator's seed, from the operating system.
+    let seed: [u8; 32] = rand::random();
     let core_cfg = config.core_config(seed).await.map_err(anyhow::Error::msg)?;
     let transports = &config.file.sip.transports;
     let sip_udp = if transports.contains(&Transport::Udp) {
@@ -201,6 +205,10 @@ pub async fn bind(config_path: PathBuf, config: Config) -> anyhow::Result<Server
         metrics: Mutex::new(metrics),
         sip_udp,
         tcp: Mutex::new(HashMap::new()),
+        tcp_ids: std::sync::atomic::AtomicU64::new(0),
+        tcp_open: Mutex::new(sip::TcpOpen::default()),
+        tcp_limits: config.file.sip.limits,
+        acl: std::sync::RwLock::new(acl_of(&config)),
         rtp,
         rtp_base: base,
         events: events_tx,
@@ -285,6 +293,18 @@ impl Server {
         tracing::info!("recorder stopped");
         Ok(())
     }
+}
+
+/// An open SIP TCP connection's writer: its id and the queue toward it.
+type TcpWriter = (u64, mpsc::Sender<Vec<u8>>);
+
+/// Every peer's source networks.
+pub(super) fn acl_of(config: &Config) -> Vec<earshot_recorder_core::IpNet> {
+    config
+        .peers
+        .iter()
+        .flat_map(|(_, nets)| nets.iter().copied())
+        .collect()
 }
 
 /// Deletes recordings past their retention from a filesystem store, at

@@ -38,7 +38,7 @@ pub(super) async fn watch_config(
         }
         let result = match Config::load(&path) {
             Ok(cfg) => cfg
-                .core_config(0)
+                .core_config(rand::random())
                 .await
                 .map_err(|e| e.to_string())
                 .map(|core| (cfg, core)),
@@ -51,6 +51,7 @@ pub(super) async fn watch_config(
                     .collect();
                 last = stamp(&files);
                 shared.with_core(|rec| rec.update_config(core));
+                *shared.acl.write().unwrap_or_else(|p| p.into_inner()) = super::acl_of(&cfg);
                 *shared.recording.write().unwrap_or_else(|e| e.into_inner()) =
                     crate::recording::Settings::from_config(&cfg.file.recording);
                 lock(&shared.metrics).reload(true);

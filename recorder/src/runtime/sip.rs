@@ -2,11 +2,13 @@
 //! it produces — over UDP from the listening socket, over TCP on the
 //! connection the peer opened or one we open to it.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use earshot_recorder_core::sip::message::frame_stream;
+use earshot_recorder_core::sip::message::{Framed, frame_stream_from};
 use earshot_recorder_core::{Target, Transport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -32,13 +34,20 @@ pub(super) async fn udp_loop(shared: Arc<Shared>, sock: Arc<UdpSocket>) {
     }
 }
 
-/// Accepts SIP TCP connections.
+/// Accepts SIP TCP connections from peers, within the connection limits;
+/// others are closed at once and counted (`sip_dropped{reason="tcp_refused"}`).
 pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     loop {
         match listener.accept().await {
-            Ok((stream, peer)) => {
-                shared.clone().serve_tcp(stream, peer);
-            }
+            Ok((stream, peer)) => match shared.admit_tcp(peer.ip()) {
+                Some(slot) => {
+                    shared.clone().serve_tcp(stream, peer, Some(slot));
+                }
+                None => {
+                    lock(&shared.metrics).tcp_refused();
+                    drop(stream);
+                }
+            },
             Err(e) => {
                 tracing::warn!(error = %e, "SIP TCP accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -47,7 +56,63 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     }
 }
 
+/// One accepted connection's place in the limits, given back when it closes.
+pub(super) struct TcpSlot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl Drop for TcpSlot {
+    fn drop(&mut self) {
+        let mut open = lock(&self.shared.tcp_open);
+        open.total = open.total.saturating_sub(1);
+        if let Some(n) = open.per_source.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.per_source.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// SIP TCP connections open now.
+#[derive(Debug, Default)]
+pub(super) struct TcpOpen {
+    total: u32,
+    per_source: HashMap<IpAddr, u32>,
+}
+
+/// Messages queued toward one connection before it is closed as a reader
+/// that does not keep up.
+const WRITE_QUEUE: usize = 256;
+
 impl Shared {
+    /// A place for a connection from `ip`: a peer's address, within the
+    /// total and per-source limits.
+    fn admit_tcp(self: &Arc<Self>, ip: IpAddr) -> Option<TcpSlot> {
+        let known = self
+            .acl
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|n| n.contains(ip));
+        if !known {
+            return None;
+        }
+        let limits = self.tcp_limits;
+        let mut open = lock(&self.tcp_open);
+        let from_ip = open.per_source.get(&ip).copied().unwrap_or(0);
+        if open.total >= limits.tcp_connections || from_ip >= limits.tcp_connections_per_source {
+            return None;
+        }
+        open.total += 1;
+        open.per_source.insert(ip, from_ip + 1);
+        Some(TcpSlot {
+            shared: self.clone(),
+            ip,
+        })
+    }
+
     pub(super) fn send_sip(self: &Arc<Self>, target: Target, data: Vec<u8>) {
         match target.transport {
             Transport::Udp => {
@@ -67,15 +132,24 @@ impl Shared {
             }
             Transport::Tcp => {
                 let existing = lock(&self.tcp).get(&target.addr).cloned();
-                match existing {
-                    Some(tx) if tx.send(data.clone()).is_ok() => {}
+                match existing.map(|(id, tx)| (id, tx.try_send(data.clone()))) {
+                    Some((_, Ok(()))) => {}
+                    Some((id, Err(mpsc::error::TrySendError::Full(_)))) => {
+                        // The peer does not read what we send: the
+                        // connection goes, and with it its queue.
+                        tracing::warn!("closing a SIP TCP connection whose peer does not read");
+                        let mut map = lock(&self.tcp);
+                        if map.get(&target.addr).is_some_and(|(i, _)| *i == id) {
+                            map.remove(&target.addr);
+                        }
+                    }
                     _ => {
                         let shared = self.clone();
                         tokio::spawn(async move {
                             match TcpStream::connect(target.addr).await {
                                 Ok(stream) => {
-                                    let tx = shared.clone().serve_tcp(stream, target.addr);
-                                    let _ = tx.send(data);
+                                    let tx = shared.clone().serve_tcp(stream, target.addr, None);
+                                    let _ = tx.try_send(data);
                                 }
                                 Err(e) => {
                                     tracing::warn!(error = %e, "cannot open SIP TCP connection to next hop")
@@ -89,15 +163,20 @@ impl Shared {
     }
 
     /// Reads SIP messages from a TCP connection and registers its writer.
+    /// The connection is closed when nothing comes for the idle time, when
+    /// a message started is not complete within its time (slowloris), or
+    /// on data that cannot be framed.
     fn serve_tcp(
         self: Arc<Self>,
         stream: TcpStream,
         peer: SocketAddr,
-    ) -> mpsc::UnboundedSender<Vec<u8>> {
+        slot: Option<TcpSlot>,
+    ) -> mpsc::Sender<Vec<u8>> {
         let _ = stream.set_nodelay(true);
         let (mut reader, mut writer) = stream.into_split();
-        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
-        lock(&self.tcp).insert(peer, tx.clone());
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
+        let id = self.tcp_ids.fetch_add(1, Ordering::Relaxed);
+        lock(&self.tcp).insert(peer, (id, tx.clone()));
         tokio::spawn(async move {
             while let Some(data) = rx.recv().await {
                 if writer.write_all(&data).await.is_err() {
@@ -106,46 +185,64 @@ impl Shared {
             }
         });
         let shared = self.clone();
-        let own = tx.clone();
+        let idle = Duration::from_secs(u64::from(self.tcp_limits.tcp_idle_seconds));
+        let per_message = Duration::from_secs(u64::from(self.tcp_limits.tcp_message_seconds));
         tokio::spawn(async move {
+            let _slot = slot;
+            let target = Target {
+                transport: Transport::Tcp,
+                addr: peer,
+            };
             let mut buf: Vec<u8> = Vec::with_capacity(8192);
             let mut chunk = vec![0u8; 8192];
+            // When the message now in the buffer began, and where the
+            // search for its end picks up.
+            let mut started: Option<Instant> = None;
+            let mut resume = 0;
             'conn: loop {
-                let n = match reader.read(&mut chunk).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
+                let wait = started.map_or(idle, |t| {
+                    (t + per_message).saturating_duration_since(Instant::now())
+                });
+                let n = match tokio::time::timeout(wait, reader.read(&mut chunk)).await {
+                    Err(_) => {
+                        tracing::debug!(
+                            idle = started.is_none(),
+                            "closing a SIP TCP connection: nothing, or no whole message, in time"
+                        );
+                        break;
+                    }
+                    Ok(Ok(0)) | Ok(Err(_)) => break,
+                    Ok(Ok(n)) => n,
                 };
                 buf.extend_from_slice(&chunk[..n]);
                 loop {
                     // Keep-alive CRLFs between messages (RFC 5626 §3.5.1).
-                    let skip = buf
-                        .iter()
-                        .take_while(|&&b| b == b'\r' || b == b'\n')
-                        .count();
-                    buf.drain(..skip);
-                    match frame_stream(&buf) {
-                        Ok(Some(len)) => {
+                    if started.is_none() {
+                        let skip = buf
+                            .iter()
+                            .take_while(|&&b| b == b'\r' || b == b'\n')
+                            .count();
+                        buf.drain(..skip);
+                        if buf.is_empty() {
+                            break;
+                        }
+                        started = Some(Instant::now());
+                        resume = 0;
+                    }
+                    match frame_stream_from(&buf, resume) {
+                        Ok(Framed::Message(len)) => {
                             let now = Instant::now();
-                            let target = Target {
-                                transport: Transport::Tcp,
-                                addr: peer,
-                            };
                             shared.with_core(|rec| rec.handle_sip(now, target, &buf[..len]));
                             buf.drain(..len);
+                            started = None;
                         }
-                        Ok(None) => break,
+                        Ok(Framed::NeedMore { resume: r }) => {
+                            resume = r;
+                            break;
+                        }
                         Err(e) => {
                             tracing::info!(error = %e, "closing SIP TCP connection after unframeable data");
-                            shared.with_core(|rec| {
-                                rec.handle_sip(
-                                    Instant::now(),
-                                    Target {
-                                        transport: Transport::Tcp,
-                                        addr: peer,
-                                    },
-                                    &buf,
-                                )
-                            });
+                            shared.with_core(|rec| rec.handle_sip(Instant::now(), target, &buf));
                             break 'conn;
                         }
                     }
@@ -153,7 +250,7 @@ impl Shared {
             }
             let mut map = lock(&shared.tcp);
             // A newer connection from the same address may have replaced ours.
-            if map.get(&peer).is_some_and(|t| t.same_channel(&own)) {
+            if map.get(&peer).is_some_and(|(i, _)| *i == id) {
                 map.remove(&peer);
             }
         });

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::config::RecordingMode;
+use crate::config::{RecordingMode, Target};
 use crate::dtmf::{DtmfMethod, ShortcodeMatcher};
 use crate::event::{CallRef, EndReason, Event, InvolvedUser, Party, RecordingReason, Side};
 use crate::sip::message::{self, Message};
@@ -53,9 +53,28 @@ pub(super) struct Call {
     /// a timer of an older generation is stale.
     pub(super) inject_gen: u32,
     pub(super) periodic_gen: u32,
+    /// The peer the call came from (for its limits).
+    pub(super) peer: String,
+    /// Where the caller's requests come from: the initial INVITE's source.
+    pub(super) caller_from: Target,
+    /// Where the callee's requests come from: where the INVITE went.
+    pub(super) callee_at: Option<Target>,
 }
 
 impl Call {
+    /// Whether a request from `source` really comes from the `side` leg:
+    /// from that leg's address (when the two legs share an address, as a
+    /// PBX calling through the recorder to itself does, the tags decide).
+    pub(super) fn leg_is(&self, side: Side, source: Target) -> bool {
+        let ip = source.addr.ip();
+        let caller = self.caller_from.addr.ip() == ip;
+        let callee = self.callee_at.is_some_and(|t| t.addr.ip() == ip);
+        match side {
+            Side::Caller => caller,
+            Side::Callee => callee,
+        }
+    }
+
     pub(super) fn side_of_request(&self, msg: &Message) -> Side {
         match (&self.caller_tag, msg.from_tag()) {
             (Some(c), Some(f)) if *c == f => Side::Caller,
@@ -164,7 +183,14 @@ impl Recorder {
         }
     }
 
-    pub(super) fn start_call(&mut self, now: Instant, msg: &Message, call_id: &str) -> u64 {
+    pub(super) fn start_call(
+        &mut self,
+        now: Instant,
+        msg: &Message,
+        call_id: &str,
+        source: Target,
+        peer: &str,
+    ) -> u64 {
         let id = self.id();
         let from = msg.header("From").unwrap_or_default();
         let pai = msg.header("P-Asserted-Identity");
@@ -247,8 +273,12 @@ impl Recorder {
                 last_activity: now,
                 inject_gen: 0,
                 periodic_gen: 0,
+                peer: peer.to_owned(),
+                caller_from: source,
+                callee_at: None,
             },
         );
+        self.loads.entry(peer.to_owned()).or_default().calls += 1;
         self.call_ids.insert(call_id.to_owned(), id);
         self.stats.calls_active += 1;
         self.emit(Event::CallStarted {
@@ -269,6 +299,9 @@ impl Recorder {
             return;
         }
         call.ended = Some(now);
+        if let Some(l) = self.loads.get_mut(&call.peer) {
+            l.calls = l.calls.saturating_sub(1);
+        }
         let answered = call.answered;
         let r = call.r.clone();
         self.cut_announcements(cid);

@@ -108,6 +108,24 @@ impl Recorder {
         body: &[u8],
     ) -> Result<Vec<u8>, SdpFailure> {
         let sdp = Sdp::parse(body).map_err(|e| SdpFailure::Bad(e.to_string()))?;
+        // Link-local (cloud metadata among them) never; loopback and the
+        // recorder's own address only when the config allows them.
+        let own = self.cfg.advertised.ip();
+        let allow = self.cfg.allow_local_media;
+        if let Some(why) = sdp.streams.iter().filter_map(|s| s.rtp).find_map(|a| {
+            let ip = a.ip();
+            if is_link_local(ip) {
+                Some("link-local")
+            } else if !allow && ip == own {
+                Some("of the recorder")
+            } else if !allow && ip.is_loopback() {
+                Some("loopback")
+            } else {
+                None
+            }
+        }) {
+            return Err(SdpFailure::Bad(format!("media address {why} not allowed")));
+        }
         let Some(call) = self.calls.get_mut(&cid) else {
             return Err(SdpFailure::Bad("no call".into()));
         };
@@ -332,6 +350,21 @@ pub(super) enum SdpFailure {
     Bad(String),
     /// Every RTP port pair is taken.
     NoPorts,
+}
+
+/// Link-local addresses (cloud metadata services among them): never a
+/// phone's media address, always a way to make the relay send somewhere it
+/// should not.
+pub(super) fn is_link_local(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_link_local(),
+        std::net::IpAddr::V6(v6) => {
+            (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_link_local())
+                // AWS's IPv6 metadata address.
+                || v6 == std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
+        }
+    }
 }
 
 pub(super) fn is_sdp(msg: &Message) -> bool {

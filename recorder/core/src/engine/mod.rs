@@ -29,6 +29,9 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use rand_chacha::ChaCha12Rng;
+use rand_core::{RngCore, SeedableRng};
+
 use crate::announce::Clips;
 use crate::config::{CoreConfig, Target};
 use crate::event::Event;
@@ -97,17 +100,49 @@ pub struct Recorder {
     ports: PortPool,
     stats: Stats,
     next_id: u64,
-    rng: u64,
+    rng: ChaCha12Rng,
     draining: bool,
     sweep_armed: bool,
     clips: Clips,
+    /// What each peer holds now, by peer name.
+    loads: HashMap<String, PeerLoad>,
+}
+
+/// What one peer holds of the recorder, for its limits.
+#[derive(Debug, Default)]
+struct PeerLoad {
+    calls: u32,
+    transactions: u32,
+    /// New calls it may still start now (a bucket refilled over time).
+    tokens: f64,
+    refilled: Option<Instant>,
+}
+
+impl PeerLoad {
+    /// Takes one new call from the bucket of `per_second`; false when empty.
+    fn take_invite(&mut self, now: Instant, per_second: u32) -> bool {
+        let rate = f64::from(per_second);
+        self.tokens = match self.refilled {
+            None => rate,
+            Some(t) => {
+                (self.tokens + now.saturating_duration_since(t).as_secs_f64() * rate).min(rate)
+            }
+        };
+        self.refilled = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 impl Recorder {
     /// A core with the given configuration and the even RTP ports (each with
     /// its odd RTCP neighbour) the shell has bound.
     pub fn new(cfg: CoreConfig, rtp_ports: &[u16]) -> Self {
-        let rng = cfg.seed | 1;
+        let rng = ChaCha12Rng::from_seed(cfg.seed);
         Self {
             cfg,
             out: VecDeque::new(),
@@ -125,6 +160,7 @@ impl Recorder {
             draining: false,
             sweep_armed: false,
             clips: Clips::default(),
+            loads: HashMap::new(),
         }
     }
 
@@ -136,6 +172,9 @@ impl Recorder {
         self.cfg.hosts = cfg.hosts;
         self.cfg.timers = cfg.timers;
         self.cfg.announcement = cfg.announcement;
+        self.cfg.unknown_sources = cfg.unknown_sources;
+        self.cfg.limits = cfg.limits;
+        self.cfg.allow_local_media = cfg.allow_local_media;
     }
 
     /// Stops taking new calls: new INVITEs get 503; calls in progress go on.
@@ -174,11 +213,7 @@ impl Recorder {
     }
 
     fn random(&mut self) -> u64 {
-        // xorshift64*: enough for unique branches and tags, seeded by the shell.
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        self.rng.wrapping_mul(0x2545F4914F6CDD1D)
+        self.rng.next_u64()
     }
 
     fn arm(&mut self, at: Instant, t: Timer) {

@@ -6,7 +6,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use crate::config::{Target, Transport};
+use crate::config::{Target, Transport, UnknownSources};
 use crate::dtmf::{self, DtmfMethod};
 use crate::event::{EndReason, Side};
 use crate::sip::message::{self, Message, StartLine};
@@ -173,55 +173,75 @@ impl Recorder {
         }
         match msg.start {
             StartLine::Request { .. } => self.on_request(now, source, msg),
-            StartLine::Response { .. } => self.on_response(now, msg),
+            StartLine::Response { .. } => self.on_response(now, source, msg),
         }
     }
 
-    /// A request we cannot parse still gets a 400 when enough of it is there
-    /// to address a response (RFC 3261 §16.3 / §8.2.2); anything else is dropped.
+    /// A request the proxy cannot handle still gets the answer RFC 3261
+    /// asks for when enough of it is there to address one (§8.2.2, §16.3):
+    /// 505 for another SIP version, 400 saying what is wrong otherwise.
+    /// Responses and what has no Via are dropped. Only peers are answered.
     pub(super) fn answer_unparseable(
         &mut self,
         source: Target,
         data: &[u8],
         error: &message::ParseError,
     ) {
-        if data.starts_with(b"SIP/2.0") {
+        if data.starts_with(b"SIP/") || self.cfg.peer_of(source.addr.ip()).is_none() {
             return;
         }
-        // Retry with the body cut off: a lying Content-Length or a bad SDP must
-        // not stop us from telling the sender.
-        let head_end = data.windows(4).position(|w| w == b"\r\n\r\n");
-        let Some(head_end) = head_end else { return };
-        let mut head = data[..head_end].to_vec();
-        head.extend_from_slice(b"\r\n\r\n");
-        let filtered: Vec<u8> = String::from_utf8_lossy(&head)
-            .split("\r\n")
+        let Some(head_end) = data.windows(4).position(|w| w == b"\r\n\r\n") else {
+            return;
+        };
+        // The head alone, Content-Length dropped (a lying one must not stop
+        // the answer) and the version made 2.0 (so a 505 can be addressed).
+        let text = String::from_utf8_lossy(&data[..head_end]);
+        let mut lines = text.split("\r\n");
+        let first = lines.next().unwrap_or("");
+        let first = match first.rsplit_once(' ') {
+            Some((rest, v)) if v.starts_with("SIP/") => format!("{rest} SIP/2.0"),
+            _ => first.to_owned(),
+        };
+        let head: Vec<&str> = lines
             .filter(|l| {
-                let n = l
-                    .split(':')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase();
-                n != "content-length" && n != "l"
+                let n = l.split(':').next().unwrap_or("").trim();
+                !n.eq_ignore_ascii_case("content-length") && !n.eq_ignore_ascii_case("l")
             })
-            .collect::<Vec<_>>()
-            .join("\r\n")
-            .into_bytes();
-        if let Ok(req) = Message::parse(&filtered)
-            && req.method().is_some()
-        {
-            let reason = format!("Bad Request ({error})");
-            self.refuse(source, &req, 400, &reason, &[]);
+            .collect();
+        let rebuilt = format!("{first}\r\n{}\r\n\r\n", head.join("\r\n"));
+        let Ok(req) = Message::parse_unchecked(rebuilt.as_bytes()) else {
+            return;
+        };
+        if req.method().is_none() || req.top_via().is_none() {
+            return;
+        }
+        match error {
+            message::ParseError::Version(v) => {
+                let reason = format!("Version Not Supported ({v})");
+                self.refuse(source, &req, 505, &reason, &[]);
+            }
+            e => {
+                let reason = format!("Bad Request ({e})");
+                self.refuse(source, &req, 400, &reason, &[]);
+            }
         }
     }
 
-    /// A request, in the proxy's steps (RFC 3261 §16): absorb what repeats a
-    /// transaction, admit or refuse, route, follow the call it belongs to,
-    /// forward statefully.
+    /// A request, in the proxy's steps (RFC 3261 §16): the ACL, absorb what
+    /// repeats a transaction, admit or refuse, route, follow the call it
+    /// belongs to, forward statefully.
     pub(super) fn on_request(&mut self, now: Instant, source: Target, mut msg: Message) {
         let method = msg.method().unwrap_or_default().to_ascii_uppercase();
         let in_dialog = msg.to_tag().is_some();
+        // The ACL before anything else (retransmissions and CANCEL too):
+        // from an unknown source, nothing is answered unless configured.
+        let Some(peer) = self.cfg.peer_of(source.addr.ip()).map(|p| p.name.clone()) else {
+            Stats::bump(&mut self.stats.sip_dropped, "unknown_source");
+            if self.cfg.unknown_sources == UnknownSources::Refuse {
+                self.refuse(source, &msg, 403, "Forbidden", &[]);
+            }
+            return;
+        };
         if self.absorbed(source, &msg, &method) {
             return;
         }
@@ -229,17 +249,24 @@ impl Recorder {
             self.on_cancel(now, source, msg);
             return;
         }
-        let Some(max_forwards) = self.admit(source, &msg, &method, in_dialog) else {
+        let Some(max_forwards) = self.admit(now, source, &peer, &msg, &method, in_dialog) else {
             return;
         };
         msg.set_header("Max-Forwards", (max_forwards - 1).to_string());
         let Some(dest) = self.route(source, &mut msg, &method, in_dialog) else {
             return;
         };
-        let Some((call, side)) = self.follow_call(now, source, &mut msg, &method, in_dialog) else {
+        let Some((call, side)) = self.follow_call(now, source, &peer, &mut msg, &method, in_dialog)
+        else {
             return;
         };
-        self.forward(now, source, dest, msg, &method, in_dialog, call, side);
+        if method == "INVITE"
+            && !in_dialog
+            && let Some(c) = call.and_then(|c| self.calls.get_mut(&c))
+        {
+            c.callee_at.get_or_insert(dest);
+        }
+        self.forward(now, source, dest, msg, &method, in_dialog, call, side, peer);
     }
 
     /// ACK for our own non-2xx final response, or a retransmitted request:
@@ -274,15 +301,40 @@ impl Recorder {
     /// Whether the request may go on: from a peer, with hops left, not a
     /// loop, not while draining or overloaded. OPTIONS for the recorder is
     /// answered here. Returns the request's Max-Forwards when it goes on.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn admit(
         &mut self,
+        now: Instant,
         source: Target,
+        peer: &str,
         msg: &Message,
         method: &str,
         in_dialog: bool,
     ) -> Option<u32> {
-        if self.cfg.peer_of(source.addr.ip()).is_none() {
-            self.refuse(source, msg, 403, "Forbidden", &[]);
+        // RFC 3261 §16.3 item 1: a Request-URI the proxy cannot route.
+        let scheme_ok = match &msg.start {
+            StartLine::Request { uri, .. } => ["sip:", "sips:", "tel:"].iter().any(|p| {
+                uri.get(..p.len())
+                    .is_some_and(|u| u.eq_ignore_ascii_case(p))
+            }),
+            StartLine::Response { .. } => true,
+        };
+        if !scheme_ok {
+            self.refuse(source, msg, 416, "Unsupported URI Scheme", &[]);
+            return None;
+        }
+        // RFC 3261 §8.1.1.7: a request's CSeq names its own method.
+        if msg
+            .cseq()
+            .is_some_and(|(_, m)| !m.eq_ignore_ascii_case(method))
+        {
+            self.refuse(
+                source,
+                msg,
+                400,
+                "Bad Request (CSeq method does not match)",
+                &[],
+            );
             return None;
         }
         let max_forwards = match msg.header("Max-Forwards") {
@@ -324,7 +376,16 @@ impl Recorder {
             return None;
         }
         let new_call = method == "INVITE" && !in_dialog;
+        let limits = self.cfg.limits;
+        let load = self.loads.entry(peer.to_owned()).or_default();
+        let peer_full = load.transactions >= limits.transactions_per_peer
+            || (new_call && load.calls >= limits.calls_per_peer)
+            || (new_call && !load.take_invite(now, limits.invites_per_second_per_peer));
+        if peer_full {
+            Stats::bump(&mut self.stats.sip_dropped, "peer_limit");
+        }
         if (new_call && self.draining)
+            || peer_full
             || self.servers.len() >= MAX_TRANSACTIONS
             || (new_call && self.calls.len() >= MAX_CALLS)
         {
@@ -356,26 +417,46 @@ impl Recorder {
                 _ => break,
             }
         }
-        let dest = if let Some(route) = msg.routes().first() {
-            message::name_addr_uri(route).and_then(|u| self.resolve(&u))
-        } else if in_dialog || method == "ACK" {
-            msg.request_uri().and_then(|u| self.resolve(&u))
-        } else {
-            self.cfg.peer_of(source.addr.ip()).map(|p| p.next_hop)
-        };
-        if dest.is_none() {
-            self.refuse(source, msg, 502, "Bad Gateway (next hop unknown)", &[]);
+        if !in_dialog && method != "ACK" {
+            // An initial request goes to its peer's configured next hop,
+            // whatever its Route or Request-URI say.
+            return self.cfg.peer_of(source.addr.ip()).map(|p| p.next_hop);
         }
-        dest
+        let dest = match msg.routes().first() {
+            Some(route) => message::name_addr_uri(route).and_then(|u| self.resolve(&u)),
+            None => msg.request_uri().and_then(|u| self.resolve(&u)),
+        };
+        match dest {
+            None => {
+                self.refuse(source, msg, 502, "Bad Gateway (next hop unknown)", &[]);
+                None
+            }
+            // In-dialog requests are relayed inside the peers' networks only:
+            // the recorder is no open relay toward any address a message names.
+            Some(d) if self.cfg.peer_of(d.addr.ip()).is_none() => {
+                Stats::bump(&mut self.stats.sip_dropped, "target_outside_peers");
+                self.refuse(
+                    source,
+                    msg,
+                    403,
+                    "Forbidden (target outside every peer's networks)",
+                    &[],
+                );
+                None
+            }
+            d => d,
+        }
     }
 
     /// The call the request belongs to (a new INVITE starts one) and the
     /// side that sent it; its SDP goes through the relay, INFO digits and
     /// BYE reach the call. `None` when the request was refused here.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn follow_call(
         &mut self,
         now: Instant,
         source: Target,
+        peer: &str,
         msg: &mut Message,
         method: &str,
         in_dialog: bool,
@@ -383,7 +464,7 @@ impl Recorder {
         let call_id = msg.call_id().unwrap_or_default();
         let mut call = self.call_ids.get(&call_id).copied();
         if call.is_none() && method == "INVITE" && !in_dialog {
-            call = Some(self.start_call(now, msg, &call_id));
+            call = Some(self.start_call(now, msg, &call_id, source, peer));
         }
         let side = call
             .and_then(|c| self.calls.get(&c))
@@ -425,7 +506,13 @@ impl Recorder {
                 .content_type()
                 .and_then(|ct| dtmf::parse_info(&ct, &msg.body))
         {
-            self.on_digit(now, cid, side, digit, DtmfMethod::SipInfo);
+            // The digit counts for the leg it really came from: the tags say
+            // which side the request claims, its source must agree.
+            if self.calls.get(&cid).is_some_and(|c| c.leg_is(side, source)) {
+                self.on_digit(now, cid, side, digit, DtmfMethod::SipInfo);
+            } else {
+                Stats::bump(&mut self.stats.sip_dropped, "info_from_other_leg");
+            }
         }
         if method == "BYE" {
             self.end_call(now, cid, EndReason::Bye(side));
@@ -447,6 +534,7 @@ impl Recorder {
         in_dialog: bool,
         call: Option<u64>,
         side: Side,
+        peer: String,
     ) {
         if !in_dialog && matches!(method, "INVITE" | "SUBSCRIBE" | "REFER") {
             // Double Record-Route (RFC 5658) when the two sides use different transports.
@@ -467,7 +555,7 @@ impl Recorder {
             return;
         }
         let (sid, client) = (self.id(), self.id());
-        self.open_server(sid, client, source, original, method);
+        self.open_server(sid, client, source, original, method, peer);
         let bytes = self.send(dest, &msg);
         self.open_client(now, client, sid, branch, dest, msg, bytes, call, side);
     }
@@ -510,23 +598,19 @@ impl Recorder {
 
     // ---------------------------------------------------------------- responses
 
-    pub(super) fn on_response(&mut self, now: Instant, mut msg: Message) {
+    pub(super) fn on_response(&mut self, now: Instant, source: Target, mut msg: Message) {
         let code = msg.code().unwrap_or(0);
         let branch = msg.branch().unwrap_or_default();
         let method = msg
             .cseq()
             .map(|c| c.1.to_ascii_uppercase())
             .unwrap_or_default();
+        // Only a response to a transaction of ours, from where its request
+        // went. Responses are never forwarded along whatever Via they carry:
+        // a 2xx retransmitted while the INVITE's transaction lingers (32 s)
+        // goes where the INVITE came from; later ones are dropped.
         let Some(&cid_txn) = self.client_branches.get(&branch) else {
-            // A 2xx to INVITE retransmitted after our transaction ended is
-            // forwarded statelessly along its Via (RFC 3261 §16.7 item 10).
-            if branch.starts_with(BRANCH_PREFIX) && method == "INVITE" && (200..300).contains(&code)
-            {
-                msg.pop_via();
-                if let Some(target) = msg.top_via().and_then(via_target) {
-                    self.send(target, &msg);
-                }
-            }
+            Stats::bump(&mut self.stats.sip_dropped, "stray_response");
             return;
         };
         let (sid, dest, is_invite, already_final, side, call) = {
@@ -534,6 +618,10 @@ impl Recorder {
                 return;
             };
             if c.request.method().map(str::to_ascii_uppercase) != Some(method.clone()) {
+                return;
+            }
+            if c.dest.addr.ip() != source.addr.ip() || c.dest.transport != source.transport {
+                Stats::bump(&mut self.stats.sip_dropped, "response_from_elsewhere");
                 return;
             }
             (c.server, c.dest, c.is_invite, c.final_code, c.side, c.call)
@@ -672,28 +760,4 @@ pub(super) fn hop_request(invite: &Message, method: &str, to: Option<String>) ->
     msg.set_header("CSeq", format!("{seq} {method}"));
     msg.set_header("Max-Forwards", "70".to_owned());
     msg
-}
-
-/// Where a response goes next: the Via's `received`/`rport` if present, else its sent-by.
-fn via_target(via: &str) -> Option<Target> {
-    let mut parts = via.split_whitespace();
-    let proto = parts.next()?;
-    let sent_by = parts.next()?.split(';').next()?;
-    let transport = if proto.to_ascii_uppercase().ends_with("TCP") {
-        Transport::Tcp
-    } else {
-        Transport::Udp
-    };
-    let (host, port) = match sent_by.rsplit_once(':') {
-        Some((h, p)) => (h, p.parse().ok()?),
-        None => (sent_by, 5060),
-    };
-    let host = message::param(via, "received").unwrap_or_else(|| host.to_owned());
-    let port = message::param(via, "rport")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(port);
-    Some(Target {
-        transport,
-        addr: SocketAddr::new(host.parse().ok()?, port),
-    })
 }

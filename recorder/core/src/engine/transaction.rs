@@ -29,6 +29,8 @@ pub(super) enum TxnTimer {
 }
 
 pub(super) struct ServerTxn {
+    /// The peer that sent the request (for its limits).
+    pub(super) peer: String,
     pub(super) source: Target,
     pub(super) request: Message,
     pub(super) is_invite: bool,
@@ -92,13 +94,16 @@ impl Recorder {
         source: Target,
         request: Message,
         method: &str,
+        peer: String,
     ) {
         let key = server_key(&request, method);
         let is_invite = method == "INVITE";
         self.server_keys.insert(key, sid);
+        self.loads.entry(peer.clone()).or_default().transactions += 1;
         self.servers.insert(
             sid,
             ServerTxn {
+                peer,
                 source,
                 request,
                 is_invite,
@@ -252,6 +257,9 @@ impl Recorder {
             }
             TxnTimer::Forget(id) => {
                 if let Some(s) = self.servers.remove(&id) {
+                    if let Some(l) = self.loads.get_mut(&s.peer) {
+                        l.transactions = l.transactions.saturating_sub(1);
+                    }
                     let key = server_key(&s.request, s.request.method().unwrap_or_default());
                     if self.server_keys.get(&key) == Some(&id) {
                         self.server_keys.remove(&key);

@@ -38,6 +38,9 @@ pub enum ParseError {
     /// A header every request and response needs is missing.
     #[error("missing {0} header")]
     Missing(&'static str),
+    /// A request of a SIP version other than 2.0.
+    #[error("SIP version {0} is not supported")]
+    Version(String),
     /// The Request-URI does not parse.
     #[error("bad Request-URI")]
     RequestUri,
@@ -76,12 +79,35 @@ pub struct Message {
 /// Finds the end of one message at the start of a TCP stream buffer: `Ok(Some(len))`
 /// when a whole message is there, `Ok(None)` when more bytes are needed.
 pub fn frame_stream(buf: &[u8]) -> Result<Option<usize>, ParseError> {
+    Ok(match frame_stream_from(buf, 0)? {
+        Framed::Message(len) => Some(len),
+        Framed::NeedMore { .. } => None,
+    })
+}
+
+/// What [`frame_stream_from`] found at the start of a stream buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framed {
+    /// A whole message of this many bytes.
+    Message(usize),
+    /// Not yet: call again with more bytes and `resume`, so nothing is
+    /// searched twice (framing stays linear in the bytes read, however
+    /// slowly they come).
+    NeedMore {
+        /// Where the search for the end of the headers picks up.
+        resume: usize,
+    },
+}
+
+/// [`frame_stream`], resuming a search that an earlier call left at `from`.
+pub fn frame_stream_from(buf: &[u8], from: usize) -> Result<Framed, ParseError> {
     // RFC 3261 §7.5: CRLFs before a message (keep-alives) are skipped by the caller.
-    let Some(head_end) = find(buf, b"\r\n\r\n") else {
+    let start = from.saturating_sub(3).min(buf.len());
+    let Some(head_end) = find(&buf[start..], b"\r\n\r\n").map(|i| i + start) else {
         return if buf.len() > MAX_MESSAGE {
             Err(ParseError::TooLarge)
         } else {
-            Ok(None)
+            Ok(Framed::NeedMore { resume: buf.len() })
         };
     };
     let head = &buf[..head_end];
@@ -92,7 +118,11 @@ pub fn frame_stream(buf: &[u8]) -> Result<Option<usize>, ParseError> {
         .and_then(|t| t.checked_add(length))
         .filter(|&t| t <= MAX_MESSAGE)
         .ok_or(ParseError::TooLarge)?;
-    Ok((buf.len() >= total).then_some(total))
+    Ok(if buf.len() >= total {
+        Framed::Message(total)
+    } else {
+        Framed::NeedMore { resume: head_end }
+    })
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -172,6 +202,28 @@ fn split_commas(value: &str) -> Vec<&str> {
 impl Message {
     /// Parses one complete message (a UDP datagram or a framed TCP message).
     pub fn parse(data: &[u8]) -> Result<Message, ParseError> {
+        let msg = Self::parse_unchecked(data)?;
+        for (name, present) in [
+            ("Via", msg.top_via().is_some()),
+            ("Call-ID", msg.call_id().is_some()),
+            ("CSeq", msg.cseq().is_some()),
+            ("From", msg.header("From").is_some()),
+            ("To", msg.header("To").is_some()),
+        ] {
+            if !present {
+                return Err(ParseError::Missing(name));
+            }
+        }
+        if let StartLine::Request { uri, .. } = &msg.start {
+            rsip::Uri::try_from(uri.as_str()).map_err(|_| ParseError::RequestUri)?;
+        }
+        Ok(msg)
+    }
+
+    /// Parses the start line, headers and body without asking for the
+    /// headers every message needs: enough of a malformed request to
+    /// address the 400 that says what is wrong with it.
+    pub fn parse_unchecked(data: &[u8]) -> Result<Message, ParseError> {
         if data.len() > MAX_MESSAGE {
             return Err(ParseError::TooLarge);
         }
@@ -188,6 +240,9 @@ impl Message {
                 last.push(' ');
                 last.push_str(line.trim());
             } else {
+                if raw.len() == MAX_HEADERS {
+                    return Err(ParseError::TooManyHeaders);
+                }
                 raw.push(line.to_owned());
             }
         }
@@ -229,26 +284,11 @@ impl Message {
         if length > available {
             return Err(ParseError::ContentLength);
         }
-        let msg = Message {
+        Ok(Message {
             start,
             headers,
             body: data[body_start..body_start + length].to_vec(),
-        };
-        for (name, present) in [
-            ("Via", msg.top_via().is_some()),
-            ("Call-ID", msg.call_id().is_some()),
-            ("CSeq", msg.cseq().is_some()),
-            ("From", msg.header("From").is_some()),
-            ("To", msg.header("To").is_some()),
-        ] {
-            if !present {
-                return Err(ParseError::Missing(name));
-            }
-        }
-        if let StartLine::Request { uri, .. } = &msg.start {
-            rsip::Uri::try_from(uri.as_str()).map_err(|_| ParseError::RequestUri)?;
-        }
-        Ok(msg)
+        })
     }
 
     /// The message as bytes, with a Content-Length that matches the body.
@@ -468,11 +508,20 @@ fn parse_start(line: &str) -> Result<StartLine, ParseError> {
         });
     }
     let mut parts = line.split(' ');
-    let (Some(method), Some(uri), Some("SIP/2.0"), None) =
+    let (Some(method), Some(uri), Some(version), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(ParseError::StartLine);
     };
+    if version != "SIP/2.0" {
+        let v = version.strip_prefix("SIP/").ok_or(ParseError::StartLine)?;
+        let numeric = !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+        return Err(if numeric {
+            ParseError::Version(version.to_owned())
+        } else {
+            ParseError::StartLine
+        });
+    }
     if method.is_empty() || !method.bytes().all(is_token) || uri.is_empty() {
         return Err(ParseError::StartLine);
     }
@@ -607,6 +656,28 @@ mod tests {
             "a".repeat(MAX_MESSAGE)
         );
         assert_eq!(Message::parse(big.as_bytes()), Err(ParseError::TooLarge));
+    }
+
+    #[test]
+    fn framing_resumes_where_it_left_off() {
+        let msg = INVITE.as_bytes();
+        let mut resume = 0;
+        for cut in 1..msg.len() {
+            match frame_stream_from(&msg[..cut], resume).unwrap() {
+                Framed::NeedMore { resume: r } => {
+                    assert!(
+                        r + 3 >= resume,
+                        "never searches back more than the 3 bytes a split CRLFCRLF needs"
+                    );
+                    resume = r;
+                }
+                Framed::Message(_) => panic!("whole at {cut} of {}", msg.len()),
+            }
+        }
+        assert_eq!(
+            frame_stream_from(msg, resume),
+            Ok(Framed::Message(msg.len()))
+        );
     }
 
     #[test]
