@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 CRD := charts/earshot/crds/recordingpolicies.earshot.io.yaml
 
-.PHONY: help demo test test-deps generate fmt lint build e2e bench soak
+.PHONY: help demo test test-deps generate fmt lint build e2e bench soak fuzz
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ bench: ## Hot-path microbenchmarks, the same SIPp load through Earshot and rtpen
 	$(CARGO) build --release -q -p earshot-recorder -p earshot-console -p earshot-tests
 	EARSHOT_RECORDER=target/release/earshot-recorder target/release/earshot-bench
 	target/release/earshot-console-bench
+
+fuzz: ## Each libFuzzer target for FUZZ_SECONDS (default 120); new inputs join the corpus that make test replays
+	@scripts/fuzz.sh
 
 soak: ## One recorder for EARSHOT_SOAK_MINUTES (default 60) of the lifetime mix; figures in target/soak.json
 	@scripts/test-deps.sh

@@ -9,6 +9,7 @@ pub mod config;
 pub mod dtmf;
 pub mod engine;
 pub mod event;
+pub mod fuzzing;
 pub mod g711;
 pub mod sdp;
 pub mod sip;

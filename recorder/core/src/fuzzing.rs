@@ -1,0 +1,298 @@
+//! Entry points for coverage-guided fuzzing (`make fuzz`, `recorder/core/fuzz/`)
+//! and for replaying the committed corpus in `make test`: each takes
+//! arbitrary bytes, feeds them to a parser or to the whole engine, and
+//! panics only when an invariant breaks. None may panic otherwise: every
+//! byte here is what the network could send.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crate::announce::{Onward, rewrite_rtcp};
+use crate::config::{CoreConfig, EffectiveUser, IpNet, Peer, Target, Timers, Transport};
+use crate::engine::{Output, Recorder};
+use crate::sdp::Sdp;
+use crate::sip::message::{Framed, Message, frame_stream_from};
+use crate::{RecordingMode, SipLimits, UnknownSources, dtmf, timeline};
+
+/// TCP framing, resumed over the input cut in pieces as a stream would be.
+pub fn framing(data: &[u8]) {
+    let Some((&step, data)) = data.split_first() else {
+        return;
+    };
+    let step = usize::from(step).max(1);
+    let mut buf: Vec<u8> = Vec::new();
+    let mut resume = 0;
+    for piece in data.chunks(step) {
+        buf.extend_from_slice(piece);
+        loop {
+            match frame_stream_from(&buf, resume) {
+                Ok(Framed::Message(len)) => {
+                    assert!(len > 0 && len <= buf.len(), "a frame is inside the buffer");
+                    buf.drain(..len);
+                    resume = 0;
+                }
+                Ok(Framed::NeedMore { resume: r }) => {
+                    assert!(r <= buf.len());
+                    resume = r;
+                    break;
+                }
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// SIP message parsing, and what the proxy does to a parsed message.
+pub fn message(data: &[u8]) {
+    if let Ok(mut m) = Message::parse(data) {
+        let again = Message::parse(&m.to_bytes());
+        assert!(again.is_ok(), "what the parser took, re-serialised, parses");
+        let _ = (
+            m.branch(),
+            m.cseq(),
+            m.from_tag(),
+            m.to_tag(),
+            m.request_uri(),
+        );
+        m.push_via("SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-fuzz".into());
+        m.push_record_route("<sip:192.0.2.1;lr>".into());
+        m.pop_via();
+        m.pop_route();
+        let _ = m.to_bytes();
+    }
+    let _ = Message::parse_unchecked(data);
+}
+
+/// SDP parsing and rewriting.
+pub fn sdp(data: &[u8]) {
+    let Ok(sdp) = Sdp::parse(data) else { return };
+    let ports: Vec<u16> = (0..sdp.streams.len() as u16)
+        .map(|i| 30000 + 2 * i)
+        .collect();
+    let out = sdp.rewrite("192.0.2.9".parse().expect("an address"), &ports);
+    let again = Sdp::parse(&out).expect("a rewritten SDP parses");
+    assert_eq!(again.streams.len(), sdp.streams.len(), "streams kept");
+    for s in &sdp.streams {
+        let _ = (s.telephone_event(), s.codec(0));
+    }
+}
+
+/// RTP and RTCP as the relay looks at them: the RTP header, RFC 4733
+/// events, G.711 decoding and the RTCP rewriting announcements need.
+pub fn rtp(data: &[u8]) {
+    if let Ok(r) = rtp_rs::RtpReader::new(data) {
+        let _ = (
+            r.payload_type(),
+            r.ssrc(),
+            r.timestamp(),
+            r.sequence_number(),
+        );
+        let _ = dtmf::parse_telephone_event(r.payload());
+        let _ = timeline::decode("PCMU", r.payload());
+        let _ = timeline::decode("PCMA", r.payload());
+    }
+    let _ = dtmf::parse_telephone_event(data);
+    let _ = dtmf::parse_info("application/dtmf-relay", data);
+    let _ = dtmf::parse_info("application/dtmf", data);
+    let mut copy = data.to_vec();
+    rewrite_rtcp(&mut copy, &Onward::default(), &Onward::default());
+    assert_eq!(copy, data, "untouched streams leave RTCP as it is");
+}
+
+const RECORDER: &str = "10.0.0.9:5060";
+/// Where input comes from: two peers' addresses and a stranger's.
+const SOURCES: [&str; 4] = [
+    "10.0.0.1:5060",
+    "10.0.0.2:5060",
+    "10.0.1.7:5060",
+    "192.0.2.66:5060",
+];
+const BOUND: std::ops::Range<u16> = 30000..30040;
+
+fn config() -> CoreConfig {
+    let user = |mode, shortcode| EffectiveUser {
+        display_name: None,
+        mode,
+        shortcode,
+    };
+    CoreConfig {
+        advertised: RECORDER.parse().expect("an address"),
+        peers: vec![
+            Peer {
+                name: "pbx".into(),
+                sources: vec![IpNet::parse("10.0.0.0/24").expect("a CIDR")],
+                next_hop: Target {
+                    transport: Transport::Udp,
+                    addr: SOURCES[1].parse().expect("an address"),
+                },
+            },
+            Peer {
+                name: "trunk".into(),
+                sources: vec![IpNet::parse("10.0.1.0/24").expect("a CIDR")],
+                next_hop: Target {
+                    transport: Transport::Tcp,
+                    addr: SOURCES[0].parse().expect("an address"),
+                },
+            },
+        ],
+        users: [
+            ("008".to_owned(), user(RecordingMode::Always, None)),
+            ("012".to_owned(), user(RecordingMode::OnDemand, Some(5))),
+            ("003".to_owned(), user(RecordingMode::Never, None)),
+        ]
+        .into(),
+        hosts: Default::default(),
+        timers: Timers::default(),
+        seed: [3; 32],
+        unknown_sources: UnknownSources::Refuse,
+        limits: SipLimits::default(),
+        allow_local_media: false,
+        announcement: crate::announce::AnnouncementConfig {
+            mode: crate::AnnouncementMode::Beep,
+            periodic: Some(Duration::from_secs(5)),
+            stop_tone: true,
+            ..Default::default()
+        },
+    }
+}
+
+/// Where SIP may go: a peer, or back to a source that sent something.
+fn may_send_to(cfg: &CoreConfig, addr: SocketAddr) -> bool {
+    cfg.peer_of(addr.ip()).is_some() || SOURCES.iter().any(|s| s.parse() == Ok(addr))
+}
+
+fn check_rtp(to: SocketAddr) {
+    assert!(
+        !matches!(to.ip(), IpAddr::V4(v4) if v4.is_link_local()),
+        "RTP toward a link-local address"
+    );
+}
+
+/// The whole engine, driven by a program in the input: SIP from any of the
+/// sources (peers and a stranger), responses built from what it forwarded,
+/// RTP to any local port, time passing. After each step the outputs are
+/// checked: SIP goes only to a peer or back to a source that sent it,
+/// and RTP never to a link-local address.
+pub fn engine(data: &[u8]) {
+    let cfg = config();
+    let ports: Vec<u16> = BOUND.step_by(2).collect();
+    let mut rec = Recorder::new(cfg.clone(), &ports);
+    let t0 = Instant::now();
+    let mut now = t0;
+    let mut forwarded: Vec<Message> = Vec::new();
+    let mut input = data;
+    let take = |input: &mut &[u8], n: usize| -> Vec<u8> {
+        let n = n.min(input.len());
+        let (a, b) = input.split_at(n);
+        *input = b;
+        a.to_vec()
+    };
+    while let Some((&op, rest)) = input.split_first() {
+        input = rest;
+        let arg = take(&mut input, 1).first().copied().unwrap_or(0);
+        let source = SOURCES[usize::from(arg) % SOURCES.len()];
+        let target = Target {
+            transport: if arg & 0x80 == 0 {
+                Transport::Udp
+            } else {
+                Transport::Tcp
+            },
+            addr: source.parse().expect("an address"),
+        };
+        match op % 5 {
+            0 => {
+                let len = usize::from(take(&mut input, 1).first().copied().unwrap_or(0)) * 8;
+                let bytes = take(&mut input, len);
+                rec.handle_sip(now, target, &bytes);
+            }
+            1 => {
+                // A response to something the recorder forwarded.
+                let Some(req) = forwarded.get(usize::from(arg) % forwarded.len().max(1)) else {
+                    continue;
+                };
+                let code =
+                    [100u16, 180, 183, 200, 200, 486, 487, 408, 503][usize::from(arg >> 4) % 9];
+                let body = if code == 200 || code == 183 {
+                    format!(
+                        "v=0\r\no=- 1 1 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\nm=audio {} RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n",
+                        6000 + u16::from(arg)
+                    )
+                } else {
+                    String::new()
+                };
+                let mut r = Message {
+                    start: crate::sip::StartLine::Response {
+                        code,
+                        reason: "Fuzz".into(),
+                    },
+                    headers: req.headers.clone(),
+                    body: body.into_bytes(),
+                };
+                if code > 100
+                    && let Some(to) = r.header("To")
+                    && !to.contains("tag=")
+                {
+                    r.set_header("To", format!("{to};tag=fz{arg}"));
+                }
+                if !r.body.is_empty() {
+                    r.set_header("Content-Type", "application/sdp".into());
+                }
+                let dest = Target {
+                    transport: target.transport,
+                    addr: SOURCES[1].parse().expect("an address"),
+                };
+                rec.handle_sip(now, dest, &r.to_bytes());
+            }
+            2 => {
+                let port = BOUND.start + u16::from(arg) % (BOUND.end - BOUND.start + 4);
+                let len = usize::from(take(&mut input, 1).first().copied().unwrap_or(0));
+                let mut bytes = take(&mut input, len);
+                let from: SocketAddr =
+                    format!("{}:{}", &source[..source.len() - 5], 4000 + u16::from(arg))
+                        .parse()
+                        .expect("an address");
+                if let Some(relay) = rec.handle_rtp(now, port, from, &mut bytes) {
+                    check_rtp(relay.to);
+                }
+            }
+            3 => {
+                now += Duration::from_millis(u64::from(arg) * 250);
+                rec.handle_timeout(now);
+            }
+            _ => {
+                // A whole INVITE, to reach the states a call goes through.
+                let sdp = format!(
+                    "v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio {} RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\n",
+                    4000 + u16::from(arg)
+                );
+                let from = ["008", "012", "003", "777"][usize::from(arg) % 4];
+                let invite = format!(
+                    "INVITE sip:500@10.0.0.2 SIP/2.0\r\nVia: SIP/2.0/UDP {source};branch=z9hG4bK-f{arg}\r\nMax-Forwards: 70\r\nFrom: <sip:{from}@pbx>;tag=f{arg}\r\nTo: <sip:500@pbx>\r\nCall-ID: fz{arg}\r\nCSeq: 1 INVITE\r\nContact: <sip:{from}@{source}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+                    sdp.len()
+                );
+                rec.handle_sip(now, target, invite.as_bytes());
+            }
+        }
+        loop {
+            match rec.poll_output() {
+                Output::Sip { target: to, data } => {
+                    assert!(
+                        may_send_to(&cfg, to.addr),
+                        "SIP sent to an address only a message named: {to:?}"
+                    );
+                    if let Ok(m) = Message::parse_unchecked(&data)
+                        && m.method().is_some()
+                    {
+                        forwarded.push(m);
+                        if forwarded.len() > 16 {
+                            forwarded.remove(0);
+                        }
+                    }
+                }
+                Output::Rtp { relay, .. } => check_rtp(relay.to),
+                Output::Event(_) => {}
+                Output::Timeout(_) => break,
+            }
+        }
+    }
+}
