@@ -27,6 +27,40 @@ fn valid_messages() -> Vec<String> {
     ]
 }
 
+/// Messages an attacker would shape: the call's own requests and responses
+/// with addresses of other networks in them.
+fn hostile_messages(call: &Call) -> Vec<String> {
+    let mut v = valid_messages();
+    v.push(
+        mk_response(
+            &call.invite_to_callee,
+            200,
+            "OK",
+            &sdp("198.51.100.4", 7000, ""),
+        )
+        .replacen(
+            "Via: ",
+            "Via: SIP/2.0/UDP 198.51.100.1:5060;branch=z9hG4bKx\r\nVia: ",
+            1,
+        ),
+    );
+    v.push(
+        mk_in_dialog(
+            "UPDATE",
+            &call.id,
+            4,
+            false,
+            &sdp("172.16.9.9", 7100, ""),
+            "",
+        )
+        .replace(
+            "Route: <sip:10.0.0.9:5060;lr>",
+            "Route: <sip:10.0.0.9:5060;lr>\r\nRoute: <sip:192.0.2.99:5060;lr>",
+        ),
+    );
+    v
+}
+
 fn mutate(base: &str, cut: usize, pos: usize, bytes: &[u8]) -> Vec<u8> {
     let mut data = base.as_bytes().to_vec();
     let pos = pos % (data.len() + 1);
@@ -44,21 +78,80 @@ proptest! {
         let _ = earshot_recorder_core::sip::message::frame_stream(&data);
     }
 
+    /// Mutated messages from any of four sources (the two peers' hosts, a
+    /// host elsewhere in the peer's network, a stranger), with addresses of
+    /// other networks in their Via, Contact and Route: whatever the core
+    /// sends goes to exactly the caller, the callee or back to the sender.
     #[test]
-    fn mutated_sip_through_the_core_never_panics(which in 0usize..3, cut in 0usize..200, pos in any::<usize>(), bytes in proptest::collection::vec(any::<u8>(), 0..16)) {
+    fn mutated_sip_from_anywhere_goes_nowhere_it_should_not(
+        which in 0usize..5,
+        cut in 0usize..200,
+        pos in any::<usize>(),
+        bytes in proptest::collection::vec(any::<u8>(), 0..16),
+        from in 0usize..4,
+    ) {
         let mut rec = mk_recorder();
         let t0 = Instant::now();
-        let data = mutate(&valid_messages()[which], cut, pos, &bytes);
-        rec.handle_sip(t0, udp(CALLER), &data);
+        // A call first, so responses and in-dialog requests have one to hit.
+        let call = establish(&mut rec, t0, "008", "500", "p1");
+        let sources = [CALLER, CALLEE, "10.0.0.77:5060", "203.0.113.50:5060"];
+        let source = sources[from];
+        let data = mutate(&hostile_messages(&call)[which], cut, pos, &bytes);
+        rec.handle_sip(t0, udp(source), &data);
         rec.handle_timeout(t0 + Duration::from_secs(40));
         loop {
             match rec.poll_output() {
-                Output::Sip { target, .. } => prop_assert!(target.addr.ip().to_string().starts_with("10.0.0."), "sent to {target:?}"),
+                Output::Sip { target, .. } => prop_assert!(
+                    [addr(CALLER), addr(CALLEE), addr(source)].contains(&target.addr),
+                    "sent to {target:?}"
+                ),
                 Output::Event(_) => {}
-                Output::Rtp { relay, .. } => prop_assert!(relay.to.ip().to_string().starts_with("10.0.0."), "sent to {relay:?}"),
+                Output::Rtp { relay, .. } => prop_assert!(
+                    [addr(CALLER_RTP).ip(), addr(CALLEE_RTP).ip()].contains(&relay.to.ip()),
+                    "RTP to {relay:?}"
+                ),
                 Output::Timeout(_) => break,
             }
         }
+    }
+
+    /// SDP as peers really write it: tabs and runs of spaces, refused
+    /// (port 0) streams before and after the audio, several streams; the
+    /// parser and the rewrite agree, and the whole engine takes it.
+    #[test]
+    fn sdp_of_any_spacing_and_refused_streams_goes_through_the_engine(
+        sep in proptest::collection::vec("[ \t]{1,3}", 8),
+        streams in proptest::collection::vec((0usize..3, prop_oneof![Just(0u16), 1024u16..65535]), 1..5),
+    ) {
+        let media = ["audio", "video", "audio"];
+        let mut body = format!("v=0\r\no=-{s}1{s}1{s}IN{s}IP4{s}10.0.0.1\r\ns=-\r\nc=IN{t}IP4{t}10.0.0.1\r\nt=0 0\r\n", s = sep[0], t = sep[1]);
+        for (i, (kind, port)) in streams.iter().enumerate() {
+            let s = &sep[2 + i % 6];
+            body.push_str(&format!("m={}{s}{port}{s}RTP/AVP{s}0{s}101\r\na=rtpmap:101 telephone-event/8000\r\n", media[*kind]));
+        }
+        let sdp = Sdp::parse(body.as_bytes()).expect("peers' SDP parses");
+        let ports: Vec<u16> = (0..sdp.streams.len() as u16).map(|i| 30000 + 2 * i).collect();
+        let again = Sdp::parse(&sdp.rewrite("10.0.0.9".parse().unwrap(), &ports)).expect("the rewrite parses");
+        prop_assert_eq!(again.streams.len(), sdp.streams.len());
+        for (a, b) in sdp.streams.iter().zip(&again.streams) {
+            prop_assert_eq!(a.port == 0, b.port == 0, "a refused stream stays refused");
+        }
+        let mut rec = mk_recorder();
+        let t0 = Instant::now();
+        let out = sip_in(&mut rec, t0, CALLER, &mk_invite("008", "500", "sdp-prop", &body));
+        if let Some((_, invite)) = out.sip.iter().find(|(t, _)| t.addr == addr(CALLEE)) {
+            let cancel = mk_invite("008", "500", "sdp-prop", "")
+                .replacen("INVITE sip", "CANCEL sip", 1)
+                .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+            sip_in(&mut rec, t0, CALLEE, &mk_response(invite, 180, "Ringing", ""));
+            sip_in(&mut rec, t0, CALLER, &cancel);
+            sip_in(&mut rec, t0, CALLEE, &mk_response(invite, 487, "Request Terminated", ""));
+        }
+        for s in 1..=12 {
+            rec.handle_timeout(t0 + Duration::from_secs(5 * s));
+            drain(&mut rec);
+        }
+        prop_assert_eq!(rec.active_calls(), 0);
     }
 
     #[test]
