@@ -35,27 +35,55 @@ pub fn require(tool: &str) {
     );
 }
 
-/// A block of consecutive free UDP+TCP ports on 127.0.0.1, never one this
-/// process handed out before (blocks are probed, not held, until used).
+/// A block of consecutive free UDP+TCP ports on 127.0.0.1, reserved for the
+/// rest of this process across every test process on the machine.
+///
+/// Ports are handed out in 100-port blocks below the kernel's ephemeral range
+/// (32768+), so no outgoing connection takes one. Each block is reserved by an
+/// exclusive lock on `$TMPDIR/earshot-ports/<block>` held until the process
+/// exits: a recorder's RTP range is bound lazily, call by call, so probing
+/// alone would let a concurrent test hand the same ports to its SIPp.
 pub fn free_ports(count: u16) -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<(u16, u16)>> = std::sync::Mutex::new(Vec::new());
-    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-    // Spread concurrent test processes over the range by pid, then probe.
-    let mut base = 20000 + ((std::process::id() as u16).wrapping_mul(7919) % 300) * 100;
-    for _ in 0..800 {
-        let overlaps = given.iter().any(|&(b, c)| base < b + c && b < base + count);
-        let free = !overlaps
-            && (base..base + count).all(|p| {
-                UdpSocket::bind(("127.0.0.1", p)).is_ok()
-                    && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
-            });
-        if free {
-            given.push((base, count));
+    const FIRST: u16 = 10_000;
+    const BLOCK: u16 = 100;
+    const BLOCKS: u16 = (32_700 - FIRST) / BLOCK;
+    static HELD: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
+    let dir = std::env::temp_dir().join("earshot-ports");
+    std::fs::create_dir_all(&dir).expect("creating the port-lock directory");
+    let need = count.max(1).div_ceil(BLOCK);
+    let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+    // Start where this pid points, so concurrent processes rarely contend.
+    let start = (std::process::id() as u16).wrapping_mul(7919) % BLOCKS;
+    for step in 0..BLOCKS {
+        let first = (start + step) % BLOCKS;
+        if first + need > BLOCKS {
+            continue;
+        }
+        let mut locks = Vec::new();
+        for b in first..first + need {
+            let path = dir.join((FIRST + b * BLOCK).to_string());
+            let Ok(file) = std::fs::File::create(&path) else {
+                break;
+            };
+            if file.try_lock().is_err() {
+                break;
+            }
+            locks.push(file);
+        }
+        if locks.len() != need as usize {
+            continue;
+        }
+        let base = FIRST + first * BLOCK;
+        let bindable = (base..base + count).all(|p| {
+            UdpSocket::bind(("127.0.0.1", p)).is_ok()
+                && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+        });
+        if bindable {
+            held.extend(locks);
             return base;
         }
-        base = 20000 + (base - 20000 + 100 + count) % 40000;
     }
-    panic!("no block of {count} free ports on 127.0.0.1");
+    panic!("no block of {count} free ports on 127.0.0.1 below 32700");
 }
 
 /// A temporary directory removed at drop.
