@@ -19,7 +19,8 @@ pub const MIN_RETENTION_DAYS: i32 = 7;
 /// Largest retention the CRD accepts; operators usually configure a lower maximum.
 pub const MAX_RETENTION_DAYS: i32 = 3650;
 /// Largest number of users in one policy. It bounds the cost of the CEL rules
-/// the API server runs on every write (`tests/crd.rs` checks the estimate).
+/// the API server runs on every write (the real API server of
+/// `operator/tests/cluster.rs` refuses a CRD over its cost budget).
 /// Extensions are kept unique by `x-kubernetes-list-type: map`, which the API
 /// server enforces in linear time, rather than by a quadratic CEL rule.
 pub const MAX_USERS: usize = 1000;
@@ -401,7 +402,7 @@ pub struct SipPeer {
     /// Source networks of this peer in CIDR notation, e.g. `10.0.4.0/24` or
     /// `192.0.2.10/32`. A request whose source address is in one of them
     /// belongs to this peer.
-    #[schemars(length(min = 1, max = 32))]
+    #[schemars(length(min = 1, max = 32), inner(length(min = 3, max = 49)))]
     #[x_kube(validation = Rule::new("self.all(c, isCIDR(c))").message("peers[].sources must be CIDRs such as 10.0.4.0/24 or 192.0.2.10/32"))]
     pub sources: Vec<String>,
     /// Where this peer's new requests are forwarded: `host:port` of the
@@ -461,8 +462,16 @@ pub struct NetworkSpec {
     /// in-dialog requests to the recorder. Defaults to the pod IP (`Pod`) or
     /// the node IP (`Host`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 45))]
     #[x_kube(validation = Rule::new("isIP(self)").message("network.advertisedAddress must be an IP address"))]
     pub advertised_address: Option<String>,
+    /// Accept SDP that names a loopback address or the recorder's own as
+    /// media address: only for a cluster whose phones run on the same
+    /// machine (a demo, a test). Off by default: a peer naming such an
+    /// address could make the relay send media to the node itself.
+    /// Link-local addresses are refused always.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_local_media: bool,
 }
 
 /// Network attachment of recorder pods.

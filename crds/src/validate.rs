@@ -162,11 +162,7 @@ impl PolicyValidator {
         let mut schema: Vec<Violation> = self
             .schema
             .iter_errors(object)
-            .map(|e| Violation {
-                field: json_pointer_to_path(&e.instance_path().to_string()),
-                message: e.to_string(),
-                source: ViolationSource::Schema,
-            })
+            .map(|e| schema_violation(&e))
             .collect();
         list_type_violations(&self.raw_schema, object, String::new(), &mut schema);
         if !schema.is_empty() {
@@ -285,6 +281,128 @@ fn list_type_violations(schema: &Value, value: &Value, path: String, out: &mut V
             }
         }
         _ => {}
+    }
+}
+
+/// A schema error in the API server's words (apiextensions-apiserver's
+/// `kubeOpenAPIResultToFieldErrors` over kube-openapi's messages), so that
+/// `earshot-operator check` and `kubectl apply` print the same line.
+fn schema_violation(e: &jsonschema::ValidationError<'_>) -> Violation {
+    use jsonschema::error::ValidationErrorKind as Kind;
+    let mut field = json_pointer_to_path(&e.instance_path().to_string());
+    let value = e.instance();
+    let bad = go_value(value);
+    let num = |v: &Value| match v.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
+        _ => v.to_string(),
+    };
+    let message = match e.kind() {
+        Kind::Required { property } => {
+            let name = property
+                .as_str()
+                .map_or_else(|| property.to_string(), str::to_owned);
+            field = if field.is_empty() {
+                name
+            } else {
+                format!("{field}.{name}")
+            };
+            "Required value".to_owned()
+        }
+        Kind::Enum { options } => {
+            let values: Vec<String> = options
+                .as_array()
+                .map(|o| {
+                    o.iter()
+                        .map(|v| match v.as_str() {
+                            Some(s) => Value::String(s.to_owned()).to_string(),
+                            None => Value::String(v.to_string()).to_string(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            format!(
+                "Unsupported value: {bad}: supported values: {}",
+                values.join(", ")
+            )
+        }
+        Kind::MaxLength { limit } => {
+            let unit = if *limit == 1 { "byte" } else { "bytes" };
+            format!("Too long: may not be more than {limit} {unit}")
+        }
+        Kind::MaxItems { limit } => {
+            let unit = if *limit == 1 { "item" } else { "items" };
+            let actual = value.as_array().map_or(0, Vec::len);
+            format!("Too many: {actual}: must have at most {limit} {unit}")
+        }
+        Kind::MaxProperties { limit } => {
+            let actual = value.as_object().map_or(0, |o| o.len());
+            format!("Too many: {actual}: must have at most {limit} items")
+        }
+        Kind::Type { kind } => {
+            let want = match kind {
+                jsonschema::error::TypeKind::Single(t) => t.to_string(),
+                jsonschema::error::TypeKind::Multiple(set) => format!("{set:?}"),
+            };
+            // kube-openapi reports the value's type, not the value, as bad.
+            let got = json_type(value);
+            format!("Invalid value: \"{got}\": {field} in body must be of type {want}: \"{got}\"")
+        }
+        Kind::Pattern { pattern } => {
+            format!("Invalid value: {bad}: {field} in body should match '{pattern}'")
+        }
+        Kind::Minimum { limit } => format!(
+            "Invalid value: {bad}: {field} in body should be greater than or equal to {}",
+            num(limit)
+        ),
+        Kind::Maximum { limit } => format!(
+            "Invalid value: {bad}: {field} in body should be less than or equal to {}",
+            num(limit)
+        ),
+        Kind::ExclusiveMinimum { limit } => format!(
+            "Invalid value: {bad}: {field} in body should be greater than {}",
+            num(limit)
+        ),
+        Kind::ExclusiveMaximum { limit } => format!(
+            "Invalid value: {bad}: {field} in body should be less than {}",
+            num(limit)
+        ),
+        Kind::MinLength { limit } => {
+            format!("Invalid value: {bad}: {field} in body should be at least {limit} chars long")
+        }
+        Kind::MinItems { limit } => {
+            format!("Invalid value: {bad}: {field} in body should have at least {limit} items")
+        }
+        _ => format!("Invalid value: {bad}: {e}"),
+    };
+    Violation {
+        field,
+        message,
+        source: ViolationSource::Schema,
+    }
+}
+
+/// A bad value as Go's field errors print it: numbers and booleans bare,
+/// strings quoted, anything else as JSON.
+fn go_value(v: &Value) -> String {
+    match v {
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::String(_) => v.to_string(),
+        Value::Null => "\"\"".to_owned(),
+        _ => serde_json::to_string(v).unwrap_or_default(),
+    }
+}
+
+/// The JSON type name kube-openapi reports for a value.
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
     }
 }
 

@@ -1,7 +1,8 @@
 //! The generated CRD as the API server would see it: committed file in sync
-//! with the code, structural, defaults valid, CEL rules compile and fit the
-//! API server's cost budget, and the samples accepted or refused for the
-//! right reason by the very schema and rules in the committed file.
+//! with the code, structural, defaults valid, CEL rules compile and stay in
+//! scope, and the samples accepted or refused for the right reason by the
+//! very schema and rules in the committed file. The CEL cost budget is the
+//! real API server's to judge: `operator/tests/cluster.rs` installs the CRD.
 
 use std::path::{Path, PathBuf};
 
@@ -165,7 +166,7 @@ fn defaults_are_valid_against_their_schema() {
 }
 
 #[test]
-fn cel_rules_compile_stay_in_scope_and_within_cost_budget() {
+fn cel_rules_compile_and_stay_in_scope() {
     let schema = schema();
     let mut rules = 0;
     walk(&schema, String::new(), &mut |path, node| {
@@ -275,6 +276,12 @@ const REFUSALS: &[(&str, ViolationSource, &str, &str)] = &[
         "must be an IP address",
     ),
     (
+        "advertised-address-too-long",
+        ViolationSource::Schema,
+        "spec.recorder.network.advertisedAddress",
+        "Too long: may not be more than 45 bytes",
+    ),
+    (
         "announcement-prompt-missing",
         ViolationSource::Rule,
         "prompt",
@@ -296,19 +303,19 @@ const REFUSALS: &[(&str, ViolationSource, &str, &str)] = &[
         "extension-format",
         ViolationSource::Schema,
         "spec.users[0].extension",
-        "does not match",
+        "Invalid value: \"00 8\": spec.users[0].extension in body should match '^[A-Za-z0-9.\\-_+]{1,32}$'",
     ),
     (
         "extension-too-long",
         ViolationSource::Schema,
         "spec.users[0].extension",
-        "does not match",
+        "in body should match",
     ),
     (
         "mode-enum",
         ViolationSource::Schema,
         "spec.users[0].mode",
-        "\"Sometimes\" is not one of",
+        "Unsupported value: \"Sometimes\": supported values: \"Always\", \"OnDemand\", \"Never\"",
     ),
     (
         "ondemand-without-shortcode",
@@ -332,13 +339,19 @@ const REFUSALS: &[(&str, ViolationSource, &str, &str)] = &[
         "retention-above-maximum",
         ViolationSource::Schema,
         "spec.retentionDays",
-        "greater than the maximum of 3650",
+        "Invalid value: 4000: spec.retentionDays in body should be less than or equal to 3650",
     ),
     (
         "retention-below-minimum",
         ViolationSource::Schema,
         "spec.retentionDays",
-        "less than the minimum of 7",
+        "Invalid value: 3: spec.retentionDays in body should be greater than or equal to 7",
+    ),
+    (
+        "retention-not-a-number",
+        ViolationSource::Schema,
+        "spec.retentionDays",
+        "Invalid value: \"string\": spec.retentionDays in body must be of type integer: \"string\"",
     ),
     (
         "rtp-range-inverted",
@@ -350,13 +363,13 @@ const REFUSALS: &[(&str, ViolationSource, &str, &str)] = &[
         "shortcode-pattern",
         ViolationSource::Schema,
         "spec.users[0].shortcode",
-        "does not match",
+        "Invalid value: \"#5\": spec.users[0].shortcode in body should match '^\\*[0-9]$'",
     ),
     (
         "storage-missing-bucket",
         ViolationSource::Schema,
-        "spec.storage",
-        "\"bucket\" is a required property",
+        "spec.storage.bucket",
+        "Required value",
     ),
 ];
 

@@ -44,7 +44,7 @@ pub fn recorder_config(v: &Validated) -> RecorderConfig {
             bind: ANY,
             port_min: port(rec.rtp_ports.min),
             port_max: port(rec.rtp_ports.max),
-            allow_local_media: false,
+            allow_local_media: rec.network.allow_local_media,
         },
         http: HttpConfig {
             listen: SocketAddr::new(ANY, RECORDER_HTTP_PORT),
