@@ -16,12 +16,10 @@ demo: ## Record three real SIP calls through a local recorder and show the repor
 test: test-deps ## Install what the tests need, then run every test
 	scripts/run-tests.sh
 
-e2e: ## The operator against a real cluster (kind, k3d) when KUBECONFIG is set
-	@if [ -z "$$KUBECONFIG" ]; then \
-	  echo "e2e: skipped: KUBECONFIG is not set (point it at a kind or k3d cluster to run the operator against it)"; \
-	else \
-	  $(CARGO) test -p earshot-operator --features e2e --test e2e_cluster -- --nocapture; \
-	fi
+e2e: ## The operator suite against the cluster KUBECONFIG names, else against the local control plane
+	@scripts/test-deps.sh
+	$(CARGO) build -q -p earshot-recorder
+	$(CARGO) test -p earshot-operator --test cluster -- --nocapture $(if $(KUBECONFIG),--test-threads=1)
 
 bench: ## Hot-path microbenchmarks, the same SIPp load through Earshot and rtpengine, the console over 100 000 recordings
 	@scripts/test-deps.sh

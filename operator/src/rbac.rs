@@ -7,7 +7,6 @@
 /// Server-side apply needs `create` too when the object does not exist yet.
 pub const CLUSTER: &[(&str, &str, &str)] = &[
     // The controller's watches.
-    ("get", "earshot.io", "recordingpolicies"),
     ("list", "earshot.io", "recordingpolicies"),
     ("watch", "earshot.io", "recordingpolicies"),
     ("patch", "earshot.io", "recordingpolicies/status"),
