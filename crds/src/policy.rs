@@ -75,6 +75,12 @@ pub const MAX_USERS: usize = 1000;
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
+    ),
+    // Every object of a policy is named `earshot-<policy>`, its console
+    // `earshot-<policy>-console`: names ending in -console would share the
+    // console's name of another policy, and Service names stop at 63.
+    validation = Rule::new("self.metadata.name.size() <= 40 && !self.metadata.name.endsWith('-console')").message(
+        "metadata.name must be at most 40 characters and must not end in -console (earshot-<name>-console is the name of that policy's console)"
     )
 )]
 #[x_kube(validation = Rule::new(

@@ -207,7 +207,7 @@ fn cel_rules_compile_and_stay_in_scope() {
             rules += 1;
         }
     });
-    assert_eq!(rules, 7, "every CEL rule of the CRD was analysed");
+    assert_eq!(rules, 8, "every CEL rule of the CRD was analysed");
 }
 
 fn yaml_files(dir: &Path) -> Vec<PathBuf> {
@@ -316,6 +316,12 @@ const REFUSALS: &[(&str, ViolationSource, &str, &str)] = &[
         ViolationSource::Schema,
         "spec.users[0].mode",
         "Unsupported value: \"Sometimes\": supported values: \"Always\", \"OnDemand\", \"Never\"",
+    ),
+    (
+        "name-ends-in-console",
+        ViolationSource::Rule,
+        "",
+        "must not end in -console",
     ),
     (
         "ondemand-without-shortcode",

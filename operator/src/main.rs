@@ -168,6 +168,15 @@ fn main() -> ExitCode {
     }
 }
 
+/// What the operator refuses that the API server cannot see: a storage
+/// prefix outside the policy's namespace (CEL cannot read the namespace).
+fn tenant_problem(p: &earshot_crds::RecordingPolicy) -> Option<String> {
+    use earshot_operator::reconcile::validate::confined_prefix;
+    let ns = p.metadata.namespace.as_deref()?;
+    let prefix = p.spec.storage.as_ref()?.prefix.as_deref()?;
+    confined_prefix(ns, prefix).err().map(|e| e.to_string())
+}
+
 fn check(files: &[PathBuf]) -> ExitCode {
     let validator = PolicyValidator::new();
     let mut failed = false;
@@ -187,6 +196,14 @@ fn check(files: &[PathBuf]) -> ExitCode {
                 continue;
             }
             match validator.parse(doc) {
+                Ok(p) if let Some(problem) = tenant_problem(&p) => {
+                    eprintln!(
+                        "{} [{i}]: policy {} is invalid:\n  - {problem}",
+                        file.display(),
+                        p.metadata.name.as_deref().unwrap_or("<unnamed>")
+                    );
+                    failed = true;
+                }
                 Ok(p) => {
                     let counts = p.spec.user_counts();
                     println!(

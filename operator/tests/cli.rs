@@ -62,6 +62,28 @@ fn check_refuses_an_invalid_policy_with_the_api_servers_message() {
 }
 
 #[test]
+fn check_refuses_a_prefix_in_another_tenants_namespace() {
+    let dir = earshot_tests::TempDir::new("check-prefix");
+    let sample = std::fs::read_to_string(repo().join("config/samples/small-office.yaml")).unwrap();
+    assert!(sample.contains("  storage:\n"), "{sample}");
+    let evil = sample.replace("  storage:\n", "  storage:\n    prefix: beta/office/\n");
+    let path = dir.path().join("evil.yaml");
+    std::fs::write(&path, evil).unwrap();
+    let out = Command::new(BINARY)
+        .arg("check")
+        .arg("-f")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("spec.storage.prefix \"beta/office/\" is outside this tenant's recordings; it must start with \"acme\" followed by /"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn crd_prints_the_chart_crd() {
     let out = Command::new(BINARY).arg("crd").output().unwrap();
     let committed = std::fs::read_to_string(repo().join(earshot_crds_path())).unwrap();

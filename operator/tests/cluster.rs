@@ -855,7 +855,7 @@ fn samples_are_accepted_and_invalid_ones_refused_with_the_words_check_prints() {
         let message = ours
             .lines()
             .find_map(|l| l.strip_prefix("  - "))
-            .and_then(|l| l.split_once(": ").map(|(_, m)| m.trim().to_owned()))
+            .map(|l| l.split_once(": ").map_or(l, |(_, m)| m).trim().to_owned())
             .unwrap_or_default();
         if message.is_empty() || !server.contains(&message) {
             mismatches.push(format!(

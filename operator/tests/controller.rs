@@ -13,7 +13,7 @@ use earshot_operator::metrics::OperatorMetrics;
 use earshot_operator::reconcile::{Context, Error, error_policy, reconcile};
 use earshot_operator::storage::Storage;
 use earshot_operator::storage::lifecycle::PolicyRule;
-use earshot_operator::storage::s3::{S3Target, StorageError};
+use earshot_operator::storage::s3::{Enforced, S3Target, StorageError};
 use http::{Request, Response};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::client::Body;
@@ -36,14 +36,20 @@ impl Storage for FakeStorage {
         target: S3Target,
         bucket: &'a str,
         rule: &'a PolicyRule,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, StorageError>> + Send + 'a>>
-    {
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Enforced, StorageError>> + Send + 'a>,
+    > {
         self.calls.lock().unwrap().push(format!(
             "enforce {} {bucket} {} {} {} as {}",
             target.endpoint, rule.id, rule.prefix, rule.days, target.access_key_id
         ));
         let changed = self.changed;
-        Box::pin(async move { Ok(changed) })
+        Box::pin(async move {
+            Ok(Enforced {
+                changed,
+                shorter: None,
+            })
+        })
     }
 }
 
@@ -356,7 +362,7 @@ async fn a_new_policy_gets_its_workload_its_retention_rule_and_a_ready_status() 
     server.await.unwrap();
     assert_eq!(
         storage.calls.lock().unwrap().as_slice(),
-        ["enforce http://garage:3900 recordings earshot-acme-office acme/office/ 30 as GKABC"]
+        ["enforce http://garage:3900 recordings earshot/acme/office acme/office/ 30 as GKABC"]
     );
     assert!(
         ctx.metrics

@@ -1,6 +1,7 @@
 //! Retention rules against a real S3 server (Garage on loopback): foreign
 //! rules survive, retention changes are reflected, two policies on one bucket
-//! reconciled at once both keep their rule, and a deleted policy's rule stays.
+//! reconciled at once both keep their rule, a deleted policy's rule stays,
+//! and a shorter rule over a policy's prefix is found.
 
 use earshot_operator::storage::BucketLocks;
 use earshot_operator::storage::lifecycle::{PolicyRule, rule_id, rules};
@@ -53,12 +54,12 @@ fn retention_rules_in_a_real_bucket() {
         assert!(
             s3.ensure_rule("recordings", &mk_rule("acme", "office", 7))
                 .await
-                .unwrap()
+                .unwrap().changed
         );
         let xml = s3.get_lifecycle("recordings").await.unwrap().unwrap();
         let found = rules(&xml).unwrap();
         let ids: Vec<&str> = found.iter().map(|r| r.id.as_str()).collect();
-        assert_eq!(ids, ["platform-tmp", "earshot-acme-office"], "{xml}");
+        assert_eq!(ids, ["platform-tmp", "earshot/acme/office"], "{xml}");
         assert_eq!(found[0].prefix.as_deref(), Some("tmp/"));
         assert_eq!(found[0].days, Some(1));
 
@@ -67,13 +68,13 @@ fn retention_rules_in_a_real_bucket() {
             assert!(
                 s3.ensure_rule("recordings", &mk_rule("acme", "office", days))
                     .await
-                    .unwrap()
+                    .unwrap().changed
             );
             let xml = s3.get_lifecycle("recordings").await.unwrap().unwrap();
             let ours: Vec<_> = rules(&xml)
                 .unwrap()
                 .into_iter()
-                .filter(|r| r.id == "earshot-acme-office")
+                .filter(|r| r.id == "earshot/acme/office")
                 .collect();
             assert_eq!(ours.len(), 1);
             assert_eq!(ours[0].days, Some(days));
@@ -82,7 +83,7 @@ fn retention_rules_in_a_real_bucket() {
         assert!(
             !s3.ensure_rule("recordings", &mk_rule("acme", "office", 14))
                 .await
-                .unwrap(),
+                .unwrap().changed,
             "no change, no write"
         );
 
@@ -105,9 +106,9 @@ fn retention_rules_in_a_real_bucket() {
         let ids: Vec<String> = rules(&xml).unwrap().into_iter().map(|r| r.id).collect();
         for id in [
             "platform-tmp",
-            "earshot-acme-office",
-            "earshot-beta-sales",
-            "earshot-gamma-support",
+            "earshot/acme/office",
+            "earshot/beta/sales",
+            "earshot/gamma/support",
         ] {
             assert!(ids.iter().any(|i| i == id), "{id} missing from {ids:?}");
         }
@@ -122,8 +123,28 @@ fn retention_rules_in_a_real_bucket() {
             rules(&xml)
                 .unwrap()
                 .iter()
-                .any(|r| r.id == "earshot-acme-office" && r.days == Some(14))
+                .any(|r| r.id == "earshot/acme/office" && r.days == Some(14))
         );
+
+        // Someone adds a 1-day rule on acme/ (a tenant with the bucket's key,
+        // a platform mistake): ours stays, and the next check names it.
+        let evil = xml.replace(
+            "</LifecycleConfiguration>",
+            "<Rule><ID>acme-cleanup</ID><Filter><Prefix>acme/</Prefix></Filter><Status>Enabled</Status><Expiration><Days>1</Days></Expiration></Rule></LifecycleConfiguration>",
+        );
+        s3.put_lifecycle("recordings", &evil).await.unwrap();
+        let found = s3
+            .ensure_rule("recordings", &mk_rule("acme", "office", 14))
+            .await
+            .unwrap();
+        assert!(!found.changed);
+        let shorter = found.shorter.expect("the 1-day rule on acme/ is found");
+        assert_eq!((shorter.id.as_str(), shorter.days), ("acme-cleanup", Some(1)));
+        let other = s3
+            .ensure_rule("recordings", &mk_rule("beta", "sales", 90))
+            .await
+            .unwrap();
+        assert_eq!(other.shorter, None, "beta/sales is not under acme/");
     });
 }
 

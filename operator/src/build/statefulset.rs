@@ -240,6 +240,9 @@ pub fn build_statefulset(v: &Validated) -> StatefulSet {
     let mut pod = PodSpec {
         termination_grace_period_seconds: Some(v.operator.termination_grace_seconds),
         security_context: Some(pod_security(true)),
+        // The recorder never calls the API server: no token in an
+        // internet-facing pod.
+        automount_service_account_token: Some(false),
         containers: vec![container],
         volumes: Some(volumes),
         ..PodSpec::default()

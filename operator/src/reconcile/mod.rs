@@ -32,6 +32,7 @@ use crate::config::OperatorConfig;
 use crate::metrics::OperatorMetrics;
 use crate::storage::Storage;
 use crate::storage::lifecycle::{PolicyRule, rule_id};
+use crate::storage::s3::Enforced;
 use status::{Check, Observed, build_status, patch_status};
 use validate::validate;
 
@@ -218,7 +219,7 @@ async fn run_steps(policy: &RecordingPolicy, ctx: &Context) -> (Observed, Result
         days: v.policy.spec.retention_days,
     };
     match ctx.storage.enforce(target, &v.storage.bucket, &rule).await {
-        Ok(changed) => {
+        Ok(Enforced { changed, shorter }) => {
             ctx.metrics.lifecycle_update(true, changed);
             if changed {
                 event(
@@ -240,14 +241,28 @@ async fn run_steps(policy: &RecordingPolicy, ctx: &Context) -> (Observed, Result
                     v.storage.bucket, v.storage.endpoint
                 ),
             );
-            observed.retention = Check::ok(
-                "LifecycleRuleSet",
-                format!(
-                    "lifecycle rule {} expires objects under {} after {} days",
-                    rule.id, rule.prefix, rule.days
-                ),
-            );
-            observed.enforced_days = Some(rule.days);
+            if let Some(other) = shorter {
+                // S3 applies the earliest expiration that matches: ours is
+                // set, but recordings would go sooner than the policy says.
+                let msg = format!(
+                    "lifecycle rule {} is set, but {}: recordings under {} would be deleted before {} days",
+                    rule.id,
+                    other.describe(),
+                    rule.prefix,
+                    rule.days
+                );
+                event(ctx, policy, true, "ShorterRuleInBucket", msg.clone()).await;
+                observed.retention = Check::failed("ShorterRuleInBucket", msg);
+            } else {
+                observed.retention = Check::ok(
+                    "LifecycleRuleSet",
+                    format!(
+                        "lifecycle rule {} expires objects under {} after {} days",
+                        rule.id, rule.prefix, rule.days
+                    ),
+                );
+                observed.enforced_days = Some(rule.days);
+            }
             // Recheck now and then: a bucket's rules can be edited behind our back.
             (observed, Ok(Action::requeue(Duration::from_secs(600))))
         }

@@ -39,6 +39,54 @@ pub enum Invalid {
         "spec.recorder.spool.size {0:?} is too small or not a size; give at least 1Gi (e.g. 10Gi)"
     )]
     SpoolSize(String),
+    /// A storage prefix outside the policy's namespace: the tenant would
+    /// write into, and set retention over, another tenant's recordings.
+    #[error(
+        "spec.storage.prefix {prefix:?} is outside this tenant's recordings; it must start with {namespace:?} followed by /"
+    )]
+    PrefixOutsideNamespace {
+        /// What the policy asks.
+        prefix: String,
+        /// The policy's namespace.
+        namespace: String,
+    },
+    /// A name whose objects would collide with another policy's (the CRD
+    /// refuses these; a policy stored before that rule may not have been).
+    #[error(
+        "metadata.name {0:?} must be at most 40 characters and must not end in -console (earshot-<name>-console is the name of that policy's console)"
+    )]
+    Name(String),
+}
+
+/// Whether a policy in `namespace` may write under `prefix`: only inside
+/// `<namespace>/`, as a plain key prefix (no empty or `..` segment that a
+/// filesystem store or a reader could resolve elsewhere).
+pub fn confined_prefix(namespace: &str, prefix: &str) -> Result<(), Invalid> {
+    let inside = prefix
+        .strip_prefix(namespace)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .is_some_and(|rest| {
+            let segments: Vec<&str> = rest.split('/').collect();
+            let (last, inner) = segments.split_last().unwrap_or((&"", &[]));
+            inner.iter().all(|s| !matches!(*s, "" | "." | "..")) && !matches!(*last, "." | "..")
+        });
+    if inside {
+        Ok(())
+    } else {
+        Err(Invalid::PrefixOutsideNamespace {
+            prefix: prefix.to_owned(),
+            namespace: namespace.to_owned(),
+        })
+    }
+}
+
+/// Whether a policy name leaves every object name of every policy distinct.
+pub fn distinct_name(name: &str) -> Result<(), Invalid> {
+    if name.len() <= 40 && !name.ends_with("-console") {
+        Ok(())
+    } else {
+        Err(Invalid::Name(name.to_owned()))
+    }
 }
 
 /// Bytes of a volume size as the policy writes it (`512Mi`, `10Gi`, `2Ti`).
@@ -71,6 +119,8 @@ impl Invalid {
             Invalid::NoStorage => "NoStorage",
             Invalid::AdvertisedAddress(_) => "InvalidAdvertisedAddress",
             Invalid::SpoolSize(_) => "SpoolTooSmall",
+            Invalid::PrefixOutsideNamespace { .. } => "PrefixOutsideNamespace",
+            Invalid::Name(_) => "NameCollides",
         }
     }
 }
@@ -87,6 +137,7 @@ pub fn validate(policy: &RecordingPolicy, operator: &OperatorConfig) -> Result<V
         .namespace
         .clone()
         .ok_or(Invalid::Metadata("metadata.namespace"))?;
+    distinct_name(&name)?;
     let requested = policy.spec.retention_days;
     if requested > operator.max_retention_days {
         return Err(Invalid::RetentionAboveMaximum {
@@ -104,6 +155,7 @@ pub fn validate(policy: &RecordingPolicy, operator: &OperatorConfig) -> Result<V
         .prefix
         .clone()
         .unwrap_or_else(|| format!("{namespace}/{name}/"));
+    confined_prefix(&namespace, &prefix)?;
     let advertised = match &policy.spec.recorder.network.advertised_address {
         Some(a) => Some(
             a.parse()
@@ -125,4 +177,46 @@ pub fn validate(policy: &RecordingPolicy, operator: &OperatorConfig) -> Result<V
         prefix,
         operator: operator.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prefix_stays_inside_the_namespace() {
+        for ok in ["acme/", "acme/office/", "acme/eu/office/", "acme/office"] {
+            assert_eq!(confined_prefix("acme", ok), Ok(()), "{ok}");
+        }
+        // Another tenant, a namespace that only starts the same, the bucket
+        // root, traversal-looking and empty segments.
+        for bad in [
+            "beta/office/",
+            "acme-eu/office/",
+            "acmeoffice/",
+            "acme",
+            "",
+            "/acme/",
+            "acme/../beta/",
+            "acme//x/",
+            "acme/./",
+            "acme/..",
+        ] {
+            assert!(
+                matches!(
+                    confined_prefix("acme", bad),
+                    Err(Invalid::PrefixOutsideNamespace { .. })
+                ),
+                "{bad:?} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn names_that_would_share_objects_are_refused() {
+        assert_eq!(distinct_name("office"), Ok(()));
+        assert_eq!(distinct_name(&"a".repeat(40)), Ok(()));
+        assert!(distinct_name("office-console").is_err());
+        assert!(distinct_name(&"a".repeat(41)).is_err());
+    }
 }

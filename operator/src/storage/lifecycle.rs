@@ -28,6 +28,10 @@ pub struct FoundRule {
     pub days: Option<i32>,
     /// `Status`.
     pub enabled: bool,
+    /// Whether it has an `Expiration.Date` (everything it covers goes then).
+    pub dated: bool,
+    /// Whether its filter names a tag (recordings carry none).
+    pub tagged: bool,
     /// Where the `<Rule>…</Rule>` element is in the document.
     span: std::ops::Range<usize>,
 }
@@ -37,10 +41,59 @@ pub struct FoundRule {
 #[error("bucket lifecycle configuration is not valid XML: {0}")]
 pub struct LifecycleError(pub String);
 
-/// The rule ID of a policy: `earshot-<namespace>-<name>` (S3 allows 255 characters;
-/// both names are DNS labels of at most 63, so it always fits).
+/// The rule ID of a policy: `earshot/<namespace>/<name>`. Neither name can
+/// hold a `/`, so two policies never share one (the hyphenated IDs of
+/// earlier releases did: `acme`/`eu-office` and `acme-eu`/`office`). S3
+/// allows 255 characters; a namespace is at most 63, a policy name at most 40.
 pub fn rule_id(namespace: &str, name: &str) -> String {
-    format!("earshot-{namespace}-{name}")
+    format!("earshot/{namespace}/{name}")
+}
+
+/// The ID earlier releases gave the policy's rule. A rule with this ID and
+/// the policy's own prefix is replaced by the policy's rule.
+fn legacy_rule_id(ours: &PolicyRule) -> Option<String> {
+    let mut parts = ours.id.strip_prefix("earshot/")?.splitn(2, '/');
+    Some(format!("earshot-{}-{}", parts.next()?, parts.next()?))
+}
+
+/// The first enabled rule of `xml`, other than the policy's own, that would
+/// delete some of its recordings before their retention ends: a shorter
+/// `Expiration.Days` (or a fixed `Expiration.Date`) on a prefix that
+/// overlaps the policy's (no prefix covers everything). S3 applies the
+/// earliest expiration that matches, so the policy's rule alone is not
+/// enough. Rules filtered by tag are not counted: recordings carry no tags.
+pub fn shorter_rule(xml: &str, ours: &PolicyRule) -> Result<Option<FoundRule>, LifecycleError> {
+    Ok(rules(xml)?.into_iter().find(|r| {
+        let prefix = r.prefix.as_deref().unwrap_or("");
+        r.id != ours.id
+            && r.enabled
+            && !r.tagged
+            && (r.dated || r.days.is_some_and(|d| d < ours.days))
+            && (ours.prefix.starts_with(prefix) || prefix.starts_with(&ours.prefix))
+    }))
+}
+
+impl FoundRule {
+    /// The rule for a status message: its ID, prefix and expiration, with
+    /// what the store returned cut short and stripped to printable ASCII.
+    pub fn describe(&self) -> String {
+        let clean = |s: &str| -> String {
+            s.chars()
+                .filter(|c| c.is_ascii_graphic() || *c == ' ')
+                .take(64)
+                .collect()
+        };
+        let when = match (self.dated, self.days) {
+            (true, _) => "on a fixed date".to_owned(),
+            (false, Some(d)) => format!("after {d} days"),
+            (false, None) => "early".to_owned(),
+        };
+        format!(
+            "rule {:?} (prefix {:?}) expires objects {when}",
+            clean(&self.id),
+            clean(self.prefix.as_deref().unwrap_or(""))
+        )
+    }
 }
 
 fn escape(s: &str) -> String {
@@ -77,6 +130,8 @@ pub fn rules(xml: &str) -> Result<Vec<FoundRule>, LifecycleError> {
                         prefix: None,
                         days: None,
                         enabled: false,
+                        dated: false,
+                        tagged: false,
                         span: start..start,
                     });
                 }
@@ -113,6 +168,8 @@ pub fn rules(xml: &str) -> Result<Vec<FoundRule>, LifecycleError> {
                             r.prefix = Some(value)
                         }
                         ["Expiration", "Days"] => r.days = value.parse().ok(),
+                        ["Expiration", "Date"] => r.dated = true,
+                        ["Filter", "Tag", ..] | ["Filter", "And", "Tag", ..] => r.tagged = true,
                         ["Status"] => r.enabled = value == "Enabled",
                         _ => {}
                     }
@@ -141,7 +198,13 @@ pub fn merge(existing: Option<&str>, ours: &PolicyRule) -> Result<String, Lifecy
     let xml = existing.filter(|x| !x.trim().is_empty()).unwrap_or(EMPTY);
     let found = rules(xml)?;
     let new_rule = rule_xml(ours);
-    if let Some(r) = found.iter().find(|r| r.id == ours.id) {
+    let legacy = legacy_rule_id(ours);
+    let mine = |r: &&FoundRule| {
+        r.id == ours.id
+            || (legacy.as_deref() == Some(r.id.as_str())
+                && r.prefix.as_deref() == Some(ours.prefix.as_str()))
+    };
+    if let Some(r) = found.iter().find(mine) {
         return Ok(format!(
             "{}{new_rule}{}",
             &xml[..r.span.start],
@@ -224,6 +287,101 @@ mod tests {
         };
         let both = merge(Some(&merged), &other).unwrap();
         assert!(enforces(&both, &mk_rule(14)).unwrap() && enforces(&both, &other).unwrap());
+    }
+
+    #[test]
+    fn a_legacy_rule_of_the_policy_is_replaced_and_one_of_another_prefix_kept() {
+        // FOREIGN holds `earshot-acme-office` on acme/office/: this policy's, by an earlier release.
+        let merged = merge(Some(FOREIGN), &mk_rule(30)).unwrap();
+        let ids: Vec<String> = rules(&merged).unwrap().into_iter().map(|r| r.id).collect();
+        assert_eq!(ids, ["backups-tier", "earshot/acme/office"]);
+        // The same legacy ID on another prefix is another policy's (acme-office/…?): kept.
+        let other = FOREIGN.replace(
+            "<Prefix>acme/office/</Prefix>",
+            "<Prefix>acme-x/y/</Prefix>",
+        );
+        let merged = merge(Some(&other), &mk_rule(30)).unwrap();
+        assert_eq!(rules(&merged).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn rule_ids_of_different_policies_differ() {
+        let pairs = [
+            (("acme", "eu-office"), ("acme-eu", "office")),
+            (("a-b", "c"), ("a", "b-c")),
+        ];
+        for (x, y) in pairs {
+            assert_ne!(rule_id(x.0, x.1), rule_id(y.0, y.1), "{x:?} {y:?}");
+        }
+    }
+
+    #[test]
+    fn a_shorter_rule_that_covers_the_prefix_is_found_and_others_are_not() {
+        let doc = |rules: &str| {
+            format!(
+                "<LifecycleConfiguration>{rules}{}</LifecycleConfiguration>",
+                rule_xml(&mk_rule(30))
+            )
+        };
+        let rule = |id: &str, filter: &str, exp: &str| {
+            format!(
+                "<Rule><ID>{id}</ID><Filter>{filter}</Filter><Status>Enabled</Status><Expiration>{exp}</Expiration></Rule>"
+            )
+        };
+        let found = |xml: String| shorter_rule(&xml, &mk_rule(30)).unwrap().map(|r| r.id);
+        // Another tenant's rule on a parent prefix, a sub-prefix, the whole bucket, a date.
+        for (id, filter, exp) in [
+            ("evil", "<Prefix>acme/</Prefix>", "<Days>1</Days>"),
+            (
+                "sub",
+                "<Prefix>acme/office/2026/</Prefix>",
+                "<Days>7</Days>",
+            ),
+            ("all", "", "<Days>29</Days>"),
+            (
+                "dated",
+                "<Prefix>acme</Prefix>",
+                "<Date>2027-01-01T00:00:00Z</Date>",
+            ),
+        ] {
+            assert_eq!(
+                found(doc(&rule(id, filter, exp))).as_deref(),
+                Some(id),
+                "{id}"
+            );
+        }
+        // Longer, elsewhere, tagged or disabled: harmless.
+        for r in [
+            rule("longer", "<Prefix>acme/</Prefix>", "<Days>90</Days>"),
+            rule(
+                "elsewhere",
+                "<Prefix>acme/sales/</Prefix>",
+                "<Days>1</Days>",
+            ),
+            rule(
+                "tagged",
+                "<And><Prefix>acme/</Prefix><Tag><Key>k</Key><Value>v</Value></Tag></And>",
+                "<Days>1</Days>",
+            ),
+            rule("off", "<Prefix>acme/</Prefix>", "<Days>1</Days>").replace("Enabled", "Disabled"),
+        ] {
+            assert_eq!(found(doc(&r)), None, "{r}");
+        }
+        // What the store sent is cut short and stripped before it reaches a status.
+        let long = format!("x&#10;y{}", "z".repeat(100));
+        let evil = shorter_rule(
+            &doc(&rule(&long, "<Prefix>acme/</Prefix>", "<Days>1</Days>")),
+            &mk_rule(30),
+        )
+        .unwrap()
+        .unwrap();
+        let text = evil.describe();
+        assert!(
+            text.starts_with("rule \"xyzz")
+                && text.ends_with("(prefix \"acme/\") expires objects after 1 days"),
+            "{text}"
+        );
+        assert_eq!(text.matches('z').count(), 62, "{text}");
     }
 
     #[test]

@@ -32,19 +32,20 @@ use std::future::Future;
 use std::pin::Pin;
 
 use lifecycle::PolicyRule;
-use s3::{S3Client, S3Target, StorageError};
+use s3::{Enforced, S3Client, S3Target, StorageError};
 
 /// What the reconciler asks of a store: check access, then make the bucket
 /// enforce a rule. Behind a trait so the controller's tests can watch every
 /// storage call (and prove none of them deletes anything).
 pub trait Storage: Send + Sync {
-    /// Checks credentials and bucket, then keeps `rule`; `Ok(true)` when the rule changed.
+    /// Checks credentials and bucket, then keeps `rule`: whether it changed,
+    /// and any other rule that expires the policy's recordings sooner.
     fn enforce<'a>(
         &'a self,
         target: S3Target,
         bucket: &'a str,
         rule: &'a PolicyRule,
-    ) -> Pin<Box<dyn Future<Output = Result<bool, StorageError>> + Send + 'a>>;
+    ) -> Pin<Box<dyn Future<Output = Result<Enforced, StorageError>> + Send + 'a>>;
 }
 
 /// The real thing: S3 over HTTP, one writer per bucket at a time.
@@ -59,7 +60,7 @@ impl Storage for S3Storage {
         target: S3Target,
         bucket: &'a str,
         rule: &'a PolicyRule,
-    ) -> Pin<Box<dyn Future<Output = Result<bool, StorageError>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<Enforced, StorageError>> + Send + 'a>> {
         Box::pin(async move {
             let _turn = self.locks.lock(&target.endpoint, bucket).await;
             let client = S3Client::new(target);

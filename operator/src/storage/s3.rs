@@ -252,13 +252,21 @@ impl S3Client {
     }
 
     /// Makes the bucket enforce `rule`, keeping every other rule, and reads it
-    /// back to be sure. Returns whether anything had to change.
-    pub async fn ensure_rule(&self, bucket: &str, rule: &PolicyRule) -> Result<bool, StorageError> {
+    /// back to be sure. Says whether anything had to change and whether
+    /// another rule expires some of the policy's recordings sooner.
+    pub async fn ensure_rule(
+        &self,
+        bucket: &str,
+        rule: &PolicyRule,
+    ) -> Result<Enforced, StorageError> {
         let current = self.get_lifecycle(bucket).await?;
         if let Some(xml) = &current
             && lifecycle::enforces(xml, rule)?
         {
-            return Ok(false);
+            return Ok(Enforced {
+                changed: false,
+                shorter: lifecycle::shorter_rule(xml, rule)?,
+            });
         }
         let merged = lifecycle::merge(current.as_deref(), rule)?;
         self.put_lifecycle(bucket, &merged).await?;
@@ -266,6 +274,19 @@ impl S3Client {
         if !lifecycle::enforces(&back, rule)? {
             return Err(StorageError::NotEnforced(bucket.into()));
         }
-        Ok(true)
+        Ok(Enforced {
+            changed: true,
+            shorter: lifecycle::shorter_rule(&back, rule)?,
+        })
     }
+}
+
+/// What keeping a policy's lifecycle rule found.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Enforced {
+    /// Whether the bucket's configuration had to change.
+    pub changed: bool,
+    /// Another rule in the bucket that expires some of the policy's
+    /// recordings before their retention ends.
+    pub shorter: Option<lifecycle::FoundRule>,
 }
