@@ -253,11 +253,34 @@ pub struct EventsConfig {
     /// A JSON-lines file that receives one line per call event; none when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
+    /// Which DTMF digits the log names: `Masked` (default) names only
+    /// shortcode keys (`*` and the digit completing a shortcode) and writes
+    /// every other digit as masked, since those may be PINs or card numbers
+    /// (PCI DSS forbids keeping them); `All` names every digit. Digits of
+    /// calls no policy user may record are never logged.
+    #[serde(default, skip_serializing_if = "DtmfDigits::is_masked")]
+    pub dtmf_digits: DtmfDigits,
+}
+
+/// Which DTMF digits the event log names.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub enum DtmfDigits {
+    /// Shortcode keys only; other digits are masked.
+    #[default]
+    Masked,
+    /// Every digit.
+    All,
+}
+
+impl DtmfDigits {
+    fn is_masked(&self) -> bool {
+        *self == DtmfDigits::Masked
+    }
 }
 
 impl EventsConfig {
     fn is_off(&self) -> bool {
-        self.path.is_none()
+        self.path.is_none() && self.dtmf_digits.is_masked()
     }
 }
 

@@ -7,6 +7,7 @@
 use std::io::Write;
 use std::time::{Instant, SystemTime};
 
+use earshot_contracts::config::DtmfDigits;
 use earshot_recorder_core::{EndReason, Event, RecordingReason};
 use serde_json::{Value, json};
 
@@ -46,8 +47,10 @@ impl Default for Clock {
     }
 }
 
-/// The JSON line for an event, or `None` for media frames.
-pub fn to_json(clock: &Clock, event: &Event) -> Option<Value> {
+/// The JSON line for an event, or `None` for media frames. With
+/// [`DtmfDigits::Masked`], a digit that is not part of a shortcode is
+/// written as `"digit": null, "masked": true`.
+pub fn to_json(clock: &Clock, event: &Event, digits: DtmfDigits) -> Option<Value> {
     let v = match event {
         Event::CallStarted {
             call,
@@ -91,10 +94,19 @@ pub fn to_json(clock: &Clock, event: &Event) -> Option<Value> {
             side,
             digit,
             method,
-        } => json!({
-            "time": clock.rfc3339(*at), "event": "dtmf", "call": call.hash,
-            "side": side.as_str(), "digit": digit.to_string(), "method": method.label(),
-        }),
+            shortcode,
+        } => {
+            let shown = *shortcode || digits == DtmfDigits::All;
+            let mut v = json!({
+                "time": clock.rfc3339(*at), "event": "dtmf", "call": call.hash,
+                "side": side.as_str(), "method": method.label(),
+                "digit": shown.then(|| digit.to_string()),
+            });
+            if !shown {
+                v["masked"] = json!(true);
+            }
+            v
+        }
         Event::CallEnded {
             call,
             at,
@@ -133,11 +145,16 @@ pub fn to_json(clock: &Clock, event: &Event) -> Option<Value> {
 pub struct EventLog {
     out: Option<std::io::BufWriter<std::fs::File>>,
     clock: Clock,
+    digits: DtmfDigits,
 }
 
 impl EventLog {
     /// A log writing to `path` (appending), or discarding when `None`.
-    pub fn open(path: Option<&std::path::Path>, clock: Clock) -> std::io::Result<Self> {
+    pub fn open(
+        path: Option<&std::path::Path>,
+        clock: Clock,
+        digits: DtmfDigits,
+    ) -> std::io::Result<Self> {
         let out = match path {
             Some(p) => Some(std::io::BufWriter::new(
                 std::fs::OpenOptions::new()
@@ -147,17 +164,49 @@ impl EventLog {
             )),
             None => None,
         };
-        Ok(Self { out, clock })
+        Ok(Self { out, clock, digits })
     }
 
     /// Writes the event's line, if it has one.
     pub fn write(&mut self, event: &Event) {
         let Some(out) = self.out.as_mut() else { return };
-        let Some(v) = to_json(&self.clock, event) else {
+        let Some(v) = to_json(&self.clock, event, self.digits) else {
             return;
         };
         if let Err(err) = writeln!(out, "{v}").and_then(|_| out.flush()) {
             tracing::warn!(error = %err, "cannot write call event log");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use earshot_recorder_core::dtmf::DtmfMethod;
+    use earshot_recorder_core::{CallRef, Side};
+
+    #[test]
+    fn digits_outside_shortcodes_are_masked_unless_all_are_asked_for() {
+        let clock = Clock::new();
+        let dtmf = |digit, shortcode| Event::Dtmf {
+            call: CallRef {
+                id: 1,
+                hash: "00112233aabbccdd".into(),
+            },
+            at: Instant::now(),
+            side: Side::Caller,
+            digit,
+            method: DtmfMethod::Rfc4733,
+            shortcode,
+        };
+        let pin = to_json(&clock, &dtmf('4', false), DtmfDigits::Masked).unwrap();
+        assert_eq!(
+            (&pin["digit"], &pin["masked"]),
+            (&Value::Null, &json!(true))
+        );
+        let code = to_json(&clock, &dtmf('5', true), DtmfDigits::Masked).unwrap();
+        assert_eq!((&code["digit"], code.get("masked")), (&json!("5"), None));
+        let all = to_json(&clock, &dtmf('4', false), DtmfDigits::All).unwrap();
+        assert_eq!(all["digit"], "4");
     }
 }

@@ -132,6 +132,10 @@ pub enum Event {
         digit: char,
         /// How it arrived.
         method: DtmfMethod,
+        /// Whether it is part of a shortcode: a `*`, or the digit that
+        /// completes a shortcode of one of the call's users. Other digits
+        /// may be a PIN or a card number.
+        shortcode: bool,
     },
     /// One RTP audio packet of a recorded call.
     Media(MediaFrame),

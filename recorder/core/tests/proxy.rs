@@ -923,3 +923,68 @@ fn out_of_rtp_ports_is_503_with_retry_after_and_frees_nothing_it_did_not_take() 
     // The two calls in progress keep relaying.
     assert_eq!(rec.active_calls(), 2);
 }
+
+/// DTMF events as (digit, part of a shortcode).
+fn dtmf_of(events: &[Event]) -> Vec<(char, bool)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Dtmf {
+                digit, shortcode, ..
+            } => Some((*digit, *shortcode)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn digits_are_reported_only_on_recordable_calls_and_say_which_are_shortcode_keys() {
+    let info = |call: &str, cseq, digit: char| {
+        let body = format!("Signal={digit}\r\nDuration=160\r\n");
+        mk_in_dialog(
+            "INFO",
+            call,
+            cseq,
+            true,
+            &body,
+            "Content-Type: application/dtmf-relay\r\n",
+        )
+    };
+    let keys = ['1', '2', '*', '5', '#', '*', '9', '4'];
+    let mut rec = mk_recorder();
+    let t0 = Instant::now();
+    let t = t0 + Duration::from_secs(3);
+    // 012 (OnDemand *5) types a PIN around its shortcode: only `*` and the
+    // 5 that completes *5 are shortcode keys; *9 is no one's shortcode.
+    establish(&mut rec, t0, "012", "500", "pin");
+    let mut events = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        events.extend(sip_in(&mut rec, t, CALLER, &info("pin", 2 + i as u32, *k)).events);
+    }
+    assert_eq!(
+        dtmf_of(&events),
+        [
+            ('1', false),
+            ('2', false),
+            ('*', true),
+            ('5', true),
+            ('#', false),
+            ('*', true),
+            ('9', false),
+            ('4', false)
+        ]
+    );
+    // A Never user's call and an unknown caller's: no digit event at all,
+    // though the digits are relayed and counted.
+    for (from, id) in [("003", "never"), ("777", "stranger")] {
+        establish(&mut rec, t0, from, "500", id);
+        let mut events = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            let out = sip_in(&mut rec, t, CALLER, &info(id, 2 + i as u32, *k));
+            assert_eq!(out.methods_to(CALLEE), ["INFO"], "relayed");
+            events.extend(out.events);
+        }
+        assert_eq!(dtmf_of(&events), [], "{from}");
+    }
+    assert_eq!(rec.stats().dtmf_digits.get("sip_info"), Some(&24));
+}

@@ -255,8 +255,12 @@ impl Server {
         } = self;
 
         // Call event log and info-level call lines (no numbers in them).
-        let mut events = EventLog::open(config.file.events.path.as_deref(), clock)
-            .with_context(|| format!("cannot open event log {:?}", config.file.events.path))?;
+        let mut events = EventLog::open(
+            config.file.events.path.as_deref(),
+            clock,
+            config.file.events.dtmf_digits,
+        )
+        .with_context(|| format!("cannot open event log {:?}", config.file.events.path))?;
         // The dispatcher thread: event log, info lines, and the recording pipeline.
         std::thread::Builder::new()
             .name("dispatcher".into())

@@ -384,13 +384,22 @@ impl Recorder {
         };
         let r = call.r.clone();
         let code = call.matchers[side.index()].key(now, digit);
-        self.emit(Event::Dtmf {
-            call: r,
-            at: now,
-            side,
-            digit,
-            method,
-        });
+        // Digits typed into IVRs are PINs and card numbers: they are
+        // reported only on calls a policy user may record, and each says
+        // whether it belongs to a shortcode (a `*`, or the digit completing
+        // one of the call's shortcodes) so the log can mask the others.
+        if call.involved.iter().any(|u| u.mode != RecordingMode::Never) {
+            let shortcode = digit == '*'
+                || code.is_some_and(|c| call.involved.iter().any(|u| u.shortcode == Some(c)));
+            self.emit(Event::Dtmf {
+                call: r,
+                at: now,
+                side,
+                digit,
+                method,
+                shortcode,
+            });
+        }
         let Some(code) = code else { return };
         let Some(call) = self.calls.get_mut(&cid) else {
             return;
