@@ -91,6 +91,14 @@ impl Cluster {
         kubectl_with(&self.kubeconfig, args, stdin)
     }
 
+    /// The policy, once its condition `kind` has `reason` (within 60 s).
+    fn wait_reason(&self, ns: &str, name: &str, kind: &str, reason: &str) -> Value {
+        eventually(&format!("{ns}/{name}: {kind} with {reason}"), 60, || {
+            let rp = self.json(&["get", "rp", name, "-n", ns])?;
+            (condition(&rp, kind)["reason"] == reason).then_some(rp)
+        })
+    }
+
     /// A namespace for this test, deleted at drop on a shared cluster.
     fn namespace(&self, ns: &str) {
         self.kubectl(&["create", "namespace", ns]);
@@ -436,21 +444,11 @@ impl Drop for Kubelet {
 }
 
 fn base64_decode(s: &str) -> String {
-    let t = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut bits = 0u32;
-    let mut n = 0;
-    let mut out = Vec::new();
-    for c in s.bytes().filter(|&c| c != b'=') {
-        let v = t.iter().position(|&x| x == c).expect("base64") as u32;
-        bits = (bits << 6) | v;
-        n += 6;
-        if n >= 8 {
-            n -= 8;
-            out.push((bits >> n) as u8);
-            bits &= (1 << n) - 1;
-        }
-    }
-    String::from_utf8(out).unwrap()
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .expect("a Secret's data is base64");
+    String::from_utf8(bytes).expect("the Secret's values are text")
 }
 
 /// One SIPp call through the recorder at `sip`, caller `from`, 3 s.
@@ -559,10 +557,7 @@ fn a_policy_through_its_life_with_the_chart_s_rbac_and_a_real_recorder() {
         &p,
         &users("Always"),
     ));
-    let rp = eventually("StorageReady=False with SecretMissing", 60, || {
-        let rp = c.json(&["get", "rp", "office", "-n", "acme"])?;
-        (condition(&rp, "StorageReady")["reason"] == "SecretMissing").then_some(rp)
-    });
+    let rp = c.wait_reason("acme", "office", "StorageReady", "SecretMissing");
     assert!(
         condition(&rp, "StorageReady")["message"]
             .as_str()
@@ -721,10 +716,7 @@ fn a_policy_through_its_life_with_the_chart_s_rbac_and_a_real_recorder() {
         "  announcement: { mode: Prompt, prompt: { configMap: prompts, key: notice.wav } }\n  storage:\n",
     );
     c.apply(&prompt);
-    let rp = eventually("Ready=False with PromptMissing", 60, || {
-        let rp = c.json(&["get", "rp", "office", "-n", "acme"])?;
-        (condition(&rp, "Ready")["reason"] == "PromptMissing").then_some(rp)
-    });
+    let rp = c.wait_reason("acme", "office", "Ready", "PromptMissing");
     assert!(
         condition(&rp, "Ready")["message"]
             .as_str()

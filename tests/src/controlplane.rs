@@ -201,8 +201,8 @@ impl ControlPlane {
 
     /// Writes a kubeconfig for `user` authenticating with `token`.
     pub fn write_kubeconfig(&self, path: &Path, user: &str, token: &str) {
-        use base64_lite as b64;
-        let ca = b64::encode(&self.ca_pem());
+        use base64::Engine;
+        let ca = base64::engine::general_purpose::STANDARD.encode(self.ca_pem());
         std::fs::write(
             path,
             format!(
@@ -345,27 +345,5 @@ impl ControlPlane {
                 })
             })
             .collect()
-    }
-}
-
-/// Base64 without a dependency for it.
-mod base64_lite {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-    /// Standard base64 with padding.
-    pub fn encode(data: &[u8]) -> String {
-        let mut out = String::new();
-        for c in data.chunks(3) {
-            let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
-            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-            for i in 0..4 {
-                if i <= c.len() {
-                    out.push(T[(n >> (18 - 6 * i)) as usize & 63] as char);
-                } else {
-                    out.push('=');
-                }
-            }
-        }
-        out
     }
 }
