@@ -15,9 +15,10 @@ use futures::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
+use crate::access::Access;
 use crate::catalog::{Catalog, Filter, PAGE, Recording, clock, hms};
 use crate::metrics::Metrics;
-use crate::web::{App, health_router, router, zip_stream};
+use crate::web::{App, ZipLimits, health_router, router, zip_stream};
 
 /// Earshot's recordings console: list, play and download one policy's
 /// recordings, read-only.
@@ -111,6 +112,25 @@ enum Command {
         /// Address for /healthz and /metrics only (the pod network).
         #[arg(long, env = console_env::HEALTH_LISTEN)]
         health_listen: Option<SocketAddr>,
+        /// The header in which an authenticating proxy names the signed-in
+        /// user (for the audit log). Trusted only from `--trusted-proxy`;
+        /// no header is trusted by default.
+        #[arg(long, env = console_env::IDENTITY_HEADER)]
+        identity_header: Option<String>,
+        /// Where the authenticating proxy connects from (CIDRs,
+        /// comma-separated). When set, nobody else but loopback may connect.
+        #[arg(long, env = console_env::TRUSTED_PROXIES, value_delimiter = ',')]
+        trusted_proxy: Vec<String>,
+        /// Host names the page answers to besides localhost and loopback
+        /// addresses (comma-separated); any other `Host` is refused.
+        #[arg(long, env = console_env::ALLOWED_HOSTS, value_delimiter = ',')]
+        allowed_host: Vec<String>,
+        /// Most recordings in one ZIP.
+        #[arg(long, default_value_t = ZipLimits::default().recordings)]
+        zip_max_recordings: usize,
+        /// Most MiB of MP3 in one ZIP.
+        #[arg(long, default_value_t = ZipLimits::default().bytes >> 20)]
+        zip_max_mib: u64,
     },
     /// List recordings, newest first.
     List {
@@ -230,11 +250,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve {
             listen,
             health_listen,
+            identity_header,
+            trusted_proxy,
+            allowed_host,
+            zip_max_recordings,
+            zip_max_mib,
         } => {
+            let access = Access::new(identity_header.as_deref(), &trusted_proxy, &allowed_host)
+                .map_err(|e| anyhow::anyhow!("access settings: {e}"))?;
             let app = Arc::new(App {
                 catalog,
                 metrics: Arc::new(Metrics::default()),
                 title: cli.storage.describe(),
+                access: Arc::new(access),
+                zip_limits: ZipLimits {
+                    recordings: zip_max_recordings,
+                    bytes: zip_max_mib.saturating_mul(1 << 20),
+                },
             });
             let page = tokio::net::TcpListener::bind(listen)
                 .await
@@ -247,11 +279,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 tokio::spawn(async move { axum::serve(health, r).await });
             }
             tracing::info!(%listen, "console serving (read-only)");
-            axum::serve(page, router(app))
-                .with_graceful_shutdown(async {
-                    let _ = tokio::signal::ctrl_c().await;
-                })
-                .await?;
+            axum::serve(
+                page,
+                router(app).into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await?;
             Ok(())
         }
         Command::List {

@@ -4,6 +4,7 @@
 //! delete a recording.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod catalog;
 pub mod cli;
 pub mod metrics;

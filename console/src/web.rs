@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::{Extension, Form, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -17,6 +17,7 @@ use maud::{DOCTYPE, Markup, html};
 use object_store::GetRange;
 use serde::Deserialize;
 
+use crate::access::{Access, Who};
 use crate::catalog::{
     Catalog, CatalogError, Filter, PAGE, Recording, clock, hms, valid_day, valid_id,
 };
@@ -31,37 +32,53 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Shown in the page title: the policy's storage prefix.
     pub title: String,
+    /// Who may use the page.
+    pub access: Arc<Access>,
+    /// How big a ZIP may get.
+    pub zip_limits: ZipLimits,
 }
 
-/// Headers an authenticating proxy sets to the signed-in user.
-const IDENTITY_HEADERS: [&str; 3] = ["x-forwarded-user", "x-auth-request-user", "x-remote-user"];
-
-fn who(headers: &HeaderMap) -> String {
-    IDENTITY_HEADERS
-        .iter()
-        .find_map(|h| headers.get(*h)?.to_str().ok())
-        .filter(|v| !v.is_empty())
-        .unwrap_or("-")
-        .to_owned()
+/// The most a ZIP may hold unless the console is told otherwise.
+#[derive(Debug, Clone, Copy)]
+pub struct ZipLimits {
+    /// Recordings in one archive.
+    pub recordings: usize,
+    /// Bytes of MP3 in one archive.
+    pub bytes: u64,
 }
 
-fn audit(action: &'static str, what: &str, headers: &HeaderMap, app: &App) {
+impl Default for ZipLimits {
+    fn default() -> Self {
+        Self {
+            recordings: 2000,
+            bytes: 4 << 30,
+        }
+    }
+}
+
+fn audit(action: &'static str, what: &str, who: &Who, app: &App) {
     app.metrics.access(action);
     tracing::info!(
         target: "earshot_console::audit",
         action,
         recording = what,
-        who = %who(headers),
+        who = %who.0,
         "audit"
     );
 }
 
 /// The console's routes (the page, audio, sidecars, ZIPs, health, metrics).
+/// Every page route goes through [`access::check`]; serve it with
+/// `into_make_service_with_connect_info::<SocketAddr>()`.
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/r/{y}/{m}/{d}/{file}", get(object))
         .route("/zip", get(zip_day).post(zip_selected))
+        .route_layer(axum::middleware::from_fn_with_state(
+            app.access.clone(),
+            crate::access::check,
+        ))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .with_state(app)
@@ -211,7 +228,7 @@ fn party(number: &str, name: &str) -> String {
 async fn index(
     State(app): State<Arc<App>>,
     Query(q): Query<ListQuery>,
-    headers: HeaderMap,
+    Extension(who): Extension<Who>,
 ) -> Response {
     let filter = match q.filter() {
         Ok(f) => f,
@@ -222,7 +239,7 @@ async fn index(
         Ok(p) => p,
         Err(e) => return store_error(e),
     };
-    audit("list", "-", &headers, &app);
+    audit("list", "-", &who, &app);
     let v = |s: &Option<String>| s.clone().unwrap_or_default();
     let status = q.status.clone().unwrap_or_default();
     // Each day's first row gets a heading row with the day's ZIP.
@@ -323,6 +340,7 @@ async fn object(
     State(app): State<Arc<App>>,
     Path((y, m, d, file)): Path<(String, String, String, String)>,
     Query(q): Query<ObjectQuery>,
+    Extension(who): Extension<Who>,
     headers: HeaderMap,
 ) -> Response {
     let (stem, ext) = match file.rsplit_once('.') {
@@ -336,7 +354,7 @@ async fn object(
     if ext == "json" {
         return match app.catalog.sidecar_bytes(&id).await {
             Ok(bytes) => {
-                audit("sidecar", &id, &headers, &app);
+                audit("sidecar", &id, &who, &app);
                 ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
             }
             Err(e) => store_error(e),
@@ -375,12 +393,7 @@ async fn object(
     };
     let download = q.download.is_some();
     if first_byte == Some(0) {
-        audit(
-            if download { "download" } else { "play" },
-            &id,
-            &headers,
-            &app,
-        );
+        audit(if download { "download" } else { "play" }, &id, &who, &app);
     }
     let (size, range) = (result.meta.size, result.range.clone());
     let metrics = app.clone();
@@ -495,19 +508,59 @@ fn zip_response(app: Arc<App>, name: &str, recordings: Vec<Arc<Recording>>) -> R
         .unwrap_or_default()
 }
 
+/// The recordings of a ZIP request, each once, within the limits.
+fn within_limits(
+    recordings: Vec<Arc<Recording>>,
+    limits: ZipLimits,
+) -> Result<Vec<Arc<Recording>>, Box<Response>> {
+    let mut seen = std::collections::HashSet::new();
+    let unique: Vec<Arc<Recording>> = recordings
+        .into_iter()
+        .filter(|r| seen.insert(r.id.clone()))
+        .collect();
+    let bytes: u64 = unique.iter().map(|r| r.mp3_bytes()).sum();
+    if unique.len() > limits.recordings || bytes > limits.bytes {
+        return Err(Box::new(error_page(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!(
+                "That is {} recordings ({} MiB); one ZIP holds at most {} recordings and {} MiB. Narrow the filter or select fewer rows.",
+                unique.len(),
+                bytes >> 20,
+                limits.recordings,
+                limits.bytes >> 20
+            ),
+        )));
+    }
+    Ok(unique)
+}
+
 async fn zip_selected(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
+    Extension(who): Extension<Who>,
     Form(fields): Form<Vec<(String, String)>>,
 ) -> Response {
-    // The form repeats `id` once per ticked row.
+    // The form repeats `id` once per ticked row; a hand-made request may
+    // repeat one id many times.
+    let mut seen = std::collections::HashSet::new();
     let ids: Vec<String> = fields
         .into_iter()
         .filter(|(k, _)| k == "id")
         .map(|(_, v)| v)
+        .filter(|v| seen.insert(v.clone()))
         .collect();
     if ids.is_empty() {
         return error_page(StatusCode::BAD_REQUEST, "Select at least one recording.");
+    }
+    if ids.len() > app.zip_limits.recordings {
+        // Refused before the store is asked about any of them.
+        return error_page(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!(
+                "That is {} recordings; one ZIP holds at most {}. Select fewer rows.",
+                ids.len(),
+                app.zip_limits.recordings
+            ),
+        );
     }
     let mut recordings = Vec::with_capacity(ids.len());
     for id in &ids {
@@ -516,8 +569,12 @@ async fn zip_selected(
             Err(e) => return store_error(e),
         }
     }
+    let recordings = match within_limits(recordings, app.zip_limits) {
+        Ok(r) => r,
+        Err(too_big) => return *too_big,
+    };
     for r in &recordings {
-        audit("zip", &r.id, &headers, &app);
+        audit("zip", &r.id, &who, &app);
     }
     zip_response(app, &format!("recordings-{}", recordings.len()), recordings)
 }
@@ -525,7 +582,7 @@ async fn zip_selected(
 async fn zip_day(
     State(app): State<Arc<App>>,
     Query(q): Query<ListQuery>,
-    headers: HeaderMap,
+    Extension(who): Extension<Who>,
 ) -> Response {
     let Some(day) = nonempty(&q.day).filter(|d| valid_day(d)) else {
         return error_page(
@@ -543,8 +600,12 @@ async fn zip_day(
         Ok(r) => r,
         Err(e) => return store_error(e),
     };
+    let recordings = match within_limits(recordings, app.zip_limits) {
+        Ok(r) => r,
+        Err(too_big) => return *too_big,
+    };
     for r in &recordings {
-        audit("zip", &r.id, &headers, &app);
+        audit("zip", &r.id, &who, &app);
     }
     zip_response(app, &format!("recordings-{day}"), recordings)
 }

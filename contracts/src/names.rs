@@ -48,4 +48,10 @@ pub mod console_env {
     pub const LISTEN: &str = "EARSHOT_CONSOLE_LISTEN";
     /// Where `/healthz` and `/metrics` listen.
     pub const HEALTH_LISTEN: &str = "EARSHOT_CONSOLE_HEALTH_LISTEN";
+    /// The header the authenticating proxy names the user in.
+    pub const IDENTITY_HEADER: &str = "EARSHOT_CONSOLE_IDENTITY_HEADER";
+    /// CIDRs the proxy connects from, comma-separated.
+    pub const TRUSTED_PROXIES: &str = "EARSHOT_CONSOLE_TRUSTED_PROXIES";
+    /// Host names the page answers to, comma-separated.
+    pub const ALLOWED_HOSTS: &str = "EARSHOT_CONSOLE_ALLOWED_HOSTS";
 }

@@ -156,12 +156,23 @@ pub struct Console {
 impl Console {
     /// Starts `earshot-console <storage args> serve` on a free port.
     pub fn start(dir: &Path, storage: &[&str], env: &[(&str, &str)]) -> Console {
+        Self::start_with(dir, storage, &[], env)
+    }
+
+    /// As [`start`](Self::start), with more `serve` flags.
+    pub fn start_with(
+        dir: &Path,
+        storage: &[&str],
+        serve: &[&str],
+        env: &[(&str, &str)],
+    ) -> Console {
         let port = earshot_tests::free_ports(1);
         let log = dir.join(format!("console-{port}.log"));
         let child = Command::new(CONSOLE)
             .args(storage)
             .args(["serve", "--listen"])
             .arg(format!("127.0.0.1:{port}"))
+            .args(serve)
             .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
