@@ -43,6 +43,12 @@ pub enum Error {
         /// The key.
         key: String,
     },
+    /// The platform's own key for the store is not where the Helm values
+    /// say (a platform problem, not the tenant's).
+    #[error(
+        "the operator's own key for this object store cannot be read from {0}: check storageEndpoints[].lifecycleCredentialsSecret in the operator's Helm values"
+    )]
+    OperatorKeyMissing(String),
     /// The object store refused or could not be reached.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -56,6 +62,7 @@ impl Error {
             Error::Invalid(_) => "invalid_spec",
             Error::SecretMissing(_) | Error::SecretKeyMissing { .. } => "secret",
             Error::PromptMissing { .. } => "prompt",
+            Error::OperatorKeyMissing(_) => "platform",
             Error::Storage(e) if e.transient() => "storage_unavailable",
             Error::Storage(_) => "storage",
         }
@@ -69,6 +76,7 @@ impl Error {
             Error::SecretMissing(_) => "SecretMissing",
             Error::SecretKeyMissing { .. } => "SecretKeyMissing",
             Error::PromptMissing { .. } => "PromptMissing",
+            Error::OperatorKeyMissing(_) => "OperatorKeyMissing",
             Error::Storage(StorageError::Denied { .. }) => "AccessDenied",
             Error::Storage(StorageError::NoBucket(_)) => "BucketMissing",
             Error::Storage(StorageError::Unreachable { .. }) => "StorageUnreachable",

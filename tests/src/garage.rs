@@ -122,20 +122,39 @@ impl Garage {
 
     /// A new key that may only read the bucket: (key id, secret).
     pub fn read_only_key(&self) -> (String, String) {
-        let (id, secret) = self.create_key("earshot-read-only");
-        garage(
-            &self.config,
-            &[
-                "bucket",
-                "allow",
-                "--read",
-                &self.bucket,
-                "--key",
-                "earshot-read-only",
-            ],
-        )
-        .expect("bucket allow --read");
+        self.key_with("earshot-read-only", &["--read"])
+    }
+
+    /// A new key named `name` with `permissions` on the bucket (`--read`,
+    /// `--write`, `--owner`): (key id, secret).
+    pub fn key_with(&self, name: &str, permissions: &[&str]) -> (String, String) {
+        let (id, secret) = self.create_key(name);
+        let mut args = vec!["bucket", "allow"];
+        args.extend_from_slice(permissions);
+        args.extend_from_slice(&[self.bucket.as_str(), "--key", name]);
+        garage(&self.config, &args).expect("bucket allow");
         (id, secret)
+    }
+
+    /// Reads an object with another key: its bytes, or the store's refusal.
+    pub fn get_as(&self, key: &str, id: &str, secret: &str) -> Result<Vec<u8>, String> {
+        let client = AmazonS3Builder::new()
+            .with_endpoint(&self.endpoint)
+            .with_bucket_name(&self.bucket)
+            .with_region("garage")
+            .with_access_key_id(id)
+            .with_secret_access_key(secret)
+            .with_allow_http(true)
+            .with_virtual_hosted_style_request(false)
+            .build()
+            .map_err(|e| e.to_string())?;
+        Self::runtime().block_on(async {
+            let got = client.get(&key.into()).await.map_err(|e| e.to_string())?;
+            got.bytes()
+                .await
+                .map(|b| b.to_vec())
+                .map_err(|e| e.to_string())
+        })
     }
 
     /// Writes an object (test fixtures).

@@ -94,10 +94,29 @@ fn condition(
         type_: kind.to_owned(),
         status: status.to_owned(),
         reason: check.reason.clone(),
-        message: check.message.clone(),
+        message: bounded(&check.message),
         observed_generation: generation,
         last_transition_time: since,
     }
+}
+
+/// Longest condition message, in characters: enough for every message the
+/// operator writes, and a bound on whatever a message quotes.
+pub const MAX_MESSAGE: usize = 1024;
+
+/// A message cut to [`MAX_MESSAGE`] characters, with control characters
+/// (a newline a store or a name smuggled in) turned into spaces.
+pub fn bounded(message: &str) -> String {
+    let mut out: String = message
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_MESSAGE)
+        .collect();
+    if message.chars().nth(MAX_MESSAGE).is_some() {
+        out.pop();
+        out.push('…');
+    }
+    out
 }
 
 /// The status for what was observed, given the previous one and the time.

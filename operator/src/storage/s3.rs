@@ -27,6 +27,9 @@ pub struct S3Target {
     pub access_key_id: String,
     /// Secret access key.
     pub secret_access_key: String,
+    /// Whether the key is the operator's own (from the Helm values) rather
+    /// than the tenant's.
+    pub operator_key: bool,
 }
 
 impl std::fmt::Debug for S3Target {
@@ -35,6 +38,7 @@ impl std::fmt::Debug for S3Target {
         f.debug_struct("S3Target")
             .field("endpoint", &self.endpoint)
             .field("region", &self.region)
+            .field("operator_key", &self.operator_key)
             .finish()
     }
 }
@@ -52,19 +56,22 @@ pub enum StorageError {
     },
     /// 401/403.
     #[error(
-        "object store refused the credentials for bucket {bucket} (HTTP {status}): check the access key in the Secret and its permissions on the bucket"
+        "object store refused the credentials for bucket {bucket} (HTTP {status}): check {whose} and its permissions on the bucket"
     )]
     Denied {
         /// Bucket.
         bucket: String,
         /// HTTP status.
         status: u16,
+        /// Whose key it was, in words.
+        whose: &'static str,
     },
     /// 404 on the bucket.
     #[error("bucket {0} does not exist: create it, Earshot never creates or deletes buckets")]
     NoBucket(String),
-    /// Anything else the store answered.
-    #[error("object store answered HTTP {status} to {action} on bucket {bucket}: {body}")]
+    /// Anything else the store answered. Only the S3 error code is kept:
+    /// a message could echo anything (the request, a key id) into status.
+    #[error("object store answered HTTP {status} ({code}) to {action} on bucket {bucket}")]
     Unexpected {
         /// What was attempted.
         action: &'static str,
@@ -72,8 +79,16 @@ pub enum StorageError {
         bucket: String,
         /// HTTP status.
         status: u16,
-        /// Start of the body.
-        body: String,
+        /// The S3 `<Code>`, or `no error code`.
+        code: String,
+    },
+    /// The store sent more than any answer to these calls needs.
+    #[error("object store sent more than {limit} bytes in answer to {action}: refused")]
+    TooLarge {
+        /// What was attempted.
+        action: &'static str,
+        /// The limit, in bytes.
+        limit: usize,
     },
     /// The lifecycle XML could not be read.
     #[error(transparent)]
@@ -116,6 +131,8 @@ impl S3Client {
             target,
             http: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(15))
+                // A redirect would take the signed request elsewhere.
+                .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap_or_default(),
         }
@@ -133,6 +150,7 @@ impl S3Client {
 
     async fn send(
         &self,
+        action: &'static str,
         method: &str,
         url: &str,
         body: Vec<u8>,
@@ -187,13 +205,30 @@ impl S3Client {
             .http
             .execute(req)
             .await
-            .map_err(|e| StorageError::Unreachable {
-                endpoint: self.target.endpoint.clone(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| self.unreachable(&e))?;
         let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
-        Ok((status, text))
+        let body = read_limited(resp, action, MAX_BODY)
+            .await
+            .map_err(|e| e.unwrap_or_else(|e| self.unreachable(&e)))?;
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    fn unreachable(&self, e: &reqwest::Error) -> StorageError {
+        // The kind of failure only: reqwest's text names the URL and the
+        // chain of causes, which status does not need.
+        let kind = if e.is_timeout() {
+            "timed out"
+        } else if e.is_connect() {
+            "connection failed"
+        } else if e.is_body() || e.is_decode() {
+            "the answer broke off"
+        } else {
+            "request failed"
+        };
+        StorageError::Unreachable {
+            endpoint: self.target.endpoint.chars().take(200).collect(),
+            message: kind.to_owned(),
+        }
     }
 
     fn check(
@@ -208,6 +243,11 @@ impl S3Client {
             401 | 403 => Err(StorageError::Denied {
                 bucket: bucket.into(),
                 status,
+                whose: if self.target.operator_key {
+                    "the operator's own key for this store (Helm storageEndpoints)"
+                } else {
+                    "the access key in the Secret"
+                },
             }),
             404 if body.contains("NoSuchBucket") || action == "HeadBucket" => {
                 Err(StorageError::NoBucket(bucket.into()))
@@ -216,21 +256,28 @@ impl S3Client {
                 action,
                 bucket: bucket.into(),
                 status,
-                body: body.chars().take(300).collect(),
+                code: error_code(body).unwrap_or("no error code").to_owned(),
             }),
         }
     }
 
     /// Checks that the credentials reach the bucket.
     pub async fn head_bucket(&self, bucket: &str) -> Result<(), StorageError> {
-        let (status, body) = self.send("HEAD", &self.url(bucket, ""), Vec::new()).await?;
+        let (status, body) = self
+            .send("HeadBucket", "HEAD", &self.url(bucket, ""), Vec::new())
+            .await?;
         self.check("HeadBucket", bucket, status, &body)
     }
 
     /// The bucket's lifecycle configuration, `None` when it has none.
     pub async fn get_lifecycle(&self, bucket: &str) -> Result<Option<String>, StorageError> {
         let (status, body) = self
-            .send("GET", &self.url(bucket, "?lifecycle"), Vec::new())
+            .send(
+                "GetBucketLifecycleConfiguration",
+                "GET",
+                &self.url(bucket, "?lifecycle"),
+                Vec::new(),
+            )
             .await?;
         if status == 404 && body.contains("NoSuchLifecycleConfiguration") {
             return Ok(None);
@@ -243,6 +290,7 @@ impl S3Client {
     pub async fn put_lifecycle(&self, bucket: &str, xml: &str) -> Result<(), StorageError> {
         let (status, body) = self
             .send(
+                "PutBucketLifecycleConfiguration",
                 "PUT",
                 &self.url(bucket, "?lifecycle"),
                 xml.as_bytes().to_vec(),
@@ -279,6 +327,42 @@ impl S3Client {
             shorter: lifecycle::shorter_rule(&back, rule)?,
         })
     }
+}
+
+/// The most the operator reads of any answer: a lifecycle configuration
+/// holds at most 1000 rules of well under 1 KiB each.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// Reads a body, refusing it once it passes `limit` bytes (so a hostile
+/// or broken store cannot make the shared operator run out of memory).
+/// `Err(Ok(_))` is the refusal, `Err(Err(_))` a transport failure.
+async fn read_limited(
+    mut resp: reqwest::Response,
+    action: &'static str,
+    limit: usize,
+) -> Result<Vec<u8>, Result<StorageError, reqwest::Error>> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(Ok(StorageError::TooLarge { action, limit }));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(Err)? {
+        if body.len() + chunk.len() > limit {
+            return Err(Ok(StorageError::TooLarge { action, limit }));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The S3 error code of an error body (`<Code>NoSuchKey</Code>`), when it
+/// is one: a short word, never free text the store may have echoed.
+pub fn error_code(body: &str) -> Option<&str> {
+    let start = body.find("<Code>")? + "<Code>".len();
+    let code = &body[start..start + body[start..].find("</Code>")?];
+    (!code.is_empty()
+        && code.len() <= 64
+        && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.'))
+    .then_some(code)
 }
 
 /// What keeping a policy's lifecycle rule found.
