@@ -13,6 +13,55 @@ pub struct OperatorConfig {
     pub default_storage: Option<StorageSpec>,
     /// How long a recorder pod may take to let its calls finish on shutdown.
     pub termination_grace_seconds: i64,
+    /// The object stores policies may use (Helm `storageEndpoints`). Empty:
+    /// any endpoint, for single-tenant clusters only.
+    pub storage_endpoints: Vec<AllowedEndpoint>,
+    /// The authenticating proxy in front of exposed consoles (Helm
+    /// `console.proxy`). `None`: `spec.console.expose` is refused.
+    pub console_proxy: Option<ConsoleProxy>,
+}
+
+/// An object store the platform lets policies use.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AllowedEndpoint {
+    /// Its URL, as policies write it in `spec.storage.endpoint`.
+    pub url: String,
+    /// A directory holding the operator's own key for this store (files
+    /// `accessKeyId` and `secretAccessKey`, a mounted Secret), read at
+    /// each reconcile so a rotated key is picked up. With it the operator
+    /// checks buckets and keeps lifecycle rules as itself and never uses a
+    /// tenant's key; without it, it uses the tenant's.
+    #[serde(default)]
+    pub lifecycle_credentials_dir: Option<std::path::PathBuf>,
+}
+
+/// Whether two endpoint URLs name the same store: scheme and host are
+/// case-insensitive, a trailing `/` does not matter.
+pub fn same_endpoint(a: &str, b: &str) -> bool {
+    let norm = |u: &str| u.trim().trim_end_matches('/').to_ascii_lowercase();
+    norm(a) == norm(b)
+}
+
+/// The platform's authenticating proxy, the only client of an exposed
+/// console.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConsoleProxy {
+    /// The header in which the proxy names the signed-in user (for the
+    /// audit log), e.g. `X-Forwarded-User`. Trusted only from `sources`.
+    pub identity_header: String,
+    /// Addresses (CIDRs) the proxy connects from.
+    pub sources: Vec<String>,
+    /// NetworkPolicy: labels of the proxy's namespace.
+    #[serde(default)]
+    pub namespace_selector: std::collections::BTreeMap<String, String>,
+    /// NetworkPolicy: labels of the proxy's pods.
+    #[serde(default)]
+    pub pod_selector: std::collections::BTreeMap<String, String>,
+    /// Host names the console answers to besides its Service's names.
+    #[serde(default)]
+    pub hosts: Vec<String>,
 }
 
 impl Default for OperatorConfig {
@@ -23,6 +72,8 @@ impl Default for OperatorConfig {
             default_storage: None,
             // Four hours: the longest calls platforms usually see, so a rollout never cuts one.
             termination_grace_seconds: 4 * 3600,
+            storage_endpoints: Vec::new(),
+            console_proxy: None,
         }
     }
 }

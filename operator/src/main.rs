@@ -55,6 +55,15 @@ enum Command {
         /// spec.storage (the credentials Secret must exist in each tenant namespace).
         #[arg(long, env = "EARSHOT_DEFAULT_STORAGE")]
         default_storage: Option<String>,
+        /// The object stores policies may use, as JSON: a list of
+        /// `{"url": ..., "lifecycleCredentialsDir": ...}` (Helm
+        /// `storageEndpoints`). Empty: any endpoint (single-tenant clusters).
+        #[arg(long, env = "EARSHOT_STORAGE_ENDPOINTS")]
+        storage_endpoints: Option<String>,
+        /// The authenticating proxy of exposed consoles, as JSON (Helm
+        /// `console.proxy`). Unset: `spec.console.expose` is refused.
+        #[arg(long, env = "EARSHOT_CONSOLE_PROXY")]
+        console_proxy: Option<String>,
     },
     /// Print the objects a policy file produces (ConfigMap, Deployment,
     /// Service, PodDisruptionBudget), without a cluster.
@@ -68,7 +77,26 @@ enum Command {
         /// Largest retention the platform allows, in days.
         #[arg(long, env = "EARSHOT_MAX_RETENTION_DAYS", default_value_t = 365)]
         max_retention_days: i32,
+        /// The platform's console proxy, as JSON (as `run` takes it).
+        #[arg(long, env = "EARSHOT_CONSOLE_PROXY")]
+        console_proxy: Option<String>,
+        /// The allowed object stores, as JSON (as `run` takes them).
+        #[arg(long, env = "EARSHOT_STORAGE_ENDPOINTS")]
+        storage_endpoints: Option<String>,
     },
+}
+
+/// A setting given as JSON; blank, `{}`, `[]` and `null` mean unset.
+fn json_setting<T: serde::de::DeserializeOwned>(
+    name: &str,
+    value: Option<String>,
+) -> Result<Option<T>, String> {
+    match value.as_deref().map(str::trim) {
+        None | Some("" | "{}" | "[]" | "null") => Ok(None),
+        Some(json) => serde_json::from_str(json)
+            .map(Some)
+            .map_err(|e| format!("{name} is not valid: {e}")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -87,6 +115,8 @@ fn main() -> ExitCode {
             identity,
             log,
             default_storage,
+            storage_endpoints,
+            console_proxy,
         } => {
             let filter = tracing_subscriber::EnvFilter::try_new(&log)
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -95,25 +125,26 @@ fn main() -> ExitCode {
                 .with_env_filter(filter)
                 .with_writer(std::io::stderr)
                 .init();
-            let default_storage = match default_storage
-                .filter(|s| !s.trim().is_empty() && s.trim() != "{}")
-            {
-                Some(json) => match serde_json::from_str(&json) {
-                    Ok(s) => Some(s),
-                    Err(e) => {
-                        eprintln!(
-                            "earshot-operator: EARSHOT_DEFAULT_STORAGE is not a valid storage spec: {e}"
-                        );
-                        return ExitCode::FAILURE;
-                    }
-                },
-                None => None,
-            };
-            let operator = OperatorConfig {
-                recorder_image,
-                max_retention_days,
-                default_storage,
-                ..OperatorConfig::default()
+            let parsed = (|| -> Result<OperatorConfig, String> {
+                Ok(OperatorConfig {
+                    recorder_image,
+                    max_retention_days,
+                    default_storage: json_setting("EARSHOT_DEFAULT_STORAGE", default_storage)?,
+                    storage_endpoints: json_setting(
+                        "EARSHOT_STORAGE_ENDPOINTS",
+                        storage_endpoints,
+                    )?
+                    .unwrap_or_default(),
+                    console_proxy: json_setting("EARSHOT_CONSOLE_PROXY", console_proxy)?,
+                    ..OperatorConfig::default()
+                })
+            })();
+            let operator = match parsed {
+                Ok(o) => o,
+                Err(e) => {
+                    eprintln!("earshot-operator: {e}");
+                    return ExitCode::FAILURE;
+                }
             };
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(r) => r,
@@ -139,10 +170,27 @@ fn main() -> ExitCode {
             file,
             recorder_image,
             max_retention_days,
+            console_proxy,
+            storage_endpoints,
         } => {
-            let mut operator = OperatorConfig {
-                max_retention_days,
-                ..OperatorConfig::default()
+            let settings = (|| -> Result<OperatorConfig, String> {
+                Ok(OperatorConfig {
+                    max_retention_days,
+                    console_proxy: json_setting("EARSHOT_CONSOLE_PROXY", console_proxy)?,
+                    storage_endpoints: json_setting(
+                        "EARSHOT_STORAGE_ENDPOINTS",
+                        storage_endpoints,
+                    )?
+                    .unwrap_or_default(),
+                    ..OperatorConfig::default()
+                })
+            })();
+            let mut operator = match settings {
+                Ok(o) => o,
+                Err(e) => {
+                    eprintln!("earshot-operator: {e}");
+                    return ExitCode::FAILURE;
+                }
             };
             if let Some(image) = recorder_image {
                 operator.recorder_image = image;

@@ -37,6 +37,10 @@ pub const CLUSTER: &[(&str, &str, &str)] = &[
     ("create", "policy", "poddisruptionbudgets"),
     ("patch", "policy", "poddisruptionbudgets"),
     ("delete", "policy", "poddisruptionbudgets"),
+    // An exposed console's NetworkPolicy, removed when it is no longer exposed.
+    ("create", "networking.k8s.io", "networkpolicies"),
+    ("patch", "networking.k8s.io", "networkpolicies"),
+    ("delete", "networking.k8s.io", "networkpolicies"),
     ("create", "monitoring.coreos.com", "servicemonitors"),
     ("patch", "monitoring.coreos.com", "servicemonitors"),
     // Kubernetes Events about policies.

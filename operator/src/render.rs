@@ -6,8 +6,8 @@ use earshot_crds::validate::{PolicyError, PolicyValidator};
 use serde::Serialize;
 
 use crate::build::{
-    build_configmap, build_console_deployment, build_console_service, build_pdb, build_service,
-    build_statefulset,
+    build_configmap, build_console_deployment, build_console_networkpolicy, build_console_service,
+    build_pdb, build_service, build_statefulset,
 };
 use crate::config::OperatorConfig;
 use crate::reconcile::validate::{Invalid, validate};
@@ -45,6 +45,9 @@ pub fn render(text: &str, operator: &OperatorConfig) -> Result<String, RenderErr
     }
     if let Some(s) = build_console_service(&v) {
         doc(&mut out, &s);
+    }
+    if let Some(n) = build_console_networkpolicy(&v) {
+        doc(&mut out, &n);
     }
     Ok(out)
 }

@@ -5,7 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use earshot_operator::build::{CONFIG_FILE, build_configmap, build_pdb, build_statefulset};
+use earshot_operator::build::{
+    CONFIG_FILE, build_configmap, build_console_networkpolicy, build_pdb, build_statefulset,
+};
 use earshot_operator::config::OperatorConfig;
 use earshot_operator::reconcile::validate::{Invalid, validate};
 use earshot_operator::render::{RenderError, render};
@@ -37,7 +39,18 @@ fn samples() -> Vec<(String, String)> {
 fn mk_operator() -> OperatorConfig {
     OperatorConfig {
         recorder_image: "registry.example/earshot-recorder:test".into(),
+        console_proxy: Some(proxy()),
         ..OperatorConfig::default()
+    }
+}
+
+fn proxy() -> earshot_operator::config::ConsoleProxy {
+    earshot_operator::config::ConsoleProxy {
+        identity_header: "X-Forwarded-User".into(),
+        sources: vec!["10.42.7.0/24".into()],
+        namespace_selector: [("kubernetes.io/metadata.name".into(), "auth".into())].into(),
+        pod_selector: [("app.kubernetes.io/name".into(), "oauth2-proxy".into())].into(),
+        hosts: vec!["recordings.example.com".into()],
     }
 }
 
@@ -123,6 +136,12 @@ fn every_rendered_document_parses_back_into_its_kubernetes_type() {
                 "PodDisruptionBudget" => serde_json::to_value(
                     serde_json::from_value::<PodDisruptionBudget>(value.clone()).unwrap(),
                 ),
+                "NetworkPolicy" => serde_json::to_value(
+                    serde_json::from_value::<k8s_openapi::api::networking::v1::NetworkPolicy>(
+                        value.clone(),
+                    )
+                    .unwrap(),
+                ),
                 other => panic!("{name}: unexpected kind {other}"),
             }
             .unwrap();
@@ -130,7 +149,7 @@ fn every_rendered_document_parses_back_into_its_kubernetes_type() {
             kinds.push(kind);
         }
         // A PDB exactly when replicas > 1; the console's Deployment when it
-        // is enabled, and its Service when it is exposed.
+        // is enabled, its Service and NetworkPolicy when it is exposed.
         let expected: &[&str] = match name.as_str() {
             "call-centre" => &[
                 "ConfigMap",
@@ -139,6 +158,7 @@ fn every_rendered_document_parses_back_into_its_kubernetes_type() {
                 "PodDisruptionBudget",
                 "Deployment",
                 "Service",
+                "NetworkPolicy",
             ],
             "small-office" => &["ConfigMap", "StatefulSet", "Service", "Deployment"],
             _ => &["ConfigMap", "StatefulSet", "Service"],
@@ -342,17 +362,71 @@ fn the_console_reads_only_its_prefix_with_the_read_only_key_and_listens_on_loopb
         "not exposed by default"
     );
 
-    let v = mk_validated(
-        &std::fs::read_to_string(repo().join("config/samples/call-centre.yaml")).unwrap(),
-    );
+    // Exposed, behind the platform's proxy: on the pod network, trusting
+    // only that proxy's header, answering only its names, and a
+    // NetworkPolicy that lets only the proxy reach the page.
+    let text = std::fs::read_to_string(repo().join("config/samples/call-centre.yaml")).unwrap();
+    let v = mk_validated(&text);
     let d = serde_json::to_value(build_console_deployment(&v).unwrap()).unwrap();
-    let env = &d["spec"]["template"]["spec"]["containers"][0]["env"];
-    assert!(
-        env.as_array()
+    let env: std::collections::BTreeMap<String, String> =
+        d["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
             .unwrap()
             .iter()
-            .any(|e| e["name"] == "EARSHOT_CONSOLE_LISTEN" && e["value"] == "0.0.0.0:8080")
-    );
+            .filter_map(|e| {
+                Some((
+                    e["name"].as_str()?.to_owned(),
+                    e["value"].as_str()?.to_owned(),
+                ))
+            })
+            .collect();
+    assert_eq!(env["EARSHOT_CONSOLE_LISTEN"], "0.0.0.0:8080");
+    assert_eq!(env["EARSHOT_CONSOLE_IDENTITY_HEADER"], "X-Forwarded-User");
+    assert_eq!(env["EARSHOT_CONSOLE_TRUSTED_PROXIES"], "10.42.7.0/24");
+    let hosts: Vec<&str> = env["EARSHOT_CONSOLE_ALLOWED_HOSTS"].split(',').collect();
+    assert!(hosts.contains(&"recordings.example.com"), "{hosts:?}");
+    assert!(hosts.iter().any(|h| h.ends_with(".svc")), "{hosts:?}");
     let s = serde_json::to_value(build_console_service(&v).unwrap()).unwrap();
     assert_eq!(s["spec"]["ports"][0]["targetPort"], "http");
+    let np = serde_json::to_value(build_console_networkpolicy(&v).unwrap()).unwrap();
+    assert_eq!(np["spec"]["policyTypes"], serde_json::json!(["Ingress"]));
+    assert_eq!(
+        np["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"],
+        "earshot-console"
+    );
+    let page = &np["spec"]["ingress"][0];
+    assert_eq!(page["ports"][0]["port"], "http");
+    assert_eq!(
+        page["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "auth"
+    );
+    assert_eq!(
+        page["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"],
+        "oauth2-proxy"
+    );
+    assert_eq!(np["spec"]["ingress"][1]["ports"][0]["port"], "health");
+    assert_eq!(np["spec"]["ingress"][1]["from"], serde_json::Value::Null);
+
+    // The same policy on a platform without a proxy: expose is refused,
+    // the console stays on loopback, nothing listens on the pod network.
+    let policy = earshot_crds::validate::PolicyValidator::new()
+        .parse(&text)
+        .unwrap();
+    let bare = OperatorConfig {
+        console_proxy: None,
+        ..mk_operator()
+    };
+    let v = validate(&policy, &bare).unwrap();
+    let d = serde_json::to_value(build_console_deployment(&v).unwrap()).unwrap();
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    assert!(
+        c["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "EARSHOT_CONSOLE_LISTEN" && e["value"] == "127.0.0.1:8080")
+    );
+    assert!(!c["env"].to_string().contains("IDENTITY_HEADER"));
+    assert!(build_console_service(&v).is_none());
+    assert!(build_console_networkpolicy(&v).is_none());
 }

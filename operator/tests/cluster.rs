@@ -182,6 +182,17 @@ impl Cluster {
     }
 
     fn operator(&self, identity: &str, kubeconfig: &Path) -> Operator {
+        self.operator_with(identity, kubeconfig, &[])
+    }
+
+    /// The operator with the platform's settings (`storageEndpoints`,
+    /// `console.proxy`) in its environment, as the chart renders them.
+    fn operator_with(
+        &self,
+        identity: &str,
+        kubeconfig: &Path,
+        platform: &[(&str, String)],
+    ) -> Operator {
         let http = SocketAddr::from(([127, 0, 0, 1], free_ports(1)));
         let log = self.dir.path().join(format!("{identity}.log"));
         LOGS.lock()
@@ -199,6 +210,7 @@ impl Cluster {
             .env("POD_NAMESPACE", "earshot-system")
             .env("POD_NAME", identity)
             .env("RUST_LOG", "info,earshot_operator=debug")
+            .envs(platform.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -337,6 +349,7 @@ impl GarageExt for Garage {
             path_style: true,
             access_key_id: self.key_id.clone(),
             secret_access_key: self.secret.clone(),
+            operator_key: true,
         });
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -349,9 +362,12 @@ impl GarageExt for Garage {
 }
 
 fn secret_yaml(ns: &str, name: &str, g: &Garage) -> String {
-    let [(k1, v1), (k2, v2)] = g.env();
+    secret_yaml_with(ns, name, &g.key_id, &g.secret)
+}
+
+fn secret_yaml_with(ns: &str, name: &str, id: &str, secret: &str) -> String {
     format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{ name: {name}, namespace: {ns} }}\nstringData:\n  {k1}: {v1}\n  {k2}: {v2}\n"
+        "apiVersion: v1\nkind: Secret\nmetadata: {{ name: {name}, namespace: {ns} }}\nstringData:\n  AWS_ACCESS_KEY_ID: {id}\n  AWS_SECRET_ACCESS_KEY: {secret}\n"
     )
 }
 
@@ -540,7 +556,35 @@ fn a_policy_through_its_life_with_the_chart_s_rbac_and_a_real_recorder() {
     let g = Garage::start(&c.dir.path().join("garage"), "recordings");
     c.namespace("acme");
     let sa = c.operator_kubeconfig();
-    let op = c.operator("operator-a", &sa);
+    // A shared platform: the store is allow-listed, the operator keeps the
+    // lifecycle rules with its own key (the bucket owner's), the tenant's
+    // recorders get a key that may only write, and exposed consoles sit
+    // behind the platform's proxy.
+    let own = c.dir.path().join("lifecycle-0");
+    std::fs::create_dir_all(&own).unwrap();
+    std::fs::write(own.join("accessKeyId"), &g.key_id).unwrap();
+    std::fs::write(own.join("secretAccessKey"), &g.secret).unwrap();
+    let (tenant_id, tenant_secret) = g.key_with("acme-recorders", &["--write"]);
+    let op = c.operator_with(
+        "operator-a",
+        &sa,
+        &[
+            (
+                "EARSHOT_STORAGE_ENDPOINTS",
+                serde_json::json!([{"url": g.endpoint, "lifecycleCredentialsDir": own}])
+                    .to_string(),
+            ),
+            (
+                "EARSHOT_CONSOLE_PROXY",
+                serde_json::json!({
+                    "identityHeader": "X-Forwarded-User",
+                    "sources": ["10.42.7.0/24"],
+                    "podSelector": {"app.kubernetes.io/name": "oauth2-proxy"},
+                })
+                .to_string(),
+            ),
+        ],
+    );
 
     // A policy whose Secret does not exist yet: the condition says so.
     let ports = free_ports(60);
@@ -607,7 +651,12 @@ fn a_policy_through_its_life_with_the_chart_s_rbac_and_a_real_recorder() {
     }
 
     // The Secret arrives: storage ready against Garage, the rule in the bucket.
-    c.apply(&secret_yaml("acme", "acme-s3", &g));
+    c.apply(&secret_yaml_with(
+        "acme",
+        "acme-s3",
+        &tenant_id,
+        &tenant_secret,
+    ));
     let rp = eventually("StorageReady=True", 120, || {
         let rp = c.json(&["get", "rp", "office", "-n", "acme"])?;
         (condition(&rp, "RetentionEnforced")["status"] == "True").then_some(rp)
@@ -678,21 +727,32 @@ fn a_policy_through_its_life_with_the_chart_s_rbac_and_a_real_recorder() {
         "another manager's field survives the operator's apply"
     );
 
-    // Replicas 2 and back: the PDB comes and goes; the console likewise.
+    // Replicas 2 and back: the PDB comes and goes; the console likewise,
+    // exposed behind the platform's proxy with its NetworkPolicy.
     let two = policy("office", "acme", "acme-s3", &g, &p, &users("Never"))
         .replace("  recorder:\n", "  recorder:\n    replicas: 2\n")
         .replace(
             "  storage:\n",
-            "  console: { enabled: true, credentialsSecret: { name: acme-s3 } }\n  storage:\n",
+            "  console: { enabled: true, expose: true, credentialsSecret: { name: acme-s3 } }\n  storage:\n",
         );
     c.apply(&two);
-    eventually("the PDB and the console", 60, || {
-        (c.json(&["get", "pdb", "earshot-office", "-n", "acme"])
-            .is_some()
-            && c.json(&["get", "deployment", "earshot-office-console", "-n", "acme"])
-                .is_some())
-        .then_some(())
+    let np = eventually("the PDB and the exposed console", 60, || {
+        c.json(&["get", "pdb", "earshot-office", "-n", "acme"])?;
+        c.json(&["get", "deployment", "earshot-office-console", "-n", "acme"])?;
+        c.json(&["get", "service", "earshot-office-console", "-n", "acme"])?;
+        c.json(&[
+            "get",
+            "networkpolicy",
+            "earshot-office-console",
+            "-n",
+            "acme",
+        ])
     });
+    assert_eq!(
+        np["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"],
+        "oauth2-proxy",
+        "{np}"
+    );
     c.apply(&policy(
         "office",
         "acme",
@@ -705,7 +765,15 @@ fn a_policy_through_its_life_with_the_chart_s_rbac_and_a_real_recorder() {
         (c.json(&["get", "pdb", "earshot-office", "-n", "acme"])
             .is_none()
             && c.json(&["get", "deployment", "earshot-office-console", "-n", "acme"])
-                .is_none())
+                .is_none()
+            && c.json(&[
+                "get",
+                "networkpolicy",
+                "earshot-office-console",
+                "-n",
+                "acme",
+            ])
+            .is_none())
         .then_some(())
     });
 

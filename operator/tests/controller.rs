@@ -83,6 +83,10 @@ fn users_a() -> Value {
 }
 
 fn mk_ctx(storage: Arc<FakeStorage>) -> (Arc<Context>, Handle) {
+    mk_ctx_with(storage, OperatorConfig::default())
+}
+
+fn mk_ctx_with(storage: Arc<FakeStorage>, platform: OperatorConfig) -> (Arc<Context>, Handle) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(service, "default");
     let recorder = Recorder::new(
@@ -97,7 +101,7 @@ fn mk_ctx(storage: Arc<FakeStorage>) -> (Arc<Context>, Handle) {
         operator: OperatorConfig {
             recorder_image: "earshot/recorder:test".into(),
             max_retention_days: 365,
-            ..OperatorConfig::default()
+            ..platform
         },
         storage,
         recorder,
@@ -301,6 +305,10 @@ fn workload_steps() -> Vec<Expect> {
             "DELETE",
             "/api/v1/namespaces/acme/services/earshot-office-console",
         ),
+        not_found(
+            "DELETE",
+            "/apis/networking.k8s.io/v1/namespaces/acme/networkpolicies/earshot-office-console",
+        ),
     ]
 }
 
@@ -451,6 +459,118 @@ async fn an_invalid_policy_gets_a_status_and_no_workload() {
     );
     server.await.unwrap();
     assert!(storage.calls.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_endpoint_the_platform_does_not_list_is_never_contacted() {
+    let storage = Arc::new(FakeStorage::default());
+    let platform = OperatorConfig {
+        storage_endpoints: vec![earshot_operator::config::AllowedEndpoint {
+            url: "http://garage.storage.svc:3900".into(),
+            lifecycle_credentials_dir: None,
+        }],
+        ..OperatorConfig::default()
+    };
+    let (ctx, handle) = mk_ctx_with(storage.clone(), platform);
+    // Not even the Secret is read: no key id can travel to that endpoint.
+    let steps = vec![
+        event("EndpointNotAllowed"),
+        expect(
+            "PATCH",
+            "/apis/earshot.io/v1alpha1/namespaces/acme/recordingpolicies/office/status",
+            |b| {
+                let ready = condition(&b, "Ready");
+                assert_eq!(ready["reason"], "EndpointNotAllowed");
+                let msg = ready["message"].as_str().unwrap();
+                assert!(msg.contains("\"http://garage:3900\""), "{msg}");
+                assert!(msg.contains("http://garage.storage.svc:3900"), "{msg}");
+                None
+            },
+        ),
+    ];
+    let server = tokio::spawn(serve(handle, steps));
+    let action = reconcile(Arc::new(mk_policy(30, users_a())), ctx)
+        .await
+        .expect("an invalid spec is not an error to retry");
+    assert_eq!(action, Action::await_change());
+    server.await.unwrap();
+    assert!(storage.calls.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn with_the_platform_s_own_key_the_tenant_s_key_never_reaches_the_store() {
+    let dir = earshot_tests::TempDir::new("operator-key");
+    std::fs::write(dir.path().join("accessKeyId"), "GKPLATFORM\n").unwrap();
+    std::fs::write(dir.path().join("secretAccessKey"), "platform-secret\n").unwrap();
+    let storage = Arc::new(FakeStorage {
+        changed: true,
+        ..Default::default()
+    });
+    let platform = OperatorConfig {
+        storage_endpoints: vec![earshot_operator::config::AllowedEndpoint {
+            url: "http://GARAGE:3900/".into(),
+            lifecycle_credentials_dir: Some(dir.path().to_owned()),
+        }],
+        ..OperatorConfig::default()
+    };
+    let (ctx, handle) = mk_ctx_with(storage.clone(), platform);
+    let mut steps = vec![expect("GET", "/api/v1/namespaces/acme/secrets/s3", |_| {
+        Some(secret())
+    })];
+    steps.extend(workload_steps());
+    steps.push(event("RetentionEnforced"));
+    steps.push(expect(
+        "PATCH",
+        "/apis/earshot.io/v1alpha1/namespaces/acme/recordingpolicies/office/status",
+        |b| {
+            let storage = condition(&b, "StorageReady");
+            assert_eq!(storage["status"], "True", "{b}");
+            assert!(
+                storage["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("the operator's key"),
+                "{b}"
+            );
+            None
+        },
+    ));
+    let server = tokio::spawn(serve(handle, steps));
+    reconcile(Arc::new(mk_policy(30, users_a())), ctx.clone())
+        .await
+        .expect("reconciled");
+    server.await.unwrap();
+    assert_eq!(
+        storage.calls.lock().unwrap().as_slice(),
+        ["enforce http://garage:3900 recordings earshot/acme/office acme/office/ 30 as GKPLATFORM"]
+    );
+
+    // The key file gone (a platform mistake): said so, nothing sent.
+    std::fs::remove_file(dir.path().join("secretAccessKey")).unwrap();
+    let (ctx, handle) = mk_ctx_with(storage.clone(), ctx.operator.clone());
+    let mut steps = vec![expect("GET", "/api/v1/namespaces/acme/secrets/s3", |_| {
+        Some(secret())
+    })];
+    steps.push(event("OperatorKeyMissing"));
+    steps.extend(workload_steps());
+    steps.push(expect(
+        "PATCH",
+        "/apis/earshot.io/v1alpha1/namespaces/acme/recordingpolicies/office/status",
+        |b| {
+            assert_eq!(
+                condition(&b, "StorageReady")["reason"],
+                "OperatorKeyMissing"
+            );
+            None
+        },
+    ));
+    let server = tokio::spawn(serve(handle, steps));
+    let err = reconcile(Arc::new(mk_policy(30, users_a())), ctx)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::OperatorKeyMissing(_)), "{err}");
+    server.await.unwrap();
+    assert_eq!(storage.calls.lock().unwrap().len(), 1);
 }
 
 #[tokio::test]

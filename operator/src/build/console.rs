@@ -15,12 +15,17 @@ use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, PodSpec, PodTemplateSpec, ResourceRequirements, Service,
     ServicePort, ServiceSpec,
 };
+use k8s_openapi::api::networking::v1::{
+    IPBlock, NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::statefulset::{env_from_secret, hardened, http_probe, pod_security};
 use super::{Validated, app_labels, meta, object_name};
+use crate::config::ConsoleProxy;
 
 /// Name of the console's Deployment and Service: `earshot-<policy>-console`.
 pub fn console_name(policy: &str) -> String {
@@ -57,11 +62,43 @@ fn port(name: &str, number: u16) -> ContainerPort {
     }
 }
 
+/// The platform's proxy, when the policy's console is enabled and exposed
+/// and the platform configured one: without it `expose` is refused (the
+/// console stays on loopback, and the operator says why in an Event).
+pub fn console_exposed(v: &Validated) -> Option<&ConsoleProxy> {
+    v.policy
+        .spec
+        .console
+        .as_ref()
+        .filter(|c| c.enabled && c.expose)?;
+    v.operator.console_proxy.as_ref()
+}
+
+/// Host names an exposed console answers to: its Service's, and the
+/// proxy's configured ones.
+pub fn console_hosts(v: &Validated, proxy: &ConsoleProxy) -> Vec<String> {
+    let service = console_name(&v.name);
+    let ns = &v.namespace;
+    let mut hosts = vec![
+        service.clone(),
+        format!("{service}.{ns}"),
+        format!("{service}.{ns}.svc"),
+        format!("{service}.{ns}.svc.cluster.local"),
+    ];
+    hosts.extend(proxy.hosts.iter().cloned());
+    hosts
+}
+
 /// The console Deployment, when the policy enables it.
 pub fn build_console_deployment(v: &Validated) -> Option<Deployment> {
     let c = v.policy.spec.console.as_ref().filter(|c| c.enabled)?;
     let s = &v.storage;
-    let listen = if c.expose { "0.0.0.0" } else { "127.0.0.1" };
+    let exposed = console_exposed(v);
+    let listen = if exposed.is_some() {
+        "0.0.0.0"
+    } else {
+        "127.0.0.1"
+    };
     let key = &c.credentials_secret;
     let mut envs = vec![
         env(console_env::ENDPOINT, s.endpoint.clone()),
@@ -79,8 +116,19 @@ pub fn build_console_deployment(v: &Validated) -> Option<Deployment> {
     if !s.path_style {
         envs.push(env(console_env::VIRTUAL_HOSTED, "true"));
     }
+    if let Some(proxy) = exposed {
+        envs.push(env(
+            console_env::IDENTITY_HEADER,
+            proxy.identity_header.clone(),
+        ));
+        envs.push(env(console_env::TRUSTED_PROXIES, proxy.sources.join(",")));
+        envs.push(env(
+            console_env::ALLOWED_HOSTS,
+            console_hosts(v, proxy).join(","),
+        ));
+    }
     let mut ports = vec![port("health", CONSOLE_HEALTH_PORT)];
-    if c.expose {
+    if exposed.is_some() {
         ports.insert(0, port("http", CONSOLE_PORT));
     }
     let probe = http_probe("/healthz", "health", 10, None);
@@ -135,11 +183,7 @@ pub fn build_console_deployment(v: &Validated) -> Option<Deployment> {
 
 /// The console Service, when the policy exposes the console.
 pub fn build_console_service(v: &Validated) -> Option<Service> {
-    v.policy
-        .spec
-        .console
-        .as_ref()
-        .filter(|c| c.enabled && c.expose)?;
+    console_exposed(v)?;
     Some(Service {
         metadata: console_meta(v),
         spec: Some(ServiceSpec {
@@ -155,5 +199,64 @@ pub fn build_console_service(v: &Validated) -> Option<Service> {
             ..ServiceSpec::default()
         }),
         ..Service::default()
+    })
+}
+
+/// The NetworkPolicy of an exposed console: its page admits only the
+/// platform's proxy (by namespace and pod labels, or by its source CIDRs
+/// when no labels are configured); health and metrics stay open to the
+/// kubelet and Prometheus.
+pub fn build_console_networkpolicy(v: &Validated) -> Option<NetworkPolicy> {
+    let proxy = console_exposed(v)?;
+    let labels = |m: &BTreeMap<String, String>| {
+        (!m.is_empty()).then(|| LabelSelector {
+            match_labels: Some(m.clone()),
+            ..LabelSelector::default()
+        })
+    };
+    let peers = if proxy.namespace_selector.is_empty() && proxy.pod_selector.is_empty() {
+        proxy
+            .sources
+            .iter()
+            .map(|cidr| NetworkPolicyPeer {
+                ip_block: Some(IPBlock {
+                    cidr: cidr.clone(),
+                    except: None,
+                }),
+                ..NetworkPolicyPeer::default()
+            })
+            .collect()
+    } else {
+        vec![NetworkPolicyPeer {
+            namespace_selector: labels(&proxy.namespace_selector),
+            pod_selector: labels(&proxy.pod_selector),
+            ..NetworkPolicyPeer::default()
+        }]
+    };
+    let tcp = |name: &str| NetworkPolicyPort {
+        port: Some(IntOrString::String(name.to_owned())),
+        protocol: Some("TCP".to_owned()),
+        ..NetworkPolicyPort::default()
+    };
+    Some(NetworkPolicy {
+        metadata: console_meta(v),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(console_labels(&v.name)),
+                ..LabelSelector::default()
+            }),
+            policy_types: Some(vec!["Ingress".to_owned()]),
+            ingress: Some(vec![
+                NetworkPolicyIngressRule {
+                    from: Some(peers),
+                    ports: Some(vec![tcp("http")]),
+                },
+                NetworkPolicyIngressRule {
+                    from: None,
+                    ports: Some(vec![tcp("health")]),
+                },
+            ]),
+            ..NetworkPolicySpec::default()
+        }),
     })
 }

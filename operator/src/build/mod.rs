@@ -10,7 +10,10 @@ mod servicemonitor;
 mod statefulset;
 
 pub use configmap::{build_configmap, recorder_config};
-pub use console::{build_console_deployment, build_console_service, console_name};
+pub use console::{
+    build_console_deployment, build_console_networkpolicy, build_console_service, console_exposed,
+    console_hosts, console_name,
+};
 pub use earshot_contracts::names::{CONFIG_FILE, CONSOLE_HEALTH_PORT, CONSOLE_PORT};
 pub use pdb::build_pdb;
 pub use service::build_service;
@@ -42,6 +45,9 @@ pub struct Validated {
     pub advertised: Option<std::net::IpAddr>,
     /// The size of each recorder's spool volume, in bytes.
     pub spool_bytes: u64,
+    /// The operator's own key for the store, when the platform gave one
+    /// (a directory with `accessKeyId` and `secretAccessKey`).
+    pub lifecycle_credentials: Option<std::path::PathBuf>,
     /// Operator settings.
     pub operator: OperatorConfig,
 }

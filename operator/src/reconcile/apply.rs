@@ -5,6 +5,7 @@
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::{Api, Client};
@@ -13,9 +14,9 @@ use serde::de::DeserializeOwned;
 
 use super::Error;
 use crate::build::{
-    Validated, build_configmap, build_console_deployment, build_console_service, build_pdb,
-    build_service, build_servicemonitor, build_statefulset, console_name, object_name,
-    servicemonitor_resource,
+    Validated, build_configmap, build_console_deployment, build_console_networkpolicy,
+    build_console_service, build_pdb, build_service, build_servicemonitor, build_statefulset,
+    console_name, object_name, servicemonitor_resource,
 };
 use crate::config::FIELD_MANAGER;
 
@@ -109,6 +110,13 @@ pub async fn apply_all(
         &console,
         build_console_service(v),
         "Service",
+    )
+    .await?;
+    apply_or_delete(
+        &Api::<NetworkPolicy>::namespaced(client.clone(), ns),
+        &console,
+        build_console_networkpolicy(v),
+        "NetworkPolicy",
     )
     .await?;
     Ok(recorders)

@@ -31,7 +31,9 @@ fn secret_value(secret: &Secret, key: &str) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-/// The store and the credentials to reach it.
+/// The store and the credentials the operator talks to it with: its own
+/// key when the platform gave one for this endpoint, else the tenant's.
+/// The tenant's Secret must exist either way (the recorders mount it).
 pub async fn storage_target(secrets: &Api<Secret>, v: &Validated) -> Result<S3Target, Error> {
     let keys = &v.storage.credentials_secret;
     let secret = get_opt(secrets, "Secret", &keys.name)
@@ -43,13 +45,39 @@ pub async fn storage_target(secrets: &Api<Secret>, v: &Validated) -> Result<S3Ta
             key: key.to_owned(),
         })
     };
+    let tenant = (
+        value(&keys.access_key_id_key)?,
+        value(&keys.secret_access_key_key)?,
+    );
+    let (access_key_id, secret_access_key, own) = match &v.lifecycle_credentials {
+        Some(dir) => {
+            let (id, secret) = operator_key(dir)?;
+            (id, secret, true)
+        }
+        None => (tenant.0, tenant.1, false),
+    };
     Ok(S3Target {
         endpoint: v.storage.endpoint.clone(),
         region: v.storage.region.clone(),
         path_style: v.storage.path_style,
-        access_key_id: value(&keys.access_key_id_key)?,
-        secret_access_key: value(&keys.secret_access_key_key)?,
+        access_key_id,
+        secret_access_key,
+        operator_key: own,
     })
+}
+
+/// The operator's own key for a store: files `accessKeyId` and
+/// `secretAccessKey` in `dir` (a mounted Secret).
+pub fn operator_key(dir: &std::path::Path) -> Result<(String, String), Error> {
+    let read = |file: &str| {
+        let path = dir.join(file);
+        std::fs::read_to_string(&path)
+            .map(|s| s.trim().to_owned())
+            .ok()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| Error::OperatorKeyMissing(path.display().to_string()))
+    };
+    Ok((read("accessKeyId")?, read("secretAccessKey")?))
 }
 
 /// Checks that the prompt of `Prompt` announcements exists, so the recorder

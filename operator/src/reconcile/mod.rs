@@ -170,7 +170,11 @@ async fn run_steps(policy: &RecordingPolicy, ctx: &Context) -> (Observed, Result
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let target = match dereference::storage_target(&secrets, &v).await {
         Ok(t) => Ok(t),
-        Err(e @ (Error::SecretMissing(_) | Error::SecretKeyMissing { .. })) => {
+        Err(
+            e @ (Error::SecretMissing(_)
+            | Error::SecretKeyMissing { .. }
+            | Error::OperatorKeyMissing(_)),
+        ) => {
             event(ctx, policy, true, e.reason(), e.to_string()).await;
             observed.storage = Check::failed(e.reason(), e.to_string());
             observed.retention = Check::unknown(
@@ -187,6 +191,23 @@ async fn run_steps(policy: &RecordingPolicy, ctx: &Context) -> (Observed, Result
             Ok(None) => {}
             Err(e) => return (observed, Err(e)),
         }
+    }
+
+    if v.policy
+        .spec
+        .console
+        .as_ref()
+        .is_some_and(|c| c.enabled && c.expose)
+        && crate::build::console_exposed(&v).is_none()
+    {
+        event(
+            ctx,
+            policy,
+            true,
+            "ConsoleExposeRefused",
+            "spec.console.expose is set, but the platform has configured no authenticating proxy (console.proxy in the operator's Helm values): the console stays reachable only with kubectl port-forward".into(),
+        )
+        .await;
     }
 
     // 3 and 4. build — no client — and apply — client. The recorders run
@@ -237,8 +258,14 @@ async fn run_steps(policy: &RecordingPolicy, ctx: &Context) -> (Observed, Result
             observed.storage = Check::ok(
                 "BucketReachable",
                 format!(
-                    "bucket {} at {} accepts the credentials",
-                    v.storage.bucket, v.storage.endpoint
+                    "bucket {} at {} accepts {}",
+                    v.storage.bucket,
+                    v.storage.endpoint,
+                    if v.lifecycle_credentials.is_some() {
+                        "the operator's key (the tenant's key is checked by the recorders' uploads)"
+                    } else {
+                        "the credentials"
+                    }
                 ),
             );
             if let Some(other) = shorter {
@@ -318,9 +345,10 @@ pub fn error_policy(policy: Arc<RecordingPolicy>, error: &Error, ctx: Arc<Contex
     };
     match error {
         Error::Invalid(_) => Action::await_change(),
-        Error::SecretMissing(_) | Error::SecretKeyMissing { .. } | Error::PromptMissing { .. } => {
-            Action::requeue(backoff(Duration::from_secs(30), n))
-        }
+        Error::SecretMissing(_)
+        | Error::SecretKeyMissing { .. }
+        | Error::PromptMissing { .. }
+        | Error::OperatorKeyMissing(_) => Action::requeue(backoff(Duration::from_secs(30), n)),
         Error::Storage(e) if !e.transient() => Action::requeue(backoff(Duration::from_secs(60), n)),
         _ => Action::requeue(backoff(Duration::from_secs(5), n)),
     }

@@ -7,7 +7,7 @@
 use earshot_crds::RecordingPolicy;
 
 use crate::build::Validated;
-use crate::config::OperatorConfig;
+use crate::config::{OperatorConfig, same_endpoint};
 
 /// Why a policy cannot be reconciled as it is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,6 +56,17 @@ pub enum Invalid {
         "metadata.name {0:?} must be at most 40 characters and must not end in -console (earshot-<name>-console is the name of that policy's console)"
     )]
     Name(String),
+    /// A store the platform does not list in `storageEndpoints`: the
+    /// operator would send requests, signed with a key id, anywhere.
+    #[error(
+        "spec.storage.endpoint {endpoint:?} is not one of the object stores this platform allows ({allowed}); use one of them or ask the platform team to add it"
+    )]
+    EndpointNotAllowed {
+        /// What the policy asks.
+        endpoint: String,
+        /// The allowed URLs, comma-separated.
+        allowed: String,
+    },
 }
 
 /// Whether a policy in `namespace` may write under `prefix`: only inside
@@ -121,6 +132,7 @@ impl Invalid {
             Invalid::SpoolSize(_) => "SpoolTooSmall",
             Invalid::PrefixOutsideNamespace { .. } => "PrefixOutsideNamespace",
             Invalid::Name(_) => "NameCollides",
+            Invalid::EndpointNotAllowed { .. } => "EndpointNotAllowed",
         }
     }
 }
@@ -156,6 +168,7 @@ pub fn validate(policy: &RecordingPolicy, operator: &OperatorConfig) -> Result<V
         .clone()
         .unwrap_or_else(|| format!("{namespace}/{name}/"));
     confined_prefix(&namespace, &prefix)?;
+    let lifecycle_credentials = allowed_endpoint(operator, &storage.endpoint)?;
     let advertised = match &policy.spec.recorder.network.advertised_address {
         Some(a) => Some(
             a.parse()
@@ -175,8 +188,34 @@ pub fn validate(policy: &RecordingPolicy, operator: &OperatorConfig) -> Result<V
         name,
         storage,
         prefix,
+        lifecycle_credentials,
         operator: operator.clone(),
     })
+}
+
+/// Whether the platform allows `endpoint`, and where the operator's own key
+/// for it is, if it has one.
+pub fn allowed_endpoint(
+    operator: &OperatorConfig,
+    endpoint: &str,
+) -> Result<Option<std::path::PathBuf>, Invalid> {
+    if operator.storage_endpoints.is_empty() {
+        return Ok(None);
+    }
+    operator
+        .storage_endpoints
+        .iter()
+        .find(|e| same_endpoint(&e.url, endpoint))
+        .map(|e| e.lifecycle_credentials_dir.clone())
+        .ok_or_else(|| Invalid::EndpointNotAllowed {
+            endpoint: endpoint.chars().take(200).collect(),
+            allowed: operator
+                .storage_endpoints
+                .iter()
+                .map(|e| e.url.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
 }
 
 #[cfg(test)]
@@ -209,6 +248,46 @@ mod tests {
                 ),
                 "{bad:?} accepted"
             );
+        }
+    }
+
+    #[test]
+    fn only_listed_endpoints_are_used() {
+        use crate::config::AllowedEndpoint;
+        let open = OperatorConfig::default();
+        assert_eq!(allowed_endpoint(&open, "http://anything:9000"), Ok(None));
+        let listed = OperatorConfig {
+            storage_endpoints: vec![
+                AllowedEndpoint {
+                    url: "http://garage.storage.svc:3900".into(),
+                    lifecycle_credentials_dir: Some("/etc/earshot/lifecycle/0".into()),
+                },
+                AllowedEndpoint {
+                    url: "https://s3.eu-west-1.amazonaws.com/".into(),
+                    lifecycle_credentials_dir: None,
+                },
+            ],
+            ..OperatorConfig::default()
+        };
+        assert_eq!(
+            allowed_endpoint(&listed, "HTTP://Garage.storage.svc:3900/"),
+            Ok(Some("/etc/earshot/lifecycle/0".into()))
+        );
+        assert_eq!(
+            allowed_endpoint(&listed, "https://s3.eu-west-1.amazonaws.com"),
+            Ok(None)
+        );
+        // Another port, a look-alike host, user info, a path: all refused.
+        for bad in [
+            "http://garage.storage.svc:3901",
+            "http://garage.storage.svc.evil.example:3900",
+            "http://user@garage.storage.svc:3900",
+            "http://garage.storage.svc:3900/other",
+            "http://169.254.169.254",
+        ] {
+            let err = allowed_endpoint(&listed, bad).unwrap_err();
+            assert_eq!(err.reason(), "EndpointNotAllowed", "{bad}");
+            assert!(err.to_string().contains("http://garage.storage.svc:3900"));
         }
     }
 
