@@ -495,8 +495,9 @@ fn one_recorder_through_hundreds_of_calls_a_kill_and_a_store_outage_loses_nothin
 }
 
 /// `make soak`: the same mix, round after round, for
-/// `EARSHOT_SOAK_MINUTES` (default 60), with a kill and a store outage
-/// every fifth round; resident memory, open files and spool bytes sampled
+/// `EARSHOT_SOAK_MINUTES` (default 60), with a store outage every fifth
+/// round and one `kill -9` half-way, so each of the two processes lives
+/// for half the run; resident memory, open files and spool bytes sampled
 /// after each round. Prints the figures BENCHMARKS.md records.
 #[test]
 #[ignore = "an hour or more: run by `make soak`"]
@@ -518,9 +519,15 @@ fn soak() {
         )
     };
     samples.push(sample(&life));
-    while started.elapsed() < Duration::from_secs(minutes * 60) {
-        let disrupt = life.round % 5 == 4;
-        round(&mut life, disrupt, disrupt);
+    let run = Duration::from_secs(minutes * 60);
+    let mut before_kill = None;
+    while started.elapsed() < run {
+        let kill = before_kill.is_none() && started.elapsed() >= run / 2;
+        if kill {
+            before_kill = Some(sample(&life));
+        }
+        let outage = life.round % 5 == 4;
+        round(&mut life, kill, outage);
         samples.push(sample(&life));
         eprintln!(
             "soak: round {} done, {} calls, sample {:?}",
@@ -531,7 +538,7 @@ fn soak() {
     }
     settle(&life);
     let v = check(&life);
-    let first_after_restart = samples.first().copied().unwrap_or_default();
+    let first = samples.first().copied().unwrap_or_default();
     let last = sample(&life);
     let report = serde_json::json!({
         "minutes": started.elapsed().as_secs_f64() / 60.0,
@@ -545,12 +552,18 @@ fn soak() {
         "truncatedByKills": v.truncated,
         "worstLengthErrorSeconds": v.worst_length_error,
         "kills": life.kills.len(),
-        "rssKiBStart": first_after_restart.1,
+        "rssKiBStart": first.1,
+        "rssKiBAfterFirstRound": samples.get(1).map(|s| s.1),
+        "rssKiBBeforeKill": before_kill.map(|s| s.1),
         "rssKiBEnd": last.1,
+        "openFilesStart": first.2,
+        "openFilesEnd": last.2,
+        "spoolBytesEnd": last.3,
         "samples": samples.iter().map(|(t, rss, fds, spool)| serde_json::json!({"s": t, "rssKiB": rss, "openFiles": fds, "spoolBytes": spool})).collect::<Vec<_>>(),
     });
     let out = earshot_tests::repo().join("target/soak.json");
     std::fs::write(&out, serde_json::to_vec_pretty(&report).unwrap()).unwrap();
     eprintln!("soak: {report}");
     assert!(v.missing.is_empty() && v.duplicates.is_empty() && v.unexpected.is_empty());
+    assert_eq!(v.stored, v.expected);
 }
