@@ -777,6 +777,53 @@ fn a_policy_through_its_life_with_the_chart_s_rbac_and_a_real_recorder() {
         .then_some(())
     });
 
+    // Another tenant tries, through the real API server and the operator,
+    // to write into acme's prefix (and so set retention over it), and to
+    // make the operator call a store the platform does not list.
+    c.namespace("beta");
+    c.apply(&secret_yaml("beta", "beta-s3", &g));
+    let lifecycle_before = g.lifecycle_xml();
+    c.apply(
+        &policy("intruder", "beta", "beta-s3", &g, &p, &users("Always")).replace(
+            "    bucket: recordings\n",
+            "    bucket: recordings\n    prefix: acme/office/\n",
+        ),
+    );
+    let rp = c.wait_reason("beta", "intruder", "Ready", "PrefixOutsideNamespace");
+    assert!(
+        condition(&rp, "Ready")["message"]
+            .as_str()
+            .unwrap()
+            .contains("must start with \"beta\""),
+        "{rp}"
+    );
+    let decoy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    decoy.set_nonblocking(true).unwrap();
+    let decoy_url = format!("http://{}", decoy.local_addr().unwrap());
+    c.apply(
+        &policy("exfil", "beta", "beta-s3", &g, &p, &users("Always")).replace(
+            &format!("endpoint: {}", g.endpoint),
+            &format!("endpoint: {decoy_url}"),
+        ),
+    );
+    c.wait_reason("beta", "exfil", "Ready", "EndpointNotAllowed");
+    for name in ["earshot-intruder", "earshot-exfil"] {
+        assert!(
+            c.json(&["get", "statefulset", name, "-n", "beta"])
+                .is_none(),
+            "{name}: a refused policy gets no workload"
+        );
+    }
+    assert!(
+        decoy.accept().is_err(),
+        "the operator never connected to the store it was not allowed"
+    );
+    assert_eq!(
+        g.lifecycle_xml(),
+        lifecycle_before,
+        "acme's rules untouched"
+    );
+
     // A prompt the namespace does not have: the policy says which, and the
     // recorders already running stay as they are.
     let prompt = policy("office", "acme", "acme-s3", &g, &p, &users("Never")).replace(
