@@ -288,6 +288,70 @@ fn a_recorded_call_reaches_the_store_with_its_sidecar_and_leaves_the_spool() {
 }
 
 #[test]
+fn audio_the_recorder_cannot_decode_is_never_silently_complete() {
+    let mut rig = Rig::new("undecodable", u64::MAX);
+    let (g729, cn) = (call(8, "g729@pbx"), call(9, "cn@pbx"));
+    let mut events = Vec::new();
+    for c in [&g729, &cn] {
+        events.push(started(c, rig.at(0), Some(RecordingMode::Always)));
+        events.push(recording(c, rig.at(0), true));
+    }
+    // The caller speaks G.729; the callee G.711. On the other call the
+    // callee sends comfort noise between bursts: that is silence, not loss.
+    let mut frames = media(&g729, &rig, 0, 2000);
+    frames.extend(media(&cn, &rig, 0, 2000));
+    for f in &mut frames {
+        if let Event::Media(m) = f {
+            match (m.call.id, m.side) {
+                (8, Side::Caller) => {
+                    m.payload_type = 18;
+                    m.codec = Some("G729\u{1b}[31m and a very long tail that goes on".into());
+                    m.payload = vec![0x11; 20];
+                }
+                (9, Side::Callee) if m.seq % 10 == 5 => {
+                    m.payload_type = 13;
+                    m.codec = Some("CN".into());
+                    m.payload = vec![0x40];
+                }
+                _ => {}
+            }
+        }
+    }
+    events.extend(frames);
+    events.push(ended(&g729, rig.at(2000)));
+    events.push(ended(&cn, rig.at(2000)));
+    rig.feed(events);
+    rig.wait_stored(2);
+
+    let sidecars = rig.sidecars();
+    let of = |c: &CallRef| sidecars.iter().find(|s| s.call == c.hash).unwrap();
+    let bad = of(&g729);
+    assert!(!bad.complete);
+    let why = bad.truncated.as_deref().unwrap();
+    assert!(
+        why.starts_with(
+            "100 packets in codec G72931mandaverylongtailthatgoeso could not be decoded"
+        ),
+        "{why}"
+    );
+    let good = of(&cn);
+    assert!(
+        good.complete && good.truncated.is_none(),
+        "{:?}",
+        good.truncated
+    );
+    let counted = |result: &str| {
+        rig.metrics
+            .recording
+            .recordings
+            .get_or_create(&vec![("result", result.to_owned())])
+            .get()
+    };
+    assert_eq!((counted("undecodable"), counted("completed")), (1, 1));
+    assert_eq!(rig.metrics.recording.undecodable.get(), 100);
+}
+
+#[test]
 fn calls_the_policy_does_not_record_leave_nothing() {
     let mut rig = Rig::new("none", u64::MAX);
     // No policy user; a user whose recording never switched on.

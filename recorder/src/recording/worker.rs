@@ -70,7 +70,10 @@ struct Active {
     codec: Option<String>,
     intervals: Vec<(SystemTime, Option<SystemTime>)>,
     announcements: Vec<Announced>,
+    /// Packets in a codec the recorder cannot decode (silence in the file),
+    /// and the first such codec's name as the SDP gave it (bounded).
     undecodable: u64,
+    undecodable_codec: Option<String>,
     out: Vec<u8>,
     /// When the file's data was last flushed to the disk.
     synced: Instant,
@@ -180,9 +183,13 @@ fn run_job(shared: &Shared, active: &mut HashMap<u64, Active>, job: Job) {
                     a.codec.get_or_insert_with(|| codec.to_owned());
                     a.timeline.push(f.side, f.at, f.ssrc, f.timestamp, &samples);
                 }
+                // Comfort noise (RFC 3389) stands for silence: the gap it
+                // leaves in the timeline is silence of the right length.
+                None if codec.eq_ignore_ascii_case("CN") => {}
                 None => {
                     if a.undecodable == 0 {
-                        tracing::warn!(call = %f.call.hash, codec, "audio in a codec the recorder cannot decode is recorded as silence");
+                        tracing::warn!(call = %f.call.hash, codec, "audio in a codec the recorder cannot decode is recorded as silence; the recording is marked incomplete");
+                        a.undecodable_codec = Some(codec_name(codec));
                     }
                     a.undecodable += 1;
                     shared.metrics.undecodable.inc();
@@ -238,10 +245,45 @@ fn begin(shared: &Shared, mut meta: CallMeta, at: Instant) -> Result<Active, Str
         intervals: vec![(start, None)],
         announcements: Vec::new(),
         undecodable: 0,
+        undecodable_codec: None,
         out: Vec::new(),
         synced: at,
         meta,
     })
+}
+
+/// A codec name from the SDP, fit for a sidecar and a log line: at most
+/// 32 characters of the ones codec names use.
+fn codec_name(codec: &str) -> String {
+    let name: String = codec
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '/'))
+        .take(32)
+        .collect();
+    if name.is_empty() {
+        "unknown".to_owned()
+    } else {
+        name
+    }
+}
+
+/// Why a finished recording is not what the call said, if it is not: the
+/// spool refused more of it, or some of its audio could not be decoded.
+fn incomplete(a: &Active) -> Option<String> {
+    let mut why = Vec::new();
+    if let Some(e) = a.file.failed() {
+        why.push(format!(
+            "the spool could not take more of the recording ({e}); it ends there"
+        ));
+    }
+    if a.undecodable > 0 {
+        why.push(format!(
+            "{} packets in codec {} could not be decoded by this recorder and are silence in the file",
+            a.undecodable,
+            a.undecodable_codec.as_deref().unwrap_or("unknown")
+        ));
+    }
+    (!why.is_empty()).then(|| why.join("; "))
 }
 
 fn finish(shared: &Shared, mut a: Active, at: Instant) {
@@ -292,9 +334,7 @@ fn finish(shared: &Shared, mut a: Active, at: Instant) {
             seconds,
             bytes,
             sha256,
-            truncated: a.file.failed().map(|why| {
-                format!("the spool could not take more of the recording ({why}); it ends there")
-            }),
+            truncated: incomplete(&a),
         },
     );
     let json = sidecar.to_json();
@@ -311,7 +351,9 @@ fn finish(shared: &Shared, mut a: Active, at: Instant) {
     if in_memory.is_none() {
         let _ = shared.spool.remove(&format!("{stem}.start.json"));
     }
-    let result = if sidecar.complete {
+    let result = if a.undecodable > 0 {
+        "undecodable"
+    } else if sidecar.complete {
         "completed"
     } else {
         "truncated"
