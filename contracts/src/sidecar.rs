@@ -124,8 +124,12 @@ pub struct Announcement {
 pub struct Audio {
     /// `mp3`.
     pub format: String,
-    /// The codec the call carried (`PCMU`, `PCMA`, ...).
+    /// The codec the call carried (`PCMU`, `PCMA`, `G722`, ...): the first
+    /// one decoded.
     pub codec: Option<String>,
+    /// Each side's codec (`caller`, `callee`), as first decoded.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub codecs: BTreeMap<String, String>,
     /// Samples per second.
     pub sample_rate: u32,
     /// 2 (stereo) or 1.
@@ -258,6 +262,7 @@ mod tests {
             audio: Audio {
                 format: "mp3".into(),
                 codec: Some("PCMU".into()),
+                codecs: BTreeMap::new(),
                 sample_rate: 8000,
                 channels,
                 channel_map,

@@ -17,7 +17,7 @@ fn bench(c: &mut Criterion) {
             .map(|i| ((i as f32 * 0.785).sin() * 8000.0) as i16)
             .collect(),
     };
-    let mut enc = Lame::new(ChannelLayout::Stereo, 32).unwrap();
+    let mut enc = Lame::new(ChannelLayout::Stereo, 32, 8000).unwrap();
     let mut out = Vec::with_capacity(64 * 1024);
     c.bench_function(
         "mp3: encode 1 s of 8 kHz stereo (LAME, 32 kbit/s, -q 7)",

@@ -75,6 +75,7 @@ pub fn to_json(clock: &Clock, event: &Event, digits: DtmfDigits) -> Option<Value
             at,
             on,
             reason,
+            ..
         } => {
             let (why, ext, user_on) = match reason {
                 RecordingReason::Answered { extension } => ("always", Some(extension), None),

@@ -668,11 +668,16 @@ pub fn events_of<'a>(events: &'a [serde_json::Value], kind: &str) -> Vec<&'a ser
 
 /// Decodes an MP3 with ffmpeg to 8 kHz 16-bit PCM: (left, right).
 pub fn decode_mp3(path: &Path) -> (Vec<i16>, Vec<i16>) {
+    decode_mp3_at(path, 8000)
+}
+
+/// An MP3 decoded by ffmpeg to stereo 16-bit PCM at `rate`: (left, right).
+pub fn decode_mp3_at(path: &Path, rate: u32) -> (Vec<i16>, Vec<i16>) {
     require("ffmpeg");
     let out = Command::new("ffmpeg")
         .args(["-v", "error", "-i"])
         .arg(path)
-        .args(["-f", "s16le", "-ac", "2", "-ar", "8000", "-"])
+        .args(["-f", "s16le", "-ac", "2", "-ar", &rate.to_string(), "-"])
         .output()
         .expect("run ffmpeg");
     assert!(
@@ -693,7 +698,12 @@ pub fn decode_mp3(path: &Path) -> (Vec<i16>, Vec<i16>) {
 
 /// Power of one frequency in 8 kHz samples (Goertzel), normalised by length.
 pub fn tone_power(samples: &[i16], freq: f64) -> f64 {
-    let coeff = 2.0 * (2.0 * std::f64::consts::PI * freq / 8000.0).cos();
+    tone_power_at(samples, freq, 8000.0)
+}
+
+/// Power of one frequency in samples at `rate` (Goertzel), normalised by length.
+pub fn tone_power_at(samples: &[i16], freq: f64, rate: f64) -> f64 {
+    let coeff = 2.0 * (2.0 * std::f64::consts::PI * freq / rate).cos();
     let (mut s1, mut s2) = (0.0f64, 0.0f64);
     for &x in samples {
         let s = x as f64 + coeff * s1 - s2;

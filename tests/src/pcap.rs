@@ -137,6 +137,20 @@ impl RtpStream {
         self
     }
 
+    /// Audio another encoder made (`bytes`, e.g. from [`ffmpeg_encode`]),
+    /// sent as payload type `pt` in 20 ms packets of `per_packet` bytes,
+    /// the RTP clock advancing 160 per packet (8000 Hz: G.711 and, by
+    /// RFC 3551, G.722).
+    pub fn encoded(mut self, pt: u8, bytes: &[u8], per_packet: usize) -> Self {
+        for payload in bytes.chunks_exact(per_packet) {
+            let ts = self.ts;
+            self.push(pt, false, ts, payload);
+            self.ts = self.ts.wrapping_add(160);
+            self.at += PTIME;
+        }
+        self
+    }
+
     /// Number of packets.
     pub fn len(&self) -> usize {
         self.packets.len()
@@ -183,6 +197,27 @@ impl RtpStream {
         }
         f.flush()
     }
+}
+
+/// `seconds` of the audio an ffmpeg `aevalsrc` expression describes (in
+/// `t`, seconds), sampled at `rate` and encoded by ffmpeg's own encoder
+/// `codec` (`g722`, `pcm_alaw`, `pcm_mulaw`) as a raw stream of format
+/// `format` (`g722`, `alaw`, `mulaw`): an encoder that shares no code with
+/// the recorder's decoders.
+pub fn ffmpeg_encode(expr: &str, rate: u32, seconds: f64, codec: &str, format: &str) -> Vec<u8> {
+    crate::require("ffmpeg");
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-f", "lavfi", "-i"])
+        .arg(format!("aevalsrc={expr}:s={rate}:d={seconds}"))
+        .args(["-c:a", codec, "-f", format, "-"])
+        .output()
+        .expect("run ffmpeg");
+    assert!(
+        out.status.success(),
+        "ffmpeg: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }
 
 /// One UDP datagram read back from a capture.

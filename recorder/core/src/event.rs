@@ -119,6 +119,9 @@ pub enum Event {
         on: bool,
         /// Why.
         reason: RecordingReason,
+        /// Whether a side of the call negotiated a wideband codec (G.722):
+        /// a recording started now runs at 16 kHz.
+        wideband: bool,
     },
     /// A DTMF digit from one side.
     Dtmf {
@@ -188,6 +191,8 @@ pub struct MediaFrame {
     pub payload_type: u8,
     /// Codec name from SDP (`PCMU`, `PCMA`, ...), when known.
     pub codec: Option<String>,
+    /// Its RTP clock rate from SDP (8000 for G.711 and G.722), 0 when unknown.
+    pub clock_rate: u32,
     /// The RTP payload.
     pub payload: Vec<u8>,
 }

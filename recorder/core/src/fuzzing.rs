@@ -90,6 +90,17 @@ pub fn rtp(data: &[u8]) {
         let _ = dtmf::parse_telephone_event(r.payload());
         let _ = timeline::decode("PCMU", r.payload());
         let _ = timeline::decode("PCMA", r.payload());
+        let mut out = Vec::new();
+        for name in ["G722", "PCMA"] {
+            for rate in [crate::codec::NARROWBAND, crate::codec::WIDEBAND] {
+                if let Some(c) = crate::codec::Codec::of(name) {
+                    let mut d = crate::codec::SideDecoder::new(c, rate);
+                    d.decode(r.payload(), &mut out);
+                    assert!(out.len() <= 2 * crate::codec::MAX_SAMPLES, "bounded");
+                    out.clear();
+                }
+            }
+        }
     }
     let _ = dtmf::parse_telephone_event(data);
     let _ = dtmf::parse_info("application/dtmf-relay", data);

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod announce;
+pub mod codec;
 pub mod config;
 pub mod dtmf;
 pub mod engine;

@@ -14,15 +14,18 @@ use crate::event::Side;
 use crate::g711;
 use earshot_contracts::{ChannelLayout, PauseBehaviour};
 
-/// Samples per second (G.711 narrowband).
+/// Samples per second of a narrowband recording (G.711); a recording with a
+/// wideband side runs at [`crate::codec::WIDEBAND`].
 pub const RATE: u32 = 8000;
 /// How long the timeline waits for late packets before it writes a stretch out.
 pub const REORDER_WINDOW: Duration = Duration::from_millis(300);
 /// Largest distance between a stream's RTP clock and the wall clock before the
-/// stream is re-anchored (a sender that reset its timestamps, e.g. after hold).
-const MAX_SKEW: u64 = RATE as u64;
-/// Largest stretch one packet may extend the timeline by (bounds memory on garbage timestamps).
-const MAX_AHEAD: u64 = 2 * RATE as u64;
+/// stream is re-anchored (a sender that reset its timestamps, e.g. after
+/// hold), in seconds of samples.
+const MAX_SKEW_SECONDS: u64 = 1;
+/// Largest stretch one packet may extend the timeline by (bounds memory on
+/// garbage timestamps), in seconds of samples.
+const MAX_AHEAD_SECONDS: u64 = 2;
 
 /// Decodes a G.711 payload; `None` for codecs the recorder cannot decode.
 pub fn decode(codec: &str, payload: &[u8]) -> Option<Vec<i16>> {
@@ -62,6 +65,7 @@ impl Chunk {
 #[derive(Debug)]
 pub struct Timeline {
     start: Instant,
+    rate: u32,
     pause: PauseBehaviour,
     layout: ChannelLayout,
     clocks: [Clock; 2],
@@ -77,10 +81,21 @@ pub struct Timeline {
 }
 
 impl Timeline {
-    /// Starts a timeline when recording starts.
+    /// Starts a narrowband (8 kHz) timeline when recording starts.
     pub fn new(start: Instant, pause: PauseBehaviour, layout: ChannelLayout) -> Self {
+        Self::with_rate(start, pause, layout, RATE)
+    }
+
+    /// Starts a timeline of `rate` samples per second.
+    pub fn with_rate(
+        start: Instant,
+        pause: PauseBehaviour,
+        layout: ChannelLayout,
+        rate: u32,
+    ) -> Self {
         Self {
             start,
+            rate: rate.max(1),
             pause,
             layout,
             clocks: [Clock::default(); 2],
@@ -94,7 +109,7 @@ impl Timeline {
 
     fn wall(&self, at: Instant) -> u64 {
         let d = at.saturating_duration_since(self.start);
-        (d.as_nanos() * RATE as u128 / 1_000_000_000) as u64
+        (d.as_nanos() * u128::from(self.rate) / 1_000_000_000) as u64
     }
 
     /// Recording paused (`on = false`) or resumed at `at`.
@@ -108,15 +123,38 @@ impl Timeline {
         }
     }
 
-    /// Places a packet's samples from `side`.
+    /// The timeline's samples per second.
+    pub fn rate(&self) -> u32 {
+        self.rate
+    }
+
+    /// Places a packet's samples from `side`, its RTP clock running at the
+    /// timeline's rate.
     pub fn push(&mut self, side: Side, at: Instant, ssrc: u32, timestamp: u32, samples: &[i16]) {
+        self.push_clocked(side, at, ssrc, timestamp, self.rate, samples);
+    }
+
+    /// Places a packet's samples (at the timeline's rate) from `side`, its
+    /// RTP timestamps counting `clock_rate` per second (G.722: 8000 for
+    /// 16 kHz audio).
+    pub fn push_clocked(
+        &mut self,
+        side: Side,
+        at: Instant,
+        ssrc: u32,
+        timestamp: u32,
+        clock_rate: u32,
+        samples: &[i16],
+    ) {
         let wall = self.wall(at);
+        let rate = i64::from(self.rate);
+        let clock_rate = i64::from(clock_rate.max(1));
         let clock = &mut self.clocks[side.index()];
         let mut pos = None;
         if clock.ssrc == Some(ssrc) {
-            let delta = timestamp.wrapping_sub(clock.anchor_ts) as i32 as i64;
-            let p = clock.anchor_pos as i64 + delta;
-            if p >= 0 && (p as u64).abs_diff(wall) <= MAX_SKEW {
+            let ticks = timestamp.wrapping_sub(clock.anchor_ts) as i32 as i64;
+            let p = clock.anchor_pos as i64 + ticks * rate / clock_rate;
+            if p >= 0 && (p as u64).abs_diff(wall) <= MAX_SKEW_SECONDS * rate as u64 {
                 pos = Some(p as u64);
             }
         }
@@ -130,7 +168,7 @@ impl Timeline {
             wall
         });
         let end = pos + samples.len() as u64;
-        if end <= self.base || end > wall + MAX_AHEAD {
+        if end <= self.base || end > wall + MAX_AHEAD_SECONDS * u64::from(self.rate) {
             self.late_packets += 1;
             return;
         }

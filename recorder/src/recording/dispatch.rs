@@ -199,7 +199,13 @@ impl Dispatcher {
                     p.meta.answered_at = Some(self.shared.clock.system(at));
                 }
             }
-            Event::Recording { call, at, on, .. } => {
+            Event::Recording {
+                call,
+                at,
+                on,
+                wideband,
+                ..
+            } => {
                 let spool_full = self.shared.spool.full();
                 let Some(p) = self.calls.get_mut(&call.id) else {
                     return;
@@ -223,6 +229,7 @@ impl Dispatcher {
                             call: call.id,
                             meta,
                             at,
+                            wideband,
                         },
                     );
                 } else if p.recording {

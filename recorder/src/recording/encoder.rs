@@ -29,12 +29,26 @@ pub trait Encoder: Send {
     }
 }
 
-/// Makes the encoder of a new recording from its settings.
-pub type EncoderFactory = Arc<dyn Fn(&Settings) -> Result<Box<dyn Encoder>, String> + Send + Sync>;
+/// Makes the encoder of a new recording from its settings and sample rate.
+pub type EncoderFactory =
+    Arc<dyn Fn(&Settings, u32) -> Result<Box<dyn Encoder>, String> + Send + Sync>;
 
 /// The production factory: LAME.
 pub fn lame() -> EncoderFactory {
-    Arc::new(|s: &Settings| Ok(Box::new(Lame::new(s.layout, s.bitrate)?) as Box<dyn Encoder>))
+    Arc::new(|s: &Settings, rate: u32| {
+        Ok(Box::new(Lame::new(s.layout, bitrate_at(s.bitrate, rate), rate)?) as Box<dyn Encoder>)
+    })
+}
+
+/// The CBR bitrate of a recording at `rate`: the configured one for 8 kHz,
+/// twice that (at most 160 kbit/s) for 16 kHz, so the wider band is kept
+/// as well as the narrow one is.
+pub fn bitrate_at(kbps: u32, rate: u32) -> u32 {
+    if rate > timeline::RATE {
+        (kbps * 2).min(160)
+    } else {
+        kbps
+    }
 }
 
 fn lame_bitrate(kbps: u32) -> mp3lame_encoder::Bitrate {
@@ -55,12 +69,12 @@ fn lame_bitrate(kbps: u32) -> mp3lame_encoder::Bitrate {
     }
 }
 
-/// LAME as the recorder uses it (CBR, 8 kHz, `-q 7`).
+/// LAME as the recorder uses it (CBR, 8 or 16 kHz, `-q 7`).
 pub struct Lame(mp3lame_encoder::Encoder);
 
 impl Lame {
-    /// An encoder for the layout at `kbps`.
-    pub fn new(layout: ChannelLayout, kbps: u32) -> Result<Lame, String> {
+    /// An encoder for the layout at `kbps`, `rate` samples per second.
+    pub fn new(layout: ChannelLayout, kbps: u32, rate: u32) -> Result<Lame, String> {
         let channels = if layout == ChannelLayout::Stereo {
             2
         } else {
@@ -69,8 +83,8 @@ impl Lame {
         let mut b = mp3lame_encoder::Builder::new().ok_or("LAME builder")?;
         let e = |e: mp3lame_encoder::BuildError| format!("{e:?}");
         b.set_num_channels(channels).map_err(e)?;
-        b.set_sample_rate(timeline::RATE).map_err(e)?;
-        b.set_output_sample_rate(std::num::NonZeroU32::new(timeline::RATE))
+        b.set_sample_rate(rate).map_err(e)?;
+        b.set_output_sample_rate(std::num::NonZeroU32::new(rate))
             .map_err(e)?;
         b.set_brate(lame_bitrate(kbps)).map_err(e)?;
         b.set_mode(if channels == 2 {
@@ -146,6 +160,40 @@ fn lame_gaps(frame: &[u8]) -> Option<(u32, u32)> {
     Some((delay, padding))
 }
 
+/// Sample rate, bitrate (kbit/s) and samples per frame of an MPEG audio
+/// layer III frame header, `None` when it is not one.
+fn frame_header(h: u32) -> Option<(u32, u32, u32)> {
+    if h >> 21 != 0x7ff || (h >> 17) & 3 != 1 {
+        return None;
+    }
+    let version = (h >> 19) & 3; // 0 = 2.5, 2 = 2, 3 = 1
+    let rate_idx = ((h >> 10) & 3) as usize;
+    let br_idx = ((h >> 12) & 0xf) as usize;
+    const LOW: [u32; 15] = [0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160];
+    let (rates, brs, per_frame): ([u32; 3], [u32; 15], u32) = match version {
+        3 => (
+            [44100, 48000, 32000],
+            [
+                0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320,
+            ],
+            1152,
+        ),
+        2 => ([22050, 24000, 16000], LOW, SAMPLES_PER_FRAME),
+        0 => ([11025, 12000, 8000], LOW, SAMPLES_PER_FRAME),
+        _ => return None,
+    };
+    if rate_idx == 3 || br_idx == 0 || br_idx == 15 {
+        return None;
+    }
+    Some((rates[rate_idx], brs[br_idx], per_frame))
+}
+
+/// Sample rate and bitrate (kbit/s) of an MP3, from its first frame.
+pub fn mp3_format(data: &[u8]) -> Option<(u32, u32)> {
+    let h = data.get(0..4)?;
+    frame_header(u32::from_be_bytes([h[0], h[1], h[2], h[3]])).map(|(r, k, _)| (r, k))
+}
+
 /// Seconds of audio in an MPEG audio stream (MPEG 1, 2 and 2.5 layer III),
 /// by walking its frame headers and stopping at the first damaged or
 /// partial frame. A first frame holding a LAME Info tag is not audio: its
@@ -158,38 +206,12 @@ pub fn mp3_duration(data: &[u8]) -> f64 {
     let mut first = true;
     while let Some(h) = data.get(i..i + 4) {
         let h = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
-        if h >> 21 != 0x7ff || (h >> 17) & 3 != 1 {
+        let Some((frame_rate, kbps, per_frame)) = frame_header(h) else {
             break;
-        }
-        let version = (h >> 19) & 3; // 0 = 2.5, 2 = 2, 3 = 1
-        let rate_idx = ((h >> 10) & 3) as usize;
-        let br_idx = ((h >> 12) & 0xf) as usize;
-        let padding = ((h >> 9) & 1) as usize;
-        let (rates, brs, per_frame): ([u32; 3], [u32; 15], u32) = match version {
-            3 => (
-                [44100, 48000, 32000],
-                [
-                    0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320,
-                ],
-                1152,
-            ),
-            2 => (
-                [22050, 24000, 16000],
-                [0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160],
-                SAMPLES_PER_FRAME,
-            ),
-            0 => (
-                [11025, 12000, 8000],
-                [0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160],
-                SAMPLES_PER_FRAME,
-            ),
-            _ => break,
         };
-        if rate_idx == 3 || br_idx == 0 || br_idx == 15 {
-            break;
-        }
-        rate = rates[rate_idx];
-        let size = (per_frame / 8 * brs[br_idx] * 1000 / rate) as usize + padding;
+        rate = frame_rate;
+        let padding = ((h >> 9) & 1) as usize;
+        let size = (per_frame / 8 * kbps * 1000 / rate) as usize + padding;
         if size < 4 || i + size > data.len() {
             break;
         }
@@ -223,7 +245,7 @@ mod tests {
     }
 
     fn encode(samples: usize, tagged: bool) -> Vec<u8> {
-        let mut enc = Lame::new(ChannelLayout::Stereo, 32).unwrap();
+        let mut enc = Lame::new(ChannelLayout::Stereo, 32, timeline::RATE).unwrap();
         let chunk = Chunk {
             left: vec![1000i16; samples],
             right: vec![1000i16; samples],

@@ -53,17 +53,24 @@ pub fn recover_spool(shared: &Shared) -> std::io::Result<()> {
                 .and_then(|m| m.modified())
                 .ok();
             let seconds = mp3_duration(&data);
+            let settings = shared.settings_now();
+            // The file says what it was made at (a wideband call: 16 kHz).
+            let (rate, bitrate) = super::encoder::mp3_format(&data)
+                .unwrap_or((earshot_recorder_core::codec::NARROWBAND, settings.bitrate));
             let sidecar = sidecar::build(
                 &meta,
                 &id,
                 shared.store.key(&id.mp3_name()),
                 &shared.instance,
                 Ending {
-                    settings: shared.settings_now(),
+                    settings,
                     ended,
                     intervals: &[(recording_start, ended)],
                     announcements: &[],
                     codec: None,
+                    codecs: [None, None],
+                    rate,
+                    bitrate,
                     seconds,
                     bytes: data.len() as u64,
                     sha256: hex::encode(Sha256::digest(&data)),

@@ -10,7 +10,6 @@ use earshot_contracts::layout::RecordingId;
 use earshot_contracts::sidecar::{
     self, Announcement, Audio, Interval, Mp3, Party, Recorder, SCHEMA_VERSION, Sidecar, User,
 };
-use earshot_recorder_core::timeline;
 use serde::{Deserialize, Serialize};
 
 use super::Settings;
@@ -67,6 +66,12 @@ pub struct Ending<'a> {
     pub announcements: &'a [Announced],
     /// The codec the audio was in.
     pub codec: Option<&'a str>,
+    /// Each side's codec (caller, callee).
+    pub codecs: [Option<&'a str>; 2],
+    /// The file's samples per second.
+    pub rate: u32,
+    /// Its CBR bitrate, kbit/s.
+    pub bitrate: u32,
     /// Seconds of audio in the file.
     pub seconds: f64,
     /// The MP3's size.
@@ -127,10 +132,15 @@ pub fn build(
         audio: Audio {
             format: "mp3".to_owned(),
             codec: e.codec.map(str::to_owned),
-            sample_rate: timeline::RATE,
+            codecs: ["caller", "callee"]
+                .into_iter()
+                .zip(e.codecs)
+                .filter_map(|(side, c)| Some((side.to_owned(), c?.to_owned())))
+                .collect(),
+            sample_rate: e.rate,
             channels,
             channel_map,
-            bitrate_kbps: e.settings.bitrate,
+            bitrate_kbps: e.bitrate,
             duration_seconds: (e.seconds * 1000.0).round() / 1000.0,
         },
         mp3: Mp3 {

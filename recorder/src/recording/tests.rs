@@ -39,7 +39,7 @@ impl Encoder for Fake {
 }
 
 fn fake() -> EncoderFactory {
-    Arc::new(|_: &Settings| Ok(Box::new(Fake) as Box<dyn Encoder>))
+    Arc::new(|_: &Settings, _rate: u32| Ok(Box::new(Fake) as Box<dyn Encoder>))
 }
 
 struct Rig {
@@ -206,6 +206,7 @@ fn recording(c: &CallRef, at: Instant, on: bool) -> Event {
             extension: "008".into(),
             on,
         },
+        wideband: false,
     }
 }
 
@@ -224,6 +225,7 @@ fn media(c: &CallRef, rig: &Rig, from_ms: u64, to_ms: u64) -> Vec<Event> {
                 timestamp: (i * 160) as u32,
                 payload_type: 0,
                 codec: Some("PCMU".into()),
+                clock_rate: 8000,
                 payload: vec![0x7f; 160],
             }));
         }
@@ -349,6 +351,43 @@ fn audio_the_recorder_cannot_decode_is_never_silently_complete() {
     };
     assert_eq!((counted("undecodable"), counted("completed")), (1, 1));
     assert_eq!(rig.metrics.recording.undecodable.get(), 100);
+}
+
+#[test]
+fn a_codec_change_mid_stream_continues_the_same_file_on_the_same_timeline() {
+    let mut rig = Rig::new("switch", u64::MAX);
+    let c = call(10, "switch@pbx");
+    let mut events = vec![
+        started(&c, rig.at(0), Some(RecordingMode::Always)),
+        recording(&c, rig.at(0), true),
+    ];
+    // 1 s of PCMU, then the caller's phone switches to G.722 (same SSRC,
+    // timestamps running on); the callee stays on PCMU.
+    let mut frames = media(&c, &rig, 0, 2000);
+    for f in &mut frames {
+        if let Event::Media(m) = f
+            && m.side == Side::Caller
+            && m.seq >= 50
+        {
+            m.payload_type = 9;
+            m.codec = Some("G722".into());
+        }
+    }
+    events.extend(frames);
+    events.push(ended(&c, rig.at(2000)));
+    rig.feed(events);
+    rig.wait_stored(1);
+    let s = &rig.sidecars()[0];
+    assert!(s.complete, "{:?}", s.truncated);
+    assert_eq!(
+        s.audio.duration_seconds, 2.0,
+        "no gap, no overlap at the switch"
+    );
+    assert_eq!(
+        s.audio.codecs["caller"], "PCMU",
+        "the first codec of each side"
+    );
+    assert_eq!(rig.metrics.recording.undecodable.get(), 0);
 }
 
 #[test]

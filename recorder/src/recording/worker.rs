@@ -9,7 +9,9 @@ use std::time::{Instant, SystemTime};
 
 use earshot_contracts::layout::RecordingId;
 use earshot_recorder_core::MediaFrame;
-use earshot_recorder_core::timeline::{self, Chunk, Timeline};
+use earshot_recorder_core::Side;
+use earshot_recorder_core::codec::{self, Codec, SideDecoder};
+use earshot_recorder_core::timeline::{Chunk, Timeline};
 use sha2::{Digest, Sha256};
 
 use super::encoder::Encoder;
@@ -29,6 +31,8 @@ pub enum Job {
         meta: CallMeta,
         /// When.
         at: Instant,
+        /// A side negotiated a wideband codec: record at 16 kHz.
+        wideband: bool,
     },
     /// Recording paused or resumed.
     Toggle {
@@ -66,6 +70,12 @@ struct Active {
     settings: Settings,
     timeline: Timeline,
     encoder: Box<dyn Encoder>,
+    /// Samples per second of the file (8000, or 16000 with a wideband side).
+    rate: u32,
+    /// Each side's decoder (caller, callee), made for its current codec.
+    decoders: [Option<SideDecoder>; 2],
+    /// Each side's first decoded codec, for the sidecar.
+    codecs: [Option<String>; 2],
     file: SpoolFile,
     codec: Option<String>,
     intervals: Vec<(SystemTime, Option<SystemTime>)>,
@@ -85,6 +95,20 @@ struct Active {
 pub const SYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Active {
+    /// Decodes one side's payload at the file's rate; `None` for a codec the
+    /// recorder cannot decode. A side that changes codec gets a new decoder.
+    fn decode(&mut self, side: Side, codec: &str, payload: &[u8]) -> Option<Vec<i16>> {
+        let c = Codec::of(codec)?;
+        let slot = &mut self.decoders[side.index()];
+        if slot.as_ref().is_none_or(|d| d.codec() != c) {
+            *slot = Some(SideDecoder::new(c, self.rate));
+            self.codecs[side.index()].get_or_insert_with(|| codec.to_ascii_uppercase());
+        }
+        let mut out = Vec::with_capacity(payload.len() * 2);
+        slot.as_mut()?.decode(payload, &mut out);
+        Some(out)
+    }
+
     /// Encodes a chunk and appends what the encoder gives back. After a
     /// failed append (the disk is full) nothing more is encoded: the file
     /// ends where the last whole append ended.
@@ -146,9 +170,19 @@ fn run_job(shared: &Shared, active: &mut HashMap<u64, Active>, job: Job) {
                 run_job(shared, active, j);
             }
         }
-        Job::Start { call, meta, at } => {
+        Job::Start {
+            call,
+            meta,
+            at,
+            wideband,
+        } => {
             let hash = meta.call.clone();
-            match begin(shared, meta, at) {
+            let rate = if wideband {
+                codec::WIDEBAND
+            } else {
+                codec::NARROWBAND
+            };
+            match begin(shared, meta, at, rate) {
                 Ok(a) => {
                     active.insert(call, a);
                 }
@@ -178,10 +212,12 @@ fn run_job(shared: &Shared, active: &mut HashMap<u64, Active>, job: Job) {
                 return;
             };
             let codec = f.codec.as_deref().unwrap_or("");
-            match timeline::decode(codec, &f.payload) {
+            match a.decode(f.side, codec, &f.payload) {
                 Some(samples) => {
                     a.codec.get_or_insert_with(|| codec.to_owned());
-                    a.timeline.push(f.side, f.at, f.ssrc, f.timestamp, &samples);
+                    let clock = if f.clock_rate > 0 { f.clock_rate } else { 8000 };
+                    a.timeline
+                        .push_clocked(f.side, f.at, f.ssrc, f.timestamp, clock, &samples);
                 }
                 // Comfort noise (RFC 3389) stands for silence: the gap it
                 // leaves in the timeline is silence of the right length.
@@ -218,7 +254,7 @@ fn run_job(shared: &Shared, active: &mut HashMap<u64, Active>, job: Job) {
     }
 }
 
-fn begin(shared: &Shared, mut meta: CallMeta, at: Instant) -> Result<Active, String> {
+fn begin(shared: &Shared, mut meta: CallMeta, at: Instant, rate: u32) -> Result<Active, String> {
     let settings = shared.settings_now();
     let start = shared.clock.system(at);
     meta.recording_started_at = Some(start);
@@ -236,8 +272,11 @@ fn begin(shared: &Shared, mut meta: CallMeta, at: Instant) -> Result<Active, Str
         .create(&name)
         .map_err(|e| format!("{name}: {e}"))?;
     Ok(Active {
-        timeline: Timeline::new(at, settings.pause, settings.layout),
-        encoder: (shared.encoders)(&settings)?,
+        timeline: Timeline::with_rate(at, settings.pause, settings.layout, rate),
+        encoder: (shared.encoders)(&settings, rate)?,
+        rate,
+        decoders: [None, None],
+        codecs: [None, None],
         settings,
         file,
         id,
@@ -331,6 +370,9 @@ fn finish(shared: &Shared, mut a: Active, at: Instant) {
             intervals: &a.intervals,
             announcements: &a.announcements,
             codec: a.codec.as_deref(),
+            codecs: [a.codecs[0].as_deref(), a.codecs[1].as_deref()],
+            rate: a.rate,
+            bitrate: super::encoder::bitrate_at(a.settings.bitrate, a.rate),
             seconds,
             bytes,
             sha256,

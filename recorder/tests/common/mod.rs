@@ -103,9 +103,22 @@ impl Setup {
     }
 
     pub fn uas(&self, scenario: &str, pcap: &str, calls: usize) -> SippProcess {
+        self.uas_with(scenario, pcap, calls, Vec::new())
+    }
+
+    /// The callee, with more scenario values (`PT`, `CODEC`).
+    pub fn uas_with(
+        &self,
+        scenario: &str,
+        pcap: &str,
+        calls: usize,
+        vars: Vec<(&str, String)>,
+    ) -> SippProcess {
+        let mut all = vec![("PCAP", pcap.to_owned())];
+        all.extend(vars);
         let uas = Sipp {
             scenario,
-            vars: vec![("PCAP", pcap.to_owned())],
+            vars: all,
             args: vec!["-m".into(), calls.to_string()],
             port: self.ports,
             media_port: self.ports + 2,

@@ -224,6 +224,9 @@ impl Recorder {
                             codec: stream
                                 .codec_toward(to, p.payload_type)
                                 .map(|c| c.name.clone()),
+                            clock_rate: stream
+                                .codec_toward(to, p.payload_type)
+                                .map_or(0, |c| c.clock_rate),
                             payload: p.payload().to_vec(),
                         };
                         packets.push(Output::Event(Event::Media(frame)));

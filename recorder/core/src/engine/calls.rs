@@ -361,11 +361,13 @@ impl Recorder {
                 .map(|u| u.side),
             _ => None,
         };
+        let wideband = call.streams.iter().any(Stream::wideband);
         self.emit(Event::Recording {
             call: r,
             at: now,
             on,
             reason,
+            wideband,
         });
         self.on_recording_changed(now, cid, on, stopped_by);
     }
@@ -439,11 +441,13 @@ impl Recorder {
         if call.recording == was {
             let r = call.r.clone();
             let recording = call.recording;
+            let wideband = call.streams.iter().any(Stream::wideband);
             self.emit(Event::Recording {
                 call: r,
                 at: now,
                 on: recording,
                 reason: RecordingReason::Shortcode { extension, on },
+                wideband,
             });
         }
     }

@@ -39,6 +39,19 @@ pub(super) struct Stream {
 }
 
 impl Stream {
+    /// Whether either side prefers a wideband codec: the first audio format
+    /// of its SDP (telephone events and comfort noise aside).
+    pub(super) fn wideband(&self) -> bool {
+        self.legs.iter().filter_map(|l| l.stream.as_ref()).any(|s| {
+            s.formats
+                .iter()
+                .filter_map(|&pt| s.codec(pt))
+                .find(|c| c.name != "TELEPHONE-EVENT" && c.name != "CN")
+                .and_then(|c| crate::codec::Codec::of(&c.name))
+                .is_some_and(crate::codec::Codec::wideband)
+        })
+    }
+
     /// The codec of a payload type in packets sent to `receiver`: as the
     /// receiver's SDP maps it, else as the other side's does.
     pub(super) fn codec_toward(&self, receiver: Side, pt: u8) -> Option<&sdp::Codec> {
@@ -277,9 +290,9 @@ impl Recorder {
             let te = [&stream.legs[facing.other().index()], leg]
                 .iter()
                 .find_map(|l| l.stream.as_ref().and_then(|s| s.telephone_event()));
-            let codec = stream
+            let (codec, clock_rate) = stream
                 .codec_toward(facing.other(), pt)
-                .map(|c| c.name.clone());
+                .map_or((None, 0), |c| (Some(c.name.clone()), c.clock_rate));
             let mut digit = None;
             let audio = Some(pt) != te && codec.as_deref() != Some("CN");
             if Some(pt) == te {
@@ -321,6 +334,7 @@ impl Recorder {
                     timestamp: u32::from_be_bytes([data[4], data[5], data[6], data[7]]),
                     payload_type: pt,
                     codec,
+                    clock_rate,
                     payload: data[payload].to_vec(),
                 };
                 self.out.push_back(Output::Event(Event::Media(frame)));

@@ -1,0 +1,236 @@
+//! Codecs other than G.711, through a real recorder with SIPp on both
+//! sides: RTP made by ffmpeg's own encoders (G.722, A-law), the MP3s decoded
+//! back by ffmpeg and measured. A wideband call is a 16 kHz file that keeps
+//! what only wideband carries (a 6 kHz tone); each side is decoded by its
+//! own codec; a codec the recorder cannot decode makes an incomplete
+//! recording that says so, never a silent "complete" one.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use earshot_tests::pcap::{RtpStream, ffmpeg_encode};
+use earshot_tests::{decode_mp3_at, tone_power_at};
+
+const TALK_MS: u64 = 3000;
+
+/// The caller says 440 Hz and 6 kHz at once (G.722 carries both, G.711
+/// only the first).
+fn caller_g722() -> RtpStream {
+    let bytes = ffmpeg_encode(
+        "0.3*sin(2*PI*440*t)+0.3*sin(2*PI*6000*t)",
+        16000,
+        TALK_MS as f64 / 1000.0 + 0.5,
+        "g722",
+        "g722",
+    );
+    RtpStream::new(1).encoded(9, &bytes, 160)
+}
+
+fn callee(codec: &str) -> (RtpStream, u8, &'static str) {
+    let seconds = TALK_MS as f64 / 1000.0 + 0.5;
+    match codec {
+        "G722" => (
+            RtpStream::new(2).encoded(
+                9,
+                &ffmpeg_encode("0.4*sin(2*PI*1000*t)", 16000, seconds, "g722", "g722"),
+                160,
+            ),
+            9,
+            "G722",
+        ),
+        _ => (
+            RtpStream::new(2).encoded(
+                8,
+                &ffmpeg_encode("0.4*sin(2*PI*1000*t)", 8000, seconds, "pcm_alaw", "alaw"),
+                160,
+            ),
+            8,
+            "PCMA",
+        ),
+    }
+}
+
+/// One Always call (008 → 500): the caller in G.722, the callee in `codec`.
+fn wideband_call(name: &str, codec: &str) -> (serde_json::Value, Vec<i16>, Vec<i16>) {
+    let s = setup(name, &users());
+    let (callee, pt, callee_codec) = callee(codec);
+    let mut uas = s.uas_with(
+        "uas.xml",
+        &s.pcap("callee.pcap", &callee),
+        1,
+        vec![("PT", pt.to_string()), ("CODEC", callee_codec.into())],
+    );
+    let mut uac = s.uac(
+        "uac.xml",
+        "008",
+        "500",
+        vec![
+            ("PCAP", s.pcap("caller.pcap", &caller_g722())),
+            ("TALK_MS", TALK_MS.to_string()),
+            ("PT", "9".into()),
+            ("CODEC", "G722".into()),
+        ],
+        &["-m", "1"],
+    );
+    uac.wait_success(Duration::from_secs(60));
+    uas.wait_success(Duration::from_secs(10));
+    let recs = s.recorder.wait_recordings(1, Duration::from_secs(15));
+    let (mp3, sidecar) = recs[0].clone();
+    assert_eq!(sidecar["audio"]["sampleRate"], 16000, "{sidecar}");
+    assert_eq!(
+        sidecar["audio"]["codecs"],
+        serde_json::json!({"caller": "G722", "callee": callee_codec}),
+        "{sidecar}"
+    );
+    assert_eq!(sidecar["complete"], true, "{sidecar}");
+    assert_eq!(s.metric("earshot_recording_undecodable_packets_total"), 0.0);
+    let (left, right) = decode_mp3_at(&mp3, 16000);
+    let file = left.len() as f64 / 16000.0;
+    let call = sidecar["durationSeconds"].as_f64().unwrap();
+    assert!(
+        (file - call).abs() < 0.1,
+        "file {file:.3} s, answered call {call:.3} s"
+    );
+    (sidecar, left, right)
+}
+
+fn middle(v: &[i16]) -> &[i16] {
+    &v[8000..v.len() - 8000]
+}
+
+#[test]
+fn a_g722_call_is_a_16_khz_recording_with_the_wide_band_kept() {
+    let (_, left, right) = wideband_call("g722", "G722");
+    let (l, r) = (middle(&left), middle(&right));
+    let p = |x: &[i16], f| tone_power_at(x, f, 16000.0);
+    // The caller's two tones on the left, 6 kHz included; the callee's on
+    // the right; no crosstalk; not silence.
+    assert!(p(l, 440.0) > 1e5, "left 440 Hz: {}", p(l, 440.0));
+    assert!(
+        p(l, 6000.0) > 0.1 * p(l, 440.0),
+        "6 kHz kept: {} vs {}",
+        p(l, 6000.0),
+        p(l, 440.0)
+    );
+    assert!(p(l, 440.0) > 50.0 * p(l, 1000.0));
+    assert!(p(r, 1000.0) > 1e5, "right 1 kHz: {}", p(r, 1000.0));
+    assert!(p(r, 1000.0) > 50.0 * p(r, 440.0));
+    assert!(p(r, 1000.0) > 50.0 * p(r, 6000.0));
+}
+
+#[test]
+fn a_g722_caller_and_an_a_law_callee_are_each_decoded_by_their_codec() {
+    let (_, left, right) = wideband_call("g722-pcma", "PCMA");
+    let (l, r) = (middle(&left), middle(&right));
+    let p = |x: &[i16], f| tone_power_at(x, f, 16000.0);
+    assert!(p(l, 440.0) > 1e5 && p(l, 6000.0) > 0.1 * p(l, 440.0));
+    assert!(p(r, 1000.0) > 1e5, "A-law upsampled into the 16 kHz file");
+    assert!(p(r, 1000.0) > 50.0 * p(r, 440.0));
+    // A-law has nothing above 4 kHz: its upsampling adds no image at 7 kHz.
+    assert!(
+        p(r, 1000.0) > 1000.0 * p(r, 7000.0),
+        "image at 7 kHz: {}",
+        p(r, 7000.0)
+    );
+}
+
+#[test]
+fn audio_in_a_codec_the_recorder_cannot_decode_is_an_incomplete_recording() {
+    let s = setup("g729", &users());
+    // G.729 frames are 10 bytes per 10 ms; the bytes themselves do not
+    // matter to a recorder that cannot decode them.
+    let frames: Vec<u8> = (0..20 * 175).map(|i| (i * 7 % 251) as u8).collect();
+    let caller = RtpStream::new(1).encoded(18, &frames, 20);
+    let callee = RtpStream::new(2).encoded(18, &frames, 20);
+    let g729 = || vec![("PT", "18".to_owned()), ("CODEC", "G729".to_owned())];
+    let mut uas = s.uas_with("uas.xml", &s.pcap("callee.pcap", &callee), 1, g729());
+    let mut vars = vec![
+        ("PCAP", s.pcap("caller.pcap", &caller)),
+        ("TALK_MS", TALK_MS.to_string()),
+    ];
+    vars.extend(g729());
+    let mut uac = s.uac("uac.xml", "008", "500", vars, &["-m", "1"]);
+    uac.wait_success(Duration::from_secs(60));
+    uas.wait_success(Duration::from_secs(10));
+    let recs = s.recorder.wait_recordings(1, Duration::from_secs(15));
+    let sidecar = &recs[0].1;
+    assert_eq!(sidecar["complete"], false, "{sidecar}");
+    let why = sidecar["truncated"].as_str().unwrap();
+    assert!(
+        why.contains("codec G729") && why.contains("could not be decoded"),
+        "{why}"
+    );
+    assert_eq!(
+        s.metric("earshot_recordings_total{result=\"undecodable\"}"),
+        1.0
+    );
+    assert!(s.metric("earshot_recording_undecodable_packets_total") > 200.0);
+    // The call itself went through untouched.
+    assert_eq!(s.metric("earshot_calls_total{result=\"answered\"}"), 1.0);
+}
+
+#[test]
+fn an_on_demand_user_in_g722_turns_recording_on_with_the_shortcode() {
+    let s = setup("g722-ondemand", &users());
+    let talk = |seconds: f64| {
+        ffmpeg_encode(
+            "0.3*sin(2*PI*440*t)+0.3*sin(2*PI*6000*t)",
+            16000,
+            seconds,
+            "g722",
+            "g722",
+        )
+    };
+    // 1 s of talk, *5 as RFC 4733 events on the G.722 stream's 8000 Hz
+    // clock, then 2.5 s recorded.
+    let caller = RtpStream::new(1)
+        .encoded(9, &talk(1.0), 160)
+        .key('*', 100)
+        .gap(100)
+        .key('5', 100)
+        .encoded(9, &talk(2.5), 160);
+    let (callee, pt, codec) = callee("G722");
+    let mut uas = s.uas_with(
+        "uas.xml",
+        &s.pcap("callee.pcap", &callee),
+        1,
+        vec![("PT", pt.to_string()), ("CODEC", codec.into())],
+    );
+    let mut uac = s.uac(
+        "uac.xml",
+        "012",
+        "500",
+        vec![
+            ("PCAP", s.pcap("caller.pcap", &caller)),
+            ("TALK_MS", "3900".into()),
+            ("PT", "9".into()),
+            ("CODEC", "G722".into()),
+        ],
+        &["-m", "1"],
+    );
+    uac.wait_success(Duration::from_secs(60));
+    uas.wait_success(Duration::from_secs(10));
+    let recs = s.recorder.wait_recordings(1, Duration::from_secs(15));
+    let (mp3, sidecar) = &recs[0];
+    assert_eq!(
+        sidecar["recorded"][0]["from"].as_f64().map(|f| f > 1.0),
+        Some(true),
+        "{sidecar}"
+    );
+    assert_eq!(sidecar["audio"]["sampleRate"], 16000);
+    let (left, _) = decode_mp3_at(mp3, 16000);
+    let file = left.len() as f64 / 16000.0;
+    let recorded = sidecar["durationSeconds"].as_f64().unwrap()
+        - sidecar["recorded"][0]["from"].as_f64().unwrap();
+    assert!(
+        (file - recorded).abs() < 0.2,
+        "file {file:.3} s, recorded {recorded:.3} s"
+    );
+    let l = &left[4000..left.len() - 4000];
+    assert!(
+        tone_power_at(l, 6000.0, 16000.0) > 1e5,
+        "wideband after the toggle"
+    );
+}
