@@ -19,6 +19,8 @@
 #                                   carries the official binary)
 #   cargo-nextest 0.9.151 (crates.io) runs the test binaries in parallel
 #   openssl (Debian)                the control plane's keys and certificates
+#   cmake (Debian)                  builds the reference libopus the recorder
+#                                   links (opusic-sys, from its bundled sources)
 #   Kubernetes v1.35.4, etcd 3.6.5  a real control plane, built from Go
 #                                   modules once (scripts/controlplane.sh,
 #                                   ~8 min on 2 cores)
@@ -41,6 +43,7 @@ command -v tcpdump >/dev/null || need_apt+=(tcpdump)
 command -v espeak-ng >/dev/null || need_apt+=(espeak-ng)
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v openssl >/dev/null || need_apt+=(openssl)
+command -v cmake >/dev/null || need_apt+=(cmake)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test-deps: installing ${need_apt[*]} from Debian"

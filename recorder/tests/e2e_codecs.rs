@@ -1,5 +1,5 @@
 //! Codecs other than G.711, through a real recorder with SIPp on both
-//! sides: RTP made by ffmpeg's own encoders (G.722, A-law), the MP3s decoded
+//! sides: RTP made by ffmpeg's own encoders (G.722, A-law, libopus), the MP3s decoded
 //! back by ffmpeg and measured. A wideband call is a 16 kHz file that keeps
 //! what only wideband carries (a 6 kHz tone); each side is decoded by its
 //! own codec; a codec the recorder cannot decode makes an incomplete
@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use earshot_tests::pcap::{RtpStream, ffmpeg_encode};
+use earshot_tests::pcap::{RtpStream, ffmpeg_encode, ffmpeg_opus};
 use earshot_tests::{decode_mp3_at, tone_power_at};
 
 const TALK_MS: u64 = 3000;
@@ -232,5 +232,102 @@ fn an_on_demand_user_in_g722_turns_recording_on_with_the_shortcode() {
     assert!(
         tone_power_at(l, 6000.0, 16000.0) > 1e5,
         "wideband after the toggle"
+    );
+}
+
+/// Opus on both sides (RFC 7587: a 48 kHz RTP clock, `opus/48000/2`),
+/// telephone events on the same clock.
+fn opus_vars() -> Vec<(&'static str, String)> {
+    vec![
+        ("PT", "111".into()),
+        ("CODEC", "opus".into()),
+        ("CLOCK", "48000/2".into()),
+        ("EVENT_CLOCK", "48000".into()),
+    ]
+}
+
+fn opus(expr: &str, seconds: f64, ssrc: u32) -> RtpStream {
+    let packets = ffmpeg_opus(expr, seconds);
+    let refs: Vec<&[u8]> = packets.iter().map(Vec::as_slice).collect();
+    RtpStream::new(ssrc).clock(48000).packets_of(111, &refs)
+}
+
+fn opus_call(
+    name: &str,
+    from: &str,
+    caller: &RtpStream,
+    talk_ms: u64,
+) -> (serde_json::Value, Vec<i16>, Vec<i16>) {
+    let s = setup(name, &users());
+    let callee = opus("0.4*sin(2*PI*1000*t)", talk_ms as f64 / 1000.0 + 0.5, 2);
+    let mut uas = s.uas_with("uas.xml", &s.pcap("callee.pcap", &callee), 1, opus_vars());
+    let mut vars = vec![
+        ("PCAP", s.pcap("caller.pcap", caller)),
+        ("TALK_MS", talk_ms.to_string()),
+    ];
+    vars.extend(opus_vars());
+    let mut uac = s.uac("uac.xml", from, "500", vars, &["-m", "1"]);
+    uac.wait_success(Duration::from_secs(60));
+    uas.wait_success(Duration::from_secs(10));
+    let recs = s.recorder.wait_recordings(1, Duration::from_secs(15));
+    let (mp3, sidecar) = recs[0].clone();
+    assert_eq!(sidecar["audio"]["sampleRate"], 16000, "{sidecar}");
+    assert_eq!(
+        sidecar["audio"]["codecs"],
+        serde_json::json!({"caller": "OPUS", "callee": "OPUS"}),
+        "{sidecar}"
+    );
+    assert_eq!(sidecar["complete"], true, "{sidecar}");
+    let (left, right) = decode_mp3_at(&mp3, 16000);
+    (sidecar, left, right)
+}
+
+#[test]
+fn an_opus_call_is_a_16_khz_recording_of_both_sides() {
+    let caller = opus(
+        "0.3*sin(2*PI*440*t)+0.3*sin(2*PI*6000*t)",
+        TALK_MS as f64 / 1000.0 + 0.5,
+        1,
+    );
+    let (sidecar, left, right) = opus_call("opus", "008", &caller, TALK_MS);
+    let file = left.len() as f64 / 16000.0;
+    let call = sidecar["durationSeconds"].as_f64().unwrap();
+    assert!(
+        (file - call).abs() < 0.1,
+        "file {file:.3} s, answered call {call:.3} s"
+    );
+    let (l, r) = (middle(&left), middle(&right));
+    let p = |x: &[i16], f| tone_power_at(x, f, 16000.0);
+    assert!(p(l, 440.0) > 1e5, "left 440 Hz: {}", p(l, 440.0));
+    assert!(p(l, 6000.0) > 0.1 * p(l, 440.0), "6 kHz kept");
+    assert!(p(l, 440.0) > 50.0 * p(l, 1000.0));
+    assert!(p(r, 1000.0) > 1e5, "right 1 kHz: {}", p(r, 1000.0));
+    assert!(p(r, 1000.0) > 50.0 * p(r, 440.0));
+}
+
+#[test]
+fn an_on_demand_user_in_opus_keys_the_shortcode_on_the_48_khz_clock() {
+    let tone = "0.3*sin(2*PI*440*t)";
+    let first = ffmpeg_opus(tone, 1.0);
+    let rest = ffmpeg_opus(tone, 2.5);
+    let (a, b): (Vec<&[u8]>, Vec<&[u8]>) = (
+        first.iter().map(Vec::as_slice).collect(),
+        rest.iter().map(Vec::as_slice).collect(),
+    );
+    let caller = RtpStream::new(1)
+        .clock(48000)
+        .packets_of(111, &a)
+        .key('*', 100)
+        .gap(100)
+        .key('5', 100)
+        .packets_of(111, &b);
+    let (sidecar, left, _) = opus_call("opus-ondemand", "012", &caller, 3900);
+    let from = sidecar["recorded"][0]["from"].as_f64().unwrap();
+    assert!(from > 1.0, "recording starts at the code: {sidecar}");
+    let file = left.len() as f64 / 16000.0;
+    let recorded = sidecar["durationSeconds"].as_f64().unwrap() - from;
+    assert!(
+        (file - recorded).abs() < 0.2,
+        "file {file:.3} s, recorded {recorded:.3} s"
     );
 }

@@ -503,7 +503,9 @@ impl<'a> Sipp<'a> {
             .replace("@MIDCALL@", "")
             .replace("@NAME@", "Caller")
             .replace("@PT@", "0")
-            .replace("@CODEC@", "PCMU");
+            .replace("@CODEC@", "PCMU")
+            .replace("@CLOCK@", "8000")
+            .replace("@EVENT_CLOCK@", "8000");
         // Any `@NAME@` left means the test forgot a value.
         let parts: Vec<&str> = xml.split('@').collect();
         // Only text with an `@` on both sides can be a placeholder.

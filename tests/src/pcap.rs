@@ -27,6 +27,8 @@ pub struct RtpStream {
     ts: u32,
     at: Duration,
     phase: f64,
+    /// RTP clock ticks per 20 ms packet (160 at 8000 Hz, 960 at Opus's 48000).
+    ticks: u32,
     /// The packets so far.
     pub packets: Vec<Packet>,
 }
@@ -43,8 +45,15 @@ impl RtpStream {
             ts: 16000,
             at: Duration::ZERO,
             phase: 0.0,
+            ticks: 160,
             packets: Vec::new(),
         }
+    }
+
+    /// An RTP clock of `hz` from now on (Opus: 48000).
+    pub fn clock(mut self, hz: u32) -> Self {
+        self.ticks = hz / 50;
+        self
     }
 
     fn push(&mut self, pt: u8, marker: bool, ts: u32, payload: &[u8]) {
@@ -99,7 +108,7 @@ impl RtpStream {
         let start = self.ts;
         let packets = ms / 20;
         for n in 1..=packets {
-            let duration = (n * 160) as u16;
+            let duration = (n * u64::from(self.ticks)) as u16;
             let end = n == packets;
             let copies = if end { 3 } else { 1 };
             for _ in 0..copies {
@@ -113,14 +122,16 @@ impl RtpStream {
             }
             self.at += PTIME;
         }
-        self.ts = self.ts.wrapping_add((packets * 160) as u32);
+        self.ts = self.ts.wrapping_add(packets as u32 * self.ticks);
         self
     }
 
     /// `ms` milliseconds in which nothing is sent (hold, silence
     /// suppression); the RTP clock runs on.
     pub fn gap(mut self, ms: u64) -> Self {
-        self.ts = self.ts.wrapping_add((ms * 8) as u32);
+        self.ts = self
+            .ts
+            .wrapping_add((ms * u64::from(self.ticks) / 20) as u32);
         self.at += Duration::from_millis(ms);
         self
     }
@@ -141,11 +152,17 @@ impl RtpStream {
     /// sent as payload type `pt` in 20 ms packets of `per_packet` bytes,
     /// the RTP clock advancing 160 per packet (8000 Hz: G.711 and, by
     /// RFC 3551, G.722).
-    pub fn encoded(mut self, pt: u8, bytes: &[u8], per_packet: usize) -> Self {
-        for payload in bytes.chunks_exact(per_packet) {
+    pub fn encoded(self, pt: u8, bytes: &[u8], per_packet: usize) -> Self {
+        let packets: Vec<&[u8]> = bytes.chunks_exact(per_packet).collect();
+        self.packets_of(pt, &packets)
+    }
+
+    /// One 20 ms packet per payload, as payload type `pt`.
+    pub fn packets_of(mut self, pt: u8, payloads: &[&[u8]]) -> Self {
+        for payload in payloads {
             let ts = self.ts;
             self.push(pt, false, ts, payload);
-            self.ts = self.ts.wrapping_add(160);
+            self.ts = self.ts.wrapping_add(self.ticks);
             self.at += PTIME;
         }
         self
@@ -218,6 +235,59 @@ pub fn ffmpeg_encode(expr: &str, rate: u32, seconds: f64, codec: &str, format: &
         String::from_utf8_lossy(&out.stderr)
     );
     out.stdout
+}
+
+/// `seconds` of an `aevalsrc` expression encoded by ffmpeg's libopus
+/// (48 kHz, mono, 20 ms frames, 32 kbit/s), as the Opus packets of its
+/// Ogg stream (RFC 7845), the two header packets left out.
+pub fn ffmpeg_opus(expr: &str, seconds: f64) -> Vec<Vec<u8>> {
+    crate::require("ffmpeg");
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-f", "lavfi", "-i"])
+        .arg(format!("aevalsrc={expr}:s=48000:d={seconds}"))
+        .args([
+            "-c:a",
+            "libopus",
+            "-b:a",
+            "32k",
+            "-frame_duration",
+            "20",
+            "-ac",
+            "1",
+            "-f",
+            "ogg",
+            "-",
+        ])
+        .output()
+        .expect("run ffmpeg");
+    assert!(
+        out.status.success(),
+        "ffmpeg: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ogg_packets(&out.stdout).into_iter().skip(2).collect()
+}
+
+/// The packets of an Ogg stream: each page's segments, joined until a
+/// segment shorter than 255 bytes ends a packet.
+fn ogg_packets(data: &[u8]) -> Vec<Vec<u8>> {
+    let mut packets = Vec::new();
+    let mut current = Vec::new();
+    let mut i = 0;
+    while data.get(i..i + 4) == Some(b"OggS") {
+        let segments = data[i + 26] as usize;
+        let table = &data[i + 27..i + 27 + segments];
+        let mut at = i + 27 + segments;
+        for &len in table {
+            current.extend_from_slice(&data[at..at + len as usize]);
+            at += len as usize;
+            if len < 255 {
+                packets.push(std::mem::take(&mut current));
+            }
+        }
+        i = at;
+    }
+    packets
 }
 
 /// One UDP datagram read back from a capture.

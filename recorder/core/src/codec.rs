@@ -2,7 +2,10 @@
 //!
 //! G.711 (µ-law, A-law) is decoded here; G.722 by the `audio-codec` crate
 //! (a maintained, pure-Rust port of the SpanDSP/CMU reference decoder, so no
-//! C library has to be packaged into the image). A narrowband recording
+//! C library has to be packaged into the image); Opus by the reference
+//! libopus (through `opusic-c`, built from its bundled sources: the decoder
+//! every other implementation is measured against, with PLC and DTX),
+//! decoding straight to the recording's rate, mono. A narrowband recording
 //! (8 kHz) takes G.722's lower sub-band only, which is exactly its 0–4 kHz
 //! audio; a wideband recording (16 kHz) takes both bands, and G.711 audio in
 //! it is resampled 8 → 16 kHz. Each side keeps its own decoder state: a
@@ -27,6 +30,8 @@ pub enum Codec {
     G711(Law),
     /// G.722 (16 kHz audio on an 8000 Hz RTP clock, RFC 3551).
     G722,
+    /// Opus (RFC 7587: 48 kHz RTP clock, mono or stereo).
+    Opus,
 }
 
 impl Codec {
@@ -34,6 +39,8 @@ impl Codec {
     pub fn of(name: &str) -> Option<Codec> {
         if name.eq_ignore_ascii_case("G722") {
             Some(Codec::G722)
+        } else if name.eq_ignore_ascii_case("OPUS") {
+            Some(Codec::Opus)
         } else {
             Law::of(&name.to_ascii_uppercase()).map(Codec::G711)
         }
@@ -41,19 +48,23 @@ impl Codec {
 
     /// Whether its audio is wider than the telephone band.
     pub fn wideband(self) -> bool {
-        matches!(self, Codec::G722)
+        matches!(self, Codec::G722 | Codec::Opus)
     }
 
     /// Its RTP timestamp clock, in Hz.
     pub fn clock_rate(self) -> u32 {
-        8000
+        match self {
+            Codec::Opus => 48000,
+            _ => 8000,
+        }
     }
 
-    /// Samples per second it decodes to at most.
+    /// Samples per second it decodes to at most (for a recording; Opus
+    /// could give more, a call recording keeps 16 kHz).
     pub fn audio_rate(self) -> u32 {
         match self {
             Codec::G711(_) => NARROWBAND,
-            Codec::G722 => WIDEBAND,
+            Codec::G722 | Codec::Opus => WIDEBAND,
         }
     }
 }
@@ -61,7 +72,12 @@ impl Codec {
 enum State {
     G711(Law),
     G722(Box<G722Decoder>),
+    /// `None` when libopus refused to start (out of memory): undecodable.
+    Opus(Option<Box<opusic_c::Decoder>>),
 }
+
+/// The longest Opus packet: 120 ms.
+const OPUS_MAX_MS: usize = 120;
 
 /// One side's decoder, producing samples at the recording's rate.
 pub struct SideDecoder {
@@ -70,6 +86,8 @@ pub struct SideDecoder {
     /// 8 → 16 kHz for narrowband audio in a wideband recording.
     upsample: Option<Box<BoxedResampler>>,
     scratch: Vec<i16>,
+    opus: Vec<u16>,
+    wide: bool,
 }
 
 impl std::fmt::Debug for SideDecoder {
@@ -96,6 +114,18 @@ impl SideDecoder {
                 // Lower band only: the 8 kHz audio of a narrowband file.
                 !wide,
             ))),
+            Codec::Opus => State::Opus(
+                opusic_c::Decoder::new(
+                    opusic_c::Channels::Mono,
+                    if wide {
+                        opusic_c::SampleRate::Hz16000
+                    } else {
+                        opusic_c::SampleRate::Hz8000
+                    },
+                )
+                .ok()
+                .map(Box::new),
+            ),
         };
         let upsample = (wide && codec.audio_rate() < WIDEBAND)
             .then(|| BoxedResampler::new(NARROWBAND as usize, WIDEBAND as usize).ok())
@@ -106,6 +136,8 @@ impl SideDecoder {
             state,
             upsample,
             scratch: Vec::new(),
+            opus: Vec::new(),
+            wide,
         }
     }
 
@@ -135,6 +167,22 @@ impl SideDecoder {
                     .unwrap_or(0);
                 target.truncate(start + n);
             }
+            State::Opus(Some(d)) => {
+                // A damaged packet decodes to nothing: the timeline keeps
+                // its time as silence, as for a lost one.
+                let rate = if self.wide { WIDEBAND } else { NARROWBAND } as usize;
+                self.opus.resize(rate * OPUS_MAX_MS / 1000, 0);
+                if !payload.is_empty()
+                    && let Ok(n) = d.decode_to_slice(payload, &mut self.opus, false)
+                {
+                    target.extend(
+                        self.opus[..n.min(self.opus.len())]
+                            .iter()
+                            .map(|&s| s as i16),
+                    );
+                }
+            }
+            State::Opus(None) => {}
         }
         if let Some(up) = self.upsample.as_mut() {
             let start = out.len();
@@ -167,7 +215,8 @@ mod tests {
         assert_eq!(Codec::of("PCMA"), Some(Codec::G711(Law::Alaw)));
         assert_eq!(Codec::of("pcmu"), Some(Codec::G711(Law::Ulaw)));
         assert_eq!(Codec::of("G729"), None);
-        assert_eq!(Codec::of("opus"), None);
+        assert_eq!(Codec::of("opus"), Some(Codec::Opus));
+        assert_eq!(Codec::Opus.clock_rate(), 48000, "RFC 7587");
         assert!(Codec::G722.wideband() && !Codec::of("PCMU").unwrap().wideband());
         assert_eq!(Codec::G722.clock_rate(), 8000, "RFC 3551's G.722 clock");
     }
@@ -199,7 +248,7 @@ mod tests {
 
     #[test]
     fn hostile_payloads_are_bounded() {
-        for codec in [Codec::G722, Codec::G711(Law::Alaw)] {
+        for codec in [Codec::G722, Codec::G711(Law::Alaw), Codec::Opus] {
             for rate in [NARROWBAND, WIDEBAND] {
                 let mut d = SideDecoder::new(codec, rate);
                 let mut out = Vec::new();

@@ -91,7 +91,7 @@ pub fn rtp(data: &[u8]) {
         let _ = timeline::decode("PCMU", r.payload());
         let _ = timeline::decode("PCMA", r.payload());
         let mut out = Vec::new();
-        for name in ["G722", "PCMA"] {
+        for name in ["G722", "PCMA", "OPUS"] {
             for rate in [crate::codec::NARROWBAND, crate::codec::WIDEBAND] {
                 if let Some(c) = crate::codec::Codec::of(name) {
                     let mut d = crate::codec::SideDecoder::new(c, rate);

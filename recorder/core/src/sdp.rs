@@ -74,12 +74,18 @@ pub struct MediaStream {
 }
 
 impl MediaStream {
-    /// The payload type carrying RFC 4733 telephone events, if negotiated.
+    /// The payload type carrying RFC 4733 telephone events, if negotiated
+    /// (at 8000 Hz, or at the clock of a codec such as Opus's 48000 Hz).
     pub fn telephone_event(&self) -> Option<u8> {
         self.codecs
             .iter()
-            .find(|c| c.name == "TELEPHONE-EVENT" && c.clock_rate == 8000)
+            .find(|c| c.name == "TELEPHONE-EVENT")
             .map(|c| c.payload_type)
+    }
+
+    /// Whether `pt` carries telephone events in this stream.
+    pub fn is_telephone_event(&self, pt: u8) -> bool {
+        self.codec(pt).is_some_and(|c| c.name == "TELEPHONE-EVENT")
     }
 
     /// The codec of a payload type.

@@ -289,7 +289,8 @@ impl Recorder {
             let leg = &stream.legs[facing.index()];
             let te = [&stream.legs[facing.other().index()], leg]
                 .iter()
-                .find_map(|l| l.stream.as_ref().and_then(|s| s.telephone_event()));
+                .any(|l| l.stream.as_ref().is_some_and(|s| s.is_telephone_event(pt)))
+                .then_some(pt);
             let (codec, clock_rate) = stream
                 .codec_toward(facing.other(), pt)
                 .map_or((None, 0), |c| (Some(c.name.clone()), c.clock_rate));
