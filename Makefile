@@ -26,6 +26,7 @@ bench: ## Hot-path microbenchmarks, the same SIPp load through Earshot and rtpen
 	@scripts/bench-deps.sh
 	$(CARGO) bench -q -p earshot-recorder-core --bench hot_paths -- --warm-up-time 1 --measurement-time 3
 	$(CARGO) bench -q -p earshot-recorder --bench encode -- --warm-up-time 1 --measurement-time 3
+	$(CARGO) bench -q -p earshot-recorder --bench codecs -- --warm-up-time 1 --measurement-time 3
 	$(CARGO) build --release -q -p earshot-recorder -p earshot-console -p earshot-tests
 	EARSHOT_RECORDER=target/release/earshot-recorder target/release/earshot-bench
 	target/release/earshot-console-bench
