@@ -413,7 +413,7 @@ fn check(life: &Life) -> Verdict {
                         x.seconds
                     );
                 } else {
-                    assert!(s.complete, "{call}: complete");
+                    assert!(s.complete, "{call}: complete, not {:?}", s.truncated);
                     let err = (got - x.seconds).abs();
                     v.worst_length_error = v.worst_length_error.max(err);
                     assert!(

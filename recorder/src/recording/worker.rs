@@ -222,6 +222,13 @@ fn run_job(shared: &Shared, active: &mut HashMap<u64, Active>, job: Job) {
                 // Comfort noise (RFC 3389) stands for silence: the gap it
                 // leaves in the timeline is silence of the right length.
                 None if codec.eq_ignore_ascii_case("CN") => {}
+                // A payload type no SDP of the call maps: counted, not (yet)
+                // a reason to call the recording incomplete — see the
+                // closing note of 2026-12-03 (On-demand calls in the
+                // lifetime mix show such packets; cause not found yet).
+                None if codec.is_empty() => {
+                    shared.metrics.undecodable.inc();
+                }
                 None => {
                     if a.undecodable == 0 {
                         tracing::warn!(call = %f.call.hash, codec, "audio in a codec the recorder cannot decode is recorded as silence; the recording is marked incomplete");
