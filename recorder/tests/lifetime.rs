@@ -226,8 +226,9 @@ fn round(life: &mut Life, with_kill: bool, with_outage: bool) {
     life.run(always("fifty-at-once", 50, 50, 3000));
     life.run(Phase {
         alaw: true,
-        caller: tone(3, 440.0, 2500).alaw(),
-        callee: tone(4, 1000.0, 2500).alaw(),
+        // A-law from the first packet (`alaw` applies to what follows).
+        caller: RtpStream::new(3).alaw().tone(440.0, 2500),
+        callee: RtpStream::new(4).alaw().tone(1000.0, 2500),
         ..always("pcma", 30, 15, 2500)
     });
     life.run(Phase {
@@ -366,6 +367,8 @@ struct Verdict {
     unexpected: Vec<String>,
     worst_length_error: f64,
     truncated: usize,
+    /// Stored recordings by the caller's codec, as the sidecar names it.
+    codecs: BTreeMap<String, usize>,
 }
 
 fn check(life: &Life) -> Verdict {
@@ -397,6 +400,14 @@ fn check(life: &Life) -> Verdict {
         calls: life.calls,
         expected: want.len(),
         stored: stored.values().map(Vec::len).sum(),
+        codecs: stored
+            .values()
+            .flatten()
+            .filter_map(|s| s.audio.codecs.get("caller").cloned())
+            .fold(BTreeMap::new(), |mut m, c| {
+                *m.entry(c).or_default() += 1;
+                m
+            }),
         ..Verdict::default()
     };
     for (call, x) in &want {
@@ -480,6 +491,9 @@ fn one_recorder_through_hundreds_of_calls_a_kill_and_a_store_outage_loses_nothin
     );
     assert_eq!(v.stored, v.expected);
     assert_eq!(v.truncated, 20, "the calls in progress at the kill");
+    // Every A-law call was decoded as A-law (a stream that says PCMA but
+    // sends another payload type is an incomplete recording, caught above).
+    assert_eq!(v.codecs.get("PCMA"), Some(&30), "{:?}", v.codecs);
     let text = life.s.recorder.metrics_text();
     assert_eq!(
         parse_metric(&text, "earshot_recordings_expected_total")
@@ -550,6 +564,7 @@ fn soak() {
         "duplicates": v.duplicates.len(),
         "unexpected": v.unexpected.len(),
         "truncatedByKills": v.truncated,
+        "recordingsByCallerCodec": v.codecs,
         "worstLengthErrorSeconds": v.worst_length_error,
         "kills": life.kills.len(),
         "rssKiBStart": first.1,

@@ -354,6 +354,38 @@ fn audio_the_recorder_cannot_decode_is_never_silently_complete() {
 }
 
 #[test]
+fn a_payload_type_the_sdp_does_not_map_is_an_incomplete_recording_that_says_which() {
+    let mut rig = Rig::new("unmapped", u64::MAX);
+    let c = call(11, "unmapped@pbx");
+    let mut events = vec![
+        started(&c, rig.at(0), Some(RecordingMode::Always)),
+        recording(&c, rig.at(0), true),
+    ];
+    // The callee's phone sends PT 0 where the SDP said PCMA only.
+    let mut frames = media(&c, &rig, 0, 1000);
+    for f in &mut frames {
+        if let Event::Media(m) = f
+            && m.side == Side::Callee
+        {
+            m.codec = None;
+            m.clock_rate = 0;
+        }
+    }
+    events.extend(frames);
+    events.push(ended(&c, rig.at(1000)));
+    rig.feed(events);
+    rig.wait_stored(1);
+    let s = &rig.sidecars()[0];
+    assert!(!s.complete);
+    assert_eq!(
+        s.truncated.as_deref(),
+        Some(
+            "50 packets in payload type 0, which the call's SDP does not map, could not be decoded by this recorder and are silence in the file"
+        )
+    );
+}
+
+#[test]
 fn a_codec_change_mid_stream_continues_the_same_file_on_the_same_timeline() {
     let mut rig = Rig::new("switch", u64::MAX);
     let c = call(10, "switch@pbx");

@@ -222,17 +222,18 @@ fn run_job(shared: &Shared, active: &mut HashMap<u64, Active>, job: Job) {
                 // Comfort noise (RFC 3389) stands for silence: the gap it
                 // leaves in the timeline is silence of the right length.
                 None if codec.eq_ignore_ascii_case("CN") => {}
-                // A payload type no SDP of the call maps: counted, not (yet)
-                // a reason to call the recording incomplete — see the
-                // closing note of 2026-12-03 (On-demand calls in the
-                // lifetime mix show such packets; cause not found yet).
-                None if codec.is_empty() => {
-                    shared.metrics.undecodable.inc();
-                }
                 None => {
                     if a.undecodable == 0 {
                         tracing::warn!(call = %f.call.hash, codec, "audio in a codec the recorder cannot decode is recorded as silence; the recording is marked incomplete");
-                        a.undecodable_codec = Some(codec_name(codec));
+                        a.undecodable_codec = Some(if codec.is_empty() {
+                            // A sender using a payload type neither side's SDP maps.
+                            format!(
+                                "payload type {}, which the call's SDP does not map,",
+                                f.payload_type
+                            )
+                        } else {
+                            format!("codec {}", codec_name(codec))
+                        });
                     }
                     a.undecodable += 1;
                     shared.metrics.undecodable.inc();
@@ -324,9 +325,9 @@ fn incomplete(a: &Active) -> Option<String> {
     }
     if a.undecodable > 0 {
         why.push(format!(
-            "{} packets in codec {} could not be decoded by this recorder and are silence in the file",
+            "{} packets in {} could not be decoded by this recorder and are silence in the file",
             a.undecodable,
-            a.undecodable_codec.as_deref().unwrap_or("unknown")
+            a.undecodable_codec.as_deref().unwrap_or("an unknown codec")
         ));
     }
     (!why.is_empty()).then(|| why.join("; "))
