@@ -72,22 +72,50 @@ impl Codec {
 enum State {
     G711(Law),
     G722(Box<G722Decoder>),
-    /// `None` when libopus refused to start (out of memory): undecodable.
-    Opus(Option<Box<opusic_c::Decoder>>),
+    Opus {
+        /// `None` when libopus refused to start (out of memory): undecodable.
+        decoder: Option<Box<opusic_c::Decoder>>,
+        /// Room for the longest packet (120 ms) at the decoder's rate.
+        buf: Vec<u16>,
+    },
 }
 
 /// The longest Opus packet: 120 ms.
 const OPUS_MAX_MS: usize = 120;
 
+impl State {
+    /// Decodes one payload at the codec's own output rate, appending to `out`.
+    fn decode(&mut self, payload: &[u8], out: &mut Vec<i16>) {
+        match self {
+            State::G711(law) => out.extend(payload.iter().map(|&b| law.decode(b))),
+            State::G722(d) => {
+                let start = out.len();
+                out.resize(start + 2 * payload.len(), 0);
+                let n = d.decode_frame_into(payload, &mut out[start..]).unwrap_or(0);
+                out.truncate(start + n);
+            }
+            // A damaged packet decodes to nothing: the timeline keeps its
+            // time as silence, as for a lost one.
+            State::Opus {
+                decoder: Some(d),
+                buf,
+            } if !payload.is_empty() => {
+                if let Ok(n) = d.decode_to_slice(payload, buf, false) {
+                    out.extend(buf[..n.min(buf.len())].iter().map(|&s| s as i16));
+                }
+            }
+            State::Opus { .. } => {}
+        }
+    }
+}
+
 /// One side's decoder, producing samples at the recording's rate.
 pub struct SideDecoder {
     codec: Codec,
     state: State,
-    /// 8 → 16 kHz for narrowband audio in a wideband recording.
-    upsample: Option<Box<BoxedResampler>>,
-    scratch: Vec<i16>,
-    opus: Vec<u16>,
-    wide: bool,
+    /// 8 → 16 kHz for narrowband audio in a wideband recording, with the
+    /// narrowband samples of the packet in hand.
+    upsample: Option<(Box<BoxedResampler>, Vec<i16>)>,
 }
 
 impl std::fmt::Debug for SideDecoder {
@@ -114,30 +142,28 @@ impl SideDecoder {
                 // Lower band only: the 8 kHz audio of a narrowband file.
                 !wide,
             ))),
-            Codec::Opus => State::Opus(
-                opusic_c::Decoder::new(
-                    opusic_c::Channels::Mono,
-                    if wide {
-                        opusic_c::SampleRate::Hz16000
-                    } else {
-                        opusic_c::SampleRate::Hz8000
-                    },
-                )
-                .ok()
-                .map(Box::new),
-            ),
+            Codec::Opus => {
+                let (hz, samples) = if wide {
+                    (opusic_c::SampleRate::Hz16000, WIDEBAND)
+                } else {
+                    (opusic_c::SampleRate::Hz8000, NARROWBAND)
+                };
+                State::Opus {
+                    decoder: opusic_c::Decoder::new(opusic_c::Channels::Mono, hz)
+                        .ok()
+                        .map(Box::new),
+                    buf: vec![0; samples as usize * OPUS_MAX_MS / 1000],
+                }
+            }
         };
         let upsample = (wide && codec.audio_rate() < WIDEBAND)
             .then(|| BoxedResampler::new(NARROWBAND as usize, WIDEBAND as usize).ok())
             .flatten()
-            .map(Box::new);
+            .map(|r| (Box::new(r), Vec::new()));
         SideDecoder {
             codec,
             state,
             upsample,
-            scratch: Vec::new(),
-            opus: Vec::new(),
-            wide,
         }
     }
 
@@ -149,49 +175,16 @@ impl SideDecoder {
     /// Decodes one RTP payload, appending its samples to `out`.
     pub fn decode(&mut self, payload: &[u8], out: &mut Vec<i16>) {
         let payload = &payload[..payload.len().min(MAX_SAMPLES / 2)];
-        let target = if self.upsample.is_some() {
-            &mut self.scratch
-        } else {
-            &mut *out
+        let Some((up, narrow)) = self.upsample.as_mut() else {
+            self.state.decode(payload, out);
+            return;
         };
-        if self.upsample.is_some() {
-            target.clear();
-        }
-        match &mut self.state {
-            State::G711(law) => target.extend(payload.iter().map(|&b| law.decode(b))),
-            State::G722(d) => {
-                let start = target.len();
-                target.resize(start + 2 * payload.len(), 0);
-                let n = d
-                    .decode_frame_into(payload, &mut target[start..])
-                    .unwrap_or(0);
-                target.truncate(start + n);
-            }
-            State::Opus(Some(d)) => {
-                // A damaged packet decodes to nothing: the timeline keeps
-                // its time as silence, as for a lost one.
-                let rate = if self.wide { WIDEBAND } else { NARROWBAND } as usize;
-                self.opus.resize(rate * OPUS_MAX_MS / 1000, 0);
-                if !payload.is_empty()
-                    && let Ok(n) = d.decode_to_slice(payload, &mut self.opus, false)
-                {
-                    target.extend(
-                        self.opus[..n.min(self.opus.len())]
-                            .iter()
-                            .map(|&s| s as i16),
-                    );
-                }
-            }
-            State::Opus(None) => {}
-        }
-        if let Some(up) = self.upsample.as_mut() {
-            let start = out.len();
-            out.resize(start + up.max_output_samples(self.scratch.len()), 0);
-            let n = up
-                .resample_into(&self.scratch, &mut out[start..])
-                .unwrap_or(0);
-            out.truncate(start + n);
-        }
+        narrow.clear();
+        self.state.decode(payload, narrow);
+        let start = out.len();
+        out.resize(start + up.max_output_samples(narrow.len()), 0);
+        let n = up.resample_into(narrow, &mut out[start..]).unwrap_or(0);
+        out.truncate(start + n);
     }
 }
 
@@ -207,6 +200,18 @@ mod tests {
             im += f64::from(s) * w.sin();
         }
         (re * re + im * im) / (x.len() as f64).powi(2)
+    }
+
+    #[test]
+    fn decodes_g711_and_refuses_what_it_cannot() {
+        let pcm = |name, bytes: &[u8]| {
+            let mut out = Vec::new();
+            SideDecoder::new(Codec::of(name).unwrap(), NARROWBAND).decode(bytes, &mut out);
+            out
+        };
+        assert_eq!(pcm("PCMU", &[0xff, 0x80]), [0, 32124]);
+        assert_eq!(pcm("PCMA", &[0xd5]), [8]);
+        assert_eq!(Codec::of("G729"), None);
     }
 
     #[test]

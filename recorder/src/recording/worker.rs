@@ -76,6 +76,8 @@ struct Active {
     decoders: [Option<SideDecoder>; 2],
     /// Each side's first decoded codec, for the sidecar.
     codecs: [Option<String>; 2],
+    /// The samples of the packet in hand.
+    pcm: Vec<i16>,
     file: SpoolFile,
     codec: Option<String>,
     intervals: Vec<(SystemTime, Option<SystemTime>)>,
@@ -97,16 +99,18 @@ pub const SYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 impl Active {
     /// Decodes one side's payload at the file's rate; `None` for a codec the
     /// recorder cannot decode. A side that changes codec gets a new decoder.
-    fn decode(&mut self, side: Side, codec: &str, payload: &[u8]) -> Option<Vec<i16>> {
+    /// The samples land in `self.pcm` (one buffer for every packet of the
+    /// recording); returns the codec's RTP clock.
+    fn decode(&mut self, side: Side, codec: &str, payload: &[u8]) -> Option<u32> {
         let c = Codec::of(codec)?;
         let slot = &mut self.decoders[side.index()];
         if slot.as_ref().is_none_or(|d| d.codec() != c) {
             *slot = Some(SideDecoder::new(c, self.rate));
             self.codecs[side.index()].get_or_insert_with(|| codec.to_ascii_uppercase());
         }
-        let mut out = Vec::with_capacity(payload.len() * 2);
-        slot.as_mut()?.decode(payload, &mut out);
-        Some(out)
+        self.pcm.clear();
+        slot.as_mut()?.decode(payload, &mut self.pcm);
+        Some(c.clock_rate())
     }
 
     /// Encodes a chunk and appends what the encoder gives back. After a
@@ -213,11 +217,16 @@ fn run_job(shared: &Shared, active: &mut HashMap<u64, Active>, job: Job) {
             };
             let codec = f.codec.as_deref().unwrap_or("");
             match a.decode(f.side, codec, &f.payload) {
-                Some(samples) => {
+                Some(codec_clock) => {
                     a.codec.get_or_insert_with(|| codec.to_owned());
-                    let clock = if f.clock_rate > 0 { f.clock_rate } else { 8000 };
+                    // The SDP's clock, else the codec's own (RFC 3551, 7587).
+                    let clock = if f.clock_rate > 0 {
+                        f.clock_rate
+                    } else {
+                        codec_clock
+                    };
                     a.timeline
-                        .push_clocked(f.side, f.at, f.ssrc, f.timestamp, clock, &samples);
+                        .push_clocked(f.side, f.at, f.ssrc, f.timestamp, clock, &a.pcm);
                 }
                 // Comfort noise (RFC 3389) stands for silence: the gap it
                 // leaves in the timeline is silence of the right length.
@@ -285,6 +294,7 @@ fn begin(shared: &Shared, mut meta: CallMeta, at: Instant, rate: u32) -> Result<
         rate,
         decoders: [None, None],
         codecs: [None, None],
+        pcm: Vec::new(),
         settings,
         file,
         id,
