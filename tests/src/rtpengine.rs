@@ -12,7 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use earshot_recorder_core::event::Side;
-use earshot_recorder_core::timeline::{Timeline, decode};
+use earshot_recorder_core::g711::Law;
+use earshot_recorder_core::timeline::Timeline;
 use earshot_recorder_core::{ChannelLayout, PauseBehaviour};
 
 use crate::pcap::read_udp;
@@ -169,9 +170,11 @@ pub fn pcap_to_mp3(pcap: &Path, mp3: &Path, left: &[u32]) -> std::io::Result<(f6
         } else {
             Side::Callee
         };
-        if let Some(samples) = decode("PCMU", &p.payload[12..]) {
-            timeline.push(side, at(p.nanos), ssrc, ts, &samples);
-        }
+        let samples: Vec<i16> = p.payload[12..]
+            .iter()
+            .map(|&b| Law::Ulaw.decode(b))
+            .collect();
+        timeline.push(side, at(p.nanos), ssrc, ts, &samples);
     }
     let chunk = timeline.finish(at(last) + Duration::from_millis(20));
     let mut enc = mp3lame_encoder::Builder::new().expect("LAME");

@@ -12,7 +12,7 @@ use crate::config::{CoreConfig, EffectiveUser, IpNet, Peer, Target, Timers, Tran
 use crate::engine::{Output, Recorder};
 use crate::sdp::Sdp;
 use crate::sip::message::{Framed, Message, frame_stream_from};
-use crate::{RecordingMode, SipLimits, UnknownSources, dtmf, timeline};
+use crate::{RecordingMode, SipLimits, UnknownSources, dtmf};
 
 /// TCP framing, resumed over the input cut in pieces as a stream would be.
 pub fn framing(data: &[u8]) {
@@ -88,10 +88,8 @@ pub fn rtp(data: &[u8]) {
             r.sequence_number(),
         );
         let _ = dtmf::parse_telephone_event(r.payload());
-        let _ = timeline::decode("PCMU", r.payload());
-        let _ = timeline::decode("PCMA", r.payload());
         let mut out = Vec::new();
-        for name in ["G722", "PCMA", "OPUS"] {
+        for name in ["PCMU", "PCMA", "G722", "OPUS"] {
             for rate in [crate::codec::NARROWBAND, crate::codec::WIDEBAND] {
                 if let Some(c) = crate::codec::Codec::of(name) {
                     let mut d = crate::codec::SideDecoder::new(c, rate);

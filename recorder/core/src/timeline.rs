@@ -11,7 +11,6 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::event::Side;
-use crate::g711;
 use earshot_contracts::{ChannelLayout, PauseBehaviour};
 
 /// Samples per second of a narrowband recording (G.711); a recording with a
@@ -26,12 +25,6 @@ const MAX_SKEW_SECONDS: u64 = 1;
 /// Largest stretch one packet may extend the timeline by (bounds memory on
 /// garbage timestamps), in seconds of samples.
 const MAX_AHEAD_SECONDS: u64 = 2;
-
-/// Decodes a G.711 payload; `None` for codecs the recorder cannot decode.
-pub fn decode(codec: &str, payload: &[u8]) -> Option<Vec<i16>> {
-    let law = g711::Law::of(codec)?;
-    Some(payload.iter().map(|&b| law.decode(b)).collect())
-}
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Clock {
@@ -404,12 +397,5 @@ mod tests {
             t.buf[0].len() < 2 * RATE as usize,
             "re-anchored, not extended by hours"
         );
-    }
-
-    #[test]
-    fn decodes_g711_and_refuses_the_rest() {
-        assert_eq!(decode("PCMU", &[0xff, 0x80]), Some(vec![0, 32124]));
-        assert_eq!(decode("PCMA", &[0xd5]), Some(vec![8]));
-        assert_eq!(decode("G729", &[1, 2]), None);
     }
 }
