@@ -212,6 +212,7 @@ impl Recorder {
                 let dest = receiver.latched.or(receiver.negotiated);
                 for p in sent {
                     if call.recording {
+                        let codec = stream.codec_toward(to, p.payload_type);
                         let frame = MediaFrame {
                             call: call.r.clone(),
                             at: now,
@@ -221,12 +222,8 @@ impl Recorder {
                             seq: p.seq,
                             timestamp: p.timestamp,
                             payload_type: p.payload_type,
-                            codec: stream
-                                .codec_toward(to, p.payload_type)
-                                .map(|c| c.name.clone()),
-                            clock_rate: stream
-                                .codec_toward(to, p.payload_type)
-                                .map_or(0, |c| c.clock_rate),
+                            codec: codec.map(|c| c.name.clone()),
+                            clock_rate: codec.map_or(0, |c| c.clock_rate),
                             payload: p.payload().to_vec(),
                         };
                         packets.push(Output::Event(Event::Media(frame)));

@@ -287,16 +287,15 @@ impl Recorder {
             call.last_activity = now;
             let pt = rtp.payload_type();
             let leg = &stream.legs[facing.index()];
-            let te = [&stream.legs[facing.other().index()], leg]
+            let event = [&stream.legs[facing.other().index()], leg]
                 .iter()
-                .any(|l| l.stream.as_ref().is_some_and(|s| s.is_telephone_event(pt)))
-                .then_some(pt);
+                .any(|l| l.stream.as_ref().is_some_and(|s| s.is_telephone_event(pt)));
             let (codec, clock_rate) = stream
                 .codec_toward(facing.other(), pt)
                 .map_or((None, 0), |c| (Some(c.name.clone()), c.clock_rate));
             let mut digit = None;
-            let audio = Some(pt) != te && codec.as_deref() != Some("CN");
-            if Some(pt) == te {
+            let audio = !event && codec.as_deref() != Some("CN");
+            if event {
                 if let Some(ev) = dtmf::parse_telephone_event(rtp.payload()) {
                     let leg = &mut stream.legs[facing.index()];
                     if leg.dedupe.is_new(rtp.ssrc(), rtp.timestamp()) {
