@@ -508,30 +508,25 @@ fn zip_response(app: Arc<App>, name: &str, recordings: Vec<Arc<Recording>>) -> R
         .unwrap_or_default()
 }
 
-/// The recordings of a ZIP request, each once, within the limits.
+/// The recordings of a ZIP request (each once already), if within the limits.
 fn within_limits(
     recordings: Vec<Arc<Recording>>,
     limits: ZipLimits,
 ) -> Result<Vec<Arc<Recording>>, Box<Response>> {
-    let mut seen = std::collections::HashSet::new();
-    let unique: Vec<Arc<Recording>> = recordings
-        .into_iter()
-        .filter(|r| seen.insert(r.id.clone()))
-        .collect();
-    let bytes: u64 = unique.iter().map(|r| r.mp3_bytes()).sum();
-    if unique.len() > limits.recordings || bytes > limits.bytes {
+    let bytes: u64 = recordings.iter().map(|r| r.mp3_bytes()).sum();
+    if recordings.len() > limits.recordings || bytes > limits.bytes {
         return Err(Box::new(error_page(
             StatusCode::PAYLOAD_TOO_LARGE,
             &format!(
                 "That is {} recordings ({} MiB); one ZIP holds at most {} recordings and {} MiB. Narrow the filter or select fewer rows.",
-                unique.len(),
+                recordings.len(),
                 bytes >> 20,
                 limits.recordings,
                 limits.bytes >> 20
             ),
         )));
     }
-    Ok(unique)
+    Ok(recordings)
 }
 
 async fn zip_selected(
