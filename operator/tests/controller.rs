@@ -160,6 +160,26 @@ fn event(reason: &'static str) -> Expect {
     )
 }
 
+/// What a reconcile of a new, valid policy asks the API server, in order:
+/// its Secret, the workload, the Event of the new rule, then the status,
+/// which `status` checks.
+fn reconciled_steps(status: impl FnOnce(Value) + Send + 'static) -> Vec<Expect> {
+    let mut steps = vec![expect("GET", "/api/v1/namespaces/acme/secrets/s3", |_| {
+        Some(secret())
+    })];
+    steps.extend(workload_steps());
+    steps.push(event("RetentionEnforced"));
+    steps.push(expect(
+        "PATCH",
+        "/apis/earshot.io/v1alpha1/namespaces/acme/recordingpolicies/office/status",
+        move |b| {
+            status(b);
+            None
+        },
+    ));
+    steps
+}
+
 /// Serves the expected requests in order, then checks none is left over.
 async fn serve(mut handle: Handle, steps: Vec<Expect>) -> Vec<Value> {
     let mut bodies = Vec::new();
@@ -328,40 +348,30 @@ async fn a_new_policy_gets_its_workload_its_retention_rule_and_a_ready_status() 
         ..Default::default()
     });
     let (ctx, handle) = mk_ctx(storage.clone());
-    let mut steps = vec![expect("GET", "/api/v1/namespaces/acme/secrets/s3", |_| {
-        Some(secret())
-    })];
-    steps.extend(workload_steps());
-    steps.push(event("RetentionEnforced"));
-    steps.push(expect(
-        "PATCH",
-        "/apis/earshot.io/v1alpha1/namespaces/acme/recordingpolicies/office/status",
-        |b| {
-            for kind in [
-                "Ready",
-                "RecorderAvailable",
-                "StorageReady",
-                "RetentionEnforced",
-            ] {
-                assert_eq!(condition(&b, kind)["status"], "True", "{kind}: {b}");
-            }
-            assert_eq!(b["status"]["observedGeneration"], 2);
-            assert_eq!(b["status"]["effectiveRetentionDays"], 30);
-            assert_eq!(
-                b["status"]["retentionEffectiveSince"],
-                "2026-11-28T12:00:00Z"
-            );
-            assert_eq!(
-                b["status"]["serviceAddress"],
-                "earshot-office.acme.svc:5060"
-            );
-            assert_eq!(
-                b["status"]["users"],
-                json!({"total": 2, "always": 1, "onDemand": 1, "never": 0})
-            );
-            None
-        },
-    ));
+    let steps = reconciled_steps(move |b| {
+        for kind in [
+            "Ready",
+            "RecorderAvailable",
+            "StorageReady",
+            "RetentionEnforced",
+        ] {
+            assert_eq!(condition(&b, kind)["status"], "True", "{kind}: {b}");
+        }
+        assert_eq!(b["status"]["observedGeneration"], 2);
+        assert_eq!(b["status"]["effectiveRetentionDays"], 30);
+        assert_eq!(
+            b["status"]["retentionEffectiveSince"],
+            "2026-11-28T12:00:00Z"
+        );
+        assert_eq!(
+            b["status"]["serviceAddress"],
+            "earshot-office.acme.svc:5060"
+        );
+        assert_eq!(
+            b["status"]["users"],
+            json!({"total": 2, "always": 1, "onDemand": 1, "never": 0})
+        );
+    });
     let server = tokio::spawn(serve(handle, steps));
     let action = reconcile(Arc::new(mk_policy(30, users_a())), ctx.clone())
         .await
@@ -514,27 +524,17 @@ async fn with_the_platform_s_own_key_the_tenant_s_key_never_reaches_the_store() 
         ..OperatorConfig::default()
     };
     let (ctx, handle) = mk_ctx_with(storage.clone(), platform);
-    let mut steps = vec![expect("GET", "/api/v1/namespaces/acme/secrets/s3", |_| {
-        Some(secret())
-    })];
-    steps.extend(workload_steps());
-    steps.push(event("RetentionEnforced"));
-    steps.push(expect(
-        "PATCH",
-        "/apis/earshot.io/v1alpha1/namespaces/acme/recordingpolicies/office/status",
-        |b| {
-            let storage = condition(&b, "StorageReady");
-            assert_eq!(storage["status"], "True", "{b}");
-            assert!(
-                storage["message"]
-                    .as_str()
-                    .unwrap()
-                    .contains("the operator's key"),
-                "{b}"
-            );
-            None
-        },
-    ));
+    let steps = reconciled_steps(move |b| {
+        let storage = condition(&b, "StorageReady");
+        assert_eq!(storage["status"], "True", "{b}");
+        assert!(
+            storage["message"]
+                .as_str()
+                .unwrap()
+                .contains("the operator's key"),
+            "{b}"
+        );
+    });
     let server = tokio::spawn(serve(handle, steps));
     reconcile(Arc::new(mk_policy(30, users_a())), ctx.clone())
         .await

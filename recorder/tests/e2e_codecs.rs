@@ -15,6 +15,45 @@ use earshot_tests::{decode_mp3_at, tone_power_at};
 
 const TALK_MS: u64 = 3000;
 
+/// One party of a test call: what it sends and the SDP values (`PT`,
+/// `CODEC`, `CLOCK`, `EVENT_CLOCK`) its scenario offers or answers with.
+struct Party {
+    stream: RtpStream,
+    sdp: Vec<(&'static str, String)>,
+}
+
+fn sdp(pt: u8, codec: &str) -> Vec<(&'static str, String)> {
+    vec![("PT", pt.to_string()), ("CODEC", codec.to_owned())]
+}
+
+/// One call from `from` to 500 through the recorder; waits for both SIPps
+/// and the recording: (MP3, sidecar).
+fn one_call(
+    s: &Setup,
+    from: &str,
+    caller: Party,
+    callee: Party,
+    talk_ms: u64,
+) -> (std::path::PathBuf, serde_json::Value) {
+    let mut uas = s.uas_with(
+        "uas.xml",
+        &s.pcap("callee.pcap", &callee.stream),
+        1,
+        callee.sdp,
+    );
+    let mut vars = vec![
+        ("PCAP", s.pcap("caller.pcap", &caller.stream)),
+        ("TALK_MS", talk_ms.to_string()),
+    ];
+    vars.extend(caller.sdp);
+    let mut uac = s.uac("uac.xml", from, "500", vars, &["-m", "1"]);
+    uac.wait_success(Duration::from_secs(60));
+    uas.wait_success(Duration::from_secs(10));
+    s.recorder
+        .wait_recordings(1, Duration::from_secs(15))
+        .remove(0)
+}
+
 /// The caller says 440 Hz and 6 kHz at once (G.722 carries both, G.711
 /// only the first).
 fn caller_g722() -> RtpStream {
@@ -28,56 +67,37 @@ fn caller_g722() -> RtpStream {
     RtpStream::new(1).encoded(9, &bytes, 160)
 }
 
-fn callee(codec: &str) -> (RtpStream, u8, &'static str) {
+fn callee(codec: &str) -> (Party, &'static str) {
     let seconds = TALK_MS as f64 / 1000.0 + 0.5;
-    match codec {
+    let tone = "0.4*sin(2*PI*1000*t)";
+    let (pt, bytes, name) = match codec {
         "G722" => (
-            RtpStream::new(2).encoded(
-                9,
-                &ffmpeg_encode("0.4*sin(2*PI*1000*t)", 16000, seconds, "g722", "g722"),
-                160,
-            ),
             9,
+            ffmpeg_encode(tone, 16000, seconds, "g722", "g722"),
             "G722",
         ),
         _ => (
-            RtpStream::new(2).encoded(
-                8,
-                &ffmpeg_encode("0.4*sin(2*PI*1000*t)", 8000, seconds, "pcm_alaw", "alaw"),
-                160,
-            ),
             8,
+            ffmpeg_encode(tone, 8000, seconds, "pcm_alaw", "alaw"),
             "PCMA",
         ),
-    }
+    };
+    let party = Party {
+        stream: RtpStream::new(2).encoded(pt, &bytes, 160),
+        sdp: sdp(pt, name),
+    };
+    (party, name)
 }
 
 /// One Always call (008 → 500): the caller in G.722, the callee in `codec`.
 fn wideband_call(name: &str, codec: &str) -> (serde_json::Value, Vec<i16>, Vec<i16>) {
     let s = setup(name, &users());
-    let (callee, pt, callee_codec) = callee(codec);
-    let mut uas = s.uas_with(
-        "uas.xml",
-        &s.pcap("callee.pcap", &callee),
-        1,
-        vec![("PT", pt.to_string()), ("CODEC", callee_codec.into())],
-    );
-    let mut uac = s.uac(
-        "uac.xml",
-        "008",
-        "500",
-        vec![
-            ("PCAP", s.pcap("caller.pcap", &caller_g722())),
-            ("TALK_MS", TALK_MS.to_string()),
-            ("PT", "9".into()),
-            ("CODEC", "G722".into()),
-        ],
-        &["-m", "1"],
-    );
-    uac.wait_success(Duration::from_secs(60));
-    uas.wait_success(Duration::from_secs(10));
-    let recs = s.recorder.wait_recordings(1, Duration::from_secs(15));
-    let (mp3, sidecar) = recs[0].clone();
+    let (callee, callee_codec) = callee(codec);
+    let caller = Party {
+        stream: caller_g722(),
+        sdp: sdp(9, "G722"),
+    };
+    let (mp3, sidecar) = one_call(&s, "008", caller, callee, TALK_MS);
     assert_eq!(sidecar["audio"]["sampleRate"], 16000, "{sidecar}");
     assert_eq!(
         sidecar["audio"]["codecs"],
@@ -144,18 +164,12 @@ fn audio_in_a_codec_the_recorder_cannot_decode_is_an_incomplete_recording() {
     let frames: Vec<u8> = (0..20 * 175).map(|i| (i * 7 % 251) as u8).collect();
     let caller = RtpStream::new(1).encoded(18, &frames, 20);
     let callee = RtpStream::new(2).encoded(18, &frames, 20);
-    let g729 = || vec![("PT", "18".to_owned()), ("CODEC", "G729".to_owned())];
-    let mut uas = s.uas_with("uas.xml", &s.pcap("callee.pcap", &callee), 1, g729());
-    let mut vars = vec![
-        ("PCAP", s.pcap("caller.pcap", &caller)),
-        ("TALK_MS", TALK_MS.to_string()),
-    ];
-    vars.extend(g729());
-    let mut uac = s.uac("uac.xml", "008", "500", vars, &["-m", "1"]);
-    uac.wait_success(Duration::from_secs(60));
-    uas.wait_success(Duration::from_secs(10));
-    let recs = s.recorder.wait_recordings(1, Duration::from_secs(15));
-    let sidecar = &recs[0].1;
+    let party = |stream| Party {
+        stream,
+        sdp: sdp(18, "G729"),
+    };
+    let (_, sidecar) = one_call(&s, "008", party(caller), party(callee), TALK_MS);
+    let sidecar = &sidecar;
     assert_eq!(sidecar["complete"], false, "{sidecar}");
     let why = sidecar["truncated"].as_str().unwrap();
     assert!(
@@ -191,29 +205,12 @@ fn an_on_demand_user_in_g722_turns_recording_on_with_the_shortcode() {
         .gap(100)
         .key('5', 100)
         .encoded(9, &talk(2.5), 160);
-    let (callee, pt, codec) = callee("G722");
-    let mut uas = s.uas_with(
-        "uas.xml",
-        &s.pcap("callee.pcap", &callee),
-        1,
-        vec![("PT", pt.to_string()), ("CODEC", codec.into())],
-    );
-    let mut uac = s.uac(
-        "uac.xml",
-        "012",
-        "500",
-        vec![
-            ("PCAP", s.pcap("caller.pcap", &caller)),
-            ("TALK_MS", "3900".into()),
-            ("PT", "9".into()),
-            ("CODEC", "G722".into()),
-        ],
-        &["-m", "1"],
-    );
-    uac.wait_success(Duration::from_secs(60));
-    uas.wait_success(Duration::from_secs(10));
-    let recs = s.recorder.wait_recordings(1, Duration::from_secs(15));
-    let (mp3, sidecar) = &recs[0];
+    let (callee, _) = callee("G722");
+    let caller = Party {
+        stream: caller,
+        sdp: sdp(9, "G722"),
+    };
+    let (mp3, sidecar) = &one_call(&s, "012", caller, callee, 3900);
     assert_eq!(
         sidecar["recorded"][0]["from"].as_f64().map(|f| f > 1.0),
         Some(true),
@@ -259,18 +256,12 @@ fn opus_call(
     talk_ms: u64,
 ) -> (serde_json::Value, Vec<i16>, Vec<i16>) {
     let s = setup(name, &users());
+    let party = |stream: RtpStream| Party {
+        stream,
+        sdp: opus_vars(),
+    };
     let callee = opus("0.4*sin(2*PI*1000*t)", talk_ms as f64 / 1000.0 + 0.5, 2);
-    let mut uas = s.uas_with("uas.xml", &s.pcap("callee.pcap", &callee), 1, opus_vars());
-    let mut vars = vec![
-        ("PCAP", s.pcap("caller.pcap", caller)),
-        ("TALK_MS", talk_ms.to_string()),
-    ];
-    vars.extend(opus_vars());
-    let mut uac = s.uac("uac.xml", from, "500", vars, &["-m", "1"]);
-    uac.wait_success(Duration::from_secs(60));
-    uas.wait_success(Duration::from_secs(10));
-    let recs = s.recorder.wait_recordings(1, Duration::from_secs(15));
-    let (mp3, sidecar) = recs[0].clone();
+    let (mp3, sidecar) = one_call(&s, from, party(caller.clone()), party(callee), talk_ms);
     assert_eq!(sidecar["audio"]["sampleRate"], 16000, "{sidecar}");
     assert_eq!(
         sidecar["audio"]["codecs"],

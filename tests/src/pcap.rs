@@ -222,30 +222,18 @@ impl RtpStream {
 /// `format` (`g722`, `alaw`, `mulaw`): an encoder that shares no code with
 /// the recorder's decoders.
 pub fn ffmpeg_encode(expr: &str, rate: u32, seconds: f64, codec: &str, format: &str) -> Vec<u8> {
-    crate::require("ffmpeg");
-    let out = std::process::Command::new("ffmpeg")
-        .args(["-v", "error", "-f", "lavfi", "-i"])
-        .arg(format!("aevalsrc={expr}:s={rate}:d={seconds}"))
-        .args(["-c:a", codec, "-f", format, "-"])
-        .output()
-        .expect("run ffmpeg");
-    assert!(
-        out.status.success(),
-        "ffmpeg: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    ffmpeg_lavfi(expr, rate, seconds, &["-c:a", codec, "-f", format])
 }
 
 /// `seconds` of an `aevalsrc` expression encoded by ffmpeg's libopus
 /// (48 kHz, mono, 20 ms frames, 32 kbit/s), as the Opus packets of its
 /// Ogg stream (RFC 7845), the two header packets left out.
 pub fn ffmpeg_opus(expr: &str, seconds: f64) -> Vec<Vec<u8>> {
-    crate::require("ffmpeg");
-    let out = std::process::Command::new("ffmpeg")
-        .args(["-v", "error", "-f", "lavfi", "-i"])
-        .arg(format!("aevalsrc={expr}:s=48000:d={seconds}"))
-        .args([
+    let ogg = ffmpeg_lavfi(
+        expr,
+        48000,
+        seconds,
+        &[
             "-c:a",
             "libopus",
             "-b:a",
@@ -256,8 +244,19 @@ pub fn ffmpeg_opus(expr: &str, seconds: f64) -> Vec<Vec<u8>> {
             "1",
             "-f",
             "ogg",
-            "-",
-        ])
+        ],
+    );
+    ogg_packets(&ogg).into_iter().skip(2).collect()
+}
+
+/// What ffmpeg writes to stdout for an `aevalsrc` source and `output` options.
+fn ffmpeg_lavfi(expr: &str, rate: u32, seconds: f64, output: &[&str]) -> Vec<u8> {
+    crate::require("ffmpeg");
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-f", "lavfi", "-i"])
+        .arg(format!("aevalsrc={expr}:s={rate}:d={seconds}"))
+        .args(output)
+        .arg("-")
         .output()
         .expect("run ffmpeg");
     assert!(
@@ -265,7 +264,7 @@ pub fn ffmpeg_opus(expr: &str, seconds: f64) -> Vec<Vec<u8>> {
         "ffmpeg: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    ogg_packets(&out.stdout).into_iter().skip(2).collect()
+    out.stdout
 }
 
 /// The packets of an Ogg stream: each page's segments, joined until a
