@@ -1,7 +1,7 @@
 //! One recorder process the way it lives: hundreds of calls of every kind —
 //! Always, On demand toggled once or twice, Never, unknown callers, the far
 //! end keying the code, CANCEL, hold and resume, the callee hanging up,
-//! PCMU and PCMA, one at a time and 50 at once — into a real S3 server,
+//! PCMU, PCMA and G.722 with an A-law callee, one at a time and 50 at once — into a real S3 server,
 //! with a `kill -9` and restart in the middle of a burst and the store
 //! stopped for 30 s. An oracle reads the event log (each call whose
 //! recording was switched on is an expected recording; its `on` intervals
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 use common::*;
 use earshot_contracts::sidecar::Sidecar;
 use earshot_tests::garage::Garage;
-use earshot_tests::pcap::RtpStream;
+use earshot_tests::pcap::{RtpStream, ffmpeg_encode};
 use earshot_tests::{Sipp, SippProcess, TestUser, parse_metric};
 
 /// Longest audio a process crash may take with it (docs/recordings.md
@@ -63,7 +63,10 @@ struct Phase<'a> {
     /// Caller talk time (uac.xml) or callee talk time (uas_bye.xml).
     talk_ms: u64,
     midcall: Option<String>,
-    alaw: bool,
+    /// SDP values (`PT`, `CODEC`) of the caller's and the callee's
+    /// scenario; empty for PCMU.
+    caller_sdp: Vec<(&'static str, String)>,
+    callee_sdp: Vec<(&'static str, String)>,
     calls: usize,
     at_once: usize,
 }
@@ -103,17 +106,11 @@ impl Life {
             stream.write(&p).unwrap();
             p.display().to_string()
         };
-        let codec = |vars: &mut Vec<(&str, String)>| {
-            if phase.alaw {
-                vars.push(("PT", "8".into()));
-                vars.push(("CODEC", "PCMA".into()));
-            }
-        };
         let mut uas_vars = vec![
             ("PCAP", pcap("callee", &phase.callee)),
             ("TALK_MS", phase.talk_ms.to_string()),
         ];
-        codec(&mut uas_vars);
+        uas_vars.extend(phase.callee_sdp.iter().cloned());
         let ports = self.s.ports;
         let uas = Sipp {
             scenario: phase.uas,
@@ -133,7 +130,7 @@ impl Life {
         if let Some(m) = &phase.midcall {
             vars.push(("MIDCALL", m.clone()));
         }
-        codec(&mut vars);
+        vars.extend(phase.caller_sdp.iter().cloned());
         let rate = (phase.at_once / 2).max(1);
         let uac = Sipp {
             scenario: phase.uac,
@@ -203,6 +200,10 @@ fn shortcode_caller(ssrc: u32, twice: bool) -> RtpStream {
     }
 }
 
+fn sdp(pt: u8, codec: &str) -> Vec<(&'static str, String)> {
+    vec![("PT", pt.to_string()), ("CODEC", codec.to_owned())]
+}
+
 fn tone(ssrc: u32, freq: f64, ms: u64) -> RtpStream {
     RtpStream::new(ssrc).tone(freq, ms)
 }
@@ -218,18 +219,33 @@ fn round(life: &mut Life, with_kill: bool, with_outage: bool) {
         callee: tone(2, 1000.0, talk_ms),
         talk_ms,
         midcall: None,
-        alaw: false,
+        caller_sdp: Vec::new(),
+        callee_sdp: Vec::new(),
         calls,
         at_once,
     };
     life.run(always("one-at-a-time", 8, 1, 1200));
     life.run(always("fifty-at-once", 50, 50, 3000));
     life.run(Phase {
-        alaw: true,
+        caller_sdp: sdp(8, "PCMA"),
+        callee_sdp: sdp(8, "PCMA"),
         // A-law from the first packet (`alaw` applies to what follows).
         caller: RtpStream::new(3).alaw().tone(440.0, 2500),
         callee: RtpStream::new(4).alaw().tone(1000.0, 2500),
         ..always("pcma", 30, 15, 2500)
+    });
+    // Wideband: a G.722 caller (ffmpeg's encoder) and an A-law callee, so
+    // every round builds and drops 16 kHz decoders and resamplers.
+    life.run(Phase {
+        caller_sdp: sdp(9, "G722"),
+        callee_sdp: sdp(8, "PCMA"),
+        caller: RtpStream::new(10).encoded(
+            9,
+            &ffmpeg_encode("0.3*sin(2*PI*440*t)", 16000, 2.5, "g722", "g722"),
+            160,
+        ),
+        callee: RtpStream::new(11).alaw().tone(1000.0, 2500),
+        ..always("g722-pcma", 20, 10, 2400)
     });
     life.run(Phase {
         from: "012",
@@ -494,6 +510,7 @@ fn one_recorder_through_hundreds_of_calls_a_kill_and_a_store_outage_loses_nothin
     // Every A-law call was decoded as A-law (a stream that says PCMA but
     // sends another payload type is an incomplete recording, caught above).
     assert_eq!(v.codecs.get("PCMA"), Some(&30), "{:?}", v.codecs);
+    assert_eq!(v.codecs.get("G722"), Some(&20), "{:?}", v.codecs);
     let text = life.s.recorder.metrics_text();
     assert_eq!(
         parse_metric(&text, "earshot_recordings_expected_total")
