@@ -138,16 +138,7 @@ impl Garage {
 
     /// Reads an object with another key: its bytes, or the store's refusal.
     pub fn get_as(&self, key: &str, id: &str, secret: &str) -> Result<Vec<u8>, String> {
-        let client = AmazonS3Builder::new()
-            .with_endpoint(&self.endpoint)
-            .with_bucket_name(&self.bucket)
-            .with_region("garage")
-            .with_access_key_id(id)
-            .with_secret_access_key(secret)
-            .with_allow_http(true)
-            .with_virtual_hosted_style_request(false)
-            .build()
-            .map_err(|e| e.to_string())?;
+        let client = self.client_as(id, secret);
         Self::runtime().block_on(async {
             let got = client.get(&key.into()).await.map_err(|e| e.to_string())?;
             got.bytes()
@@ -236,12 +227,17 @@ impl Garage {
     }
 
     fn client(&self) -> object_store::aws::AmazonS3 {
+        self.client_as(&self.key_id, &self.secret)
+    }
+
+    /// A client of the bucket with the key `id`.
+    fn client_as(&self, id: &str, secret: &str) -> object_store::aws::AmazonS3 {
         AmazonS3Builder::new()
             .with_endpoint(&self.endpoint)
             .with_bucket_name(&self.bucket)
             .with_region("garage")
-            .with_access_key_id(&self.key_id)
-            .with_secret_access_key(&self.secret)
+            .with_access_key_id(id)
+            .with_secret_access_key(secret)
             .with_allow_http(true)
             .with_virtual_hosted_style_request(false)
             .build()
