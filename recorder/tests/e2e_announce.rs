@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use earshot_recorder_core::g711;
-use earshot_tests::pcap::{Captured, RtpStream, Tcpdump};
+use earshot_tests::pcap::{Captured, RtpStream};
 use earshot_tests::{decode_mp3, rms, tone_power};
 
 const CALLER_HZ: f64 = 440.0;
@@ -96,19 +96,6 @@ fn streams(seconds: u64) -> (RtpStream, RtpStream) {
     (
         RtpStream::new(CALLER_SSRC).tone(CALLER_HZ, seconds * 1000),
         RtpStream::new(CALLEE_SSRC).tone(CALLEE_HZ, seconds * 1000),
-    )
-}
-
-/// The callee's and the caller's media ports (SIPp uas and uac of `Setup`).
-fn media_ports(s: &Setup) -> (u16, u16) {
-    (s.ports + 2, s.ports + 10)
-}
-
-fn capture(s: &Setup) -> Tcpdump {
-    let (callee, caller) = media_ports(s);
-    Tcpdump::start(
-        &s.dir.path().join("heard.pcap"),
-        &format!("udp and (dst port {callee} or dst port {caller})"),
     )
 }
 

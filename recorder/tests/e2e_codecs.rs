@@ -1,17 +1,22 @@
 //! Codecs other than G.711, through a real recorder with SIPp on both
-//! sides: RTP made by ffmpeg's own encoders (G.722, A-law, libopus), the MP3s decoded
-//! back by ffmpeg and measured. A wideband call is a 16 kHz file that keeps
-//! what only wideband carries (a 6 kHz tone); each side is decoded by its
-//! own codec; a codec the recorder cannot decode makes an incomplete
-//! recording that says so, never a silent "complete" one.
+//! sides: RTP made by ffmpeg's own encoders (G.722, A-law, libopus; G.729 by
+//! g729-sys, checked by ffmpeg's G.729 decoder), the MP3s decoded back by
+//! ffmpeg and measured. A wideband call is a 16 kHz file that keeps what
+//! only wideband carries (a 6 kHz tone); each side is decoded by its own
+//! codec; the start beep is heard in the stream's own codec; a codec the
+//! recorder cannot decode makes an incomplete recording that says so, never
+//! a silent "complete" one.
 
 mod common;
 
 use std::time::Duration;
 
 use common::*;
-use earshot_tests::pcap::{RtpStream, ffmpeg_encode, ffmpeg_opus};
-use earshot_tests::{decode_mp3_at, tone_power_at};
+use earshot_recorder_core::codec::{Codec, SideDecoder};
+use earshot_tests::pcap::{
+    Captured, RtpStream, ffmpeg_decode, ffmpeg_encode, ffmpeg_opus, g729_encode,
+};
+use earshot_tests::{decode_mp3, decode_mp3_at, tone_power, tone_power_at};
 
 const TALK_MS: u64 = 3000;
 
@@ -158,22 +163,21 @@ fn a_g722_caller_and_an_a_law_callee_are_each_decoded_by_their_codec() {
 
 #[test]
 fn audio_in_a_codec_the_recorder_cannot_decode_is_an_incomplete_recording() {
-    let s = setup("g729", &users());
-    // G.729 frames are 10 bytes per 10 ms; the bytes themselves do not
-    // matter to a recorder that cannot decode them.
-    let frames: Vec<u8> = (0..20 * 175).map(|i| (i * 7 % 251) as u8).collect();
-    let caller = RtpStream::new(1).encoded(18, &frames, 20);
-    let callee = RtpStream::new(2).encoded(18, &frames, 20);
+    let s = setup("amr", &users());
+    // The bytes do not matter to a recorder that cannot decode AMR.
+    let frames: Vec<u8> = (0..32 * 175).map(|i| (i * 7 % 251) as u8).collect();
+    let caller = RtpStream::new(1).encoded(96, &frames, 32);
+    let callee = RtpStream::new(2).encoded(96, &frames, 32);
     let party = |stream| Party {
         stream,
-        sdp: sdp(18, "G729"),
+        sdp: sdp(96, "AMR"),
     };
     let (_, sidecar) = one_call(&s, "008", party(caller), party(callee), TALK_MS);
     let sidecar = &sidecar;
     assert_eq!(sidecar["complete"], false, "{sidecar}");
     let why = sidecar["truncated"].as_str().unwrap();
     assert!(
-        why.contains("codec G729") && why.contains("could not be decoded"),
+        why.contains("codec AMR") && why.contains("could not be decoded"),
         "{why}"
     );
     assert_eq!(
@@ -183,6 +187,221 @@ fn audio_in_a_codec_the_recorder_cannot_decode_is_an_incomplete_recording() {
     assert!(s.metric("earshot_recording_undecodable_packets_total") > 200.0);
     // The call itself went through untouched.
     assert_eq!(s.metric("earshot_calls_total{result=\"answered\"}"), 1.0);
+}
+
+/// G.729 at 20 ms per packet (two 10-byte frames), checked against
+/// ffmpeg's own G.729 decoder first.
+fn g729(hz: f64, seconds: f64, ssrc: u32) -> RtpStream {
+    let bytes = g729_encode(&format!("0.4*sin(2*PI*{hz}*t)"), seconds);
+    let back = ffmpeg_decode(&bytes, "g729");
+    let mid = &back[4000..back.len() - 4000];
+    assert!(
+        tone_power(mid, hz) > 1e5 && tone_power(mid, hz) > 50.0 * tone_power(mid, 1400.0),
+        "ffmpeg hears the fixture's {hz} Hz"
+    );
+    RtpStream::new(ssrc).encoded(18, &bytes, 20)
+}
+
+#[test]
+fn a_g729_call_is_an_8_khz_recording_of_both_sides() {
+    let s = setup("g729", &users());
+    let seconds = TALK_MS as f64 / 1000.0 + 0.5;
+    let party = |stream| Party {
+        stream,
+        sdp: sdp(18, "G729"),
+    };
+    let (mp3, sidecar) = one_call(
+        &s,
+        "008",
+        party(g729(440.0, seconds, 1)),
+        party(g729(1000.0, seconds, 2)),
+        TALK_MS,
+    );
+    assert_eq!(sidecar["complete"], true, "{sidecar}");
+    assert_eq!(sidecar["audio"]["sampleRate"], 8000, "{sidecar}");
+    assert_eq!(
+        sidecar["audio"]["codecs"],
+        serde_json::json!({"caller": "G729", "callee": "G729"}),
+        "{sidecar}"
+    );
+    let (left, right) = decode_mp3(&mp3);
+    let file = left.len() as f64 / 8000.0;
+    let call = sidecar["durationSeconds"].as_f64().unwrap();
+    assert!(
+        (file - call).abs() < 0.1,
+        "file {file:.3} s, answered call {call:.3} s"
+    );
+    let (l, r) = (
+        &left[4000..left.len() - 4000],
+        &right[4000..right.len() - 4000],
+    );
+    assert!(tone_power(l, 440.0) > 1e5, "left 440 Hz");
+    assert!(tone_power(l, 440.0) > 50.0 * tone_power(l, 1000.0));
+    assert!(tone_power(r, 1000.0) > 1e5, "right 1 kHz");
+    assert!(tone_power(r, 1000.0) > 50.0 * tone_power(r, 440.0));
+    assert_eq!(s.metric("earshot_recording_undecodable_packets_total"), 0.0);
+}
+
+/// What one party heard: its packets of payload type `pt`, in order, each
+/// decoded as the receiving phone would (8 kHz), with its header.
+fn heard(packets: &[Captured], port: u16, pt: u8, codec: Codec) -> Vec<(u16, u32, u32, Vec<i16>)> {
+    let mut dec = SideDecoder::new(codec, 8000);
+    packets
+        .iter()
+        .filter(|p| p.dst_port == port && p.payload.len() > 12 && p.payload[1] & 0x7f == pt)
+        .map(|p| {
+            let b = &p.payload;
+            let mut pcm = Vec::new();
+            dec.decode(&b[12..], &mut pcm);
+            (
+                u16::from_be_bytes([b[2], b[3]]),
+                u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+                u32::from_be_bytes([b[8], b[9], b[10], b[11]]),
+                pcm,
+            )
+        })
+        .collect()
+}
+
+/// A 500 ms start beep to both parties of a call in `codec`: each hears it
+/// first, in the other party's stream and codec (one SSRC, no sequence gap,
+/// timestamps on the codec's clock), then the other party; the MP3 keeps it.
+fn beep_in(name: &str, codec: Codec, raw_format: Option<&str>, caller: Party, callee: Party) {
+    let s = setup_extra(
+        name,
+        &users(),
+        "announcement: { mode: Beep, to: Both }\n",
+        &[],
+    );
+    let pt = caller.sdp[0].1.parse::<u8>().unwrap();
+    let cap = capture(&s);
+    let (mp3, sidecar) = one_call(&s, "008", caller, callee, TALK_MS);
+    std::thread::sleep(Duration::from_millis(300));
+    let packets = cap.stop();
+    let (callee_port, caller_port) = media_ports(&s);
+    let step = codec.clock_rate() / 50;
+    for (port, who, ssrc, other_hz) in [
+        (callee_port, "callee", 1, 440.0),
+        (caller_port, "caller", 2, 1000.0),
+    ] {
+        let got = heard(&packets, port, pt, codec);
+        assert!(got.len() > 100, "{who} heard {} packets", got.len());
+        for w in got.windows(2) {
+            assert_eq!(w[1].2, ssrc, "{who}: one SSRC, the sender's");
+            assert_eq!(w[1].0, w[0].0.wrapping_add(1), "{who}: no sequence gap");
+            let ts = w[1].1.wrapping_sub(w[0].1);
+            assert!(
+                ts >= step && ts % step == 0 && ts < 50 * step,
+                "{who}: timestamp step {ts}"
+            );
+        }
+        let beep = |pcm: &[i16]| tone_power(pcm, 1400.0) > 4.0 * tone_power(pcm, other_hz);
+        let other = |pcm: &[i16]| tone_power(pcm, other_hz) > 4.0 * tone_power(pcm, 1400.0);
+        let beeps = got[..25].iter().filter(|g| beep(&g.3)).count();
+        assert!(
+            beeps >= 22,
+            "{who}: the 500 ms beep first, {beeps} of 25 packets"
+        );
+        if let Some(format) = raw_format {
+            // A decoder other than the recorder's hears the beep too.
+            let payloads: Vec<u8> = packets
+                .iter()
+                .filter(|p| p.dst_port == port && p.payload.len() > 12 && p.payload[1] & 0x7f == pt)
+                .take(25)
+                .flat_map(|p| p.payload[12..].to_vec())
+                .collect();
+            let pcm = ffmpeg_decode(&payloads, format);
+            let mid = &pcm[800..3200];
+            assert!(
+                tone_power(mid, 1400.0) > 1e6 && beep(mid),
+                "{who}: ffmpeg's {format} decoder hears the beep: {:.0}",
+                tone_power(mid, 1400.0)
+            );
+        }
+        assert!(
+            got[28..].iter().all(|g| other(&g.3)),
+            "{who}: then only the other party"
+        );
+    }
+    let rate = sidecar["audio"]["sampleRate"].as_u64().unwrap() as u32;
+    let (left, right) = decode_mp3_at(&mp3, rate);
+    let ms = |m: usize| m * rate as usize / 1000;
+    for (channel, side, hz) in [(&left, "left", 440.0), (&right, "right", 1000.0)] {
+        let b = &channel[ms(100)..ms(450)];
+        let p = |x: &[i16], f| tone_power_at(x, f, f64::from(rate));
+        assert!(
+            p(b, 1400.0) > 10.0 * p(b, hz),
+            "{side}: the beep is in the recording"
+        );
+        let talk = &channel[ms(1000)..ms(2000)];
+        assert!(
+            p(talk, hz) > 10.0 * p(talk, 1400.0),
+            "{side}: then the party"
+        );
+    }
+    assert_eq!(
+        s.metric("earshot_announcements_total{kind=\"beep\",result=\"played\"}"),
+        2.0,
+        "{sidecar}"
+    );
+}
+
+#[test]
+fn the_start_beep_is_heard_in_g722() {
+    let seconds = TALK_MS as f64 / 1000.0 + 0.5;
+    let g722 = |hz: f64, ssrc| Party {
+        stream: RtpStream::new(ssrc).encoded(
+            9,
+            &ffmpeg_encode(
+                &format!("0.4*sin(2*PI*{hz}*t)"),
+                16000,
+                seconds,
+                "g722",
+                "g722",
+            ),
+            160,
+        ),
+        sdp: sdp(9, "G722"),
+    };
+    beep_in(
+        "beep-g722",
+        Codec::G722,
+        Some("g722"),
+        g722(440.0, 1),
+        g722(1000.0, 2),
+    );
+}
+
+#[test]
+fn the_start_beep_is_heard_in_opus() {
+    let seconds = TALK_MS as f64 / 1000.0 + 0.5;
+    let party = |hz: f64, ssrc| Party {
+        stream: opus(&format!("0.4*sin(2*PI*{hz}*t)"), seconds, ssrc),
+        sdp: opus_vars(),
+    };
+    beep_in(
+        "beep-opus",
+        Codec::Opus,
+        None,
+        party(440.0, 1),
+        party(1000.0, 2),
+    );
+}
+
+#[test]
+fn the_start_beep_is_heard_in_g729() {
+    let seconds = TALK_MS as f64 / 1000.0 + 0.5;
+    let party = |hz: f64, ssrc| Party {
+        stream: g729(hz, seconds, ssrc),
+        sdp: sdp(18, "G729"),
+    };
+    beep_in(
+        "beep-g729",
+        Codec::G729,
+        Some("g729"),
+        party(440.0, 1),
+        party(1000.0, 2),
+    );
 }
 
 #[test]

@@ -249,6 +249,49 @@ pub fn ffmpeg_opus(expr: &str, seconds: f64) -> Vec<Vec<u8>> {
     ogg_packets(&ogg).into_iter().skip(2).collect()
 }
 
+/// `seconds` of an `aevalsrc` expression at 8 kHz as G.729 (10 bytes per
+/// 10 ms, Annex A bitstream), by the recorder core's encoder (g729-sys, a
+/// port of bcg729): ffmpeg decodes G.729 but has no encoder. The codec
+/// tests decode it with ffmpeg's own G.729 decoder, so the fixture is
+/// checked by an implementation other than the recorder's.
+pub fn g729_encode(expr: &str, seconds: f64) -> Vec<u8> {
+    use earshot_recorder_core::codec::{Codec, FRAME_8K, FrameEncoder};
+    let raw = ffmpeg_encode(expr, 8000, seconds, "pcm_s16le", "s16le");
+    let pcm: Vec<i16> = raw
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    let mut enc = FrameEncoder::new(Codec::G729).expect("G.729 encoder");
+    let mut out = Vec::new();
+    for frame in pcm.chunks_exact(FRAME_8K) {
+        enc.encode(frame.try_into().expect("one frame"), &mut out);
+    }
+    out
+}
+
+/// ffmpeg's decoding of `bytes` in raw `format` (e.g. `g729`) as 8 kHz mono samples.
+pub fn ffmpeg_decode(bytes: &[u8], format: &str) -> Vec<i16> {
+    crate::require("ffmpeg");
+    let dir = crate::TempDir::new("ffmpeg-decode");
+    let input = dir.path().join("in");
+    std::fs::write(&input, bytes).expect("write ffmpeg input");
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-f", format, "-i"])
+        .arg(&input)
+        .args(["-ar", "8000", "-ac", "1", "-f", "s16le", "-"])
+        .output()
+        .expect("run ffmpeg");
+    assert!(
+        out.status.success(),
+        "ffmpeg: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect()
+}
+
 /// What ffmpeg writes to stdout for an `aevalsrc` source and `output` options.
 fn ffmpeg_lavfi(expr: &str, rate: u32, seconds: f64, output: &[&str]) -> Vec<u8> {
     crate::require("ffmpeg");

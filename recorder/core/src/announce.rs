@@ -14,11 +14,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::g711::{self, Law};
+use crate::codec::FrameEncoder;
+use crate::g711;
 use earshot_contracts::{AnnouncementMode, AnnouncementTarget};
 
 /// Samples per announcement packet (20 ms at 8 kHz).
-pub const FRAME: usize = 160;
+pub const FRAME: usize = crate::codec::FRAME_8K;
 /// Packet interval of announcement packets.
 pub const PTIME: Duration = Duration::from_millis(20);
 /// How long an announcement waits for the sender's first packet (to learn
@@ -243,7 +244,7 @@ struct Playback {
     kind: Kind,
     samples: Arc<[i16]>,
     payload_type: u8,
-    law: Law,
+    enc: Box<FrameEncoder>,
     asked: Instant,
     /// When the first packet is due; `None` while waiting for the sender's stream.
     first: Option<(Instant, u16, u32)>,
@@ -265,11 +266,12 @@ impl Playback {
     }
 }
 
-/// RTP timestamp units (8 kHz) in a stretch of wall time, in whole packets, at least one.
-fn ts_step(elapsed: Duration) -> u32 {
+/// RTP timestamp units in a stretch of wall time, in whole packets of
+/// `per_packet` units, at least one.
+fn ts_step(elapsed: Duration, per_packet: u32) -> u32 {
     let frames =
         (elapsed.as_micros() as u64 + PTIME.as_micros() as u64 / 2) / PTIME.as_micros() as u64;
-    frames.max(1) as u32 * FRAME as u32
+    (frames.max(1) as u32).wrapping_mul(per_packet)
 }
 
 fn be16(b: &[u8], at: usize) -> u16 {
@@ -295,6 +297,9 @@ pub struct Onward {
     resync: bool,
     /// The payload type of the sender's latest audio packet.
     audio_pt: Option<u8>,
+    /// RTP timestamp units per 20 ms of the codec last announced in (its
+    /// clock): how far the sender's stream moves on after it.
+    step: u32,
     play: Option<Playback>,
 }
 
@@ -384,7 +389,7 @@ impl Onward {
                 let out_seq = last.seq.wrapping_add(1);
                 let out_ts = last
                     .ts
-                    .wrapping_add(ts_step(now.saturating_duration_since(last.at)));
+                    .wrapping_add(ts_step(now.saturating_duration_since(last.at), self.step));
                 self.n.seq_off = out_seq.wrapping_sub(seq);
                 self.n.ts_off = out_ts.wrapping_sub(ts);
                 // The timestamps jumped: mark the start of a talkspurt.
@@ -410,7 +415,8 @@ impl Onward {
         Verdict::Forward
     }
 
-    /// Starts an announcement toward the receiver. If one is already
+    /// Starts an announcement toward the receiver, encoded by `enc` (the
+    /// stream's codec, payload type `payload_type`). If one is already
     /// playing, a stop tone replaces it (the old one is returned, cut);
     /// anything else is refused with [`Outcome::Overlap`].
     pub fn start(
@@ -419,7 +425,7 @@ impl Onward {
         kind: Kind,
         samples: Arc<[i16]>,
         payload_type: u8,
-        law: Law,
+        enc: FrameEncoder,
     ) -> Result<Option<Finished>, Finished> {
         let mut cut = None;
         if let Some(p) = &self.play {
@@ -434,6 +440,7 @@ impl Onward {
             cut = Some(p.finish(Outcome::Cut));
             self.play = None;
         }
+        self.step = enc.ts_per_frame();
         let first = match (self.n.ssrc, self.last) {
             // The stream is flowing: continue it.
             (Some(_), Some(last)) => {
@@ -441,7 +448,7 @@ impl Onward {
                 // packet time after the last one sent, or now if that is past.
                 let at = now.max(last.at + PTIME);
                 let seq = last.seq.wrapping_add(1);
-                let ts = last.ts.wrapping_add(ts_step(at - last.at));
+                let ts = last.ts.wrapping_add(ts_step(at - last.at, self.step));
                 Some((at, seq, ts))
             }
             _ => None,
@@ -450,7 +457,7 @@ impl Onward {
             kind,
             samples,
             payload_type,
-            law,
+            enc: Box::new(enc),
             asked: now,
             first,
             frames: 0,
@@ -481,7 +488,7 @@ impl Onward {
             play.first = Some((
                 now,
                 (random >> 32) as u16,
-                (random >> 48) as u32 * FRAME as u32,
+                ((random >> 48) as u32).wrapping_mul(self.step),
             ));
         }
         let Some((first_at, seq0, ts0)) = play.first else {
@@ -496,7 +503,7 @@ impl Onward {
             }
             let k = play.frames;
             let seq = seq0.wrapping_add(k as u16);
-            let ts = ts0.wrapping_add(k * FRAME as u32);
+            let ts = ts0.wrapping_add(k.wrapping_mul(self.step));
             let mut packet = Vec::with_capacity(12 + FRAME);
             packet.push(0x80);
             packet.push(play.payload_type | if k == 0 { 0x80 } else { 0 });
@@ -504,10 +511,10 @@ impl Onward {
             packet.extend_from_slice(&ts.to_be_bytes());
             packet.extend_from_slice(&ssrc.to_be_bytes());
             let from = k as usize * FRAME;
-            for i in from..from + FRAME {
-                let s = play.samples.get(i).copied().unwrap_or(0);
-                packet.push(play.law.encode(s));
-            }
+            let frame: [i16; FRAME] =
+                std::array::from_fn(|i| play.samples.get(from + i).copied().unwrap_or(0));
+            play.enc.encode(&frame, &mut packet);
+            let octets = (packet.len() - 12) as u32;
             out.push(Injected {
                 packet,
                 ssrc,
@@ -517,7 +524,7 @@ impl Onward {
             });
             play.frames += 1;
             self.n.injected = self.n.injected.wrapping_add(1);
-            self.n.injected_octets = self.n.injected_octets.wrapping_add(FRAME as u32);
+            self.n.injected_octets = self.n.injected_octets.wrapping_add(octets);
             self.last = Some(Sent { seq, ts, at: due });
         }
         let done = play.finish(Outcome::Played);

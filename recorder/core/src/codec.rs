@@ -5,7 +5,10 @@
 //! C library has to be packaged into the image); Opus by the reference
 //! libopus (through `opusic-c`, built from its bundled sources: the decoder
 //! every other implementation is measured against, with PLC and DTX),
-//! decoding straight to the recording's rate, mono. A narrowband recording
+//! decoding straight to the recording's rate, mono; G.729 Annex A/B by
+//! `g729-sys` (a pure-Rust port of bcg729, the decoder Linphone and
+//! FreeSWITCH ship, with Annex B comfort noise; again nothing to package,
+//! and safe Rust where a hostile packet lands). A narrowband recording
 //! (8 kHz) takes G.722's lower sub-band only, which is exactly its 0–4 kHz
 //! audio; a wideband recording (16 kHz) takes both bands, and G.711 audio in
 //! it is resampled 8 → 16 kHz. Each side keeps its own decoder state: a
@@ -13,8 +16,8 @@
 //!
 //! Pure: bytes in, samples out.
 
-use audio_codec::BoxedResampler;
-use audio_codec::g722::G722Decoder;
+use audio_codec::g722::{G722Decoder, G722Encoder};
+use audio_codec::{BoxedResampler, Encoder as _};
 
 use crate::g711::Law;
 
@@ -32,6 +35,9 @@ pub enum Codec {
     G722,
     /// Opus (RFC 7587: 48 kHz RTP clock, mono or stereo).
     Opus,
+    /// G.729, Annex A and B (RFC 3551: 10-byte frames of 10 ms, a 2-byte
+    /// SID frame for comfort noise).
+    G729,
 }
 
 impl Codec {
@@ -41,6 +47,12 @@ impl Codec {
             Some(Codec::G722)
         } else if name.eq_ignore_ascii_case("OPUS") {
             Some(Codec::Opus)
+        } else if ["G729", "G729A", "G729B", "G729AB"]
+            .iter()
+            .any(|n| name.eq_ignore_ascii_case(n))
+        {
+            // Annex A is bitstream-compatible, Annex B adds SID frames.
+            Some(Codec::G729)
         } else {
             Law::of(&name.to_ascii_uppercase()).map(Codec::G711)
         }
@@ -63,11 +75,26 @@ impl Codec {
     /// could give more, a call recording keeps 16 kHz).
     pub fn audio_rate(self) -> u32 {
         match self {
-            Codec::G711(_) => NARROWBAND,
+            Codec::G711(_) | Codec::G729 => NARROWBAND,
             Codec::G722 | Codec::Opus => WIDEBAND,
         }
     }
+
+    /// The longest payload decoded: at most [`MAX_SAMPLES`] at the
+    /// recording's rate, whatever the codec's expansion.
+    fn max_payload(self) -> usize {
+        match self {
+            // 10 bytes give 80 samples, upsampled ×2 in a wideband file.
+            Codec::G729 => MAX_SAMPLES / 16,
+            _ => MAX_SAMPLES / 2,
+        }
+    }
 }
+
+/// Bytes of a G.729 voice frame (10 ms).
+const G729_FRAME: usize = 10;
+/// Bytes of a G.729 Annex B SID frame.
+const G729_SID: usize = 2;
 
 enum State {
     G711(Law),
@@ -78,6 +105,7 @@ enum State {
         /// Room for the longest packet (120 ms) at the decoder's rate.
         buf: Vec<u16>,
     },
+    G729(Box<g729_sys::Decoder>),
 }
 
 /// The longest Opus packet: 120 ms.
@@ -105,6 +133,18 @@ impl State {
                 }
             }
             State::Opus { .. } => {}
+            // RFC 3551 §4.5.6: voice frames, then at most one SID frame;
+            // any other tail is not G.729 and decodes to nothing.
+            State::G729(d) => {
+                let mut frames = payload.chunks_exact(G729_FRAME);
+                for frame in frames.by_ref() {
+                    out.extend_from_slice(&d.decode(frame, false, false, false));
+                }
+                let tail = frames.remainder();
+                if tail.len() == G729_SID {
+                    out.extend_from_slice(&d.decode(tail, false, true, false));
+                }
+            }
         }
     }
 }
@@ -155,6 +195,7 @@ impl SideDecoder {
                     buf: vec![0; samples as usize * OPUS_MAX_MS / 1000],
                 }
             }
+            Codec::G729 => State::G729(Box::default()),
         };
         let upsample = (wide && codec.audio_rate() < WIDEBAND)
             .then(|| BoxedResampler::new(NARROWBAND as usize, WIDEBAND as usize).ok())
@@ -174,7 +215,7 @@ impl SideDecoder {
 
     /// Decodes one RTP payload, appending its samples to `out`.
     pub fn decode(&mut self, payload: &[u8], out: &mut Vec<i16>) {
-        let payload = &payload[..payload.len().min(MAX_SAMPLES / 2)];
+        let payload = &payload[..payload.len().min(self.codec.max_payload())];
         let Some((up, narrow)) = self.upsample.as_mut() else {
             self.state.decode(payload, out);
             return;
@@ -185,6 +226,111 @@ impl SideDecoder {
         out.resize(start + up.max_output_samples(narrow.len()), 0);
         let n = up.resample_into(narrow, &mut out[start..]).unwrap_or(0);
         out.truncate(start + n);
+    }
+}
+
+/// Samples of one announcement frame: 20 ms at 8 kHz.
+pub const FRAME_8K: usize = 160;
+
+enum Enc {
+    G711(Law),
+    /// With its 8 → 16 kHz upsampler and that buffer.
+    G722(Box<G722Encoder>, Box<BoxedResampler>, Vec<i16>),
+    G729(Box<g729_sys::Encoder>),
+    Opus(Box<opusic_c::Encoder>),
+}
+
+/// Encodes announcement audio (8 kHz) in the codec of the stream it is
+/// played into, one 20 ms packet at a time: the receiver hears it in the
+/// codec it negotiated, on that codec's RTP clock.
+pub struct FrameEncoder {
+    codec: Codec,
+    enc: Enc,
+}
+
+impl std::fmt::Debug for FrameEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameEncoder")
+            .field("codec", &self.codec)
+            .finish()
+    }
+}
+
+/// The most an Opus packet may take (RFC 6716 §3.4).
+const OPUS_MAX_PACKET: usize = 1275;
+
+impl FrameEncoder {
+    /// An encoder for `codec`; `None` if its encoder cannot start (libopus
+    /// out of memory).
+    pub fn new(codec: Codec) -> Option<FrameEncoder> {
+        let enc = match codec {
+            Codec::G711(law) => Enc::G711(law),
+            // Upsampled to 16 kHz and encoded in full (64 kbit/s). The
+            // crate's own 8 kHz input mode is not used: in audio-codec
+            // 0.4.13 it emits a constant code whatever the input.
+            Codec::G722 => Enc::G722(
+                Box::new(G722Encoder::new()),
+                Box::new(BoxedResampler::new(NARROWBAND as usize, WIDEBAND as usize).ok()?),
+                Vec::with_capacity(2 * FRAME_8K + 64),
+            ),
+            // Annex B off: every frame is voice, no SID the receiver might
+            // not expect.
+            Codec::G729 => Enc::G729(Box::new(g729_sys::Encoder::new(false))),
+            // Mono is valid in any Opus stream, stereo ones included (RFC 7587 §3.4).
+            Codec::Opus => Enc::Opus(Box::new(
+                opusic_c::Encoder::new(
+                    opusic_c::Channels::Mono,
+                    opusic_c::SampleRate::Hz8000,
+                    opusic_c::Application::Voip,
+                )
+                .ok()?,
+            )),
+        };
+        Some(FrameEncoder { codec, enc })
+    }
+
+    /// The codec it encodes.
+    pub fn codec(&self) -> Codec {
+        self.codec
+    }
+
+    /// RTP timestamp units of one 20 ms packet.
+    pub fn ts_per_frame(&self) -> u32 {
+        self.codec.clock_rate() / 50
+    }
+
+    /// Appends the payload of one 20 ms packet to `out`.
+    pub fn encode(&mut self, pcm: &[i16; FRAME_8K], out: &mut Vec<u8>) {
+        match &mut self.enc {
+            Enc::G711(law) => out.extend(pcm.iter().map(|&s| law.encode(s))),
+            Enc::G722(e, up, wide) => {
+                wide.resize(up.max_output_samples(FRAME_8K), 0);
+                let n = up.resample_into(pcm, wide).unwrap_or(0);
+                // Exactly 320 samples in, 160 bytes out: the packet keeps its 20 ms.
+                wide.truncate(n);
+                wide.resize(2 * FRAME_8K, 0);
+                let start = out.len();
+                out.resize(start + e.max_encode_bytes(wide.len()), 0);
+                let n = e.encode_into(wide, &mut out[start..]).unwrap_or(0);
+                out.truncate(start + n);
+            }
+            Enc::G729(e) => {
+                for half in pcm.chunks_exact(FRAME_8K / 2) {
+                    let mut frame = [0i16; FRAME_8K / 2];
+                    frame.copy_from_slice(half);
+                    let mut bytes = [0u8; G729_FRAME];
+                    let n = usize::from(e.encode_into(&frame, &mut bytes));
+                    out.extend_from_slice(&bytes[..n.min(G729_FRAME)]);
+                }
+            }
+            Enc::Opus(e) => {
+                let input: [u16; FRAME_8K] = std::array::from_fn(|i| pcm[i] as u16);
+                let start = out.len();
+                out.resize(start + OPUS_MAX_PACKET, 0);
+                let n = e.encode_to_slice(&input, &mut out[start..]).unwrap_or(0);
+                out.truncate(start + n.min(OPUS_MAX_PACKET));
+            }
+        }
     }
 }
 
@@ -211,7 +357,8 @@ mod tests {
         };
         assert_eq!(pcm("PCMU", &[0xff, 0x80]), [0, 32124]);
         assert_eq!(pcm("PCMA", &[0xd5]), [8]);
-        assert_eq!(Codec::of("G729"), None);
+        assert_eq!(Codec::of("AMR-WB"), None);
+        assert_eq!(Codec::of("iLBC"), None);
     }
 
     #[test]
@@ -219,7 +366,8 @@ mod tests {
         assert_eq!(Codec::of("g722"), Some(Codec::G722));
         assert_eq!(Codec::of("PCMA"), Some(Codec::G711(Law::Alaw)));
         assert_eq!(Codec::of("pcmu"), Some(Codec::G711(Law::Ulaw)));
-        assert_eq!(Codec::of("G729"), None);
+        assert_eq!(Codec::of("g729"), Some(Codec::G729));
+        assert_eq!(Codec::of("G729a"), Some(Codec::G729));
         assert_eq!(Codec::of("opus"), Some(Codec::Opus));
         assert_eq!(Codec::Opus.clock_rate(), 48000, "RFC 7587");
         assert!(Codec::G722.wideband() && !Codec::of("PCMU").unwrap().wideband());
@@ -248,12 +396,99 @@ mod tests {
             );
         }
         let tail = &out[1600..];
-        assert!(power_at(tail, 1000.0, 16000.0) > 100.0 * power_at(tail, 7000.0, 16000.0));
+        let tone = power_at(tail, 1000.0, 16000.0);
+        assert!(tone > 4e6 && tone > 100.0 * power_at(tail, 7000.0, 16000.0));
+    }
+
+    #[test]
+    fn g729_frames_decode_to_their_tone_and_a_sid_frame_to_quiet_noise() {
+        let mut enc = g729_sys::Encoder::new(false);
+        let mut dec = SideDecoder::new(Codec::G729, NARROWBAND);
+        let mut out = Vec::new();
+        let mut n = 0usize;
+        for _ in 0..50 {
+            // 20 ms per packet: two frames of 80 samples.
+            let mut payload = Vec::new();
+            for _ in 0..2 {
+                let frame: [i16; 80] = std::array::from_fn(|_| {
+                    n += 1;
+                    let w = 2.0 * std::f64::consts::PI * 1000.0 * n as f64 / 8000.0;
+                    (8000.0 * w.sin()) as i16
+                });
+                payload.extend(enc.encode(&frame));
+            }
+            assert_eq!(payload.len(), 20);
+            let before = out.len();
+            dec.decode(&payload, &mut out);
+            assert_eq!(out.len() - before, 160);
+        }
+        let tail = &out[1600..];
+        let (tone, other) = (
+            power_at(tail, 1000.0, 8000.0),
+            power_at(tail, 440.0, 8000.0),
+        );
+        assert!(tone > 4e6 && tone > 100.0 * other, "{tone:.0} {other:.0}");
+        // A packet with one voice frame and a SID frame: 20 ms, the SID part
+        // comfort noise far below the tone.
+        let before = out.len();
+        dec.decode(&[0u8; 12][..], &mut out);
+        assert_eq!(out.len() - before, 160);
+        // A tail that is neither: only the whole frames count.
+        let before = out.len();
+        dec.decode(&[0x55; 15], &mut out);
+        assert_eq!(out.len() - before, 80);
+    }
+
+    #[test]
+    fn announcements_encode_in_each_codec_and_decode_back_to_their_tone() {
+        let tone: Vec<i16> = (0..FRAME_8K * 25)
+            .map(|n| {
+                let w = 2.0 * std::f64::consts::PI * 1400.0 * n as f64 / 8000.0;
+                (8000.0 * w.sin()) as i16
+            })
+            .collect();
+        for (codec, bytes, ts) in [
+            (Codec::G711(Law::Alaw), 160, 160),
+            (Codec::G722, 160, 160),
+            (Codec::G729, 20, 160),
+            (Codec::Opus, 0, 960),
+        ] {
+            let mut enc = FrameEncoder::new(codec).unwrap();
+            assert_eq!(enc.ts_per_frame(), ts, "{codec:?}");
+            let mut dec = SideDecoder::new(codec, NARROWBAND);
+            let mut pcm = Vec::new();
+            for frame in tone.chunks_exact(FRAME_8K) {
+                let mut payload = Vec::new();
+                enc.encode(frame.try_into().unwrap(), &mut payload);
+                if bytes > 0 {
+                    assert_eq!(payload.len(), bytes, "{codec:?}");
+                } else {
+                    assert!((1..=OPUS_MAX_PACKET).contains(&payload.len()));
+                }
+                dec.decode(&payload, &mut pcm);
+            }
+            assert_eq!(pcm.len(), tone.len(), "{codec:?}: 20 ms per packet");
+            // A sine of amplitude 8000 has power (8000/2)² = 1.6e7 at its frequency.
+            let tail = &pcm[1600..];
+            let (beep, other) = (
+                power_at(tail, 1400.0, 8000.0),
+                power_at(tail, 440.0, 8000.0),
+            );
+            assert!(
+                beep > 4e6 && beep > 100.0 * other,
+                "{codec:?} keeps the beep: {beep:.0} at 1400 Hz, {other:.0} at 440 Hz"
+            );
+        }
     }
 
     #[test]
     fn hostile_payloads_are_bounded() {
-        for codec in [Codec::G722, Codec::G711(Law::Alaw), Codec::Opus] {
+        for codec in [
+            Codec::G722,
+            Codec::G711(Law::Alaw),
+            Codec::Opus,
+            Codec::G729,
+        ] {
             for rate in [NARROWBAND, WIDEBAND] {
                 let mut d = SideDecoder::new(codec, rate);
                 let mut out = Vec::new();

@@ -89,7 +89,7 @@ pub fn rtp(data: &[u8]) {
         );
         let _ = dtmf::parse_telephone_event(r.payload());
         let mut out = Vec::new();
-        for name in ["PCMU", "PCMA", "G722", "OPUS"] {
+        for name in ["PCMU", "PCMA", "G722", "OPUS", "G729"] {
             for rate in [crate::codec::NARROWBAND, crate::codec::WIDEBAND] {
                 if let Some(c) = crate::codec::Codec::of(name) {
                     let mut d = crate::codec::SideDecoder::new(c, rate);

@@ -633,8 +633,8 @@ fn continuity_across_silence_hold_re_invite_and_ssrc_change_with_rtcp_rewritten(
 
 #[test]
 fn a_codec_that_cannot_be_encoded_skips_the_announcement_not_the_recording() {
-    let g729 = "v=0\r\no=- 1 1 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\nm=audio 6000 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n";
-    let mut sim = Sim::with_sdp(beep_both(), "008", "500", Some(g729.to_owned()));
+    let amr = "v=0\r\no=- 1 1 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\nm=audio 6000 RTP/AVP 96\r\na=rtpmap:96 AMR/8000\r\n";
+    let mut sim = Sim::with_sdp(beep_both(), "008", "500", Some(amr.to_owned()));
     for p in &mut sim.parties {
         p.sending = false;
     }

@@ -292,22 +292,22 @@ fn a_recorded_call_reaches_the_store_with_its_sidecar_and_leaves_the_spool() {
 #[test]
 fn audio_the_recorder_cannot_decode_is_never_silently_complete() {
     let mut rig = Rig::new("undecodable", u64::MAX);
-    let (g729, cn) = (call(8, "g729@pbx"), call(9, "cn@pbx"));
+    let (amr, cn) = (call(8, "amr@pbx"), call(9, "cn@pbx"));
     let mut events = Vec::new();
-    for c in [&g729, &cn] {
+    for c in [&amr, &cn] {
         events.push(started(c, rig.at(0), Some(RecordingMode::Always)));
         events.push(recording(c, rig.at(0), true));
     }
-    // The caller speaks G.729; the callee G.711. On the other call the
+    // The caller speaks AMR (under a hostile name); the callee G.711. On the other call the
     // callee sends comfort noise between bursts: that is silence, not loss.
-    let mut frames = media(&g729, &rig, 0, 2000);
+    let mut frames = media(&amr, &rig, 0, 2000);
     frames.extend(media(&cn, &rig, 0, 2000));
     for f in &mut frames {
         if let Event::Media(m) = f {
             match (m.call.id, m.side) {
                 (8, Side::Caller) => {
-                    m.payload_type = 18;
-                    m.codec = Some("G729\u{1b}[31m and a very long tail that goes on".into());
+                    m.payload_type = 96;
+                    m.codec = Some("AMR\u{1b}[31m and a very long tail that goes on".into());
                     m.payload = vec![0x11; 20];
                 }
                 (9, Side::Callee) if m.seq % 10 == 5 => {
@@ -320,19 +320,19 @@ fn audio_the_recorder_cannot_decode_is_never_silently_complete() {
         }
     }
     events.extend(frames);
-    events.push(ended(&g729, rig.at(2000)));
+    events.push(ended(&amr, rig.at(2000)));
     events.push(ended(&cn, rig.at(2000)));
     rig.feed(events);
     rig.wait_stored(2);
 
     let sidecars = rig.sidecars();
     let of = |c: &CallRef| sidecars.iter().find(|s| s.call == c.hash).unwrap();
-    let bad = of(&g729);
+    let bad = of(&amr);
     assert!(!bad.complete);
     let why = bad.truncated.as_deref().unwrap();
     assert!(
         why.starts_with(
-            "100 packets in codec G72931mandaverylongtailthatgoeso could not be decoded"
+            "100 packets in codec AMR31mandaverylongtailthatgoeson could not be decoded"
         ),
         "{why}"
     );

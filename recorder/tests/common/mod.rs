@@ -264,6 +264,20 @@ impl Setup {
     }
 }
 
+/// The callee's and the caller's media ports (SIPp uas and uac of `Setup`).
+pub fn media_ports(s: &Setup) -> (u16, u16) {
+    (s.ports + 2, s.ports + 10)
+}
+
+/// tcpdump capturing what both parties receive.
+pub fn capture(s: &Setup) -> earshot_tests::pcap::Tcpdump {
+    let (callee, caller) = media_ports(s);
+    earshot_tests::pcap::Tcpdump::start(
+        &s.dir.path().join("heard.pcap"),
+        &format!("udp and (dst port {callee} or dst port {caller})"),
+    )
+}
+
 pub fn seconds(a: SystemTime, b: SystemTime) -> f64 {
     b.duration_since(a).unwrap_or_default().as_secs_f64()
 }

@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use crate::announce::{self, Finished, Kind, Outcome};
+use crate::codec::{Codec, FrameEncoder};
 use crate::event::{CallRef, Event, MediaFrame, Side};
-use crate::g711::Law;
 use crate::sdp;
 use crate::stats::Stats;
 use earshot_contracts::AnnouncementMode;
@@ -127,13 +127,16 @@ impl Recorder {
                         .copied()
                         .find(|&f| Some(f) != m.telephone_event() && offered(sending, f))
                 });
-            let law = pt.and_then(|pt| Law::of(&stream.codec_toward(to, pt)?.name));
-            let (Some(pt), Some(law)) = (pt, law) else {
+            // Encoded in that codec; one Earshot cannot encode is skipped and counted.
+            let enc = pt
+                .and_then(|pt| Codec::of(&stream.codec_toward(to, pt)?.name))
+                .and_then(FrameEncoder::new);
+            let (Some(pt), Some(enc)) = (pt, enc) else {
                 finished.push((to, skipped(Outcome::UnsupportedCodec)));
                 continue;
             };
             let onward = &mut stream.legs[sender.index()].onward;
-            match onward.start(now, kind, samples.clone(), pt, law) {
+            match onward.start(now, kind, samples.clone(), pt, enc) {
                 Ok(cut) => {
                     started = true;
                     if let Some(cut) = cut {
