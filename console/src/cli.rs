@@ -324,8 +324,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 Output::Table => {
                     writeln!(
                         out,
-                        "{:<20} {:<20} {:>8}  {:<19} {:<8} {:<8}  {:<16} ID",
-                        "CALLER", "CALLEE", "DURATION", "START", "ANSWER", "END", "RECORDED"
+                        "{:<20} {:<20} {:>8}  {:<19} {:<8} {:<8}  {:<16} {:<13} ID",
+                        "CALLER",
+                        "CALLEE",
+                        "DURATION",
+                        "START",
+                        "ANSWER",
+                        "END",
+                        "RECORDED",
+                        "CODEC"
                     )?;
                     for r in &recordings {
                         writeln!(out, "{}", table_row(r))?;
@@ -429,7 +436,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn table_row(r: &Recording) -> String {
     format!(
-        "{:<20} {:<20} {:>8}  {:<19} {:<8} {:<8}  {:<16} {}{}",
+        "{:<20} {:<20} {:>8}  {:<19} {:<8} {:<8}  {:<16} {:<13} {}{}",
         r.caller(),
         r.callee(),
         hms(r.duration()),
@@ -437,6 +444,7 @@ fn table_row(r: &Recording) -> String {
         clock(r.answered()),
         clock(r.ended()),
         r.recorded_text(),
+        r.codecs(),
         r.id,
         if r.complete() { "" } else { " (truncated)" }
     )

@@ -276,12 +276,13 @@ async fn index(
                 table {
                     thead { tr {
                         th { "" } th { "Caller" } th { "Callee" } th { "Duration" } th { "Start" }
-                        th { "Answer" } th { "End" } th { "Recorded" } th { "Play" } th { "Download" }
+                        th { "Answer" } th { "End" } th { "Recorded" } th title="caller / callee" { "Codec" }
+                        th { "Play" } th { "Download" }
                     } }
                     tbody {
                         @for (r, heading) in &rows {
                             @if let Some(day) = heading {
-                                tr.day { td colspan="10" {
+                                tr.day { td colspan="11" {
                                     (day) " — "
                                     a href={ "/zip?day=" (day) "&" (q.with_page(0)) } { "download this day (ZIP)" }
                                 } }
@@ -295,6 +296,7 @@ async fn index(
                                 td { (clock(r.answered())) }
                                 td { (clock(r.ended())) }
                                 td { (r.recorded_text()) @if !r.complete() { " " span.truncated { "(truncated)" } } }
+                                td { (r.codecs()) }
                                 td { audio controls preload="none" src={ "/r/" (r.id) ".mp3" } {} }
                                 td { a href={ "/r/" (r.id) ".mp3?download=1" } download { "MP3" } }
                             }

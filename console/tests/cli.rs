@@ -63,7 +63,9 @@ fn list_get_and_a_resumable_bulk_download() {
     assert_eq!(lines.len(), 2, "{out}");
     assert!(lines[0].starts_with("CALLER"));
     assert!(
-        lines[1].contains(" 507 ") && lines[1].ends_with("(truncated)"),
+        lines[1].contains(" 507 ")
+            && lines[1].contains(" G722 / PCMA ")
+            && lines[1].ends_with("(truncated)"),
         "{out}"
     );
     let (ok, _, err) = console(&store, &["list", "--from", "30-11-2026"]);

@@ -78,6 +78,18 @@ fn the_console_lists_filters_streams_and_zips_one_tenants_recordings_read_only()
         assert!(page0.contains(t), "{field} {t} shown");
     }
     assert!(page0.contains(first["callee"]["number"].as_str().unwrap()));
+    // Each side's codec: one name when both spoke it, caller / callee when not.
+    let row = |id: &str| {
+        let at = page0.find(&format!("data-id=\"{id}\"")).expect("row shown");
+        page0[at..at + page0[at..].find("</tr>").unwrap()].to_owned()
+    };
+    for f in &newest[..50] {
+        let want = match f.sidecar["audio"]["codecs"]["caller"].as_str() {
+            Some("G722") => "<td>G722 / PCMA</td>",
+            _ => "<td>PCMU</td>",
+        };
+        assert!(row(&f.id).contains(want), "{want} in {}", row(&f.id));
+    }
 
     // Filters.
     let count = |q: &str| page_ids(&console.get(&format!("/?{q}")).text().unwrap());

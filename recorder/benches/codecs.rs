@@ -2,7 +2,8 @@
 //! side's 50 RTP payloads to the file's rate (G.711 and G.722 at 8 kHz when
 //! narrowband, G.722 and Opus at 16 kHz) and encoding the second to MP3 as
 //! the recorder does. Times 60 is the CPU per recorded call-minute per
-//! codec that BENCHMARKS.md reports. G.729 is not decoded, so not here.
+//! codec that BENCHMARKS.md reports. G.729 payloads come from the core's
+//! announcement encoder (ffmpeg has no G.729 encoder).
 
 use std::hint::black_box;
 
@@ -10,7 +11,7 @@ use audio_codec::Encoder as _;
 use criterion::{Criterion, criterion_group, criterion_main};
 use earshot_recorder::recording::encoder::{Encoder, Lame, bitrate_at};
 use earshot_recorder_core::ChannelLayout;
-use earshot_recorder_core::codec::{Codec, NARROWBAND, SideDecoder, WIDEBAND};
+use earshot_recorder_core::codec::{Codec, FrameEncoder, NARROWBAND, SideDecoder, WIDEBAND};
 use earshot_recorder_core::g711::Law;
 use earshot_recorder_core::timeline::Chunk;
 
@@ -39,6 +40,17 @@ fn payloads(codec: &str, freq: f32) -> Vec<Vec<u8>> {
             let mut e = audio_codec::g722::G722Encoder::new();
             frames(freq, 16000).iter().map(|f| e.encode(f)).collect()
         }
+        "G729" => {
+            let mut e = FrameEncoder::new(Codec::G729).unwrap();
+            frames(freq, 8000)
+                .iter()
+                .map(|f| {
+                    let mut out = Vec::new();
+                    e.encode(f.as_slice().try_into().unwrap(), &mut out);
+                    out
+                })
+                .collect()
+        }
         _ => {
             let mut e = opusic_c::Encoder::new(
                 opusic_c::Channels::Mono,
@@ -65,6 +77,7 @@ fn bench(c: &mut Criterion) {
     for (name, rate) in [
         ("PCMU", NARROWBAND),
         ("G722", NARROWBAND),
+        ("G729", NARROWBAND),
         ("G722", WIDEBAND),
         ("OPUS", WIDEBAND),
     ] {

@@ -24,6 +24,7 @@ pub struct Recording {
     duration: Option<f64>,
     audio_seconds: Option<f64>,
     complete: bool,
+    codecs: Box<str>,
     mp3_bytes: u64,
     sha256: Box<str>,
     extensions: Box<[Box<str>]>,
@@ -51,6 +52,7 @@ impl Recording {
             duration: v.duration_seconds,
             audio_seconds: (!v.audio.format.is_empty()).then_some(v.audio.duration_seconds),
             complete: v.complete,
+            codecs: codecs_text(&v.audio).into(),
             mp3_bytes: v.mp3.bytes,
             sha256: v.mp3.sha256.as_str().into(),
             extensions: v
@@ -102,6 +104,11 @@ impl Recording {
     pub fn complete(&self) -> bool {
         self.complete
     }
+    /// Each side's codec: `G722` when both sides spoke it, `G722 / PCMA`
+    /// (caller / callee) when they differ; empty when nothing was decoded.
+    pub fn codecs(&self) -> &str {
+        &self.codecs
+    }
     /// The MP3's size.
     pub fn mp3_bytes(&self) -> u64 {
         self.mp3_bytes
@@ -137,6 +144,18 @@ impl Recording {
             })
             .collect::<Vec<_>>()
             .join(", ")
+    }
+}
+
+/// Each side's codec as [`Recording::codecs`] shows it. Older sidecars
+/// name only the call's first codec.
+fn codecs_text(audio: &earshot_contracts::sidecar::Audio) -> String {
+    let side = |s: &str| audio.codecs.get(s).map(String::as_str);
+    match (side("caller"), side("callee")) {
+        (Some(a), Some(b)) if a == b => a.to_owned(),
+        (Some(a), Some(b)) => format!("{a} / {b}"),
+        (Some(a), None) | (None, Some(a)) => a.to_owned(),
+        (None, None) => audio.codec.clone().unwrap_or_default(),
     }
 }
 

@@ -63,7 +63,8 @@ fn fnv(s: &str) -> u64 {
 /// cycling through the real ones: the MP3 unchanged (so its SHA-256 is the
 /// sidecar's), the sidecar moved to its own day, time and callee number
 /// (`5NN`, NN counting from 0 over the whole fixture), every tenth from the
-/// eighth on marked truncated as a crash leaves it.
+/// eighth on marked truncated as a crash leaves it, every fifth from the
+/// third with a G.722 caller and an A-law callee.
 pub fn fixtures(
     real: &[(Vec<u8>, Value)],
     prefix: &str,
@@ -101,6 +102,10 @@ pub fn fixtures(
             sidecar["answeredAt"] = json!(at(0.5));
             sidecar["endedAt"] = json!(at(0.5 + duration));
             sidecar["mp3"]["object"] = json!(format!("{prefix}/{id}.mp3"));
+            if n % 5 == 2 {
+                // A desk phone in G.722 calling a trunk in A-law.
+                sidecar["audio"]["codecs"] = json!({"caller": "G722", "callee": "PCMA"});
+            }
             if n % 10 == 7 {
                 sidecar["complete"] = json!(false);
                 sidecar["truncated"] = json!(
