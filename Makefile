@@ -21,12 +21,13 @@ e2e: ## The operator suite against the cluster KUBECONFIG names, else against th
 	$(CARGO) build -q -p earshot-recorder
 	$(CARGO) test -p earshot-operator --test cluster -- --nocapture $(if $(KUBECONFIG),--test-threads=1)
 
-bench: ## Hot-path microbenchmarks, the same SIPp load through Earshot and rtpengine, the console over 100 000 recordings
+bench: ## Hot-path microbenchmarks, instructions per recorded call-minute (callgrind), the same SIPp load through Earshot and rtpengine, the console over 100 000 recordings
 	@scripts/test-deps.sh
 	@scripts/bench-deps.sh
 	$(CARGO) bench -q -p earshot-recorder-core --bench hot_paths -- --warm-up-time 1 --measurement-time 3
 	$(CARGO) bench -q -p earshot-recorder --bench encode -- --warm-up-time 1 --measurement-time 3
 	$(CARGO) bench -q -p earshot-recorder --bench codecs -- --warm-up-time 1 --measurement-time 3
+	scripts/instructions.sh
 	$(CARGO) build --release -q -p earshot-recorder -p earshot-console -p earshot-tests
 	EARSHOT_RECORDER=target/release/earshot-recorder target/release/earshot-bench
 	target/release/earshot-console-bench

@@ -89,12 +89,21 @@ struct Active {
     out: Vec<u8>,
     /// When the file's data was last flushed to the disk.
     synced: Instant,
+    /// When the timeline is next written out on a packet's arrival.
+    next_drain: Instant,
 }
 
 /// How often a recording's file is flushed to the disk (`fdatasync`): what
 /// a node losing power can take of a call, at most. (A process that dies
 /// loses less: what is appended is in the kernel at once.)
 pub const SYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How much audio is encoded at once: LAME and the spool file see a call
+/// in blocks of this length, not per 20 ms packet (a fifth of the calls
+/// into the encoder, 27 % fewer appends). What a crash loses grows by at
+/// most this much, and stays about half a second (docs/recordings.md);
+/// 250 ms would save 70 % of the appends for 0.7 s.
+pub const BLOCK: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Active {
     /// Decodes one side's payload at the file's rate; `None` for a codec the
@@ -248,8 +257,11 @@ fn run_job(shared: &Shared, active: &mut HashMap<u64, Active>, job: Job) {
                     shared.metrics.undecodable.inc();
                 }
             }
-            let chunk = a.timeline.drain(f.at);
-            a.encode(&chunk);
+            if f.at >= a.next_drain {
+                a.next_drain = f.at + BLOCK;
+                let chunk = a.timeline.drain(f.at);
+                a.encode(&chunk);
+            }
         }
         Job::Tick(now) => {
             for a in active.values_mut() {
@@ -305,6 +317,7 @@ fn begin(shared: &Shared, mut meta: CallMeta, at: Instant, rate: u32) -> Result<
         undecodable_codec: None,
         out: Vec::new(),
         synced: at,
+        next_drain: at,
         meta,
     })
 }

@@ -1,0 +1,196 @@
+//! A fixed workload for counting instructions (`make bench` runs it under
+//! valgrind's callgrind): `CALLS` recorded G.711 calls of `SECONDS` each go
+//! through the recording pipeline the recorder runs — dispatcher, encoder
+//! workers (decode, timeline, LAME), spool files, sidecars, the uploader
+//! into a local directory — and the process exits once all are stored.
+//!
+//! Instruction counts, unlike seconds, repeat on a shared 2-core machine.
+//! Two runs with different `CALLS` give the cost of one more recorded
+//! call-minute, without the fixed cost of starting the process.
+//!
+//! `instructions <calls> <seconds>`
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use earshot_contracts::config::{FilesystemConfig, RecordingConfig, SpoolConfig, StorageConfig};
+use earshot_contracts::{RecordingMode, Side};
+use earshot_recorder::events::Clock;
+use earshot_recorder::metrics::Metrics;
+use earshot_recorder::recording::dispatch::{EventBuffer, run_dispatcher};
+use earshot_recorder::recording::{self, Parts};
+use earshot_recorder::store::Store;
+use earshot_recorder_core::g711::Law;
+use earshot_recorder_core::{
+    CallRef, EndReason, Event, InvolvedUser, MediaFrame, Party, RecordingReason, call_hash,
+};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize, default: u64| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
+    let (calls, seconds) = (arg(0, 4), arg(1, 30));
+    let dir = std::env::temp_dir().join(format!("earshot-instructions-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("spool")).expect("spool dir");
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let store = Store::open(&StorageConfig {
+        filesystem: Some(FilesystemConfig {
+            path: dir.join("store"),
+            retention_days: None,
+        }),
+        s3: None,
+        prefix: "acme/office/".into(),
+    })
+    .expect("store");
+    let metrics = Metrics::new();
+    let (dispatcher, _spool) = recording::start(
+        &RecordingConfig {
+            encoder_threads: Some(2),
+            ..RecordingConfig::default()
+        },
+        &SpoolConfig {
+            dir: dir.join("spool"),
+            max_bytes: u64::MAX,
+        },
+        store,
+        Clock::new(),
+        "instructions-0".into(),
+        metrics.recording.clone(),
+        Parts::default(),
+        rt.handle(),
+    )
+    .expect("pipeline");
+
+    let events = Arc::new(EventBuffer::default());
+    let feeder = events.clone();
+    let dispatch = std::thread::spawn(move || run_dispatcher(dispatcher, feeder, |_| {}));
+    let t0 = Instant::now();
+    // A tone per side, so LAME has real work (silence is cheaper): one
+    // second of packets made up front (440 and 1000 Hz repeat every second),
+    // so the count is the pipeline's, not the fixture's.
+    let second = |hz: f64| -> Vec<Vec<u8>> {
+        (0..50)
+            .map(|n| {
+                (0..160)
+                    .map(|i| {
+                        let t = (n * 160 + i) as f64 / 8000.0;
+                        let s = 8000.0 * (2.0 * std::f64::consts::PI * hz * t).sin();
+                        Law::Ulaw.encode(s as i16)
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    let tones = [second(440.0), second(1000.0)];
+    for id in 0..calls {
+        let call = CallRef {
+            id,
+            hash: call_hash(&format!("instructions-{id}")),
+        };
+        events.push(Event::CallStarted {
+            call: call.clone(),
+            at: t0,
+            caller: Party {
+                number: Some("008".into()),
+                display_name: None,
+            },
+            callee: Party {
+                number: Some("500".into()),
+                display_name: None,
+            },
+            users: vec![InvolvedUser {
+                extension: "008".into(),
+                display_name: None,
+                mode: RecordingMode::Always,
+                side: Side::Caller,
+            }],
+        });
+        events.push(Event::Recording {
+            call: call.clone(),
+            at: t0,
+            on: true,
+            reason: RecordingReason::Answered {
+                extension: "008".into(),
+            },
+            wideband: false,
+        });
+    }
+    // Packets in time order across calls, as a recorder sees them.
+    let packets = seconds as usize * 50;
+    for n in 0..packets {
+        let at = t0 + Duration::from_millis(20 * n as u64);
+        let frames: Vec<Event> = (0..calls)
+            .flat_map(|id| {
+                [Side::Caller, Side::Callee].map(|side| {
+                    Event::Media(MediaFrame {
+                        call: CallRef {
+                            id,
+                            hash: call_hash(&format!("instructions-{id}")),
+                        },
+                        at,
+                        side,
+                        stream: 0,
+                        ssrc: side.index() as u32 + 1,
+                        seq: n as u16,
+                        timestamp: (n * 160) as u32,
+                        payload_type: 0,
+                        codec: Some("PCMU".into()),
+                        clock_rate: 8000,
+                        payload: tones[side.index()][n % 50].clone(),
+                    })
+                })
+            })
+            .collect();
+        events.extend(frames);
+    }
+    let end = t0 + Duration::from_millis(20 * packets as u64);
+    for id in 0..calls {
+        events.push(Event::CallEnded {
+            call: CallRef {
+                id,
+                hash: call_hash(&format!("instructions-{id}")),
+            },
+            at: end,
+            reason: EndReason::Bye(Side::Caller),
+            answered: true,
+        });
+    }
+    events.close();
+    dispatch.join().expect("dispatcher");
+    // Stored: every sidecar in the directory store.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let stored = loop {
+        let n = count_json(&dir.join("store"));
+        if n >= calls as usize || Instant::now() > deadline {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "{{\"calls\": {calls}, \"seconds\": {seconds}, \"stored\": {stored}, \"callMinutes\": {}}}",
+        (calls * seconds) as f64 / 60.0
+    );
+    assert_eq!(stored, calls as usize, "every call stored");
+}
+
+fn count_json(dir: &std::path::Path) -> usize {
+    let mut n = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "json") {
+                n += 1;
+            }
+        }
+    }
+    n
+}
