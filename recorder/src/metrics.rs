@@ -36,6 +36,8 @@ pub struct RecordingMetrics {
     pub stored: Counter,
     /// Recorded packets in a codec that cannot be decoded (written as silence).
     pub undecodable: Counter,
+    /// Lost packets rebuilt from the next packet (Opus in-band FEC).
+    pub rebuilt: Counter,
     /// Bytes in the spool, set at each scrape.
     pub spool_bytes: Gauge,
     /// Recordings in the spool.
@@ -235,6 +237,11 @@ impl Metrics {
             "recording_undecodable_packets",
             "Recorded packets in a codec the recorder cannot decode (written as silence)",
             r.undecodable
+        );
+        reg!(
+            "recording_rebuilt_packets",
+            "Lost packets rebuilt from the next one (Opus in-band FEC) instead of silence",
+            r.rebuilt
         );
         reg!("spool_bytes", "Bytes in the spool directory", r.spool_bytes);
         reg!(

@@ -14,7 +14,7 @@ use std::time::Duration;
 use common::*;
 use earshot_recorder_core::codec::{Codec, SideDecoder};
 use earshot_tests::pcap::{
-    Captured, RtpStream, ffmpeg_decode, ffmpeg_encode, ffmpeg_opus, g729_encode,
+    Captured, RtpStream, ffmpeg_decode, ffmpeg_encode, ffmpeg_opus, ffmpeg_opus_with, g729_encode,
 };
 use earshot_tests::{decode_mp3, decode_mp3_at, tone_power, tone_power_at};
 
@@ -469,18 +469,17 @@ fn opus(expr: &str, seconds: f64, ssrc: u32) -> RtpStream {
 }
 
 fn opus_call(
-    name: &str,
+    s: &Setup,
     from: &str,
     caller: &RtpStream,
     talk_ms: u64,
 ) -> (serde_json::Value, Vec<i16>, Vec<i16>) {
-    let s = setup(name, &users());
     let party = |stream: RtpStream| Party {
         stream,
         sdp: opus_vars(),
     };
     let callee = opus("0.4*sin(2*PI*1000*t)", talk_ms as f64 / 1000.0 + 0.5, 2);
-    let (mp3, sidecar) = one_call(&s, from, party(caller.clone()), party(callee), talk_ms);
+    let (mp3, sidecar) = one_call(s, from, party(caller.clone()), party(callee), talk_ms);
     assert_eq!(sidecar["audio"]["sampleRate"], 16000, "{sidecar}");
     assert_eq!(
         sidecar["audio"]["codecs"],
@@ -499,7 +498,8 @@ fn an_opus_call_is_a_16_khz_recording_of_both_sides() {
         TALK_MS as f64 / 1000.0 + 0.5,
         1,
     );
-    let (sidecar, left, right) = opus_call("opus", "008", &caller, TALK_MS);
+    let s = setup("opus", &users());
+    let (sidecar, left, right) = opus_call(&s, "008", &caller, TALK_MS);
     let file = left.len() as f64 / 16000.0;
     let call = sidecar["durationSeconds"].as_f64().unwrap();
     assert!(
@@ -513,6 +513,34 @@ fn an_opus_call_is_a_16_khz_recording_of_both_sides() {
     assert!(p(l, 440.0) > 50.0 * p(l, 1000.0));
     assert!(p(r, 1000.0) > 1e5, "right 1 kHz: {}", p(r, 1000.0));
     assert!(p(r, 1000.0) > 50.0 * p(r, 440.0));
+}
+
+#[test]
+fn a_lost_opus_packet_is_rebuilt_from_the_next_one_not_a_hole_in_the_recording() {
+    // The caller's phone sends in-band FEC (libopus, as WebRTC does) and
+    // every 10th packet is lost on the way.
+    let packets = ffmpeg_opus_with(
+        "0.4*sin(2*PI*440*t)",
+        TALK_MS as f64 / 1000.0 + 0.5,
+        &["-fec", "1", "-packet_loss", "10"],
+    );
+    let refs: Vec<&[u8]> = packets.iter().map(Vec::as_slice).collect();
+    let caller = RtpStream::new(1)
+        .clock(48000)
+        .packets_of(111, &refs)
+        .drop_every(10);
+    let s = setup("opus-fec", &users());
+    let (_, left, _) = opus_call(&s, "008", &caller, TALK_MS);
+    // 20 ms windows of the caller's channel far below the tone: holes.
+    let talk = middle(&left);
+    let level = earshot_tests::rms(talk);
+    let holes = talk
+        .chunks_exact(320)
+        .filter(|w| earshot_tests::rms(w) < 0.2 * level)
+        .count();
+    assert_eq!(holes, 0, "no 20 ms of silence where a packet was lost");
+    let rebuilt = s.metric("earshot_recording_rebuilt_packets_total");
+    assert!(rebuilt >= 10.0, "{rebuilt} packets rebuilt");
 }
 
 #[test]
@@ -531,7 +559,8 @@ fn an_on_demand_user_in_opus_keys_the_shortcode_on_the_48_khz_clock() {
         .gap(100)
         .key('5', 100)
         .packets_of(111, &b);
-    let (sidecar, left, _) = opus_call("opus-ondemand", "012", &caller, 3900);
+    let s = setup("opus-ondemand", &users());
+    let (sidecar, left, _) = opus_call(&s, "012", &caller, 3900);
     let from = sidecar["recorded"][0]["from"].as_f64().unwrap();
     assert!(from > 1.0, "recording starts at the code: {sidecar}");
     let file = left.len() as f64 / 16000.0;

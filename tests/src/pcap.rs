@@ -148,6 +148,17 @@ impl RtpStream {
         self
     }
 
+    /// Drops every `n`th packet (the `n`th, the `2n`th, ...): single losses,
+    /// each with its neighbours kept.
+    pub fn drop_every(mut self, n: usize) -> Self {
+        let mut i = 0;
+        self.packets.retain(|_| {
+            i += 1;
+            i % n.max(1) != 0
+        });
+        self
+    }
+
     /// Audio another encoder made (`bytes`, e.g. from [`ffmpeg_encode`]),
     /// sent as payload type `pt` in 20 ms packets of `per_packet` bytes,
     /// the RTP clock advancing 160 per packet (8000 Hz: G.711 and, by
@@ -229,23 +240,24 @@ pub fn ffmpeg_encode(expr: &str, rate: u32, seconds: f64, codec: &str, format: &
 /// (48 kHz, mono, 20 ms frames, 32 kbit/s), as the Opus packets of its
 /// Ogg stream (RFC 7845), the two header packets left out.
 pub fn ffmpeg_opus(expr: &str, seconds: f64) -> Vec<Vec<u8>> {
-    let ogg = ffmpeg_lavfi(
-        expr,
-        48000,
-        seconds,
-        &[
-            "-c:a",
-            "libopus",
-            "-b:a",
-            "32k",
-            "-frame_duration",
-            "20",
-            "-ac",
-            "1",
-            "-f",
-            "ogg",
-        ],
-    );
+    ffmpeg_opus_with(expr, seconds, &[])
+}
+
+/// As [`ffmpeg_opus`], with more libopus options (e.g. `-fec 1`).
+pub fn ffmpeg_opus_with(expr: &str, seconds: f64, options: &[&str]) -> Vec<Vec<u8>> {
+    let mut args = vec![
+        "-c:a",
+        "libopus",
+        "-b:a",
+        "32k",
+        "-frame_duration",
+        "20",
+        "-ac",
+        "1",
+    ];
+    args.extend_from_slice(options);
+    args.extend_from_slice(&["-f", "ogg"]);
+    let ogg = ffmpeg_lavfi(expr, 48000, seconds, &args);
     ogg_packets(&ogg).into_iter().skip(2).collect()
 }
 

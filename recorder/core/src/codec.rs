@@ -213,6 +213,34 @@ impl SideDecoder {
         self.codec
     }
 
+    /// Audio for packets lost just before `next`, `samples` long at the
+    /// recording's rate, appended to `out`: Opus rebuilds it from the
+    /// in-band FEC that `next` carries (RFC 7587 §3.1; libopus conceals the
+    /// loss when it carries none). Other codecs have nothing to rebuild
+    /// from: `false`, and the gap stays silence.
+    pub fn recover(&mut self, next: &[u8], samples: usize, out: &mut Vec<i16>) -> bool {
+        let State::Opus {
+            decoder: Some(d),
+            buf,
+        } = &mut self.state
+        else {
+            return false;
+        };
+        // libopus rebuilds whole 2.5 ms frames, at most one packet (120 ms).
+        let quantum = buf.len() / 48;
+        let samples = samples.min(buf.len()) / quantum * quantum;
+        if samples == 0 || next.is_empty() {
+            return false;
+        }
+        match d.decode_to_slice(next, &mut buf[..samples], true) {
+            Ok(n) => {
+                out.extend(buf[..n.min(samples)].iter().map(|&s| s as i16));
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     /// Decodes one RTP payload, appending its samples to `out`.
     pub fn decode(&mut self, payload: &[u8], out: &mut Vec<i16>) {
         let payload = &payload[..payload.len().min(self.codec.max_payload())];
@@ -479,6 +507,52 @@ mod tests {
                 "{codec:?} keeps the beep: {beep:.0} at 1400 Hz, {other:.0} at 440 Hz"
             );
         }
+    }
+
+    #[test]
+    fn a_lost_opus_packet_is_rebuilt_from_the_next_one_not_left_silent() {
+        let mut enc = opusic_c::Encoder::new(
+            opusic_c::Channels::Mono,
+            opusic_c::SampleRate::Hz16000,
+            opusic_c::Application::Voip,
+        )
+        .unwrap();
+        enc.set_inband_fec(opusic_c::InbandFec::Mode1).unwrap();
+        enc.set_packet_loss(20).unwrap();
+        enc.set_bitrate(opusic_c::Bitrate::Value(32000)).unwrap();
+        let packets: Vec<Vec<u8>> = (0..50)
+            .map(|k| {
+                let pcm: Vec<u16> = (0..320)
+                    .map(|i| {
+                        let w = 2.0 * std::f64::consts::PI * 440.0 * (k * 320 + i) as f64 / 16000.0;
+                        (8000.0 * w.sin()) as i16 as u16
+                    })
+                    .collect();
+                let mut out = vec![0u8; OPUS_MAX_PACKET];
+                let n = enc.encode_to_slice(&pcm, &mut out).unwrap();
+                out.truncate(n);
+                out
+            })
+            .collect();
+        let mut d = SideDecoder::new(Codec::Opus, WIDEBAND);
+        let mut out = Vec::new();
+        for p in &packets[..30] {
+            d.decode(p, &mut out);
+        }
+        // Packet 30 is lost; 31 carries its FEC.
+        let mut rebuilt = Vec::new();
+        assert!(d.recover(&packets[31], 320, &mut rebuilt));
+        assert_eq!(rebuilt.len(), 320, "exactly the lost 20 ms");
+        let tone = power_at(&rebuilt, 440.0, 16000.0);
+        assert!(tone > 1e6, "the lost packet's tone is back: {tone:.0}");
+        d.decode(&packets[31], &mut out);
+        // G.711 has nothing to rebuild from.
+        let mut g711 = SideDecoder::new(Codec::G711(Law::Ulaw), NARROWBAND);
+        assert!(!g711.recover(&[0xff; 160], 160, &mut rebuilt));
+        // Hostile sizes are bounded by one packet.
+        let mut big = Vec::new();
+        d.recover(&packets[32], usize::MAX, &mut big);
+        assert!(big.len() <= WIDEBAND as usize * OPUS_MAX_MS / 1000);
     }
 
     #[test]

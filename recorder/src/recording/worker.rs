@@ -78,6 +78,11 @@ struct Active {
     codecs: [Option<String>; 2],
     /// The samples of the packet in hand.
     pcm: Vec<i16>,
+    /// Each side's latest packet: SSRC, sequence number, and the RTP
+    /// timestamp where its audio ends (to see a single lost packet).
+    last: [Option<(u32, u16, u32)>; 2],
+    /// A lost packet's rebuilt samples.
+    rebuilt: Vec<i16>,
     file: SpoolFile,
     codec: Option<String>,
     intervals: Vec<(SystemTime, Option<SystemTime>)>,
@@ -120,6 +125,43 @@ impl Active {
         self.pcm.clear();
         slot.as_mut()?.decode(payload, &mut self.pcm);
         Some(c.clock_rate())
+    }
+
+    /// Rebuilds a single packet lost just before this one on its side, from
+    /// this one (Opus FEC), into the timeline; true if it did.
+    fn rebuild_lost(&mut self, f: &MediaFrame, clock: u32) -> bool {
+        let i = f.side.index();
+        let Some((ssrc, seq, end)) = self.last[i] else {
+            return false;
+        };
+        if ssrc != f.ssrc || f.seq != seq.wrapping_add(2) {
+            return false;
+        }
+        let gap = f.timestamp.wrapping_sub(end) as i32;
+        // At most one packet's worth (120 ms), in the file's samples.
+        if gap <= 0 || i64::from(gap) * 1000 > i64::from(clock) * 120 {
+            return false;
+        }
+        let samples = (i64::from(gap) * i64::from(self.rate) / i64::from(clock.max(1))) as usize;
+        let Some(d) = self.decoders[i].as_mut() else {
+            return false;
+        };
+        if Codec::of(f.codec.as_deref().unwrap_or("")) != Some(d.codec()) {
+            return false;
+        }
+        self.rebuilt.clear();
+        if !d.recover(&f.payload, samples, &mut self.rebuilt) || self.rebuilt.is_empty() {
+            return false;
+        }
+        self.timeline
+            .push_clocked(f.side, f.at, f.ssrc, end, clock, &self.rebuilt);
+        true
+    }
+
+    /// Remembers where this packet's audio ends on its side's RTP clock.
+    fn track(&mut self, f: &MediaFrame, clock: u32) {
+        let dur = (self.pcm.len() as u64 * u64::from(clock) / u64::from(self.rate.max(1))) as u32;
+        self.last[f.side.index()] = Some((f.ssrc, f.seq, f.timestamp.wrapping_add(dur)));
     }
 
     /// Encodes a chunk and appends what the encoder gives back. After a
@@ -225,17 +267,23 @@ fn run_job(shared: &Shared, active: &mut HashMap<u64, Active>, job: Job) {
                 return;
             };
             let codec = f.codec.as_deref().unwrap_or("");
+            // The SDP's clock, else the codec's own (RFC 3551, 7587).
+            let clock = match (f.clock_rate, Codec::of(codec)) {
+                (0, Some(c)) => c.clock_rate(),
+                (0, None) => 8000,
+                (hz, _) => hz,
+            };
+            // Before this packet is decoded: the decoder rebuilds the lost
+            // one first (libopus keeps its state in order).
+            if a.rebuild_lost(&f, clock) {
+                shared.metrics.rebuilt.inc();
+            }
             match a.decode(f.side, codec, &f.payload) {
-                Some(codec_clock) => {
+                Some(_) => {
                     a.codec.get_or_insert_with(|| codec.to_owned());
-                    // The SDP's clock, else the codec's own (RFC 3551, 7587).
-                    let clock = if f.clock_rate > 0 {
-                        f.clock_rate
-                    } else {
-                        codec_clock
-                    };
                     a.timeline
                         .push_clocked(f.side, f.at, f.ssrc, f.timestamp, clock, &a.pcm);
+                    a.track(&f, clock);
                 }
                 // Comfort noise (RFC 3389) stands for silence: the gap it
                 // leaves in the timeline is silence of the right length.
@@ -307,6 +355,8 @@ fn begin(shared: &Shared, mut meta: CallMeta, at: Instant, rate: u32) -> Result<
         decoders: [None, None],
         codecs: [None, None],
         pcm: Vec::new(),
+        last: [None, None],
+        rebuilt: Vec::new(),
         settings,
         file,
         id,
