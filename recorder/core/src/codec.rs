@@ -556,6 +556,35 @@ mod tests {
     }
 
     #[test]
+    fn a_stereo_opus_stream_is_recorded_as_its_mono_downmix() {
+        // opus/48000/2 with a softphone that really sends two channels.
+        let mut enc = opusic_c::Encoder::new(
+            opusic_c::Channels::Stereo,
+            opusic_c::SampleRate::Hz48000,
+            opusic_c::Application::Voip,
+        )
+        .unwrap();
+        let mut d = SideDecoder::new(Codec::Opus, WIDEBAND);
+        let mut out = Vec::new();
+        for k in 0..50 {
+            // Interleaved L/R: the same 440 Hz on both channels.
+            let pcm: Vec<u16> = (0..960 * 2)
+                .map(|i| {
+                    let n = k * 960 + i / 2;
+                    let w = 2.0 * std::f64::consts::PI * 440.0 * n as f64 / 48000.0;
+                    (8000.0 * w.sin()) as i16 as u16
+                })
+                .collect();
+            let mut packet = vec![0u8; OPUS_MAX_PACKET];
+            let n = enc.encode_to_slice(&pcm, &mut packet).unwrap();
+            d.decode(&packet[..n], &mut out);
+        }
+        assert_eq!(out.len(), 50 * 320, "20 ms at 16 kHz per packet");
+        let tone = power_at(&out[3200..], 440.0, 16000.0);
+        assert!(tone > 4e6, "{tone:.0}");
+    }
+
+    #[test]
     fn hostile_payloads_are_bounded() {
         for codec in [
             Codec::G722,
