@@ -28,6 +28,10 @@ enum Command {
         /// Policy files (YAML, one or more documents each).
         #[arg(short = 'f', long = "filename", required = true)]
         files: Vec<PathBuf>,
+        /// The platform's allowed object stores, as JSON (as `run` takes
+        /// them): a policy naming another endpoint is refused here too.
+        #[arg(long, env = "EARSHOT_STORAGE_ENDPOINTS")]
+        storage_endpoints: Option<String>,
     },
     /// Print the RecordingPolicy CRD (as shipped in the Helm chart).
     Crd,
@@ -106,7 +110,22 @@ fn main() -> ExitCode {
             print!("{}", earshot_crds::crd_yaml());
             ExitCode::SUCCESS
         }
-        Command::Check { files } => check(&files),
+        Command::Check {
+            files,
+            storage_endpoints,
+        } => match json_setting("EARSHOT_STORAGE_ENDPOINTS", storage_endpoints) {
+            Ok(endpoints) => check(
+                &files,
+                &OperatorConfig {
+                    storage_endpoints: endpoints.unwrap_or_default(),
+                    ..OperatorConfig::default()
+                },
+            ),
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Run {
             recorder_image,
             max_retention_days,
@@ -217,15 +236,20 @@ fn main() -> ExitCode {
 }
 
 /// What the operator refuses that the API server cannot see: a storage
-/// prefix outside the policy's namespace (CEL cannot read the namespace).
-fn tenant_problem(p: &earshot_crds::RecordingPolicy) -> Option<String> {
-    use earshot_operator::reconcile::validate::confined_prefix;
+/// prefix outside the policy's namespace (CEL cannot read the namespace),
+/// an endpoint the platform does not list.
+fn tenant_problem(p: &earshot_crds::RecordingPolicy, operator: &OperatorConfig) -> Option<String> {
+    use earshot_operator::reconcile::validate::{allowed_endpoint, confined_prefix};
+    let storage = p.spec.storage.as_ref()?;
+    if let Err(e) = allowed_endpoint(operator, &storage.endpoint) {
+        return Some(e.to_string());
+    }
     let ns = p.metadata.namespace.as_deref()?;
-    let prefix = p.spec.storage.as_ref()?.prefix.as_deref()?;
+    let prefix = storage.prefix.as_deref()?;
     confined_prefix(ns, prefix).err().map(|e| e.to_string())
 }
 
-fn check(files: &[PathBuf]) -> ExitCode {
+fn check(files: &[PathBuf], operator: &OperatorConfig) -> ExitCode {
     let validator = PolicyValidator::new();
     let mut failed = false;
     for file in files {
@@ -244,7 +268,7 @@ fn check(files: &[PathBuf]) -> ExitCode {
                 continue;
             }
             match validator.parse(doc) {
-                Ok(p) if let Some(problem) = tenant_problem(&p) => {
+                Ok(p) if let Some(problem) = tenant_problem(&p, operator) => {
                     eprintln!(
                         "{} [{i}]: policy {} is invalid:\n  - {problem}",
                         file.display(),

@@ -84,6 +84,42 @@ fn check_refuses_a_prefix_in_another_tenants_namespace() {
 }
 
 #[test]
+fn check_refuses_an_endpoint_the_platform_does_not_list() {
+    let sample = repo().join("config/samples/small-office.yaml");
+    let text = std::fs::read_to_string(&sample).unwrap();
+    let endpoint = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("endpoint:"))
+        .expect("the sample names an endpoint")
+        .trim()
+        .trim_matches('"')
+        .to_owned();
+    let run = |allowed: &str| {
+        Command::new(BINARY)
+            .arg("check")
+            .arg("-f")
+            .arg(&sample)
+            .env("EARSHOT_STORAGE_ENDPOINTS", allowed)
+            .output()
+            .unwrap()
+    };
+    let listed = run(&format!(r#"[{{"url": "{endpoint}"}}]"#));
+    assert_eq!(listed.status.code(), Some(0), "{listed:?}");
+    let other = run(r#"[{"url": "http://garage.storage.svc:3900"}]"#);
+    assert_eq!(other.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&other.stderr);
+    assert!(
+        stderr.contains(&endpoint) && stderr.contains("http://garage.storage.svc:3900"),
+        "names what was asked and what is allowed: {stderr}"
+    );
+    let broken = run("[{");
+    assert_eq!(broken.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&broken.stderr).contains("EARSHOT_STORAGE_ENDPOINTS is not valid")
+    );
+}
+
+#[test]
 fn crd_prints_the_chart_crd() {
     let out = Command::new(BINARY).arg("crd").output().unwrap();
     let committed = std::fs::read_to_string(repo().join(earshot_crds_path())).unwrap();
