@@ -423,6 +423,54 @@ fn a_codec_change_mid_stream_continues_the_same_file_on_the_same_timeline() {
 }
 
 #[test]
+fn a_single_lost_opus_packet_is_rebuilt_once_and_a_late_one_is_not_a_loss() {
+    let mut rig = Rig::new("opus-loss", u64::MAX);
+    let c = call(11, "opus-loss@pbx");
+    let mut events = vec![
+        started(&c, rig.at(0), Some(RecordingMode::Always)),
+        recording(&c, rig.at(0), true),
+    ];
+    let mut enc = opusic_c::Encoder::new(
+        opusic_c::Channels::Mono,
+        opusic_c::SampleRate::Hz8000,
+        opusic_c::Application::Voip,
+    )
+    .unwrap();
+    let mut frames = media(&c, &rig, 0, 2000);
+    for f in &mut frames {
+        if let Event::Media(m) = f
+            && m.side == Side::Caller
+        {
+            let mut out = vec![0u8; 400];
+            let n = enc.encode_to_slice(&[0x0100; 160], &mut out).unwrap();
+            out.truncate(n);
+            m.payload = out;
+            m.payload_type = 111;
+            m.codec = Some("opus".into());
+            m.clock_rate = 48000;
+            m.timestamp = u32::from(m.seq) * 960;
+        }
+    }
+    let caller =
+        |f: &Event, seq| matches!(f, Event::Media(m) if m.side == Side::Caller && m.seq == seq);
+    // Packet 30 lost; 61 arrives before 60.
+    frames.retain(|f| !caller(f, 30));
+    let p60 = frames.iter().position(|f| caller(f, 60)).unwrap();
+    let p61 = frames.iter().position(|f| caller(f, 61)).unwrap();
+    frames.swap(p60, p61);
+    events.extend(frames);
+    events.push(ended(&c, rig.at(2000)));
+    rig.feed(events);
+    rig.wait_stored(1);
+    // 30 rebuilt; 60 looked lost when 61 came (rebuilt, then overwritten by
+    // the real one); 62 after the late 60 is no loss.
+    assert_eq!(rig.metrics.recording.rebuilt.get(), 2);
+    let s = &rig.sidecars()[0];
+    assert!(s.complete, "{:?}", s.truncated);
+    assert_eq!(s.audio.duration_seconds, 2.0);
+}
+
+#[test]
 fn calls_the_policy_does_not_record_leave_nothing() {
     let mut rig = Rig::new("none", u64::MAX);
     // No policy user; a user whose recording never switched on.

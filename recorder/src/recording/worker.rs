@@ -158,10 +158,18 @@ impl Active {
         true
     }
 
-    /// Remembers where this packet's audio ends on its side's RTP clock.
+    /// Remembers where this packet's audio ends on its side's RTP clock,
+    /// unless it came late (reordered): the newest packet stays the mark.
     fn track(&mut self, f: &MediaFrame, clock: u32) {
+        let slot = &mut self.last[f.side.index()];
+        if let Some((ssrc, seq, _)) = *slot
+            && ssrc == f.ssrc
+            && f.seq.wrapping_sub(seq) as i16 <= 0
+        {
+            return;
+        }
         let dur = (self.pcm.len() as u64 * u64::from(clock) / u64::from(self.rate.max(1))) as u32;
-        self.last[f.side.index()] = Some((f.ssrc, f.seq, f.timestamp.wrapping_add(dur)));
+        *slot = Some((f.ssrc, f.seq, f.timestamp.wrapping_add(dur)));
     }
 
     /// Encodes a chunk and appends what the encoder gives back. After a
