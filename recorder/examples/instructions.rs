@@ -1,5 +1,7 @@
 //! A fixed workload for counting instructions (`make bench` runs it under
-//! valgrind's callgrind): `CALLS` recorded G.711 calls of `SECONDS` each go
+//! valgrind's callgrind): `CALLS` recorded calls of `SECONDS` each, both
+//! sides in `CODEC` (PCMU, G722, G729 or OPUS; wideband ones make 16 kHz
+//! files, as in a real call), go
 //! through the recording pipeline the recorder runs — dispatcher, encoder
 //! workers (decode, timeline, LAME), spool files, sidecars, the uploader
 //! into a local directory — and the process exits once all are stored.
@@ -8,11 +10,12 @@
 //! Two runs with different `CALLS` give the cost of one more recorded
 //! call-minute, without the fixed cost of starting the process.
 //!
-//! `instructions <calls> <seconds>`
+//! `instructions <calls> <seconds> [<codec>]`
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use audio_codec::Encoder as _;
 use earshot_contracts::config::{FilesystemConfig, RecordingConfig, SpoolConfig, StorageConfig};
 use earshot_contracts::{RecordingMode, Side};
 use earshot_recorder::events::Clock;
@@ -20,6 +23,7 @@ use earshot_recorder::metrics::Metrics;
 use earshot_recorder::recording::dispatch::{EventBuffer, run_dispatcher};
 use earshot_recorder::recording::{self, Parts};
 use earshot_recorder::store::Store;
+use earshot_recorder_core::codec::{Codec, FrameEncoder};
 use earshot_recorder_core::g711::Law;
 use earshot_recorder_core::{
     CallRef, EndReason, Event, InvolvedUser, MediaFrame, Party, RecordingReason, call_hash,
@@ -29,6 +33,11 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize, default: u64| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
     let (calls, seconds) = (arg(0, 4), arg(1, 30));
+    let codec_name = args
+        .get(2)
+        .map_or("PCMU", String::as_str)
+        .to_ascii_uppercase();
+    let codec = Codec::of(&codec_name).expect("a codec the recorder decodes");
     let dir = std::env::temp_dir().join(format!("earshot-instructions-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("spool")).expect("spool dir");
@@ -73,20 +82,13 @@ fn main() {
     // A tone per side, so LAME has real work (silence is cheaper): one
     // second of packets made up front (440 and 1000 Hz repeat every second),
     // so the count is the pipeline's, not the fixture's.
-    let second = |hz: f64| -> Vec<Vec<u8>> {
-        (0..50)
-            .map(|n| {
-                (0..160)
-                    .map(|i| {
-                        let t = (n * 160 + i) as f64 / 8000.0;
-                        let s = 8000.0 * (2.0 * std::f64::consts::PI * hz * t).sin();
-                        Law::Ulaw.encode(s as i16)
-                    })
-                    .collect()
-            })
-            .collect()
+    let tones = [second(codec, 440.0), second(codec, 1000.0)];
+    let (pt, clock) = match codec {
+        Codec::G711(_) => (0, 8000),
+        Codec::G722 => (9, 8000),
+        Codec::G729 => (18, 8000),
+        Codec::Opus => (111, 48000),
     };
-    let tones = [second(440.0), second(1000.0)];
     for id in 0..calls {
         let call = CallRef {
             id,
@@ -117,7 +119,7 @@ fn main() {
             reason: RecordingReason::Answered {
                 extension: "008".into(),
             },
-            wideband: false,
+            wideband: codec.wideband(),
         });
     }
     // Packets in time order across calls, as a recorder sees them.
@@ -137,10 +139,10 @@ fn main() {
                         stream: 0,
                         ssrc: side.index() as u32 + 1,
                         seq: n as u16,
-                        timestamp: (n * 160) as u32,
-                        payload_type: 0,
-                        codec: Some("PCMU".into()),
-                        clock_rate: 8000,
+                        timestamp: (n as u32).wrapping_mul(clock / 50),
+                        payload_type: pt,
+                        codec: Some(codec_name.clone()),
+                        clock_rate: clock,
                         payload: tones[side.index()][n % 50].clone(),
                     })
                 })
@@ -173,10 +175,61 @@ fn main() {
     };
     let _ = std::fs::remove_dir_all(&dir);
     println!(
-        "{{\"calls\": {calls}, \"seconds\": {seconds}, \"stored\": {stored}, \"callMinutes\": {}}}",
+        "{{\"codec\": \"{codec_name}\", \"calls\": {calls}, \"seconds\": {seconds}, \"stored\": {stored}, \"callMinutes\": {}}}",
         (calls * seconds) as f64 / 60.0
     );
     assert_eq!(stored, calls as usize, "every call stored");
+}
+
+/// One second of a tone as 50 payloads of 20 ms in `codec`, by its
+/// reference encoder (LAME is what is counted; these are made once).
+fn second(codec: Codec, hz: f64) -> Vec<Vec<u8>> {
+    let rate = if codec.wideband() { 16000 } else { 8000 };
+    let per = rate / 50;
+    let frame = |n: usize| -> Vec<i16> {
+        (0..per)
+            .map(|i| {
+                let t = (n * per + i) as f64 / rate as f64;
+                (8000.0 * (2.0 * std::f64::consts::PI * hz * t).sin()) as i16
+            })
+            .collect()
+    };
+    match codec {
+        Codec::G711(_) => (0..50)
+            .map(|n| frame(n).iter().map(|&s| Law::Ulaw.encode(s)).collect())
+            .collect(),
+        Codec::G729 => {
+            let mut e = FrameEncoder::new(Codec::G729).expect("G.729 encoder");
+            (0..50)
+                .map(|n| {
+                    let mut out = Vec::new();
+                    e.encode(frame(n).as_slice().try_into().expect("160"), &mut out);
+                    out
+                })
+                .collect()
+        }
+        Codec::G722 => {
+            let mut e = audio_codec::g722::G722Encoder::new();
+            (0..50).map(|n| e.encode(&frame(n))).collect()
+        }
+        Codec::Opus => {
+            let mut e = opusic_c::Encoder::new(
+                opusic_c::Channels::Mono,
+                opusic_c::SampleRate::Hz16000,
+                opusic_c::Application::Voip,
+            )
+            .expect("libopus");
+            (0..50)
+                .map(|n| {
+                    let pcm: Vec<u16> = frame(n).iter().map(|&s| s as u16).collect();
+                    let mut out = vec![0u8; 1500];
+                    let len = e.encode_to_slice(&pcm, &mut out).expect("opus");
+                    out.truncate(len);
+                    out
+                })
+                .collect()
+        }
+    }
 }
 
 fn count_json(dir: &std::path::Path) -> usize {
