@@ -91,7 +91,8 @@ pub enum Outcome {
     Played,
     /// Started and cut short (call ended, recording stopped, stop tone).
     Cut,
-    /// The call's codec cannot be encoded by the recorder (only G.711 can).
+    /// The call's codec cannot be encoded by the recorder (it encodes G.711,
+    /// G.722, G.729 and Opus).
     UnsupportedCodec,
     /// The receiver has no negotiated media address.
     NoMedia,
