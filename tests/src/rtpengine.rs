@@ -152,12 +152,14 @@ fn children_of(pid: u32) -> Vec<u32> {
 /// Returns the MP3's length in seconds and the span of the call's packets.
 pub fn pcap_to_mp3(pcap: &Path, mp3: &Path, left: &[u32]) -> std::io::Result<(f64, f64)> {
     let packets = read_udp(pcap)?;
-    let Some(first) = packets.first().map(|p| p.nanos) else {
+    // rtpengine writes a busy call's packets slightly out of time order: the
+    // span is from the earliest to the latest.
+    let Some(first) = packets.iter().map(|p| p.nanos).min() else {
         return Ok((0.0, 0.0));
     };
-    let last = packets.last().map_or(first, |p| p.nanos);
+    let last = packets.iter().map(|p| p.nanos).max().unwrap_or(first);
     let t0 = Instant::now();
-    let at = |n: u128| t0 + Duration::from_nanos((n - first) as u64);
+    let at = |n: u128| t0 + Duration::from_nanos(n.saturating_sub(first) as u64);
     let mut timeline = Timeline::new(t0, PauseBehaviour::Skip, ChannelLayout::Stereo);
     for p in &packets {
         if p.payload.len() < 12 || p.payload[1] & 0x7f != 0 {
