@@ -54,7 +54,7 @@ impl Codec {
             // Annex A is bitstream-compatible, Annex B adds SID frames.
             Some(Codec::G729)
         } else {
-            Law::of(&name.to_ascii_uppercase()).map(Codec::G711)
+            Law::of(name).map(Codec::G711)
         }
     }
 
@@ -198,9 +198,9 @@ impl SideDecoder {
             Codec::G729 => State::G729(Box::default()),
         };
         let upsample = (wide && codec.audio_rate() < WIDEBAND)
-            .then(|| BoxedResampler::new(NARROWBAND as usize, WIDEBAND as usize).ok())
+            .then(upsampler)
             .flatten()
-            .map(|r| (Box::new(r), Vec::new()));
+            .map(|r| (r, Vec::new()));
         SideDecoder {
             codec,
             state,
@@ -227,7 +227,7 @@ impl SideDecoder {
             return false;
         };
         // libopus rebuilds whole 2.5 ms frames, at most one packet (120 ms).
-        let quantum = buf.len() / 48;
+        let quantum = (buf.len() / (OPUS_MAX_MS * 2 / 5)).max(1);
         let samples = samples.min(buf.len()) / quantum * quantum;
         if samples == 0 || next.is_empty() {
             return false;
@@ -255,6 +255,14 @@ impl SideDecoder {
         let n = up.resample_into(narrow, &mut out[start..]).unwrap_or(0);
         out.truncate(start + n);
     }
+}
+
+/// 8 → 16 kHz, for narrowband audio in a wideband recording and for
+/// announcements into G.722.
+fn upsampler() -> Option<Box<BoxedResampler>> {
+    BoxedResampler::new(NARROWBAND as usize, WIDEBAND as usize)
+        .ok()
+        .map(Box::new)
 }
 
 /// Samples of one announcement frame: 20 ms at 8 kHz.
@@ -298,7 +306,7 @@ impl FrameEncoder {
             // 0.4.13 it emits a constant code whatever the input.
             Codec::G722 => Enc::G722(
                 Box::new(G722Encoder::new()),
-                Box::new(BoxedResampler::new(NARROWBAND as usize, WIDEBAND as usize).ok()?),
+                upsampler()?,
                 Vec::with_capacity(2 * FRAME_8K + 64),
             ),
             // Annex B off: every frame is voice, no SID the receiver might
@@ -315,11 +323,6 @@ impl FrameEncoder {
             )),
         };
         Some(FrameEncoder { codec, enc })
-    }
-
-    /// The codec it encodes.
-    pub fn codec(&self) -> Codec {
-        self.codec
     }
 
     /// RTP timestamp units of one 20 ms packet.

@@ -13,13 +13,15 @@ pub enum Law {
 }
 
 impl Law {
-    /// The law of a codec name from SDP; `None` for any other codec (which
+    /// The law of a codec name from SDP (any case); `None` for any other codec (which
     /// the recorder can neither decode nor encode).
     pub fn of(codec: &str) -> Option<Law> {
-        match codec {
-            "PCMU" => Some(Law::Ulaw),
-            "PCMA" => Some(Law::Alaw),
-            _ => None,
+        if codec.eq_ignore_ascii_case("PCMU") {
+            Some(Law::Ulaw)
+        } else if codec.eq_ignore_ascii_case("PCMA") {
+            Some(Law::Alaw)
+        } else {
+            None
         }
     }
 

@@ -114,22 +114,23 @@ impl Active {
     /// Decodes one side's payload at the file's rate; `None` for a codec the
     /// recorder cannot decode. A side that changes codec gets a new decoder.
     /// The samples land in `self.pcm` (one buffer for every packet of the
-    /// recording); returns the codec's RTP clock.
-    fn decode(&mut self, side: Side, codec: &str, payload: &[u8]) -> Option<u32> {
-        let c = Codec::of(codec)?;
+    /// recording).
+    fn decode(&mut self, side: Side, c: Codec, name: &str, payload: &[u8]) {
         let slot = &mut self.decoders[side.index()];
-        if slot.as_ref().is_none_or(|d| d.codec() != c) {
-            *slot = Some(SideDecoder::new(c, self.rate));
-            self.codecs[side.index()].get_or_insert_with(|| codec.to_ascii_uppercase());
-        }
+        let d = match slot {
+            Some(d) if d.codec() == c => d,
+            _ => {
+                self.codecs[side.index()].get_or_insert_with(|| name.to_ascii_uppercase());
+                slot.insert(SideDecoder::new(c, self.rate))
+            }
+        };
         self.pcm.clear();
-        slot.as_mut()?.decode(payload, &mut self.pcm);
-        Some(c.clock_rate())
+        d.decode(payload, &mut self.pcm);
     }
 
-    /// Rebuilds a single packet lost just before this one on its side, from
-    /// this one (Opus FEC), into the timeline; true if it did.
-    fn rebuild_lost(&mut self, f: &MediaFrame, clock: u32) -> bool {
+    /// Rebuilds a single packet lost just before this one (in codec `c`) on
+    /// its side, from this one (Opus FEC), into the timeline; true if it did.
+    fn rebuild_lost(&mut self, f: &MediaFrame, c: Codec, clock: u32) -> bool {
         let i = f.side.index();
         let Some((ssrc, seq, end)) = self.last[i] else {
             return false;
@@ -143,12 +144,10 @@ impl Active {
             return false;
         }
         let samples = (i64::from(gap) * i64::from(self.rate) / i64::from(clock.max(1))) as usize;
-        let Some(d) = self.decoders[i].as_mut() else {
+        // Only the decoder that decoded the packet before the loss.
+        let Some(d) = self.decoders[i].as_mut().filter(|d| d.codec() == c) else {
             return false;
         };
-        if Codec::of(f.codec.as_deref().unwrap_or("")) != Some(d.codec()) {
-            return false;
-        }
         self.rebuilt.clear();
         if !d.recover(&f.payload, samples, &mut self.rebuilt) || self.rebuilt.is_empty() {
             return false;
@@ -275,19 +274,21 @@ fn run_job(shared: &Shared, active: &mut HashMap<u64, Active>, job: Job) {
                 return;
             };
             let codec = f.codec.as_deref().unwrap_or("");
-            // The SDP's clock, else the codec's own (RFC 3551, 7587).
-            let clock = match (f.clock_rate, Codec::of(codec)) {
-                (0, Some(c)) => c.clock_rate(),
-                (0, None) => 8000,
-                (hz, _) => hz,
-            };
-            // Before this packet is decoded: the decoder rebuilds the lost
-            // one first (libopus keeps its state in order).
-            if a.rebuild_lost(&f, clock) {
-                shared.metrics.rebuilt.inc();
-            }
-            match a.decode(f.side, codec, &f.payload) {
-                Some(_) => {
+            // The codec's name is looked up once per packet.
+            match Codec::of(codec) {
+                Some(c) => {
+                    // The SDP's clock, else the codec's own (RFC 3551, 7587).
+                    let clock = if f.clock_rate > 0 {
+                        f.clock_rate
+                    } else {
+                        c.clock_rate()
+                    };
+                    // Before this packet is decoded: the decoder rebuilds
+                    // the lost one first (libopus keeps its state in order).
+                    if a.rebuild_lost(&f, c, clock) {
+                        shared.metrics.rebuilt.inc();
+                    }
+                    a.decode(f.side, c, codec, &f.payload);
                     a.codec.get_or_insert_with(|| codec.to_owned());
                     a.timeline
                         .push_clocked(f.side, f.at, f.ssrc, f.timestamp, clock, &a.pcm);
