@@ -15,7 +15,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use audio_codec::Encoder as _;
 use earshot_contracts::config::{FilesystemConfig, RecordingConfig, SpoolConfig, StorageConfig};
 use earshot_contracts::{RecordingMode, Side};
 use earshot_recorder::events::Clock;
@@ -23,11 +22,14 @@ use earshot_recorder::metrics::Metrics;
 use earshot_recorder::recording::dispatch::{EventBuffer, run_dispatcher};
 use earshot_recorder::recording::{self, Parts};
 use earshot_recorder::store::Store;
-use earshot_recorder_core::codec::{Codec, FrameEncoder};
-use earshot_recorder_core::g711::Law;
+use earshot_recorder_core::codec::Codec;
 use earshot_recorder_core::{
     CallRef, EndReason, Event, InvolvedUser, MediaFrame, Party, RecordingReason, call_hash,
 };
+
+#[path = "../benches/common/payloads.rs"]
+mod payloads;
+use payloads::payloads;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -82,7 +84,7 @@ fn main() {
     // A tone per side, so LAME has real work (silence is cheaper): one
     // second of packets made up front (440 and 1000 Hz repeat every second),
     // so the count is the pipeline's, not the fixture's.
-    let tones = [second(codec, 440.0), second(codec, 1000.0)];
+    let tones = [payloads(codec, 440.0), payloads(codec, 1000.0)];
     let (pt, clock) = match codec {
         Codec::G711(_) => (0, 8000),
         Codec::G722 => (9, 8000),
@@ -167,7 +169,7 @@ fn main() {
     // Stored: every sidecar in the directory store.
     let deadline = Instant::now() + Duration::from_secs(600);
     let stored = loop {
-        let n = count_json(&dir.join("store"));
+        let n = earshot_tests::sidecars_in(&dir.join("store")).len();
         if n >= calls as usize || Instant::now() > deadline {
             break n;
         }
@@ -179,71 +181,4 @@ fn main() {
         (calls * seconds) as f64 / 60.0
     );
     assert_eq!(stored, calls as usize, "every call stored");
-}
-
-/// One second of a tone as 50 payloads of 20 ms in `codec`, by its
-/// reference encoder (LAME is what is counted; these are made once).
-fn second(codec: Codec, hz: f64) -> Vec<Vec<u8>> {
-    let rate = if codec.wideband() { 16000 } else { 8000 };
-    let per = rate / 50;
-    let frame = |n: usize| -> Vec<i16> {
-        (0..per)
-            .map(|i| {
-                let t = (n * per + i) as f64 / rate as f64;
-                (8000.0 * (2.0 * std::f64::consts::PI * hz * t).sin()) as i16
-            })
-            .collect()
-    };
-    match codec {
-        Codec::G711(_) => (0..50)
-            .map(|n| frame(n).iter().map(|&s| Law::Ulaw.encode(s)).collect())
-            .collect(),
-        Codec::G729 => {
-            let mut e = FrameEncoder::new(Codec::G729).expect("G.729 encoder");
-            (0..50)
-                .map(|n| {
-                    let mut out = Vec::new();
-                    e.encode(frame(n).as_slice().try_into().expect("160"), &mut out);
-                    out
-                })
-                .collect()
-        }
-        Codec::G722 => {
-            let mut e = audio_codec::g722::G722Encoder::new();
-            (0..50).map(|n| e.encode(&frame(n))).collect()
-        }
-        Codec::Opus => {
-            let mut e = opusic_c::Encoder::new(
-                opusic_c::Channels::Mono,
-                opusic_c::SampleRate::Hz16000,
-                opusic_c::Application::Voip,
-            )
-            .expect("libopus");
-            (0..50)
-                .map(|n| {
-                    let pcm: Vec<u16> = frame(n).iter().map(|&s| s as u16).collect();
-                    let mut out = vec![0u8; 1500];
-                    let len = e.encode_to_slice(&pcm, &mut out).expect("opus");
-                    out.truncate(len);
-                    out
-                })
-                .collect()
-        }
-    }
-}
-
-fn count_json(dir: &std::path::Path) -> usize {
-    let mut n = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "json") {
-                n += 1;
-            }
-        }
-    }
-    n
 }

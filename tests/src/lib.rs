@@ -87,6 +87,27 @@ pub fn free_ports(count: u16) -> u16 {
     panic!("no block of {count} free ports on 127.0.0.1 below 32700");
 }
 
+/// The recordings of a filesystem store under `root`: (MP3 path,
+/// sidecar), in name order (oldest first).
+pub fn sidecars_in(root: &Path) -> Vec<(PathBuf, serde_json::Value)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "json") {
+                let v: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(&p).unwrap()).expect("sidecar is JSON");
+                out.push((p.with_extension("mp3"), v));
+            }
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
 /// A temporary directory removed at drop.
 pub struct TempDir(PathBuf);
 
@@ -324,22 +345,7 @@ impl RecorderProcess {
 
     /// Recordings in the filesystem store: (MP3 path, sidecar), oldest first.
     pub fn recordings(&self) -> Vec<(PathBuf, serde_json::Value)> {
-        let mut out = Vec::new();
-        let mut stack = vec![self.store.clone()];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else if p.extension().is_some_and(|x| x == "json") {
-                    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap())
-                        .expect("sidecar is JSON");
-                    out.push((p.with_extension("mp3"), v));
-                }
-            }
-        }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
+        sidecars_in(&self.store)
     }
 
     /// Waits until `n` recordings are in the filesystem store.
