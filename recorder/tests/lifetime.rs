@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 use common::*;
 use earshot_contracts::sidecar::Sidecar;
 use earshot_tests::garage::Garage;
-use earshot_tests::pcap::{RtpStream, ffmpeg_encode};
+use earshot_tests::pcap::{RtpStream, ffmpeg_encode, ffmpeg_opus_with};
 use earshot_tests::{Sipp, SippProcess, TestUser, parse_metric};
 
 /// Longest audio a process crash may take with it (docs/recordings.md
@@ -247,6 +247,34 @@ fn round(life: &mut Life, with_kill: bool, with_outage: bool) {
         callee: RtpStream::new(11).alaw().tone(1000.0, 2500),
         ..always("g722-pcma", 20, 10, 2400)
     });
+    // Opus both ways (48 kHz clock), the caller sending in-band FEC with
+    // every 10th packet lost: libopus decoders made and dropped, and lost
+    // packets rebuilt, in the same long-lived process.
+    let opus = |hz: f64, ssrc: u32, fec: &[&str]| {
+        let packets = ffmpeg_opus_with(&format!("0.3*sin(2*PI*{hz}*t)"), 2.5, fec);
+        let refs: Vec<&[u8]> = packets.iter().map(Vec::as_slice).collect();
+        RtpStream::new(ssrc).clock(48000).packets_of(111, &refs)
+    };
+    let opus_sdp = || {
+        vec![
+            ("PT", "111".to_owned()),
+            ("CODEC", "opus".to_owned()),
+            ("CLOCK", "48000/2".to_owned()),
+            ("EVENT_CLOCK", "48000".to_owned()),
+        ]
+    };
+    let rebuilt = life.metric("earshot_recording_rebuilt_packets_total");
+    life.run(Phase {
+        caller_sdp: opus_sdp(),
+        callee_sdp: opus_sdp(),
+        caller: opus(440.0, 12, &["-fec", "1", "-packet_loss", "10"]).drop_every(10),
+        callee: opus(1000.0, 13, &[]),
+        ..always("opus-lossy", 20, 10, 2400)
+    });
+    assert!(
+        life.metric("earshot_recording_rebuilt_packets_total") - rebuilt >= 20.0,
+        "lost Opus packets rebuilt in this process"
+    );
     life.run(Phase {
         from: "012",
         caller: shortcode_caller(5, true),
@@ -511,6 +539,7 @@ fn one_recorder_through_hundreds_of_calls_a_kill_and_a_store_outage_loses_nothin
     // sends another payload type is an incomplete recording, caught above).
     assert_eq!(v.codecs.get("PCMA"), Some(&30), "{:?}", v.codecs);
     assert_eq!(v.codecs.get("G722"), Some(&20), "{:?}", v.codecs);
+    assert_eq!(v.codecs.get("OPUS"), Some(&20), "{:?}", v.codecs);
     let text = life.s.recorder.metrics_text();
     assert_eq!(
         parse_metric(&text, "earshot_recordings_expected_total")
