@@ -33,6 +33,13 @@ pub struct RecorderConfig {
     pub advertised_address: Option<IpAddr>,
     /// RTP relay ports.
     pub rtp: RtpConfig,
+    /// Media-path shards: each owns the calls whose Call-ID hashes to it and
+    /// an equal share of the RTP ports, on its own thread, so a second core
+    /// records more calls and one slow shard delays only its own calls.
+    /// `0` (the default): one per CPU the process may use (its cgroup
+    /// quota included).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub shards: u16,
     /// Metrics and health endpoints.
     #[serde(default)]
     pub http: HttpConfig,
@@ -68,6 +75,10 @@ pub struct RecorderConfig {
     /// What tells the parties the call is recorded.
     #[serde(default, skip_serializing_if = "AnnouncementConfig::is_off")]
     pub announcement: AnnouncementConfig,
+}
+
+fn is_zero(n: &u16) -> bool {
+    *n == 0
 }
 
 fn default_grace() -> Duration {
@@ -683,6 +694,7 @@ impl RecorderConfig {
                 "advertisedAddress",
             ),
             (self.rtp != running.rtp, "rtp"),
+            (self.shards != running.shards, "shards"),
             (self.http != running.http, "http"),
             (self.events != running.events, "events"),
             (self.spool != running.spool, "spool"),

@@ -72,8 +72,9 @@ fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    // One I/O thread: the core sits behind one lock anyway and encoding has
-    // its own threads; a second I/O thread only added wake-ups between them.
+    // The main thread runs the SIP listeners, HTTP and the config watcher;
+    // the media path runs on the shards' own threads (`shards`), encoding
+    // on the encoder threads.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

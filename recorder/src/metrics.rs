@@ -139,7 +139,7 @@ impl Metrics {
         );
         registry.register(
             "sip_dropped",
-            "SIP messages dropped or not acted on, by reason (unknown_source, stray_response, response_from_elsewhere, target_outside_peers, peer_limit, info_from_other_leg, tcp_refused)",
+            "SIP messages dropped or not acted on, by reason (unknown_source, stray_response, response_from_elsewhere, target_outside_peers, peer_limit, info_from_other_leg, tcp_refused, shard_busy)",
             m.sip_dropped.clone(),
         );
         registry.register(
@@ -293,6 +293,7 @@ impl Metrics {
                 "peer_limit",
                 "info_from_other_leg",
                 "tcp_refused",
+                "shard_busy",
             ],
         );
         zero(&m.recording_toggles, "to", &["on", "off"]);
@@ -421,6 +422,13 @@ impl Metrics {
 
 impl Metrics {
     /// Counts a SIP TCP connection refused at accept (limits, ACL).
+    /// A SIP message dropped because its shard's inbox was full.
+    pub fn shard_busy(&self) {
+        self.sip_dropped
+            .get_or_create(&vec![("reason", "shard_busy".to_owned())])
+            .inc();
+    }
+
     pub fn tcp_refused(&self) {
         self.sip_dropped
             .get_or_create(&vec![("reason", "tcp_refused".to_owned())])

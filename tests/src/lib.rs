@@ -185,7 +185,7 @@ impl RecorderProcess {
         storage: Option<&str>,
         env: &[(&str, &str)],
     ) -> Self {
-        Self::start_sized(binary, dir, next_hop, users, storage, env, 510)
+        Self::start_sized(binary, dir, next_hop, users, storage, env, 1020)
     }
 
     /// Like [`start_with`](Self::start_with), with `rtp_ports` RTP/RTCP ports
@@ -215,7 +215,7 @@ impl RecorderProcess {
         rtp_ports: u16,
         extra_yaml: &str,
     ) -> Self {
-        // SIP, HTTP, then the RTP/RTCP ports (510 by default: 127 concurrent calls).
+        // SIP, HTTP, then the RTP/RTCP ports (1020 by default: 255 concurrent calls, split across the shards; ended calls hold theirs for up to 10 s).
         let base = free_ports(rtp_ports + 2);
         let sip = SocketAddr::from(([127, 0, 0, 1], base));
         let http = SocketAddr::from(([127, 0, 0, 1], base + 1));

@@ -46,6 +46,9 @@ pub fn recorder_config(v: &Validated) -> RecorderConfig {
             port_max: port(rec.rtp_ports.max),
             allow_local_media: rec.network.allow_local_media,
         },
+        // One shard per CPU the pod may use: the recorder reads its cgroup
+        // quota, so the pod's CPU limit sets it.
+        shards: 0,
         http: HttpConfig {
             listen: SocketAddr::new(ANY, RECORDER_HTTP_PORT),
         },

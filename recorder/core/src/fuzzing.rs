@@ -44,7 +44,13 @@ pub fn framing(data: &[u8]) {
 
 /// SIP message parsing, and what the proxy does to a parsed message.
 pub fn message(data: &[u8]) {
+    let routed = crate::sip::message::call_id_of(data);
     if let Ok(mut m) = Message::parse(data) {
+        assert_eq!(
+            routed.as_deref(),
+            m.call_id().as_deref(),
+            "a message is routed by the Call-ID its shard parses"
+        );
         let again = Message::parse(&m.to_bytes());
         assert!(again.is_ok(), "what the parser took, re-serialised, parses");
         let _ = (

@@ -26,5 +26,5 @@ pub use earshot_contracts::{
     AnnouncementMode, AnnouncementTarget, ChannelLayout, PauseBehaviour, RecordingMode, Side,
     Transport,
 };
-pub use engine::{Output, Recorder, Relay};
+pub use engine::{Output, PeerLoads, Recorder, Relay, Shard};
 pub use event::{CallRef, EndReason, Event, InvolvedUser, MediaFrame, Party, RecordingReason};

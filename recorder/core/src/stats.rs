@@ -36,6 +36,45 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Adds another shard's counters and gauges to these: the process's
+    /// figures are the sum of its shards'.
+    pub fn merge(&mut self, other: &Stats) {
+        fn add<K: Ord + Clone>(into: &mut BTreeMap<K, u64>, from: &BTreeMap<K, u64>) {
+            for (k, v) in from {
+                *into.entry(k.clone()).or_default() += v;
+            }
+        }
+        // Destructured, so a new field cannot be left out of the sum.
+        let Stats {
+            sip_messages,
+            sip_parse_errors,
+            sip_refused,
+            sip_dropped,
+            rtp_packets,
+            rtp_dropped,
+            dtmf_digits,
+            recording_toggles,
+            announcements,
+            calls,
+            calls_active,
+            recordings_active,
+            recordings_started,
+        } = other;
+        add(&mut self.sip_messages, sip_messages);
+        self.sip_parse_errors += sip_parse_errors;
+        add(&mut self.sip_refused, sip_refused);
+        add(&mut self.sip_dropped, sip_dropped);
+        add(&mut self.rtp_packets, rtp_packets);
+        add(&mut self.rtp_dropped, rtp_dropped);
+        add(&mut self.dtmf_digits, dtmf_digits);
+        add(&mut self.recording_toggles, recording_toggles);
+        add(&mut self.announcements, announcements);
+        add(&mut self.calls, calls);
+        self.calls_active += calls_active;
+        self.recordings_active += recordings_active;
+        self.recordings_started += recordings_started;
+    }
+
     pub(crate) fn bump<K: Ord>(map: &mut BTreeMap<K, u64>, key: K) {
         *map.entry(key).or_default() += 1;
     }
@@ -64,4 +103,35 @@ pub fn method_label(method: &str) -> &'static str {
         .find(|m| m.eq_ignore_ascii_case(method))
         .copied()
         .unwrap_or("OTHER")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merging_adds_every_counter_and_gauge() {
+        let mut a = Stats::default();
+        Stats::bump(&mut a.calls, "answered");
+        Stats::bump(&mut a.rtp_packets, "caller_to_callee");
+        a.calls_active = 2;
+        a.sip_parse_errors = 1;
+        let mut b = a.clone();
+        Stats::bump(&mut b.calls, "cancelled");
+        b.recordings_active = 1;
+        let mut sum = Stats::default();
+        sum.merge(&a);
+        sum.merge(&b);
+        assert_eq!(sum.calls.get("answered"), Some(&2));
+        assert_eq!(sum.calls.get("cancelled"), Some(&1));
+        assert_eq!(sum.rtp_packets.get("caller_to_callee"), Some(&2));
+        assert_eq!(
+            (
+                sum.calls_active,
+                sum.recordings_active,
+                sum.sip_parse_errors
+            ),
+            (4, 1, 2)
+        );
+    }
 }

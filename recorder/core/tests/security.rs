@@ -316,3 +316,54 @@ fn malformed_requests_get_the_answers_rfc_3261_asks_for() {
         assert!(out.methods_to(CALLEE).is_empty(), "{what}: not forwarded");
     }
 }
+
+#[test]
+fn shards_share_a_peer_s_limits_and_never_share_a_call_id() {
+    // Two shards of one process, as the shell runs them: calls_per_peer
+    // holds for the process, whichever shard each call lands on.
+    let limits = SipLimits {
+        calls_per_peer: 3,
+        ..SipLimits::default()
+    };
+    let loads = earshot_recorder_core::PeerLoads::default();
+    let mut shards: Vec<Recorder> = (0..2)
+        .map(|index| {
+            let mut cfg = mk_config();
+            cfg.limits = limits;
+            // Each shard its own ports, as the shell splits them.
+            let ports: Vec<u16> = (30000 + 100 * index as u16..30100 + 100 * index as u16)
+                .step_by(2)
+                .collect();
+            let shard = earshot_recorder_core::Shard {
+                index,
+                count: 2,
+                loads: loads.clone(),
+            };
+            Recorder::new_shard(cfg, &ports, shard)
+        })
+        .collect();
+    let t0 = Instant::now();
+    let invite = |n: usize| mk_invite("777", "500", &format!("s{n}"), &sdp("10.0.0.1", 4000, ""));
+    let mut ids = HashSet::new();
+    let mut codes = Vec::new();
+    for n in 0..5 {
+        let out = sip_in(&mut shards[n % 2], t0, CALLER, &invite(n));
+        codes.push(out.codes_to(CALLER)[0]);
+        for e in &out.events {
+            if let Event::CallStarted { call, .. } = e {
+                assert!(ids.insert(call.id), "call id {} given twice", call.id);
+            }
+        }
+    }
+    assert_eq!(
+        codes,
+        [100, 100, 100, 503, 503],
+        "three calls across both shards"
+    );
+    assert_eq!(ids.len(), 3);
+    assert_eq!(
+        ids.iter().map(|id| id % 2).collect::<HashSet<_>>().len(),
+        2,
+        "each shard's ids are its own: {ids:?}"
+    );
+}

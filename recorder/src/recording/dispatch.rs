@@ -20,33 +20,64 @@ use super::worker::{self, Job};
 /// Core events on their way to the dispatcher. The packet path appends under
 /// a short lock; the dispatcher takes the whole batch every 20 ms, so no
 /// thread is woken per packet (a third of the recorder's CPU went to such
-/// wake-ups before).
-#[derive(Debug, Default)]
+/// wake-ups before). One lane per shard: shards never wait on each other's
+/// lock, and a call's events, all from one shard, stay in order.
+#[derive(Debug)]
 pub struct EventBuffer {
-    events: std::sync::Mutex<Vec<Event>>,
+    lanes: Vec<std::sync::Mutex<Vec<Event>>>,
     closed: AtomicBool,
     finished: AtomicBool,
 }
 
+impl Default for EventBuffer {
+    fn default() -> Self {
+        Self::new(1)
+    }
+}
+
 impl EventBuffer {
-    /// Adds an event.
+    /// A buffer with `lanes` lanes (at least one).
+    pub fn new(lanes: usize) -> Self {
+        Self {
+            lanes: (0..lanes.max(1)).map(|_| Default::default()).collect(),
+            closed: AtomicBool::new(false),
+            finished: AtomicBool::new(false),
+        }
+    }
+
+    fn lane(&self, lane: usize) -> std::sync::MutexGuard<'_, Vec<Event>> {
+        self.lanes[lane % self.lanes.len()]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds an event to the first lane.
     pub fn push(&self, e: Event) {
-        self.events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(e);
+        self.push_to(0, e);
     }
 
-    /// Adds several events.
+    /// Adds an event to a shard's lane.
+    pub fn push_to(&self, lane: usize, e: Event) {
+        self.lane(lane).push(e);
+    }
+
+    /// Adds several events to the first lane.
     pub fn extend(&self, es: impl IntoIterator<Item = Event>) {
-        self.events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend(es);
+        self.lane(0).extend(es);
     }
 
+    /// Everything buffered, lane after lane.
     fn take(&self) -> Vec<Event> {
-        std::mem::take(&mut *self.events.lock().unwrap_or_else(|p| p.into_inner()))
+        let mut all = std::mem::take(&mut *self.lane(0));
+        for lane in 1..self.lanes.len() {
+            let more = std::mem::take(&mut *self.lane(lane));
+            if all.is_empty() {
+                all = more;
+            } else {
+                all.extend(more);
+            }
+        }
+        all
     }
 
     /// No more events will come; the dispatcher finishes what it has and stops.

@@ -16,7 +16,21 @@ pub(super) async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener
                 move || {
                     let shared = shared.clone();
                     async move {
-                        let stats = lock(&shared.rec).stats().clone();
+                        // Each shard's counters, taken off the main thread:
+                        // a shard busy in its core delays the scrape, never
+                        // the SIP listeners.
+                        let stats = {
+                            let shared = shared.clone();
+                            tokio::task::spawn_blocking(move || {
+                                let mut all = earshot_recorder_core::stats::Stats::default();
+                                for s in &shared.shards {
+                                    all.merge(lock(&s.core).stats());
+                                }
+                                all
+                            })
+                            .await
+                            .unwrap_or_default()
+                        };
                         let spool = shared.spool.usage(SystemTime::now());
                         let mut m = lock(&shared.metrics);
                         m.sync(&stats);
@@ -40,10 +54,23 @@ pub(super) async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener
                 move || {
                     let shared = shared.clone();
                     async move {
-                        if shared.ready.load(Ordering::Relaxed) {
-                            (axum::http::StatusCode::OK, "ready\n")
-                        } else {
-                            (axum::http::StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                        if !shared.ready.load(Ordering::Relaxed) {
+                            return (
+                                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                                "not ready\n".to_owned(),
+                            );
+                        }
+                        // Half alive is not ready: a shard that has not run
+                        // its 20 ms timer round for seconds relays nothing.
+                        match shared.stalled_shard() {
+                            None => (axum::http::StatusCode::OK, "ready\n".to_owned()),
+                            Some((shard, late)) => (
+                                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                                format!(
+                                    "not ready: shard {shard} stalled for {:.1} s\n",
+                                    late.as_secs_f64()
+                                ),
+                            ),
                         }
                     }
                 }

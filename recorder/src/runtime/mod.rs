@@ -1,37 +1,44 @@
 //! The tokio shell around the sans-IO core, one file per listener or task:
-//! [`sip`] (UDP and TCP listeners, sending), [`rtp`] (the relay's sockets),
-//! [`timer`] (the core's timers), [`http`] (metrics and health), [`reload`]
-//! (the config file watcher), [`shutdown`] (SIGTERM and the drain), [`log`]
-//! (info-level call lines). The core sits behind one mutex that is never
-//! held across an `.await`; every send happens after it is released.
+//! [`shard`] (the media path's shards, each its own core, thread and
+//! timers), [`sip`] (UDP and TCP listeners routing by Call-ID, sending),
+//! [`rtp`] (a shard's relay sockets), [`http`] (metrics and health),
+//! [`reload`] (the config file watcher), [`shutdown`] (SIGTERM and the
+//! drain), [`log`] (info-level call lines). The listeners, the HTTP server
+//! and the reload run on the main thread; each shard's core is locked only
+//! by its own thread (and briefly by a metrics scrape), never across an
+//! `.await`; every send happens after it is released.
 
 mod http;
 mod log;
 mod reload;
 mod rtp;
+mod shard;
 mod shutdown;
 mod sip;
-mod timer;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
-use earshot_recorder_core::{Output, Recorder, Transport};
+use earshot_recorder_core::{Recorder, Target, Transport};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
+
+use shard::{Input, Shard, ShardParts, ShardRun};
 
 use crate::config::Config;
 use crate::events::{Clock, EventLog};
 use crate::metrics::Metrics;
 
-/// State shared by every task.
+/// State shared by every task and shard.
 pub struct Shared {
-    rec: Mutex<Recorder>,
     metrics: Mutex<Metrics>,
     sip_udp: Option<Arc<UdpSocket>>,
     /// Open SIP TCP connections by remote address: (connection id, writer).
@@ -41,13 +48,19 @@ pub struct Shared {
     tcp_limits: earshot_contracts::config::SipLimits,
     /// The peers' networks, for the ACL at TCP accept (updated on reload).
     acl: std::sync::RwLock<Vec<earshot_recorder_core::IpNet>>,
-    rtp: Vec<Option<Arc<UdpSocket>>>,
-    rtp_base: u16,
+    /// The shards, and the keyed hash that routes a Call-ID to one (keyed
+    /// per process, so no peer can aim its calls at one shard).
+    shards: Vec<Arc<Shard>>,
+    router: std::collections::hash_map::RandomState,
+    /// The main runtime: the listeners' sockets are registered with it, so
+    /// sends that must wait are spawned on it, whichever thread asks.
+    main: tokio::runtime::Handle,
+    /// Start of the shards' heartbeat clock.
+    epoch: Instant,
     events: Arc<crate::recording::EventBuffer>,
     spool: Arc<crate::spool::Spool>,
     recording: crate::recording::SettingsHandle,
     ready: AtomicBool,
-    timer_wake: tokio::sync::Notify,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -56,51 +69,74 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn drain(rec: &mut Recorder) -> Vec<Output> {
-    let mut out = Vec::new();
-    loop {
-        match rec.poll_output() {
-            Output::Timeout(_) => return out,
-            o => out.push(o),
+impl Shared {
+    /// The shard that owns the call a SIP message belongs to: by its
+    /// Call-ID; a message without one goes to the first shard, which
+    /// answers or counts it as malformed.
+    fn shard_for(&self, data: &[u8]) -> &Arc<Shard> {
+        let i = match earshot_recorder_core::sip::message::call_id_of(data) {
+            Some(id) => (self.router.hash_one(&*id) % self.shards.len() as u64) as usize,
+            None => 0,
+        };
+        &self.shards[i]
+    }
+
+    /// Hands a SIP message to its shard. A shard whose inbox is full (it
+    /// is stuck or far behind) loses the message, counted; the sender
+    /// retransmits over UDP.
+    fn route_sip(
+        &self,
+        target: Target,
+        data: &[u8],
+        done: Option<tokio::sync::oneshot::Sender<()>>,
+    ) {
+        let shard = self.shard_for(data);
+        let input = Input::Sip {
+            target,
+            data: data.to_vec(),
+            done,
+        };
+        if let Err(mpsc::error::TrySendError::Full(_)) = shard.inbox.try_send(input) {
+            lock(&self.metrics).shard_busy();
         }
+    }
+
+    /// Sends a command to every shard, waiting for room in each inbox.
+    async fn tell_shards(&self, input: impl Fn() -> Input) {
+        for shard in &self.shards {
+            let _ = shard.inbox.send(input()).await;
+        }
+    }
+
+    /// Calls in progress across the shards.
+    pub(super) fn active_calls(&self) -> usize {
+        self.shards.iter().map(|s| s.active_calls()).sum()
+    }
+
+    /// The first shard whose timer round is late, and by how much.
+    fn stalled_shard(&self) -> Option<(usize, Duration)> {
+        self.shards.iter().find_map(|s| {
+            let late = s.since_heartbeat(self.epoch);
+            (late > shard::STALLED_AFTER).then_some((s.index, late))
+        })
     }
 }
 
-impl Shared {
-    /// Runs `f` on the core, then carries out what it produced.
-    pub(super) fn with_core<R>(self: &Arc<Self>, f: impl FnOnce(&mut Recorder) -> R) -> R {
-        let (r, outs, sooner) = {
-            let mut rec = lock(&self.rec);
-            let before = rec.next_timeout();
-            let r = f(&mut rec);
-            let after = rec.next_timeout();
-            let sooner = after.is_some_and(|a| before.is_none_or(|b| a < b));
-            (r, drain(&mut rec), sooner)
-        };
-        if sooner {
-            // A timer earlier than the timer task sleeps for (an announcement
-            // starting now): wake it.
-            self.timer_wake.notify_one();
-        }
-        self.dispatch(outs);
-        r
-    }
-
-    fn dispatch(self: &Arc<Self>, outs: Vec<Output>) {
-        for o in outs {
-            match o {
-                Output::Sip { target, data } => self.send_sip(target, data),
-                Output::Rtp { relay, data } => self.send_rtp(relay, &data),
-                Output::Event(e) => self.events.push(e),
-                Output::Timeout(_) => {}
-            }
-        }
-    }
+/// How many shards: the configured number, else one per CPU the process may
+/// use; never more than there are RTP port pairs to give them.
+fn shard_count(configured: u16, port_pairs: usize) -> usize {
+    let wanted = match configured {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => usize::from(n),
+    };
+    wanted.clamp(1, port_pairs.max(1))
 }
 
 /// Everything bound and ready to run.
 pub struct Server {
     shared: Arc<Shared>,
+    shard_parts: Vec<ShardParts>,
+    rtp_base: u16,
     config_path: PathBuf,
     config: Config,
     tcp_listener: Option<TcpListener>,
@@ -140,16 +176,12 @@ pub async fn bind(config_path: PathBuf, config: Config) -> anyhow::Result<Server
 
     let wanted = config.rtp_ports();
     let base = wanted.first().copied().unwrap_or(0);
-    let mut rtp: Vec<Option<Arc<UdpSocket>>> = vec![None; wanted.len() * 2];
     let mut bound = Vec::new();
     for &p in &wanted {
-        let rtp_sock = UdpSocket::bind((config.file.rtp.bind, p)).await;
-        let rtcp_sock = UdpSocket::bind((config.file.rtp.bind, p + 1)).await;
+        let rtp_sock = bind_udp(config.file.rtp.bind, p);
+        let rtcp_sock = bind_udp(config.file.rtp.bind, p + 1);
         if let (Ok(a), Ok(b)) = (rtp_sock, rtcp_sock) {
-            let i = (p - base) as usize;
-            rtp[i] = Some(Arc::new(a));
-            rtp[i + 1] = Some(Arc::new(b));
-            bound.push(p);
+            bound.push((p, a, b));
         }
     }
     if bound.is_empty() {
@@ -166,7 +198,54 @@ pub async fn bind(config_path: PathBuf, config: Config) -> anyhow::Result<Server
             "some RTP port pairs are in use by other processes"
         );
     }
-    let events_tx = Arc::new(crate::recording::EventBuffer::default());
+    // Port pair k goes to shard k mod N: every shard gets an equal share
+    // of the range, each on its own runtime.
+    let count = shard_count(config.file.shards, bound.len());
+    let pairs = bound.len();
+    let mut split: Vec<Vec<_>> = (0..count).map(|_| Vec::new()).collect();
+    for (k, pair) in bound.into_iter().enumerate() {
+        split[k % count].push(pair);
+    }
+    let loads = earshot_recorder_core::PeerLoads::default();
+    let mut shards = Vec::with_capacity(count);
+    let mut shard_parts = Vec::with_capacity(count);
+    for (index, own) in split.into_iter().enumerate() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start a shard's runtime")?;
+        let mut rtp: Vec<Option<Arc<UdpSocket>>> = vec![None; wanted.len() * 2];
+        let mut ports = Vec::new();
+        {
+            let _in_its_runtime = runtime.enter();
+            for (p, a, b) in own {
+                let i = (p - base) as usize;
+                rtp[i] = Some(Arc::new(UdpSocket::from_std(a)?));
+                rtp[i + 1] = Some(Arc::new(UdpSocket::from_std(b)?));
+                ports.push(p);
+            }
+        }
+        // Each shard its own branch and tag generator, seeded by the system.
+        let mut cfg = core_cfg.clone();
+        cfg.seed = rand::random();
+        let core = Recorder::new_shard(
+            cfg,
+            &ports,
+            earshot_recorder_core::Shard {
+                index: index as u32,
+                count: count as u32,
+                loads: loads.clone(),
+            },
+        );
+        let (shard, inbox) = Shard::new(index, core);
+        shards.push(Arc::new(shard));
+        shard_parts.push(ShardParts {
+            runtime,
+            rtp,
+            inbox,
+        });
+    }
+    let events_tx = Arc::new(crate::recording::EventBuffer::new(count));
     let events_rx = events_tx.clone();
     let store =
         crate::store::Store::open(&config.file.storage).context("cannot open recording storage")?;
@@ -201,7 +280,6 @@ pub async fn bind(config_path: PathBuf, config: Config) -> anyhow::Result<Server
     })?;
     tracing::info!(storage = %store.describe, spool = %config.file.spool.dir.display(), "recordings go to storage through the spool");
     let shared = Arc::new(Shared {
-        rec: Mutex::new(Recorder::new(core_cfg, &bound)),
         metrics: Mutex::new(metrics),
         sip_udp,
         tcp: Mutex::new(HashMap::new()),
@@ -209,18 +287,20 @@ pub async fn bind(config_path: PathBuf, config: Config) -> anyhow::Result<Server
         tcp_open: Mutex::new(sip::TcpOpen::default()),
         tcp_limits: config.file.sip.limits,
         acl: std::sync::RwLock::new(acl_of(&config)),
-        rtp,
-        rtp_base: base,
+        shards,
+        router: std::collections::hash_map::RandomState::new(),
+        main: tokio::runtime::Handle::current(),
+        epoch: Instant::now(),
         events: events_tx,
         spool,
         recording: dispatcher.settings(),
         ready: AtomicBool::new(false),
-        timer_wake: tokio::sync::Notify::new(),
     });
     tracing::info!(
         sip = %config.file.sip.listen,
         http = %config.file.http.listen,
-        rtp_pairs = bound.len(),
+        rtp_pairs = pairs,
+        shards = count,
         peers = config.peers.len(),
         users = config.users.len(),
         "recorder listening"
@@ -230,6 +310,8 @@ pub async fn bind(config_path: PathBuf, config: Config) -> anyhow::Result<Server
     }
     Ok(Server {
         shared,
+        shard_parts,
+        rtp_base: base,
         config_path,
         config,
         tcp_listener,
@@ -243,8 +325,21 @@ pub async fn bind(config_path: PathBuf, config: Config) -> anyhow::Result<Server
 impl Server {
     /// Serves until SIGTERM/SIGINT and the drain that follows complete.
     pub async fn run(self) -> anyhow::Result<()> {
+        let grace = self.config.file.shutdown_grace;
+        let shared = self.start()?;
+        shutdown::wait_for_signal().await;
+        shutdown::drain(&shared, grace).await;
+        tracing::info!("recorder stopped");
+        Ok(())
+    }
+
+    /// Starts every listener, shard and task on the current runtime and
+    /// reports ready.
+    fn start(self) -> anyhow::Result<Arc<Shared>> {
         let Server {
             shared,
+            shard_parts,
+            rtp_base,
             config_path,
             config,
             tcp_listener,
@@ -277,8 +372,10 @@ impl Server {
         if let Some(listener) = tcp_listener {
             tokio::spawn(sip::accept_loop(shared.clone(), listener));
         }
-        rtp::spawn_relays(&shared);
-        tokio::spawn(timer::timer_loop(shared.clone()));
+        for (shard, parts) in shared.shards.iter().zip(shard_parts) {
+            ShardRun::start(shared.clone(), shard.clone(), parts, rtp_base)
+                .context("cannot start a shard's thread")?;
+        }
         tokio::spawn(http::serve(shared.clone(), http_listener));
         tokio::spawn(reload::watch_config(
             shared.clone(),
@@ -292,11 +389,15 @@ impl Server {
             tokio::spawn(expire_daily(fs.path, days));
         }
         shared.ready.store(true, Ordering::Relaxed);
-        shutdown::wait_for_signal().await;
-        shutdown::drain(&shared, config.file.shutdown_grace).await;
-        tracing::info!("recorder stopped");
-        Ok(())
+        Ok(shared)
     }
+}
+
+/// A non-blocking UDP socket, to be registered with a shard's runtime.
+fn bind_udp(ip: std::net::IpAddr, port: u16) -> std::io::Result<std::net::UdpSocket> {
+    let sock = std::net::UdpSocket::bind((ip, port))?;
+    sock.set_nonblocking(true)?;
+    Ok(sock)
 }
 
 /// An open SIP TCP connection's writer: its id and the queue toward it.

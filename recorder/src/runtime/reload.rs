@@ -50,7 +50,9 @@ pub(super) async fn watch_config(
                     .chain(cfg.watched_files(&path))
                     .collect();
                 last = stamp(&files);
-                shared.with_core(|rec| rec.update_config(core));
+                shared
+                    .tell_shards(|| super::Input::Config(Box::new(core.clone())))
+                    .await;
                 *shared.acl.write().unwrap_or_else(|p| p.into_inner()) = super::acl_of(&cfg);
                 *shared.recording.write().unwrap_or_else(|e| e.into_inner()) =
                     crate::recording::Settings::from_config(&cfg.file.recording);

@@ -30,13 +30,11 @@ pub(super) async fn drain(shared: &Arc<Shared>, grace: Duration) {
     // Drain: refuse new calls, let calls in progress finish.
     shared.ready.store(false, Ordering::Relaxed);
     lock(&shared.metrics).set_draining();
-    let active = shared.with_core(|rec| {
-        rec.drain();
-        rec.active_calls()
-    });
+    shared.tell_shards(|| super::Input::Drain).await;
+    let active = shared.active_calls();
     tracing::info!(active_calls = active, grace = ?grace, "draining: new calls are refused, calls in progress continue");
     let deadline = Instant::now() + grace;
-    let active = wait_until(deadline, || lock(&shared.rec).active_calls()).await;
+    let active = wait_until(deadline, || shared.active_calls()).await;
     if active > 0 {
         tracing::warn!(
             active_calls = active,

@@ -22,12 +22,11 @@ pub(super) async fn udp_loop(shared: Arc<Shared>, sock: Arc<UdpSocket>) {
     loop {
         match sock.recv_from(&mut buf).await {
             Ok((n, src)) => {
-                let now = Instant::now();
                 let target = Target {
                     transport: Transport::Udp,
                     addr: src,
                 };
-                shared.with_core(|rec| rec.handle_sip(now, target, &buf[..n]));
+                shared.route_sip(target, &buf[..n], None);
             }
             Err(e) => tracing::debug!(error = %e, "SIP UDP receive error"),
         }
@@ -123,7 +122,7 @@ impl Shared {
                 match sock.try_send_to(&data, target.addr) {
                     Ok(_) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        tokio::spawn(async move {
+                        self.main.spawn(async move {
                             let _ = sock.send_to(&data, target.addr).await;
                         });
                     }
@@ -145,7 +144,7 @@ impl Shared {
                     }
                     _ => {
                         let shared = self.clone();
-                        tokio::spawn(async move {
+                        self.main.spawn(async move {
                             match TcpStream::connect(target.addr).await {
                                 Ok(stream) => {
                                     let tx = shared.clone().serve_tcp(stream, target.addr, None);
@@ -231,8 +230,7 @@ impl Shared {
                     }
                     match frame_stream_from(&buf, resume) {
                         Ok(Framed::Message(len)) => {
-                            let now = Instant::now();
-                            shared.with_core(|rec| rec.handle_sip(now, target, &buf[..len]));
+                            shared.route_sip(target, &buf[..len], None);
                             buf.drain(..len);
                             started = None;
                         }
@@ -242,7 +240,10 @@ impl Shared {
                         }
                         Err(e) => {
                             tracing::info!(error = %e, "closing SIP TCP connection after unframeable data");
-                            shared.with_core(|rec| rec.handle_sip(Instant::now(), target, &buf));
+                            // Its 400 is queued before the connection goes.
+                            let (tx, rx) = tokio::sync::oneshot::channel();
+                            shared.route_sip(target, &buf, Some(tx));
+                            let _ = tokio::time::timeout(Duration::from_secs(1), rx).await;
                             break 'conn;
                         }
                     }

@@ -278,7 +278,8 @@ impl Recorder {
                 callee_at: None,
             },
         );
-        self.loads.entry(peer.to_owned()).or_default().calls += 1;
+        self.loads
+            .with(|l| l.entry(peer.to_owned()).or_default().calls += 1);
         self.call_ids.insert(call_id.to_owned(), id);
         self.stats.calls_active += 1;
         self.emit(Event::CallStarted {
@@ -299,9 +300,11 @@ impl Recorder {
             return;
         }
         call.ended = Some(now);
-        if let Some(l) = self.loads.get_mut(&call.peer) {
-            l.calls = l.calls.saturating_sub(1);
-        }
+        self.loads.with(|loads| {
+            if let Some(l) = loads.get_mut(&call.peer) {
+                l.calls = l.calls.saturating_sub(1);
+            }
+        });
         let answered = call.answered;
         let r = call.r.clone();
         self.cut_announcements(cid);

@@ -27,6 +27,7 @@ mod transaction;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use rand_chacha::ChaCha12Rng;
@@ -104,13 +105,51 @@ pub struct Recorder {
     draining: bool,
     sweep_armed: bool,
     clips: Clips,
-    /// What each peer holds now, by peer name.
-    loads: HashMap<String, PeerLoad>,
+    /// What each peer holds now, by peer name: shared by every shard of a
+    /// process, so a peer's limits hold for the process as a whole.
+    loads: PeerLoads,
+    /// Ids are `shard + k·shards`: unique across the shards of a process.
+    id_step: u64,
+}
+
+/// Which of a process's shards a core is, and what the shards share.
+#[derive(Debug, Clone)]
+pub struct Shard {
+    /// This shard's index, `0..count`.
+    pub index: u32,
+    /// How many shards the process runs.
+    pub count: u32,
+    /// Every peer's load, one map for all the shards.
+    pub loads: PeerLoads,
+}
+
+impl Default for Shard {
+    /// The only shard of a process.
+    fn default() -> Self {
+        Self {
+            index: 0,
+            count: 1,
+            loads: PeerLoads::default(),
+        }
+    }
+}
+
+/// What each peer holds of the process, for its limits. Shared by the
+/// shards; its lock is held only to count a call or transaction in or out.
+#[derive(Debug, Clone, Default)]
+pub struct PeerLoads(Arc<Mutex<HashMap<String, PeerLoad>>>);
+
+impl PeerLoads {
+    fn with<R>(&self, f: impl FnOnce(&mut HashMap<String, PeerLoad>) -> R) -> R {
+        // The counts stay usable even if a shard panicked while holding
+        // the lock (the process exits on a panic anyway).
+        f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 /// What one peer holds of the recorder, for its limits.
 #[derive(Debug, Default)]
-struct PeerLoad {
+pub(crate) struct PeerLoad {
     calls: u32,
     transactions: u32,
     /// New calls it may still start now (a bucket refilled over time).
@@ -142,6 +181,13 @@ impl Recorder {
     /// A core with the given configuration and the even RTP ports (each with
     /// its odd RTCP neighbour) the shell has bound.
     pub fn new(cfg: CoreConfig, rtp_ports: &[u16]) -> Self {
+        Self::new_shard(cfg, rtp_ports, Shard::default())
+    }
+
+    /// One shard of a process: its own calls, on its own ports, with ids
+    /// no other shard gives and the peers' limits counted across shards.
+    pub fn new_shard(cfg: CoreConfig, rtp_ports: &[u16], shard: Shard) -> Self {
+        let step = u64::from(shard.count.max(1));
         let rng = ChaCha12Rng::from_seed(cfg.seed);
         Self {
             cfg,
@@ -155,12 +201,15 @@ impl Recorder {
             calls: HashMap::new(),
             ports: PortPool::new(rtp_ports),
             stats: Stats::default(),
-            next_id: 1,
+            // Ids are `1 + index + k·step` (k ≥ 1): never 0, and each
+            // shard's are its own residue modulo `step`.
+            next_id: 1 + u64::from(shard.index) % step,
             rng,
             draining: false,
             sweep_armed: false,
             clips: Clips::default(),
-            loads: HashMap::new(),
+            loads: shard.loads,
+            id_step: step,
         }
     }
 
@@ -208,7 +257,7 @@ impl Recorder {
     }
 
     fn id(&mut self) -> u64 {
-        self.next_id += 1;
+        self.next_id += self.id_step;
         self.next_id
     }
 

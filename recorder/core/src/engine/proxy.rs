@@ -377,10 +377,12 @@ impl Recorder {
         }
         let new_call = method == "INVITE" && !in_dialog;
         let limits = self.cfg.limits;
-        let load = self.loads.entry(peer.to_owned()).or_default();
-        let peer_full = load.transactions >= limits.transactions_per_peer
-            || (new_call && load.calls >= limits.calls_per_peer)
-            || (new_call && !load.take_invite(now, limits.invites_per_second_per_peer));
+        let peer_full = self.loads.with(|loads| {
+            let load = loads.entry(peer.to_owned()).or_default();
+            load.transactions >= limits.transactions_per_peer
+                || (new_call && load.calls >= limits.calls_per_peer)
+                || (new_call && !load.take_invite(now, limits.invites_per_second_per_peer))
+        });
         if peer_full {
             Stats::bump(&mut self.stats.sip_dropped, "peer_limit");
         }

@@ -99,7 +99,8 @@ impl Recorder {
         let key = server_key(&request, method);
         let is_invite = method == "INVITE";
         self.server_keys.insert(key, sid);
-        self.loads.entry(peer.clone()).or_default().transactions += 1;
+        self.loads
+            .with(|l| l.entry(peer.clone()).or_default().transactions += 1);
         self.servers.insert(
             sid,
             ServerTxn {
@@ -257,9 +258,11 @@ impl Recorder {
             }
             TxnTimer::Forget(id) => {
                 if let Some(s) = self.servers.remove(&id) {
-                    if let Some(l) = self.loads.get_mut(&s.peer) {
-                        l.transactions = l.transactions.saturating_sub(1);
-                    }
+                    self.loads.with(|loads| {
+                        if let Some(l) = loads.get_mut(&s.peer) {
+                            l.transactions = l.transactions.saturating_sub(1);
+                        }
+                    });
                     let key = server_key(&s.request, s.request.method().unwrap_or_default());
                     if self.server_keys.get(&key) == Some(&id) {
                         self.server_keys.remove(&key);

@@ -199,6 +199,46 @@ fn split_commas(value: &str) -> Vec<&str> {
     parts.into_iter().filter(|p| !p.is_empty()).collect()
 }
 
+/// The Call-ID of a message as [`Message::parse`] reads it, found without
+/// parsing the rest: the shell routes each message to the shard that owns
+/// its call by it. `None` where no Call-ID can be read; such a message
+/// cannot parse either, and the shard it goes to answers or counts it.
+pub fn call_id_of(data: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
+    if data.len() > MAX_MESSAGE {
+        return None;
+    }
+    let head_end = find(data, b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&data[..head_end]).ok()?;
+    let mut found: Option<std::borrow::Cow<'_, str>> = None;
+    for line in head.split("\r\n").skip(1) {
+        if line.starts_with([' ', '\t']) {
+            // A folded continuation of the Call-ID joins it as the parser
+            // joins it: one space, then the trimmed line.
+            if let Some(v) = found.as_mut() {
+                let v = v.to_mut();
+                v.push(' ');
+                v.push_str(line.trim());
+            }
+            continue;
+        }
+        if found.is_some() {
+            break;
+        }
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let name = name.trim();
+        if name.eq_ignore_ascii_case("Call-ID") || name.eq_ignore_ascii_case("i") {
+            found = Some(std::borrow::Cow::Borrowed(value.trim()));
+        }
+    }
+    found.map(|v| match v {
+        // A folded value was trimmed piece by piece; the parser trims the whole.
+        std::borrow::Cow::Owned(s) => std::borrow::Cow::Owned(s.trim().to_owned()),
+        b => b,
+    })
+}
+
 impl Message {
     /// Parses one complete message (a UDP datagram or a framed TCP message).
     pub fn parse(data: &[u8]) -> Result<Message, ParseError> {
@@ -601,6 +641,41 @@ mod tests {
         X-Custom: kept, as is\r\n\
         c: application/sdp\r\n\
         l: 5\r\n\r\nv=0\r\n";
+
+    #[test]
+    fn call_id_is_found_as_the_parser_finds_it() {
+        let base = |call_id_line: &str| {
+            format!(
+                "BYE sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bKx\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>;tag=2\r\n{call_id_line}\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+            )
+        };
+        for (line, want) in [
+            ("Call-ID: abc@host", "abc@host"),
+            ("call-id:   spaced  ", "spaced"),
+            ("i: compact", "compact"),
+            ("CALL-ID:x\r\n folded", "x folded"),
+            ("Call-ID: a\r\n\tb \r\n  c", "a b c"),
+        ] {
+            let text = base(line);
+            let parsed = Message::parse(text.as_bytes()).unwrap().call_id().unwrap();
+            assert_eq!(parsed, want, "{line:?}");
+            assert_eq!(
+                call_id_of(text.as_bytes()).as_deref(),
+                Some(want),
+                "{line:?}"
+            );
+        }
+        // Only the first Call-ID counts, for both.
+        let two = base("Call-ID: first\r\nCall-ID: second");
+        assert_eq!(call_id_of(two.as_bytes()).as_deref(), Some("first"));
+        // The start line is never taken for a header, nor a body line.
+        assert_eq!(call_id_of(b"Call-ID: x\r\nVia: y\r\n\r\n"), None);
+        assert_eq!(
+            call_id_of(b"BYE sip:x SIP/2.0\r\nVia: y\r\n\r\nCall-ID: z"),
+            None
+        );
+        assert_eq!(call_id_of(b"garbage"), None);
+    }
 
     #[test]
     fn parses_compact_forms_and_splits_via() {
