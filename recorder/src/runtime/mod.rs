@@ -214,14 +214,14 @@ pub async fn bind(config_path: PathBuf, config: Config) -> anyhow::Result<Server
             .enable_all()
             .build()
             .context("cannot start a shard's runtime")?;
-        let mut rtp: Vec<Option<Arc<UdpSocket>>> = vec![None; wanted.len() * 2];
+        let mut rtp: Vec<Option<Arc<rtp::RtpSocket>>> = vec![None; wanted.len() * 2];
         let mut ports = Vec::new();
         {
             let _in_its_runtime = runtime.enter();
             for (p, a, b) in own {
                 let i = (p - base) as usize;
-                rtp[i] = Some(Arc::new(UdpSocket::from_std(a)?));
-                rtp[i + 1] = Some(Arc::new(UdpSocket::from_std(b)?));
+                rtp[i] = Some(Arc::new(rtp::register(a)?));
+                rtp[i + 1] = Some(Arc::new(rtp::register(b)?));
                 ports.push(p);
             }
         }

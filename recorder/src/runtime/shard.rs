@@ -9,8 +9,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use earshot_recorder_core::{CoreConfig, Output, Recorder, Relay, Target};
-use tokio::net::UdpSocket;
+use earshot_recorder_core::{CoreConfig, Output, Recorder, Target};
 use tokio::sync::{Notify, mpsc};
 
 use super::{Shared, lock};
@@ -83,7 +82,7 @@ pub(super) struct ShardRun {
     pub(super) shared: Arc<Shared>,
     pub(super) shard: Arc<Shard>,
     /// Its RTP/RTCP sockets by `port - rtp_base`; other shards' are `None`.
-    pub(super) rtp: Vec<Option<Arc<UdpSocket>>>,
+    pub(super) rtp: Vec<Option<Arc<super::rtp::RtpSocket>>>,
     pub(super) rtp_base: u16,
     timer_wake: Notify,
 }
@@ -91,7 +90,7 @@ pub(super) struct ShardRun {
 /// A shard ready to start: its runtime (its sockets registered with it) and inbox.
 pub(super) struct ShardParts {
     pub(super) runtime: tokio::runtime::Runtime,
-    pub(super) rtp: Vec<Option<Arc<UdpSocket>>>,
+    pub(super) rtp: Vec<Option<Arc<super::rtp::RtpSocket>>>,
     pub(super) inbox: mpsc::Receiver<Input>,
 }
 
@@ -161,18 +160,6 @@ impl ShardRun {
             }
         }
         r
-    }
-
-    /// Sends a datagram out of one of this shard's RTP/RTCP ports. A full
-    /// socket buffer drops it, as the network would: media is not retried.
-    pub(super) fn send_rtp(&self, relay: Relay, data: &[u8]) {
-        let out = self
-            .rtp
-            .get(relay.from_port.wrapping_sub(self.rtp_base) as usize)
-            .and_then(|s| s.as_ref());
-        if let Some(out) = out {
-            let _ = out.try_send_to(data, relay.to);
-        }
     }
 
     fn note_active(&self, rec: &Recorder) {
