@@ -220,9 +220,11 @@ fn a_stuck_shard_delays_only_its_own_calls() {
         delays.push(d);
         std::thread::sleep(Duration::from_millis(20));
     }
+    // Not a timing figure: stuck, these would wait for the whole hold
+    // (seconds); a generous bound keeps a noisy host from failing it.
     delays.sort();
     assert!(
-        delays[delays.len() / 2] < Duration::from_millis(50),
+        delays[delays.len() / 2] < Duration::from_millis(250),
         "median relay delay on the free shard: {delays:?}"
     );
     // The stuck shard's call waits.
