@@ -52,6 +52,9 @@ pub struct Shared {
     /// per process, so no peer can aim its calls at one shard).
     shards: Vec<Arc<Shard>>,
     router: std::collections::hash_map::RandomState,
+    /// New calls sent to another shard than their hash's, because that one
+    /// had no port pair free, by the hash of their Call-ID.
+    diverted: Mutex<HashMap<String, Diverted>>,
     /// The main runtime: the listeners' sockets are registered with it, so
     /// sends that must wait are spawned on it, whichever thread asks.
     main: tokio::runtime::Handle,
@@ -74,11 +77,73 @@ impl Shared {
     /// Call-ID; a message without one goes to the first shard, which
     /// answers or counts it as malformed.
     fn shard_for(&self, data: &[u8]) -> &Arc<Shard> {
-        let i = match earshot_recorder_core::sip::message::call_id_of(data) {
-            Some(id) => (self.router.hash_one(&*id) % self.shards.len() as u64) as usize,
-            None => 0,
+        let Some(id) = earshot_recorder_core::sip::message::call_id_of(data) else {
+            return &self.shards[0];
         };
-        &self.shards[i]
+        let n = self.shards.len();
+        let home = self.home_shard(&id);
+        if n == 1 {
+            return &self.shards[home];
+        }
+        let hash = earshot_recorder_core::call_hash(&id);
+        let mut diverted = lock(&self.diverted);
+        if let Some(d) = diverted.get(&hash) {
+            return &self.shards[d.shard];
+        }
+        // A new call whose shard has no ports left goes to the shard with
+        // the most, and stays there: a range sized for N calls takes N
+        // calls however they hash.
+        if self.shards[home].free_pairs() >= CALL_PAIRS || !is_initial_invite(data) {
+            return &self.shards[home];
+        }
+        let Some(best) = self
+            .shards
+            .iter()
+            .max_by_key(|s| s.free_pairs())
+            .filter(|s| s.free_pairs() >= CALL_PAIRS)
+        else {
+            return &self.shards[home];
+        };
+        let now = Instant::now();
+        diverted.retain(|_, d| !d.expired(now));
+        if diverted.len() >= MAX_DIVERTED {
+            // A flood of INVITEs while a shard is full: the home shard
+            // answers them 503 rather than this table growing.
+            return &self.shards[home];
+        }
+        diverted.insert(
+            hash,
+            Diverted {
+                shard: best.index,
+                at: now,
+                started: false,
+                ended: None,
+            },
+        );
+        best
+    }
+
+    /// The shard a Call-ID hashes to.
+    fn home_shard(&self, call_id: &str) -> usize {
+        (self.router.hash_one(call_id) % self.shards.len() as u64) as usize
+    }
+
+    /// Follows a diverted call's start and end, so its route is kept while
+    /// the call lasts and forgotten after.
+    fn note_diverted(&self, e: &earshot_recorder_core::Event) {
+        use earshot_recorder_core::Event;
+        let (call, ended) = match e {
+            Event::CallStarted { call, .. } => (call, false),
+            Event::CallEnded { call, .. } => (call, true),
+            _ => return,
+        };
+        let mut diverted = lock(&self.diverted);
+        if let Some(d) = diverted.get_mut(&call.hash) {
+            d.started = true;
+            if ended {
+                d.ended = Some(Instant::now());
+            }
+        }
     }
 
     /// Hands a SIP message to its shard. A shard whose inbox is full (it
@@ -120,6 +185,42 @@ impl Shared {
             (late > shard::STALLED_AFTER).then_some((s.index, late))
         })
     }
+}
+
+/// Port pairs a new call needs: one per side of its audio stream.
+const CALL_PAIRS: usize = 2;
+
+/// How long a diverted call's route outlives the call (or a call that never
+/// started, its INVITE): its transactions' lifetime, 64 × T1 and more.
+const DIVERTED_LINGER: Duration = Duration::from_secs(64);
+
+/// Routes of diverted calls kept at most.
+const MAX_DIVERTED: usize = 65_536;
+
+/// Where a diverted call went, and how far it is.
+#[derive(Debug)]
+struct Diverted {
+    shard: usize,
+    at: Instant,
+    started: bool,
+    ended: Option<Instant>,
+}
+
+impl Diverted {
+    fn expired(&self, now: Instant) -> bool {
+        match (self.started, self.ended) {
+            (_, Some(t)) => now.saturating_duration_since(t) > DIVERTED_LINGER,
+            (false, None) => now.saturating_duration_since(self.at) > DIVERTED_LINGER,
+            (true, None) => false,
+        }
+    }
+}
+
+/// An INVITE outside any dialog (no To tag): the start of a new call.
+fn is_initial_invite(data: &[u8]) -> bool {
+    data.starts_with(b"INVITE ")
+        && earshot_recorder_core::sip::Message::parse_unchecked(data)
+            .is_ok_and(|m| m.to_tag().is_none())
 }
 
 /// How many shards: the configured number, else one per CPU the process may
@@ -289,6 +390,7 @@ pub async fn bind(config_path: PathBuf, config: Config) -> anyhow::Result<Server
         acl: std::sync::RwLock::new(acl_of(&config)),
         shards,
         router: std::collections::hash_map::RandomState::new(),
+        diverted: Mutex::new(HashMap::new()),
         main: tokio::runtime::Handle::current(),
         epoch: Instant::now(),
         events: events_tx,

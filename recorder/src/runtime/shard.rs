@@ -50,19 +50,28 @@ pub(super) struct Shard {
     heartbeat: AtomicU64,
     /// Calls in progress, as of the shard's last SIP message or timer round.
     active: AtomicUsize,
+    /// Port pairs free, as of then.
+    free_pairs: AtomicUsize,
 }
 
 impl Shard {
     pub(super) fn new(index: usize, core: Recorder) -> (Self, mpsc::Receiver<Input>) {
         let (tx, rx) = mpsc::channel(INBOX);
+        let core_free = core.free_port_pairs();
         let shard = Self {
             index,
             core: Mutex::new(core),
             inbox: tx,
             heartbeat: AtomicU64::new(0),
             active: AtomicUsize::new(0),
+            free_pairs: AtomicUsize::new(core_free),
         };
         (shard, rx)
+    }
+
+    /// Port pairs this shard has free for new calls.
+    pub(super) fn free_pairs(&self) -> usize {
+        self.free_pairs.load(Ordering::Relaxed)
     }
 
     /// Calls in progress on this shard.
@@ -155,7 +164,10 @@ impl ShardRun {
             match o {
                 Output::Sip { target, data } => self.shared.send_sip(target, data),
                 Output::Rtp { relay, data } => self.send_rtp(relay, &data),
-                Output::Event(e) => self.shared.events.push_to(self.shard.index, e),
+                Output::Event(e) => {
+                    self.shared.note_diverted(&e);
+                    self.shared.events.push_to(self.shard.index, e)
+                }
                 Output::Timeout(_) => {}
             }
         }
@@ -166,6 +178,9 @@ impl ShardRun {
         self.shard
             .active
             .store(rec.active_calls(), Ordering::Relaxed);
+        self.shard
+            .free_pairs
+            .store(rec.free_port_pairs(), Ordering::Relaxed);
     }
 
     /// SIP messages and commands, in the order they came.

@@ -179,12 +179,11 @@ impl Call {
     }
 }
 
-/// A Call-ID the recorder routes to `shard`.
+/// A Call-ID that hashes to `shard`.
 fn call_id_on(r: &Running, shard: usize, tag: &str) -> String {
-    let from = SocketAddr::from(([127, 0, 0, 1], 5060));
     (0..)
         .map(|n| format!("{tag}-{n}@test"))
-        .find(|id| r.shared.shard_for(&invite(id, from, 4000)).index == shard)
+        .find(|id| r.shared.home_shard(id) == shard)
         .unwrap()
 }
 
@@ -285,4 +284,40 @@ fn a_stuck_shard_delays_only_its_own_calls() {
         assert!(Instant::now() < deadline, "ready again after the stall");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn a_new_call_whose_shard_is_full_goes_to_one_with_ports_free() {
+    let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let callee = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let r = start(callee.local_addr().unwrap());
+    // Two calls a shard: fill shard 0.
+    let a = answered_call(&r, &call_id_on(&r, 0, "a"), &caller, &callee);
+    let b = answered_call(&r, &call_id_on(&r, 0, "b"), &caller, &callee);
+    // Two more calls that hash to the full shard still get through, on
+    // the other shard's ports, answer and RTP included.
+    let c = answered_call(&r, &call_id_on(&r, 0, "c"), &caller, &callee);
+    let d = answered_call(&r, &call_id_on(&r, 0, "d"), &caller, &callee);
+    for (seq, call) in [&a, &b, &c, &d].into_iter().enumerate() {
+        assert!(
+            call.relayed_within(seq as u16 + 1, Duration::from_secs(2))
+                .is_some(),
+            "call {seq} relayed"
+        );
+    }
+    let ports: std::collections::HashSet<u16> =
+        [&a, &b, &c, &d].iter().map(|c| c.relay.port()).collect();
+    assert_eq!(ports.len(), 4, "each call its own ports");
+    assert_eq!(lock(&r.shared.diverted).len(), 2);
+    // The range holds four calls: a fifth, wherever it hashes, is refused.
+    let from = caller.local_addr().unwrap();
+    let fifth = call_id_on(&r, 1, "e");
+    caller.send_to(&invite(&fifth, from, 4010), r.sip).unwrap();
+    let refused = recv_sip(&caller, Duration::from_secs(2), |m| {
+        is_code(m, 503) && m.call_id().as_deref() == Some(fifth.as_str())
+    });
+    assert!(
+        refused.is_some(),
+        "a fifth call gets 503: no ports anywhere"
+    );
 }

@@ -236,6 +236,11 @@ impl Recorder {
         self.calls.values().filter(|c| c.ended.is_none()).count()
     }
 
+    /// RTP/RTCP port pairs free for new streams (a call's audio takes two).
+    pub fn free_port_pairs(&self) -> usize {
+        self.ports.free.len()
+    }
+
     /// The counters.
     pub fn stats(&self) -> &Stats {
         &self.stats
