@@ -20,11 +20,15 @@ PREFIX="${EARSHOT_CONTROLPLANE:-/usr/local/lib/earshot-controlplane/${K8S_VERSIO
 BIN="$PREFIX/bin"
 
 have() {
-  [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/kube-controller-manager" ] && [ -x "$BIN/kubectl" ] && [ -x "$BIN/etcd" ] \
-    && "$BIN/kube-apiserver" --version 2>/dev/null | grep -qx "Kubernetes ${K8S_VERSION}" \
-    && "$BIN/kube-controller-manager" --version 2>/dev/null | grep -qx "Kubernetes ${K8S_VERSION}" \
-    && "$BIN/kubectl" version --client 2>/dev/null | grep -q "Client Version: ${K8S_VERSION}$" \
-    && "$BIN/etcd" --version 2>/dev/null | grep -q "etcd Version: ${ETCD_VERSION}$"
+  # Each binary's output is taken whole before it is matched: `cmd | grep -q`
+  # under pipefail fails at random when grep exits before a multi-line
+  # writer (kubectl, etcd) is done and the writer dies of SIGPIPE.
+  local out
+  [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/kube-controller-manager" ] && [ -x "$BIN/kubectl" ] && [ -x "$BIN/etcd" ] || return 1
+  out="$("$BIN/kube-apiserver" --version 2>/dev/null)"; [ "$out" = "Kubernetes ${K8S_VERSION}" ] || return 1
+  out="$("$BIN/kube-controller-manager" --version 2>/dev/null)"; [ "$out" = "Kubernetes ${K8S_VERSION}" ] || return 1
+  out="$("$BIN/kubectl" version --client 2>/dev/null)"; grep -q "^Client Version: ${K8S_VERSION}$" <<<"$out" || return 1
+  out="$("$BIN/etcd" --version 2>/dev/null)"; grep -q "^etcd Version: ${ETCD_VERSION}$" <<<"$out"
 }
 
 if have; then

@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../recorder/core/fuzz"
 SECONDS_EACH="${FUZZ_SECONDS:-120}"
 CARGO_FUZZ_VERSION="0.13.2"
-if ! cargo fuzz --version 2>/dev/null | grep -q "${CARGO_FUZZ_VERSION}"; then
+if ! grep -q "${CARGO_FUZZ_VERSION}" <<<"$(cargo fuzz --version 2>/dev/null)"; then
   echo "fuzz: building cargo-fuzz ${CARGO_FUZZ_VERSION} from crates.io (once)"
   cargo install cargo-fuzz --version "${CARGO_FUZZ_VERSION}" --locked --quiet
 fi

@@ -53,7 +53,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 # `garage --version` prints e.g. "garage cargo:2.5.0 [features: ...]".
-have_garage() { command -v garage >/dev/null && garage --version 2>/dev/null | grep -qE "[:v ]${GARAGE_VERSION//./\\.}( |$)"; }
+# Versions are matched on captured output: `cmd | grep -q` under pipefail
+# fails at random when grep exits before a multi-line writer is done.
+have_garage() { command -v garage >/dev/null && grep -qE "[:v ]${GARAGE_VERSION//./\\.}( |$)" <<<"$(garage --version 2>/dev/null)"; }
 if ! have_garage; then
   echo "test-deps: building Garage ${GARAGE_VERSION} from crates.io (once; about 25 minutes on 2 cores)"
   cargo install garage --version "${GARAGE_VERSION}" --locked --root /usr/local --quiet
@@ -79,7 +81,7 @@ fi
 
 # cargo-nextest runs the test binaries in parallel processes (run-tests.sh).
 NEXTEST_VERSION="0.9.151"
-if ! cargo nextest --version 2>/dev/null | grep -q "cargo-nextest ${NEXTEST_VERSION}"; then
+if ! grep -q "cargo-nextest ${NEXTEST_VERSION}" <<<"$(cargo nextest --version 2>/dev/null)"; then
   echo "test-deps: building cargo-nextest ${NEXTEST_VERSION} from crates.io (once; about 9 minutes on 2 cores)"
   cargo install cargo-nextest --version "${NEXTEST_VERSION}" --locked --quiet
 fi
