@@ -42,12 +42,15 @@ const BATCH: usize = 16;
 /// by the core as malformed, or relayed cut, as any truncated packet).
 const MAX_DATAGRAM: usize = 2048;
 
-/// Starts one receive task per RTP/RTCP port the shard owns.
+/// Starts one receive task per RTP/RTCP port the shard owns, on the
+/// shard's `LocalSet`.
 pub(super) fn spawn_relays(run: &Arc<ShardRun>) {
     for (i, sock) in run.rtp.iter().enumerate() {
         let Some(sock) = sock.clone() else { continue };
         let port = run.rtp_base + i as u16;
-        tokio::spawn(rtp_loop(run.clone(), sock, port));
+        // On the shard's own thread: a loop's receive headers (raw
+        // pointers, allocated once) never leave it.
+        tokio::task::spawn_local(rtp_loop(run.clone(), sock, port));
     }
 }
 
@@ -79,8 +82,12 @@ struct Batch {
 }
 
 /// Takes what the socket holds, up to [`BATCH`] datagrams, without waiting.
-fn receive(sock: &RtpSocket, bufs: &mut [[u8; MAX_DATAGRAM]; BATCH]) -> nix::Result<Batch> {
-    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+/// `headers` is the socket loop's own, allocated once.
+fn receive(
+    sock: &RtpSocket,
+    headers: &mut MultiHeaders<SockaddrStorage>,
+    bufs: &mut [[u8; MAX_DATAGRAM]; BATCH],
+) -> nix::Result<Batch> {
     let mut slices = bufs.iter_mut();
     let mut iovs: [[IoSliceMut<'_>; 1]; BATCH] = std::array::from_fn(|_| {
         [IoSliceMut::new(
@@ -93,7 +100,7 @@ fn receive(sock: &RtpSocket, bufs: &mut [[u8; MAX_DATAGRAM]; BATCH]) -> nix::Res
     };
     let msgs = recvmmsg(
         sock.as_raw_fd(),
-        &mut headers,
+        headers,
         iovs.iter_mut(),
         MsgFlags::MSG_DONTWAIT,
         None,
@@ -112,13 +119,14 @@ fn receive(sock: &RtpSocket, bufs: &mut [[u8; MAX_DATAGRAM]; BATCH]) -> nix::Res
 
 async fn rtp_loop(run: Arc<ShardRun>, sock: Arc<RtpSocket>, port: u16) {
     let mut bufs = Box::new([[0u8; MAX_DATAGRAM]; BATCH]);
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
     let mut relays: [Option<Relay>; BATCH] = [None; BATCH];
     loop {
         let Ok(mut ready) = sock.readable().await else {
             // The runtime is shutting down.
             return;
         };
-        let batch = match receive(&sock, &mut bufs) {
+        let batch = match receive(&sock, &mut headers, &mut bufs) {
             Ok(b) => b,
             Err(Errno::EAGAIN) => {
                 ready.clear_ready();

@@ -135,11 +135,12 @@ impl ShardRun {
         std::thread::Builder::new()
             .name(format!("shard-{}", run.shard.index))
             .spawn(move || {
-                runtime.block_on(async move {
+                let local = tokio::task::LocalSet::new();
+                runtime.block_on(local.run_until(async move {
                     super::rtp::spawn_relays(&run);
                     tokio::spawn(run.clone().timer_loop());
                     run.inbox_loop(inbox).await;
-                })
+                }))
             })?;
         Ok(())
     }
