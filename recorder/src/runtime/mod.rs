@@ -166,11 +166,17 @@ impl Shared {
         }
     }
 
-    /// Sends a command to every shard, waiting for room in each inbox.
-    async fn tell_shards(&self, input: impl Fn() -> Input) {
+    /// Sends a command to every shard, waiting for room in each inbox until
+    /// `deadline`; returns the shards it could not tell (stuck, inbox full).
+    async fn tell_shards(&self, input: impl Fn() -> Input, deadline: Instant) -> Vec<usize> {
+        let mut untold = Vec::new();
         for shard in &self.shards {
-            let _ = shard.inbox.send(input()).await;
+            let sent = tokio::time::timeout_at(deadline.into(), shard.inbox.send(input())).await;
+            if !matches!(sent, Ok(Ok(()))) {
+                untold.push(shard.index);
+            }
         }
+        untold
     }
 
     /// Calls in progress across the shards.

@@ -50,9 +50,18 @@ pub(super) async fn watch_config(
                     .chain(cfg.watched_files(&path))
                     .collect();
                 last = stamp(&files);
-                shared
-                    .tell_shards(|| super::Input::Config(Box::new(core.clone())))
+                let untold = shared
+                    .tell_shards(
+                        || super::Input::Config(Box::new(core.clone())),
+                        std::time::Instant::now() + Duration::from_secs(5),
+                    )
                     .await;
+                if !untold.is_empty() {
+                    tracing::error!(
+                        shards = ?untold,
+                        "config not applied by stalled shards; they keep the previous config"
+                    );
+                }
                 *shared.acl.write().unwrap_or_else(|p| p.into_inner()) = super::acl_of(&cfg);
                 *shared.recording.write().unwrap_or_else(|e| e.into_inner()) =
                     crate::recording::Settings::from_config(&cfg.file.recording);

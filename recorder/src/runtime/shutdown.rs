@@ -30,10 +30,14 @@ pub(super) async fn drain(shared: &Arc<Shared>, grace: Duration) {
     // Drain: refuse new calls, let calls in progress finish.
     shared.ready.store(false, Ordering::Relaxed);
     lock(&shared.metrics).set_draining();
-    shared.tell_shards(|| super::Input::Drain).await;
+    let deadline = Instant::now() + grace;
+    // A stalled shard cannot hold the shutdown past its grace period.
+    let untold = shared.tell_shards(|| super::Input::Drain, deadline).await;
+    if !untold.is_empty() {
+        tracing::error!(shards = ?untold, "stalled shards could not be told to drain");
+    }
     let active = shared.active_calls();
     tracing::info!(active_calls = active, grace = ?grace, "draining: new calls are refused, calls in progress continue");
-    let deadline = Instant::now() + grace;
     let active = wait_until(deadline, || shared.active_calls()).await;
     if active > 0 {
         tracing::warn!(
