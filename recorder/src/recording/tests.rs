@@ -125,19 +125,10 @@ impl Rig {
     }
 
     fn sidecars(&self) -> Vec<Sidecar> {
-        let mut out = Vec::new();
-        let mut stack = vec![self.dir.join("store")];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else if p.extension().is_some_and(|x| x == "json") {
-                    out.push(Sidecar::from_json(&std::fs::read(&p).unwrap()).unwrap());
-                }
-            }
-        }
-        out
+        earshot_tests::sidecars_in(&self.dir.join("store"))
+            .into_iter()
+            .map(|(_, v)| serde_json::from_value(v).unwrap())
+            .collect()
     }
 
     /// Waits for `n` stored recordings and an empty encoder queue.

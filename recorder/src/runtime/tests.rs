@@ -321,3 +321,25 @@ fn a_new_call_whose_shard_is_full_goes_to_one_with_ports_free() {
         "a fifth call gets 503: no ports anywhere"
     );
 }
+
+#[test]
+fn a_diverted_route_lasts_the_call_and_is_forgotten_after() {
+    let t0 = Instant::now();
+    let linger = super::DIVERTED_LINGER;
+    let route = |started, ended| super::Diverted {
+        shard: 1,
+        at: t0,
+        started,
+        ended,
+    };
+    let later = |d: Duration| t0 + d;
+    // An INVITE that never became a call: kept for its transactions' time.
+    assert!(!route(false, None).expired(later(linger)));
+    assert!(route(false, None).expired(later(linger + Duration::from_secs(1))));
+    // A call in progress: kept however long it lasts.
+    assert!(!route(true, None).expired(later(Duration::from_secs(8 * 3600))));
+    // An ended call: kept for late messages, then forgotten.
+    let ended = route(true, Some(later(Duration::from_secs(3600))));
+    assert!(!ended.expired(later(Duration::from_secs(3600) + linger)));
+    assert!(ended.expired(later(Duration::from_secs(3601) + linger)));
+}
