@@ -21,6 +21,10 @@
 #   openssl (Debian)                the control plane's keys and certificates
 #   cmake (Debian)                  builds the reference libopus the recorder
 #                                   links (opusic-sys, from its bundled sources)
+#   Kamailio (Debian)               a SIP trunk that challenges (407) behind
+#                                   the recorder, and the benchmark's proxy
+#   baresip (Debian baresip, baresip-core)
+#                                   a real softphone at either end of a call
 #   Kubernetes v1.35.4, etcd 3.6.5  a real control plane, built from Go
 #                                   modules once (scripts/controlplane.sh,
 #                                   ~8 min on 2 cores)
@@ -44,6 +48,8 @@ command -v espeak-ng >/dev/null || need_apt+=(espeak-ng)
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v cmake >/dev/null || need_apt+=(cmake)
+command -v kamailio >/dev/null || need_apt+=(kamailio)
+command -v baresip >/dev/null || need_apt+=(baresip baresip-core)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test-deps: installing ${need_apt[*]} from Debian"

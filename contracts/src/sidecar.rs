@@ -54,6 +54,12 @@ pub struct Sidecar {
     pub complete: bool,
     /// Why it does not, when it does not.
     pub truncated: Option<String>,
+    /// The same, as names a program can filter on: `fax` (the call
+    /// switched to T.38, relayed and not recorded), `undecodable` (audio in
+    /// a codec the recorder cannot decode), `spool_full`, `crashed` (cut
+    /// short by a crash and recovered). Empty when complete.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub incomplete_reasons: Vec<String>,
     /// Which recorder made it.
     pub recorder: Recorder,
 }
@@ -276,6 +282,7 @@ mod tests {
             },
             complete: true,
             truncated: None,
+            incomplete_reasons: Vec::new(),
             recorder: Recorder {
                 instance: "earshot-office-0".into(),
                 version: "0.1.0".into(),

@@ -125,6 +125,10 @@ pub fn to_json(clock: &Clock, event: &Event, digits: DtmfDigits) -> Option<Value
                 "reason": why, "detail": detail, "answered": answered,
             })
         }
+        Event::MediaNote { call, at, note } => json!({
+            "time": clock.rfc3339(*at), "event": "media_note", "call": call.hash,
+            "note": note.label(),
+        }),
         Event::Announcement {
             call,
             at,

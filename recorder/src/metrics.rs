@@ -61,6 +61,7 @@ pub struct Metrics {
     dtmf_digits: Family<Labels, Counter>,
     recording_toggles: Family<Labels, Counter>,
     announcements: Family<Labels, Counter>,
+    invite_retries: Family<Labels, Counter>,
     recordings_active: Gauge,
     config_reloads: Family<Labels, Counter>,
     draining: Gauge<i64, std::sync::atomic::AtomicI64>,
@@ -106,6 +107,7 @@ impl Metrics {
             dtmf_digits: Family::default(),
             recording_toggles: Family::default(),
             announcements: Family::default(),
+            invite_retries: Family::default(),
             recordings_active: Gauge::default(),
             config_reloads: Family::default(),
             draining: Gauge::default(),
@@ -133,13 +135,18 @@ impl Metrics {
             m.sip_parse_errors.clone(),
         );
         registry.register(
+            "invite_retries",
+            "INVITEs refused with an answer the caller may retry in the same call (401, 407, 3xx, 422, 491), by outcome (awaited: the call waits for the retry; retried: it came) and status code",
+            m.invite_retries.clone(),
+        );
+        registry.register(
             "sip_refused",
             "Requests refused by the recorder, by status code",
             m.sip_refused.clone(),
         );
         registry.register(
             "sip_dropped",
-            "SIP messages dropped or not acted on, by reason (unknown_source, stray_response, response_from_elsewhere, target_outside_peers, peer_limit, info_from_other_leg, tcp_refused, shard_busy)",
+            "SIP messages dropped or not acted on, by reason (unknown_source, stray_response, response_from_elsewhere, target_outside_peers, peer_limit, tcp_refused, shard_busy, route_table_full, request_from_other_leg, unknown_dialog)",
             m.sip_dropped.clone(),
         );
         registry.register(
@@ -291,9 +298,11 @@ impl Metrics {
                 "response_from_elsewhere",
                 "target_outside_peers",
                 "peer_limit",
-                "info_from_other_leg",
                 "tcp_refused",
                 "shard_busy",
+                "route_table_full",
+                "request_from_other_leg",
+                "unknown_dialog",
             ],
         );
         zero(&m.recording_toggles, "to", &["on", "off"]);
@@ -382,6 +391,11 @@ impl Metrics {
                     .inc_by(d);
             },
         );
+        delta(&s.invite_retries, &self.last.invite_retries, |(o, c), d| {
+            self.invite_retries
+                .get_or_create(&vec![("outcome", o.to_string()), ("code", c.to_string())])
+                .inc_by(d);
+        });
         delta(&s.announcements, &self.last.announcements, |(k, r), d| {
             self.announcements
                 .get_or_create(&vec![("kind", k.to_string()), ("result", r.to_string())])
@@ -423,6 +437,12 @@ impl Metrics {
 impl Metrics {
     /// Counts a SIP TCP connection refused at accept (limits, ACL).
     /// A SIP message dropped because its shard's inbox was full.
+    pub fn route_table_full(&self) {
+        self.sip_dropped
+            .get_or_create(&vec![("reason", "route_table_full".to_owned())])
+            .inc();
+    }
+
     pub fn shard_busy(&self) {
         self.sip_dropped
             .get_or_create(&vec![("reason", "shard_busy".to_owned())])

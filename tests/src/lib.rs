@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 pub mod controlplane;
 pub mod garage;
+pub mod kamailio;
 pub mod pcap;
 pub mod rtpengine;
 

@@ -157,6 +157,16 @@ pub enum Event {
         /// How much of it was sent.
         played: std::time::Duration,
     },
+    /// The call's media took a turn the recording cannot hold: the call
+    /// goes on, relayed, and its recording is marked incomplete.
+    MediaNote {
+        /// The call.
+        call: CallRef,
+        /// When.
+        at: Instant,
+        /// What happened.
+        note: MediaNote,
+    },
     /// The call is over.
     CallEnded {
         /// The call.
@@ -168,6 +178,22 @@ pub enum Event {
         /// Whether it had been answered.
         answered: bool,
     },
+}
+
+/// Why a recording cannot hold all of a call's media.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaNote {
+    /// A fax (T.38 over UDPTL) took the call's media: relayed, not recorded.
+    Fax,
+}
+
+impl MediaNote {
+    /// The reason's name, in the sidecar and in metric labels.
+    pub fn label(&self) -> &'static str {
+        match self {
+            MediaNote::Fax => "fax",
+        }
+    }
 }
 
 /// Audio of a recorded call, as received from one side.

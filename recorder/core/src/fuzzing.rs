@@ -306,6 +306,10 @@ pub fn engine(data: &[u8]) {
                 }
                 Output::Rtp { relay, .. } => check_rtp(relay.to),
                 Output::Event(_) => {}
+                // A new call handed to another shard: this core kept nothing of it.
+                Output::Divert { source, .. } => {
+                    assert!(may_send_to(&cfg, source.addr), "diverted from a stranger");
+                }
                 Output::Timeout(_) => break,
             }
         }

@@ -27,4 +27,6 @@ pub use earshot_contracts::{
     Transport,
 };
 pub use engine::{Output, PeerLoads, Recorder, Relay, Shard};
-pub use event::{CallRef, EndReason, Event, InvolvedUser, MediaFrame, Party, RecordingReason};
+pub use event::{
+    CallRef, EndReason, Event, InvolvedUser, MediaFrame, MediaNote, Party, RecordingReason,
+};

@@ -63,6 +63,8 @@ pub struct MediaStream {
     pub rtp: Option<SocketAddr>,
     /// Port from the `m=` line (0 means the stream is disabled).
     pub port: u16,
+    /// The transport protocol (`RTP/AVP`, `RTP/SAVP`, `udptl`, ...).
+    pub proto: String,
     /// Payload types in order of preference.
     pub formats: Vec<u8>,
     /// Known codecs of those payload types.
@@ -86,6 +88,12 @@ impl MediaStream {
     /// Whether `pt` carries telephone events in this stream.
     pub fn is_telephone_event(&self, pt: u8) -> bool {
         self.codec(pt).is_some_and(|c| c.name == "TELEPHONE-EVENT")
+    }
+
+    /// Whether the stream carries RTP (`RTP/AVP`, `RTP/SAVPF`,
+    /// `UDP/TLS/RTP/SAVP`, ...) rather than, say, T.38 over UDPTL.
+    pub fn is_rtp(&self) -> bool {
+        self.proto.to_ascii_uppercase().contains("RTP")
     }
 
     /// The codec of a payload type.
@@ -160,7 +168,7 @@ impl Sdp {
                     .unwrap_or("")
                     .parse()
                     .map_err(|_| SdpError::Media(n))?;
-                let _proto = parts.next().ok_or(SdpError::Media(n))?;
+                let proto = parts.next().ok_or(SdpError::Media(n))?.to_owned();
                 let formats: Vec<u8> = parts.filter_map(|f| f.parse().ok()).collect();
                 let codecs = formats
                     .iter()
@@ -176,6 +184,7 @@ impl Sdp {
                     media,
                     rtp: None,
                     port,
+                    proto,
                     formats,
                     codecs,
                     direction: Direction::SendRecv,
@@ -290,6 +299,11 @@ impl Sdp {
                     }
                     _ => line.clone(),
                 }
+            } else if is_ice_line(line) {
+                // ICE would have the parties reach each other at the
+                // addresses their candidates name, around the relay: every
+                // ICE attribute goes, and the parties use c= and m= (ours).
+                continue;
             } else if let Some(v) = line.strip_prefix("o=") {
                 // The origin's address names the relay too, so nothing of the
                 // sender's network leaks through it.
@@ -307,6 +321,24 @@ impl Sdp {
         }
         out.into_bytes()
     }
+}
+
+/// ICE attributes (RFC 8839): candidates and the credentials and options
+/// that ask for connectivity checks.
+fn is_ice_line(line: &str) -> bool {
+    [
+        "a=candidate:",
+        "a=remote-candidates:",
+        "a=end-of-candidates",
+        "a=ice-ufrag:",
+        "a=ice-pwd:",
+        "a=ice-options:",
+        "a=ice-lite",
+        "a=ice-mismatch",
+        "a=ice-pacing:",
+    ]
+    .iter()
+    .any(|p| line.starts_with(p))
 }
 
 fn has_stream_direction(lines: &[String], stream: usize) -> bool {
@@ -365,6 +397,33 @@ mod tests {
             out,
             "v=0\r\no=alice 2890844526 2890844526 IN IP4 192.0.2.5\r\ns=-\r\nc=IN IP4 192.0.2.5\r\nt=0 0\r\nm=audio 30000 RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=x-unknown:keep me\r\na=ptime:20\r\n"
         );
+    }
+
+    #[test]
+    fn ice_attributes_go_so_no_party_bypasses_the_relay() {
+        let ice = format!(
+            "{OFFER}a=ice-ufrag:F7gI\r\na=ice-pwd:x9cml/YzichV2+XlhiMu8g\r\na=ice-options:trickle\r\n\
+             a=candidate:1 1 UDP 2130706431 10.0.0.1 49170 typ host\r\n\
+             a=candidate:2 1 UDP 1694498815 203.0.113.7 50000 typ srflx raddr 10.0.0.1 rport 49170\r\n\
+             a=end-of-candidates\r\n"
+        );
+        let sdp = Sdp::parse(ice.as_bytes()).unwrap();
+        let out = String::from_utf8(sdp.rewrite("192.0.2.5".parse().unwrap(), &[30000])).unwrap();
+        assert!(!out.contains("candidate") && !out.contains("ice-"), "{out}");
+        assert!(
+            !out.contains("10.0.0.1") && !out.contains("203.0.113.7"),
+            "{out}"
+        );
+        assert!(out.contains("m=audio 30000 RTP/AVP 0 8 101\r\n"), "{out}");
+    }
+
+    #[test]
+    fn t38_is_not_rtp() {
+        let fax = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=image 4002 udptl t38\r\na=T38FaxVersion:0\r\n";
+        let sdp = Sdp::parse(fax.as_bytes()).unwrap();
+        assert_eq!(sdp.streams[0].media, "image");
+        assert!(!sdp.streams[0].is_rtp());
+        assert!(Sdp::parse(OFFER.as_bytes()).unwrap().streams[0].is_rtp());
     }
 
     #[test]

@@ -13,7 +13,7 @@ pub struct Stats {
     pub sip_refused: BTreeMap<u16, u64>,
     /// SIP messages dropped or not acted on, by reason (`unknown_source`,
     /// `stray_response`, `response_from_elsewhere`, `target_outside_peers`,
-    /// `peer_limit`, `info_from_other_leg`).
+    /// `peer_limit`, `request_from_other_leg`, `unknown_dialog`).
     pub sip_dropped: BTreeMap<&'static str, u64>,
     /// RTP/RTCP packets relayed, by direction (`caller_to_callee`, `callee_to_caller`).
     pub rtp_packets: BTreeMap<&'static str, u64>,
@@ -33,6 +33,10 @@ pub struct Stats {
     pub recordings_active: u64,
     /// Calls whose recording was started at least once.
     pub recordings_started: u64,
+    /// INVITEs refused with an answer the caller may retry (401, 407, 3xx,
+    /// 422, 491, ...), by (`awaited` when the call waits for the retry,
+    /// `retried` when it came) and the refusal's status code.
+    pub invite_retries: BTreeMap<(&'static str, u16), u64>,
 }
 
 impl Stats {
@@ -59,11 +63,13 @@ impl Stats {
             calls_active,
             recordings_active,
             recordings_started,
+            invite_retries,
         } = other;
         add(&mut self.sip_messages, sip_messages);
         self.sip_parse_errors += sip_parse_errors;
         add(&mut self.sip_refused, sip_refused);
         add(&mut self.sip_dropped, sip_dropped);
+        add(&mut self.invite_retries, invite_retries);
         add(&mut self.rtp_packets, rtp_packets);
         add(&mut self.rtp_dropped, rtp_dropped);
         add(&mut self.dtmf_digits, dtmf_digits);

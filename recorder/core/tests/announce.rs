@@ -177,7 +177,7 @@ impl Sim {
                     self.heard[who].push(parse(&data, self.now, true));
                 }
                 Output::Event(e) => self.events.push(e),
-                Output::Sip { .. } => {}
+                Output::Sip { .. } | Output::Divert { .. } => {}
                 Output::Timeout(_) => return,
             }
         }

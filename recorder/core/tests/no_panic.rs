@@ -105,7 +105,7 @@ proptest! {
                     [addr(CALLER), addr(CALLEE), addr(source)].contains(&target.addr),
                     "sent to {target:?}"
                 ),
-                Output::Event(_) => {}
+                Output::Event(_) | Output::Divert { .. } => {}
                 Output::Rtp { relay, .. } => prop_assert!(
                     [addr(CALLER_RTP).ip(), addr(CALLEE_RTP).ip()].contains(&relay.to.ip()),
                     "RTP to {relay:?}"

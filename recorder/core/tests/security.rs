@@ -18,7 +18,8 @@ use sim::*;
 fn mk_with(f: impl FnOnce(&mut earshot_recorder_core::CoreConfig)) -> Recorder {
     let mut cfg = mk_config();
     f(&mut cfg);
-    let ports: Vec<u16> = (30000..30100).step_by(2).collect();
+    // Room for 250 calls (each takes two pairs when it starts).
+    let ports: Vec<u16> = (30000..31000).step_by(2).collect();
     Recorder::new(cfg, &ports)
 }
 
@@ -172,7 +173,8 @@ fn sip_info_digits_count_only_from_the_leg_they_claim() {
             ),
         )
     };
-    // The far end sends the caller's INFO, tags and all, from its own address.
+    // The far end sends the caller's INFO, tags and all, from its own
+    // address: refused, not forwarded, not counted.
     let recorded = |out: &Out| {
         out.events
             .iter()
@@ -184,7 +186,9 @@ fn sip_info_digits_count_only_from_the_leg_they_claim() {
         !recorded(&a) && !recorded(&b),
         "the far end cannot toggle recording"
     );
-    assert_eq!(dropped(&rec, "info_from_other_leg"), 2);
+    assert_eq!(dropped(&rec, "request_from_other_leg"), 2);
+    assert_eq!(a.codes_to(CALLEE), [403]);
+    assert!(a.methods_to(CALLER).is_empty() && b.methods_to(CALLER).is_empty());
     // From the caller's own address the same INFO toggles it.
     sip_in(&mut rec, t0 + Duration::from_secs(3), CALLER, &info('*', 7));
     let on = sip_in(&mut rec, t0 + Duration::from_secs(3), CALLER, &info('5', 8));

@@ -108,6 +108,9 @@ pub struct Dispatcher {
 
 struct Pending {
     meta: CallMeta,
+    /// What the call's media did that its recording cannot hold (`fax`),
+    /// also before the recording started.
+    notes: Vec<&'static str>,
     recording: bool,
     refused: bool,
     worker: usize,
@@ -219,6 +222,7 @@ impl Dispatcher {
                     call.id,
                     Pending {
                         meta,
+                        notes: Vec::new(),
                         recording: false,
                         refused: false,
                         worker,
@@ -254,6 +258,7 @@ impl Dispatcher {
                         return;
                     }
                     let (worker, meta) = (p.worker, p.meta.clone());
+                    let notes = p.notes.clone();
                     self.send(
                         worker,
                         Job::Start {
@@ -263,6 +268,9 @@ impl Dispatcher {
                             wideband,
                         },
                     );
+                    for note in notes {
+                        self.send(worker, Job::Note { call: call.id, note });
+                    }
                 } else if p.recording {
                     let worker = p.worker;
                     self.send(
@@ -319,6 +327,18 @@ impl Dispatcher {
                             record,
                         },
                     );
+                }
+            }
+            Event::MediaNote { call, note, .. } => {
+                let note = note.label();
+                if let Some(p) = self.calls.get_mut(&call.id)
+                    && !p.notes.contains(&note)
+                {
+                    p.notes.push(note);
+                    if p.recording && !p.refused {
+                        let worker = p.worker;
+                        self.send(worker, Job::Note { call: call.id, note });
+                    }
                 }
             }
             Event::Dtmf { .. } => {}

@@ -75,6 +75,7 @@ pub fn recover_spool(shared: &Shared) -> std::io::Result<()> {
                     bytes: data.len() as u64,
                     sha256: hex::encode(Sha256::digest(&data)),
                     truncated: Some(CUT_SHORT.to_owned()),
+                    reasons: vec!["crashed"],
                 },
             );
             shared.spool.write_atomic(&json_name, &sidecar.to_json())?;

@@ -80,6 +80,8 @@ pub struct Ending<'a> {
     pub sha256: String,
     /// Why it is incomplete, if it is.
     pub truncated: Option<String>,
+    /// The same as names (`fax`, `undecodable`, `spool_full`, `crashed`).
+    pub reasons: Vec<&'static str>,
 }
 
 /// The sidecar of a recording.
@@ -150,6 +152,7 @@ pub fn build(
         },
         complete: e.truncated.is_none(),
         truncated: e.truncated,
+        incomplete_reasons: e.reasons.iter().map(|r| r.to_string()).collect(),
         recorder: Recorder {
             instance: instance.to_owned(),
             version: env!("CARGO_PKG_VERSION").to_owned(),

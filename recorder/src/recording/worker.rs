@@ -54,6 +54,13 @@ pub enum Job {
     },
     /// Write out what the reorder window has released by now.
     Tick(Instant),
+    /// The call's media did something the recording cannot hold.
+    Note {
+        /// The call.
+        call: u64,
+        /// What (`fax`).
+        note: &'static str,
+    },
     /// An announcement, for the sidecar.
     Announced {
         /// The call.
@@ -91,6 +98,8 @@ struct Active {
     /// and the first such codec's name as the SDP gave it (bounded).
     undecodable: u64,
     undecodable_codec: Option<String>,
+    /// What the call's media did that the file cannot hold (`fax`).
+    notes: Vec<&'static str>,
     out: Vec<u8>,
     /// When the file's data was last flushed to the disk.
     synced: Instant,
@@ -337,6 +346,13 @@ fn run_job(shared: &Shared, active: &mut HashMap<u64, Active>, job: Job) {
                 a.announcements.push(record);
             }
         }
+        Job::Note { call, note } => {
+            if let Some(a) = active.get_mut(&call)
+                && !a.notes.contains(&note)
+            {
+                a.notes.push(note);
+            }
+        }
     }
 }
 
@@ -374,6 +390,7 @@ fn begin(shared: &Shared, mut meta: CallMeta, at: Instant, rate: u32) -> Result<
         announcements: Vec::new(),
         undecodable: 0,
         undecodable_codec: None,
+        notes: Vec::new(),
         out: Vec::new(),
         synced: at,
         next_drain: at,
@@ -396,10 +413,29 @@ fn codec_name(codec: &str) -> String {
     }
 }
 
+/// [`incomplete`]'s reasons by name, for programs.
+fn incomplete_reasons(a: &Active) -> Vec<&'static str> {
+    let mut why = Vec::new();
+    if a.file.failed().is_some() {
+        why.push("spool_full");
+    }
+    if a.undecodable > 0 {
+        why.push("undecodable");
+    }
+    why.extend(a.notes.iter().copied());
+    why
+}
+
 /// Why a finished recording is not what the call said, if it is not: the
-/// spool refused more of it, or some of its audio could not be decoded.
+/// spool refused more of it, some of its audio could not be decoded, or
+/// its media took a turn no recording holds (a fax).
 fn incomplete(a: &Active) -> Option<String> {
     let mut why = Vec::new();
+    if a.notes.contains(&"fax") {
+        why.push(
+            "the call switched to fax (T.38): the fax was relayed, not recorded".to_owned(),
+        );
+    }
     if let Some(e) = a.file.failed() {
         why.push(format!(
             "the spool could not take more of the recording ({e}); it ends there"
@@ -467,6 +503,7 @@ fn finish(shared: &Shared, mut a: Active, at: Instant) {
             bytes,
             sha256,
             truncated: incomplete(&a),
+            reasons: incomplete_reasons(&a),
         },
     );
     let json = sidecar.to_json();

@@ -55,6 +55,8 @@ pub struct Shared {
     /// New calls sent to another shard than their hash's, because that one
     /// had no port pair free, by the hash of their Call-ID.
     diverted: Mutex<HashMap<String, Diverted>>,
+    /// When the route table was last swept of expired routes.
+    diverted_swept: Mutex<Instant>,
     /// The main runtime: the listeners' sockets are registered with it, so
     /// sends that must wait are spawned on it, whichever thread asks.
     main: tokio::runtime::Handle,
@@ -73,54 +75,87 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    /// The shard that owns the call a SIP message belongs to: by its
-    /// Call-ID; a message without one goes to the first shard, which
-    /// answers or counts it as malformed.
+    /// The shard that owns the call a SIP message belongs to: the shard
+    /// a diverted call went to, else the one its Call-ID hashes to; a
+    /// message without a Call-ID goes to the first shard, which answers or
+    /// counts it as malformed. Nothing is parsed here beyond the Call-ID.
     fn shard_for(&self, data: &[u8]) -> &Arc<Shard> {
         let Some(id) = earshot_recorder_core::sip::message::call_id_of(data) else {
             return &self.shards[0];
         };
-        let n = self.shards.len();
         let home = self.home_shard(&id);
-        if n == 1 {
+        if self.shards.len() == 1 {
             return &self.shards[home];
         }
         let hash = earshot_recorder_core::call_hash(&id);
+        let check = self.router.hash_one(&*id);
+        let now = Instant::now();
         let mut diverted = lock(&self.diverted);
-        if let Some(d) = diverted.get(&hash) {
-            return &self.shards[d.shard];
+        match diverted.get(&hash) {
+            Some(d) if d.expired(now) => {
+                diverted.remove(&hash);
+            }
+            // The check is the Call-ID's keyed hash: a Call-ID made to
+            // collide with another's short hash does not follow its route.
+            Some(d) if d.check == check => return &self.shards[d.shard],
+            _ => {}
         }
-        // A new call whose shard has no ports left goes to the shard with
-        // the most, and stays there: a range sized for N calls takes N
-        // calls however they hash.
-        if self.shards[home].free_pairs() >= CALL_PAIRS || !is_initial_invite(data) {
-            return &self.shards[home];
-        }
-        let Some(best) = self
+        &self.shards[home]
+    }
+
+    /// A new call shard `from` had no RTP ports for (the core said so,
+    /// after its access check, and knows no transaction of it): it goes to
+    /// the shard with the most pairs free and stays there, so a range sized
+    /// for N calls takes N calls however they hash. With no shard free, or
+    /// the route table full, it goes back to `from`, which answers 503.
+    fn divert(&self, from: usize, source: Target, data: Vec<u8>) {
+        let best = self
             .shards
             .iter()
+            .filter(|s| s.index != from)
             .max_by_key(|s| s.free_pairs())
-            .filter(|s| s.free_pairs() >= CALL_PAIRS)
-        else {
-            return &self.shards[home];
+            .filter(|s| s.free_pairs() >= CALL_PAIRS);
+        let routed = best.and_then(|best| {
+            let id = earshot_recorder_core::sip::message::call_id_of(&data)?;
+            let hash = earshot_recorder_core::call_hash(&id);
+            let check = self.router.hash_one(&*id);
+            let now = Instant::now();
+            let mut diverted = lock(&self.diverted);
+            let mut swept = lock(&self.diverted_swept);
+            if now.saturating_duration_since(*swept) >= Duration::from_secs(1) {
+                // At most once a second, never per message.
+                diverted.retain(|_, d| !d.expired(now));
+                *swept = now;
+            }
+            let taken = diverted
+                .get(&hash)
+                .is_some_and(|d| !d.expired(now) && d.check != check);
+            if taken || (diverted.len() >= MAX_DIVERTED && !diverted.contains_key(&hash)) {
+                lock(&self.metrics).route_table_full();
+                return None;
+            }
+            diverted.insert(
+                hash,
+                Diverted {
+                    shard: best.index,
+                    check,
+                    at: now,
+                    started: false,
+                    ended: None,
+                },
+            );
+            Some(best)
+        });
+        let shard = routed.unwrap_or(&self.shards[from]);
+        let input = Input::Sip {
+            target: source,
+            data,
+            done: None,
+            diverted: true,
         };
-        let now = Instant::now();
-        diverted.retain(|_, d| !d.expired(now));
-        if diverted.len() >= MAX_DIVERTED {
-            // A flood of INVITEs while a shard is full: the home shard
-            // answers them 503 rather than this table growing.
-            return &self.shards[home];
+        if let Err(mpsc::error::TrySendError::Full(_)) = shard.inbox.try_send(input) {
+            lock(&self.metrics).shard_busy();
         }
-        diverted.insert(
-            hash,
-            Diverted {
-                shard: best.index,
-                at: now,
-                started: false,
-                ended: None,
-            },
-        );
-        best
     }
 
     /// The shard a Call-ID hashes to.
@@ -160,6 +195,7 @@ impl Shared {
             target,
             data: data.to_vec(),
             done,
+            diverted: false,
         };
         if let Err(mpsc::error::TrySendError::Full(_)) = shard.inbox.try_send(input) {
             lock(&self.metrics).shard_busy();
@@ -207,6 +243,8 @@ const MAX_DIVERTED: usize = 65_536;
 #[derive(Debug)]
 struct Diverted {
     shard: usize,
+    /// The Call-ID's keyed hash (the table is keyed by its short hash).
+    check: u64,
     at: Instant,
     started: bool,
     ended: Option<Instant>,
@@ -220,13 +258,6 @@ impl Diverted {
             (true, None) => false,
         }
     }
-}
-
-/// An INVITE outside any dialog (no To tag): the start of a new call.
-fn is_initial_invite(data: &[u8]) -> bool {
-    data.starts_with(b"INVITE ")
-        && earshot_recorder_core::sip::Message::parse_unchecked(data)
-            .is_ok_and(|m| m.to_tag().is_none())
 }
 
 /// How many shards: the configured number, else one per CPU the process may
@@ -397,6 +428,7 @@ pub async fn bind(config_path: PathBuf, config: Config) -> anyhow::Result<Server
         shards,
         router: std::collections::hash_map::RandomState::new(),
         diverted: Mutex::new(HashMap::new()),
+        diverted_swept: Mutex::new(Instant::now()),
         main: tokio::runtime::Handle::current(),
         epoch: Instant::now(),
         events: events_tx,

@@ -32,6 +32,8 @@ pub(super) enum Input {
         target: Target,
         data: Vec<u8>,
         done: Option<tokio::sync::oneshot::Sender<()>>,
+        /// Handed over by another shard that had no ports for the call.
+        diverted: bool,
     },
     /// A reloaded config for new calls.
     Config(Box<CoreConfig>),
@@ -169,6 +171,9 @@ impl ShardRun {
                     self.shared.note_diverted(&e);
                     self.shared.events.push_to(self.shard.index, e)
                 }
+                Output::Divert { source, data } => {
+                    self.shared.divert(self.shard.index, source, data)
+                }
                 Output::Timeout(_) => {}
             }
         }
@@ -195,8 +200,13 @@ impl ShardRun {
                         target,
                         data,
                         done: d,
+                        diverted,
                     } => {
-                        rec.handle_sip(now, target, &data);
+                        if diverted {
+                            rec.handle_diverted_sip(now, target, &data);
+                        } else {
+                            rec.handle_sip(now, target, &data);
+                        }
                         done = d;
                     }
                     Input::Config(cfg) => rec.update_config(*cfg),

@@ -328,6 +328,7 @@ fn a_diverted_route_lasts_the_call_and_is_forgotten_after() {
     let linger = super::DIVERTED_LINGER;
     let route = |started, ended| super::Diverted {
         shard: 1,
+        check: 0,
         at: t0,
         started,
         ended,

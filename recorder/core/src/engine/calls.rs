@@ -1,9 +1,15 @@
-//! Calls: who is on them (the policy users among caller and callee), their
-//! answer and end, DTMF shortcodes keyed on a user's own leg, and the
-//! decision whether the call is recorded now. Ended calls linger a few
-//! seconds, then are forgotten with their ports; idle calls are ended.
+//! Calls: what users see and what is recorded. A call is one caller's
+//! attempt to reach a callee: it spans an INVITE retried after a challenge,
+//! a redirect, 422 or 491 (same Call-ID and From tag, a new transaction),
+//! and every dialog the request forks into. It knows who is on it (the
+//! policy users among caller and callee), which side a request comes from
+//! (its tags *and* its source), its answer and end, DTMF shortcodes keyed
+//! on a user's own leg, and whether it is recorded now. Ended calls linger
+//! a few seconds, then are forgotten with their ports; idle calls are ended.
 
 use std::time::{Duration, Instant};
+
+use crate::config::Transport;
 
 use crate::config::{RecordingMode, Target};
 use crate::dtmf::{DtmfMethod, ShortcodeMatcher};
@@ -14,6 +20,7 @@ use earshot_contracts::AnnouncementTarget;
 use earshot_contracts::layout::call_hash;
 
 use super::announcing::AnnounceTimer;
+use super::dialog::Dialogs;
 use super::media::Stream;
 use super::{Recorder, Timer};
 
@@ -59,27 +66,103 @@ pub(super) struct Call {
     pub(super) caller_from: Target,
     /// Where the callee's requests come from: where the INVITE went.
     pub(super) callee_at: Option<Target>,
+    /// The dialogs the INVITE created (several when it forked).
+    pub(super) dialogs: Dialogs,
+    /// The INVITE got a final failure the caller may answer with a new
+    /// INVITE (a challenge, a redirect, 422, 491): the call waits for it.
+    pub(super) retry: Option<Retry>,
+    /// A fax (T.38) was negotiated: said once.
+    pub(super) fax: bool,
+}
+
+/// A call waiting for its caller to retry a refused INVITE.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Retry {
+    /// The refusal.
+    pub(super) code: u16,
+    /// When it came.
+    pub(super) since: Instant,
+}
+
+/// Final answers to an INVITE that a caller answers with a new INVITE in
+/// the same call: credentials (401, 407), a new target (3xx), a longer
+/// session interval (422), after a pause (491), a security agreement (494),
+/// or without an extension (420, 421).
+pub(super) fn is_retryable(code: u16) -> bool {
+    matches!(code, 300..=399 | 401 | 407 | 420 | 421 | 422 | 491 | 494)
+}
+
+/// Why a request does not fit the call its Call-ID names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Misfit {
+    /// Its tags name no dialog of the call.
+    UnknownDialog,
+    /// Its tags claim one side, it came from the other side's leg (or from
+    /// neither): a party trying to steer the other's media or shortcode.
+    OtherLeg,
 }
 
 impl Call {
     /// Whether a request from `source` really comes from the `side` leg:
-    /// from that leg's address (when the two legs share an address, as a
-    /// PBX calling through the recorder to itself does, the tags decide).
+    /// the caller's requests come from where its INVITE came from, the
+    /// callee's from where the INVITE went. When both legs share an
+    /// address (a PBX calling itself through the recorder) the ports tell
+    /// them apart over UDP; where even those agree, only the tags can.
     pub(super) fn leg_is(&self, side: Side, source: Target) -> bool {
-        let ip = source.addr.ip();
-        let caller = self.caller_from.addr.ip() == ip;
-        let callee = self.callee_at.is_some_and(|t| t.addr.ip() == ip);
-        match side {
-            Side::Caller => caller,
-            Side::Callee => callee,
+        let leg = match side {
+            Side::Caller => Some(self.caller_from),
+            Side::Callee => self.callee_at,
+        };
+        let Some(leg) = leg else {
+            return false;
+        };
+        if leg.addr.ip() != source.addr.ip() {
+            return false;
+        }
+        let shared = self
+            .callee_at
+            .is_some_and(|c| c.addr.ip() == self.caller_from.addr.ip());
+        let by_port = shared
+            && self.callee_at.map(|c| c.addr) != Some(self.caller_from.addr)
+            && leg.transport == Transport::Udp
+            && source.transport == Transport::Udp;
+        !by_port || leg.addr.port() == source.addr.port()
+    }
+
+    /// The side a request of this call comes from: the side its tags claim
+    /// (the caller's tag in From, or in To), which must be the leg it came
+    /// from. A request without a To tag is the caller's (its INVITE, or
+    /// one retried).
+    pub(super) fn side_of(&self, msg: &Message, source: Target) -> Result<Side, Misfit> {
+        let (from, to) = (msg.from_tag(), msg.to_tag());
+        let claimed = match (&self.caller_tag, from.as_deref(), to.as_deref()) {
+            (_, _, None) => Side::Caller,
+            (Some(c), Some(f), _) if c == f => Side::Caller,
+            (Some(c), _, Some(t)) if c == t => Side::Callee,
+            (Some(_), _, _) => return Err(Misfit::UnknownDialog),
+            // A caller without a tag (RFC 2543): only the source can tell.
+            (None, _, _) => {
+                return if self.leg_is(Side::Caller, source) {
+                    Ok(Side::Caller)
+                } else if self.leg_is(Side::Callee, source) {
+                    Ok(Side::Callee)
+                } else {
+                    Err(Misfit::OtherLeg)
+                };
+            }
+        };
+        if self.leg_is(claimed, source) {
+            Ok(claimed)
+        } else {
+            Err(Misfit::OtherLeg)
         }
     }
 
-    pub(super) fn side_of_request(&self, msg: &Message) -> Side {
-        match (&self.caller_tag, msg.from_tag()) {
-            (Some(c), Some(f)) if *c == f => Side::Caller,
-            (Some(_), Some(_)) => Side::Callee,
-            _ => Side::Caller,
+    /// The callee side's tag of the dialog an in-dialog request belongs to.
+    pub(super) fn dialog_tag(msg: &Message, side: Side) -> Option<String> {
+        match side {
+            Side::Caller => msg.to_tag(),
+            Side::Callee => msg.from_tag(),
         }
     }
 
@@ -149,38 +232,119 @@ impl Recorder {
         }
     }
 
+    /// The first final answer to a call's INVITE (`initial`: the one that
+    /// set the call up, not a re-INVITE). A 2xx answers the call through
+    /// the dialog of its To tag; a failure the caller may retry leaves the
+    /// call waiting for the new INVITE; any other failure ends it.
     pub(super) fn on_final(
         &mut self,
         now: Instant,
         cid: u64,
-        method: &str,
+        initial: bool,
         code: u16,
-        _msg: &Message,
+        msg: &Message,
     ) {
-        let Some(call) = self.calls.get(&cid) else {
+        let Some(call) = self.calls.get_mut(&cid) else {
             return;
         };
-        let initial = method == "INVITE" && !call.answered;
-        if initial && (200..300).contains(&code) {
-            let call = self.calls.get_mut(&cid).expect("checked above");
+        if !initial || call.ended.is_some() {
+            return;
+        }
+        if (200..300).contains(&code) {
+            if let Some(tag) = msg.to_tag()
+                && let Some(sdp) = call.dialogs.answered_by(&tag)
+            {
+                // Early media came from another fork: the leg follows the
+                // dialog that answered.
+                self.follow_sdp(cid, Side::Callee, &sdp);
+            }
+            let Some(call) = self.calls.get_mut(&cid) else {
+                return;
+            };
+            if call.answered {
+                return;
+            }
             call.answered = true;
             let r = call.r.clone();
             self.emit(Event::CallAnswered { call: r, at: now });
             self.update_recording(now, cid, None);
-        } else if initial && code >= 300 {
-            let cancelled = self
-                .clients
-                .values()
-                .any(|c| c.call == Some(cid) && c.cancelled);
-            let reason = if code == 487 || cancelled {
-                EndReason::Cancelled
-            } else if code == 408 {
-                EndReason::Timeout
-            } else {
-                EndReason::Rejected(code)
-            };
-            self.end_call(now, cid, reason);
+            return;
         }
+        if code < 300 || call.answered {
+            return;
+        }
+        call.dialogs.end_early();
+        let cancelled = self
+            .clients
+            .values()
+            .any(|c| c.call == Some(cid) && c.cancelled);
+        let reason = if code == 487 || cancelled {
+            EndReason::Cancelled
+        } else if code == 408 {
+            EndReason::Timeout
+        } else if is_retryable(code) {
+            // The caller answers a challenge, redirect, 422 or 491 with a
+            // new INVITE in the same call: keep the call (and its ports)
+            // for it. The sweep ends it if none comes.
+            Stats::bump(&mut self.stats.invite_retries, ("awaited", code));
+            call.retry = Some(Retry { code, since: now });
+            return;
+        } else {
+            EndReason::Rejected(code)
+        };
+        self.end_call(now, cid, reason);
+    }
+
+    /// A fax (T.38) was negotiated in the call: relayed, not recorded; the
+    /// recording says so (once).
+    pub(super) fn note_fax(&mut self, now: Instant, cid: u64) {
+        let Some(call) = self.calls.get_mut(&cid) else {
+            return;
+        };
+        if call.fax {
+            return;
+        }
+        call.fax = true;
+        let r = call.r.clone();
+        self.emit(Event::MediaNote {
+            call: r,
+            at: now,
+            note: crate::event::MediaNote::Fax,
+        });
+    }
+
+    /// A caller's new INVITE in a call waiting for one: the call goes on.
+    pub(super) fn resume_call(&mut self, now: Instant, cid: u64) {
+        let Some(call) = self.calls.get_mut(&cid) else {
+            return;
+        };
+        if let Some(r) = call.retry.take() {
+            Stats::bump(&mut self.stats.invite_retries, ("retried", r.code));
+        }
+        call.last_activity = now;
+    }
+
+    /// A dialog hung up (BYE from either side). The call ends with its
+    /// last confirmed dialog; until then the media leg moves to one still up.
+    pub(super) fn hang_up(&mut self, now: Instant, cid: u64, tag: Option<&str>, side: Side) {
+        let Some(call) = self.calls.get_mut(&cid) else {
+            return;
+        };
+        let tracked = tag.is_some_and(|t| call.dialogs.knows(t));
+        if tracked {
+            if let Some(sdp) = tag.and_then(|t| call.dialogs.hang_up(t)) {
+                self.follow_sdp(cid, Side::Callee, &sdp);
+            }
+            let Some(call) = self.calls.get(&cid) else {
+                return;
+            };
+            if call.dialogs.confirmed() > 0 {
+                return;
+            }
+        }
+        // The last dialog, or one the call never saw a response for (its
+        // tag unknown: the call cannot tell what else is up).
+        self.end_call(now, cid, EndReason::Bye(side));
     }
 
     pub(super) fn start_call(
@@ -276,6 +440,9 @@ impl Recorder {
                 peer: peer.to_owned(),
                 caller_from: source,
                 callee_at: None,
+                dialogs: Dialogs::default(),
+                retry: None,
+                fax: false,
             },
         );
         self.loads
@@ -321,7 +488,11 @@ impl Recorder {
 
     pub(super) fn forget_call(&mut self, cid: u64) {
         if let Some(call) = self.calls.remove(&cid) {
-            self.call_ids.remove(&call.call_id);
+            // A new call may have taken the Call-ID since (a caller trying
+            // again after this one ended): its entry stays.
+            if self.call_ids.get(&call.call_id) == Some(&cid) {
+                self.call_ids.remove(&call.call_id);
+            }
             for s in &call.streams {
                 for p in s.ports {
                     self.ports.give(p);
@@ -464,15 +635,24 @@ impl Recorder {
                 let idle = t.call_idle;
                 let mut forget = Vec::new();
                 let mut expire = Vec::new();
+                let mut unretried = Vec::new();
+                let retry_window = t.transaction_timeout();
                 for (id, c) in &self.calls {
-                    match c.ended {
-                        Some(at) if now >= at + CALL_LINGER => forget.push(*id),
-                        None if now >= c.last_activity + idle => expire.push(*id),
+                    match (c.ended, c.retry) {
+                        (Some(at), _) if now >= at + CALL_LINGER => forget.push(*id),
+                        (None, Some(r)) if now >= r.since + retry_window => {
+                            unretried.push((*id, r))
+                        }
+                        (None, _) if now >= c.last_activity + idle => expire.push(*id),
                         _ => {}
                     }
                 }
                 for id in expire {
                     self.end_call(now, id, EndReason::Timeout);
+                }
+                for (id, r) in unretried {
+                    // Ended when it was refused: that is when the caller gave up.
+                    self.end_call(r.since, id, EndReason::Rejected(r.code));
                 }
                 for id in forget {
                     self.forget_call(id);

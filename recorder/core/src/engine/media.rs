@@ -14,6 +14,8 @@ use crate::dtmf::{self, DtmfMethod, EventDeduper, ToneDetector};
 use crate::event::{Event, MediaFrame, Side};
 use crate::g711::Law;
 use crate::sdp::{self, Sdp};
+
+use super::dialog::LegUpdate;
 use crate::sip::message::Message;
 use crate::stats::Stats;
 
@@ -33,12 +35,37 @@ pub(super) struct Leg {
 }
 
 pub(super) struct Stream {
-    /// Our RTP port facing each side (RTCP is port + 1).
+    /// Our RTP port facing each side (RTCP is port + 1); `[0, 0]` for a
+    /// stream refused (port 0 in the SDP, or no ports left for it).
     pub(super) ports: [u16; 2],
     pub(super) legs: [Leg; 2],
 }
 
 impl Stream {
+    fn refused() -> Self {
+        Self {
+            ports: [0, 0],
+            legs: Default::default(),
+        }
+    }
+
+    /// Whether a leg's stream is audio (only audio is recorded).
+    fn is_audio(&self, side: Side) -> bool {
+        self.legs[side.index()]
+            .stream
+            .as_ref()
+            .is_none_or(|s| s.media == "audio")
+    }
+
+    /// Whether the stream carries RTP (not T.38's UDPTL, say): what is not
+    /// RTP is relayed as it comes, never parsed or recorded.
+    fn is_rtp(&self) -> bool {
+        self.legs
+            .iter()
+            .filter_map(|l| l.stream.as_ref())
+            .all(|s| s.is_rtp())
+    }
+
     /// Whether either side prefers a wideband codec: the first audio format
     /// of its SDP (telephone events and comfort noise aside).
     pub(super) fn wideband(&self) -> bool {
@@ -114,15 +141,11 @@ impl PortPool {
 }
 
 impl Recorder {
-    pub(super) fn apply_sdp(
-        &mut self,
-        cid: u64,
-        sender: Side,
-        body: &[u8],
-    ) -> Result<Vec<u8>, SdpFailure> {
+    /// Parses an SDP body and refuses what must never reach the relay:
+    /// link-local (cloud metadata) addresses always; loopback and the
+    /// recorder's own address unless the config allows local media.
+    pub(super) fn check_sdp(&self, body: &[u8]) -> Result<Sdp, SdpFailure> {
         let sdp = Sdp::parse(body).map_err(|e| SdpFailure::Bad(e.to_string()))?;
-        // Link-local (cloud metadata among them) never; loopback and the
-        // recorder's own address only when the config allows them.
         let own = self.cfg.advertised.ip();
         let allow = self.cfg.allow_local_media;
         if let Some(why) = sdp.streams.iter().filter_map(|s| s.rtp).find_map(|a| {
@@ -139,52 +162,107 @@ impl Recorder {
         }) {
             return Err(SdpFailure::Bad(format!("media address {why} not allowed")));
         }
+        Ok(sdp)
+    }
+
+    /// Puts SDP from `side` through the relay and returns the body to
+    /// forward. The caller's SDP always moves the caller's media leg; the
+    /// callee side's moves the callee's leg only when it comes from the
+    /// dialog that carries the media (`tag`: the dialog it belongs to).
+    pub(super) fn sdp_through(
+        &mut self,
+        now: Instant,
+        cid: u64,
+        side: Side,
+        tag: Option<&str>,
+        body: &[u8],
+    ) -> Result<Vec<u8>, SdpFailure> {
+        let sdp = self.check_sdp(body)?;
         let Some(call) = self.calls.get_mut(&cid) else {
             return Err(SdpFailure::Bad("no call".into()));
+        };
+        let follow = match (side, tag) {
+            (Side::Callee, Some(tag)) if call.dialogs.knows(tag) => {
+                call.dialogs.on_callee_sdp(tag, sdp.clone(), call.answered) == LegUpdate::Follow
+            }
+            _ => true,
+        };
+        // Ports first: the leg follows streams the call has ports for.
+        let ports = self.stream_ports(cid, side, &sdp);
+        if follow {
+            self.follow_sdp(cid, side, &sdp);
+        }
+        let fax = sdp
+            .streams
+            .iter()
+            .any(|s| s.media == "image" && s.port != 0);
+        if fax {
+            self.note_fax(now, cid);
+        }
+        Ok(sdp.rewrite(self.cfg.advertised.ip(), &ports))
+    }
+
+    /// The port facing the receiver of this SDP for each of its streams,
+    /// taking a pair per side for a stream the call has not had. A stream
+    /// no pair is left for is refused (port 0) rather than the whole call.
+    fn stream_ports(&mut self, cid: u64, sender: Side, sdp: &Sdp) -> Vec<u16> {
+        let Some(call) = self.calls.get_mut(&cid) else {
+            return Vec::new();
+        };
+        let mut ports = Vec::with_capacity(sdp.streams.len());
+        for (i, s) in sdp.streams.iter().enumerate() {
+            if i >= call.streams.len() {
+                while call.streams.len() < i {
+                    // A refused stream before this one holds no ports.
+                    call.streams.push(Stream::refused());
+                }
+                if s.port == 0 {
+                    call.streams.push(Stream::refused());
+                } else {
+                    let a = self.ports.take((cid, i as u8, Side::Caller));
+                    let b = self.ports.take((cid, i as u8, Side::Callee));
+                    match (a, b) {
+                        (Some(a), Some(b)) => call.streams.push(Stream {
+                            ports: [a, b],
+                            legs: Default::default(),
+                        }),
+                        (a, b) => {
+                            for p in [a, b].into_iter().flatten() {
+                                self.ports.give(p);
+                            }
+                            Stats::bump(&mut self.stats.rtp_dropped, "stream_without_ports");
+                            call.streams.push(Stream::refused());
+                        }
+                    }
+                }
+            }
+            // The receiver of this SDP sends to the port facing it.
+            ports.push(call.streams[i].ports[sender.other().index()]);
+        }
+        ports
+    }
+
+    /// Points `side`'s media leg at what its SDP negotiated (its address,
+    /// codecs, direction), and starts or stops in-band DTMF detection.
+    pub(super) fn follow_sdp(&mut self, cid: u64, side: Side, sdp: &Sdp) {
+        let Some(call) = self.calls.get_mut(&cid) else {
+            return;
         };
         let listens = [
             call.listens_for_shortcode(Side::Caller),
             call.listens_for_shortcode(Side::Callee),
         ];
-        let mut ports = Vec::with_capacity(sdp.streams.len());
         for (i, s) in sdp.streams.iter().enumerate() {
-            if i >= call.streams.len() {
-                if s.port == 0 {
-                    ports.push(0);
-                    continue;
-                }
-                let a = self.ports.take((cid, i as u8, Side::Caller));
-                let b = self.ports.take((cid, i as u8, Side::Callee));
-                let (Some(a), Some(b)) = (a, b) else {
-                    if let Some(a) = a {
-                        self.ports.give(a);
-                    }
-                    if let Some(b) = b {
-                        self.ports.give(b);
-                    }
-                    return Err(SdpFailure::NoPorts);
-                };
-                while call.streams.len() < i {
-                    // A refused stream before this one holds no ports.
-                    call.streams.push(Stream {
-                        ports: [0, 0],
-                        legs: Default::default(),
-                    });
-                }
-                call.streams.push(Stream {
-                    ports: [a, b],
-                    legs: Default::default(),
-                });
-            }
-            let stream = &mut call.streams[i];
-            let leg = &mut stream.legs[sender.index()];
+            let Some(stream) = call.streams.get_mut(i) else {
+                continue;
+            };
+            let leg = &mut stream.legs[side.index()];
             if leg.negotiated != s.rtp {
                 leg.latched = None;
                 leg.latched_rtcp = None;
             }
             leg.negotiated = s.rtp;
             leg.stream = Some(s.clone());
-            ports.push(stream.ports[sender.other().index()]);
         }
         // In-band detection on a side whose media has no telephone-event.
         for side in [Side::Caller, Side::Callee] {
@@ -202,7 +280,29 @@ impl Recorder {
                 }
             }
         }
-        Ok(sdp.rewrite(self.cfg.advertised.ip(), &ports))
+    }
+
+    /// The first stream's port pairs, taken when the call starts (its
+    /// INVITE may carry no offer: the offer then comes in the answer).
+    /// False when fewer than two pairs are free.
+    pub(super) fn reserve_first_stream(&mut self, cid: u64) -> bool {
+        if self.ports.free.len() < 2 {
+            return false;
+        }
+        let Some(call) = self.calls.get_mut(&cid) else {
+            return false;
+        };
+        let (Some(a), Some(b)) = (
+            self.ports.take((cid, 0, Side::Caller)),
+            self.ports.take((cid, 0, Side::Callee)),
+        ) else {
+            return false;
+        };
+        call.streams.push(Stream {
+            ports: [a, b],
+            legs: Default::default(),
+        });
+        true
     }
 
     /// One UDP packet on a local RTP/RTCP port. Returns where to relay it,
@@ -279,6 +379,10 @@ impl Recorder {
             if !sent.is_identity() || !received.is_identity() {
                 announce::rewrite_rtcp(data, sent, received);
             }
+        } else if !stream.is_rtp() {
+            // T.38's UDPTL (a fax re-INVITE), or another transport the
+            // relay does not parse: relayed as it comes, never recorded.
+            call.last_activity = now;
         } else {
             let Ok(rtp) = rtp_rs::RtpReader::new(data) else {
                 Stats::bump(&mut self.stats.rtp_dropped, "malformed");
@@ -294,7 +398,7 @@ impl Recorder {
                 .codec_toward(facing.other(), pt)
                 .map_or((None, 0), |c| (Some(c.name.clone()), c.clock_rate));
             let mut digit = None;
-            let audio = !event && codec.as_deref() != Some("CN");
+            let audio = !event && codec.as_deref() != Some("CN") && stream.is_audio(facing);
             if event {
                 if let Some(ev) = dtmf::parse_telephone_event(rtp.payload()) {
                     let leg = &mut stream.legs[facing.index()];
@@ -360,10 +464,8 @@ impl Recorder {
 
 /// Why an SDP body could not be put through the relay.
 pub(super) enum SdpFailure {
-    /// It does not parse or lies.
+    /// It does not parse, lies, or names an address the relay must not use.
     Bad(String),
-    /// Every RTP port pair is taken.
-    NoPorts,
 }
 
 /// Link-local addresses (cloud metadata services among them): never a

@@ -12,14 +12,20 @@
 //!   CANCEL, local answers;
 //! * [`transaction`] — server and client transactions and their timers
 //!   (RFC 3261 §17: A/B/E/F, C, G, lingering);
-//! * [`calls`] — calls: who is on them, answer, end, DTMF shortcodes, the
-//!   recording decision, housekeeping of idle and ended calls;
+//! * [`calls`] — calls: what users see and what is recorded, spanning an
+//!   INVITE retried after a challenge or redirect and every dialog it forks
+//!   into; who is on them, which side a request comes from (tags and
+//!   source), answer, end, DTMF shortcodes, the recording decision,
+//!   housekeeping of idle and ended calls;
+//! * [`dialog`] — a call's dialogs (RFC 3261 §12), early and confirmed,
+//!   and which one the callee's media leg follows;
 //! * [`media`] — media streams and their ports: SDP through the relay, the
 //!   RTP/RTCP relay with latching, DTMF and audio taps;
 //! * [`announcing`] — announcements and reminder beeps in the call's streams.
 
 mod announcing;
 mod calls;
+mod dialog;
 mod media;
 mod proxy;
 mod transaction;
@@ -62,6 +68,17 @@ pub enum Output {
     },
     /// Something happened.
     Event(Event),
+    /// A new call this shard has no RTP ports for: the shell hands the
+    /// message to another shard's [`Recorder::handle_diverted_sip`] (the
+    /// request passed this shard's access check and is no retransmission
+    /// of a transaction it knows). Only when the core was made for one of
+    /// several shards.
+    Divert {
+        /// Where it came from.
+        source: Target,
+        /// The message as received.
+        data: Vec<u8>,
+    },
     /// Nothing more to do until this instant (or new input); `None`: until
     /// new input.
     Timeout(Option<Instant>),
@@ -110,6 +127,10 @@ pub struct Recorder {
     loads: PeerLoads,
     /// Ids are `shard + k·shards`: unique across the shards of a process.
     id_step: u64,
+    /// Other shards can take a new call this one has no ports for.
+    may_divert: bool,
+    /// The message being handled was diverted here: it is not handed on.
+    diverted_input: bool,
 }
 
 /// Which of a process's shards a core is, and what the shards share.
@@ -210,6 +231,8 @@ impl Recorder {
             clips: Clips::default(),
             loads: shard.loads,
             id_step: step,
+            may_divert: step > 1,
+            diverted_input: false,
         }
     }
 

@@ -12,9 +12,21 @@ use crate::event::{EndReason, Side};
 use crate::sip::message::{self, Message, StartLine};
 use crate::stats::{Stats, method_label};
 
+use super::calls::{Call, Misfit};
 use super::media::{SdpFailure, is_sdp};
 use super::transaction::{TXN_LINGER, TxnTimer, server_key};
 use super::{Output, Recorder, Timer};
+
+/// What an initial INVITE is to the calls this core has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Attempt {
+    /// It starts a call.
+    NewCall,
+    /// The caller tries again in a call that waits for it.
+    Retry(u64),
+    /// Not an initial INVITE: whatever call its Call-ID names.
+    InCall,
+}
 
 /// Prefix of every branch this recorder generates (RFC 3261 magic cookie + ours).
 pub(super) const BRANCH_PREFIX: &str = "z9hG4bK-es";
@@ -172,9 +184,18 @@ impl Recorder {
             Stats::bump(&mut self.stats.sip_messages, (method_label(&m), "in"));
         }
         match msg.start {
-            StartLine::Request { .. } => self.on_request(now, source, msg),
+            StartLine::Request { .. } => self.on_request(now, source, msg, data),
             StartLine::Response { .. } => self.on_response(now, source, msg),
         }
+    }
+
+    /// A SIP message another shard handed over ([`Output::Divert`]): a new
+    /// call that shard had no RTP ports for. Taken here, or refused with
+    /// 503 when this shard has none either; never handed on again.
+    pub fn handle_diverted_sip(&mut self, now: Instant, source: Target, data: &[u8]) {
+        self.diverted_input = true;
+        self.handle_sip(now, source, data);
+        self.diverted_input = false;
     }
 
     /// A request the proxy cannot handle still gets the answer RFC 3261
@@ -228,9 +249,16 @@ impl Recorder {
     }
 
     /// A request, in the proxy's steps (RFC 3261 §16): the ACL, absorb what
-    /// repeats a transaction, admit or refuse, route, follow the call it
-    /// belongs to, forward statefully.
-    pub(super) fn on_request(&mut self, now: Instant, source: Target, mut msg: Message) {
+    /// repeats a transaction, find the call it belongs to (a new INVITE
+    /// starts one, or retries one waiting for it), admit or refuse, route,
+    /// follow the call, forward statefully.
+    pub(super) fn on_request(
+        &mut self,
+        now: Instant,
+        source: Target,
+        mut msg: Message,
+        data: &[u8],
+    ) {
         let method = msg.method().unwrap_or_default().to_ascii_uppercase();
         let in_dialog = msg.to_tag().is_some();
         // The ACL before anything else (retransmissions and CANCEL too):
@@ -249,14 +277,28 @@ impl Recorder {
             self.on_cancel(now, source, msg);
             return;
         }
-        let Some(max_forwards) = self.admit(now, source, &peer, &msg, &method, in_dialog) else {
+        let Some(attempt) = self.attempt_of(source, &msg, &method, in_dialog) else {
+            return;
+        };
+        let new_call = attempt == Attempt::NewCall;
+        if new_call && self.may_divert && !self.diverted_input && self.ports.free.len() < 2 {
+            // No RTP ports for a new call here: another shard takes it.
+            self.out.push_back(Output::Divert {
+                source,
+                data: data.to_vec(),
+            });
+            return;
+        }
+        let Some(max_forwards) = self.admit(now, source, &peer, &msg, &method, in_dialog, new_call)
+        else {
             return;
         };
         msg.set_header("Max-Forwards", (max_forwards - 1).to_string());
         let Some(dest) = self.route(source, &mut msg, &method, in_dialog) else {
             return;
         };
-        let Some((call, side)) = self.follow_call(now, source, &peer, &mut msg, &method, in_dialog)
+        let Some((call, side)) =
+            self.follow_call(now, source, &peer, &mut msg, &method, in_dialog, attempt)
         else {
             return;
         };
@@ -267,6 +309,39 @@ impl Recorder {
             c.callee_at.get_or_insert(dest);
         }
         self.forward(now, source, dest, msg, &method, in_dialog, call, side, peer);
+    }
+
+    /// What an INVITE without a To tag is to the call its Call-ID names: a
+    /// new call, or the caller's retry of a call that waits for one (after a
+    /// challenge, a redirect, 422, 491). Another INVITE for a call in
+    /// progress is a merged or looped request (RFC 3261 §8.2.2.2): 482.
+    /// Other requests belong to whatever call their Call-ID names.
+    pub(super) fn attempt_of(
+        &mut self,
+        source: Target,
+        msg: &Message,
+        method: &str,
+        in_dialog: bool,
+    ) -> Option<Attempt> {
+        let existing = msg
+            .call_id()
+            .and_then(|id| self.call_ids.get(&id).copied())
+            .and_then(|cid| self.calls.get(&cid).map(|c| (cid, c)));
+        if method != "INVITE" || in_dialog {
+            return Some(Attempt::InCall);
+        }
+        match existing {
+            // Over: a caller's new INVITE with the same Call-ID is a new call.
+            None => Some(Attempt::NewCall),
+            Some((_, c)) if c.ended.is_some() => Some(Attempt::NewCall),
+            Some((cid, c)) if c.retry.is_some() && c.caller_tag == msg.from_tag() => {
+                Some(Attempt::Retry(cid))
+            }
+            Some(_) => {
+                self.refuse(source, msg, 482, "Loop Detected (merged request)", &[]);
+                None
+            }
+        }
     }
 
     /// ACK for our own non-2xx final response, or a retransmitted request:
@@ -310,6 +385,7 @@ impl Recorder {
         msg: &Message,
         method: &str,
         in_dialog: bool,
+        new_call: bool,
     ) -> Option<u32> {
         // RFC 3261 §16.3 item 1: a Request-URI the proxy cannot route.
         let scheme_ok = match &msg.start {
@@ -375,7 +451,6 @@ impl Recorder {
             self.refuse(source, msg, 482, "Loop Detected", &[]);
             return None;
         }
-        let new_call = method == "INVITE" && !in_dialog;
         let limits = self.cfg.limits;
         let peer_full = self.loads.with(|loads| {
             let load = loads.entry(peer.to_owned()).or_default();
@@ -450,9 +525,11 @@ impl Recorder {
         }
     }
 
-    /// The call the request belongs to (a new INVITE starts one) and the
-    /// side that sent it; its SDP goes through the relay, INFO digits and
-    /// BYE reach the call. `None` when the request was refused here.
+    /// The call the request belongs to (a new INVITE starts one, a retry
+    /// resumes one) and the side that sent it — by its tags and its source,
+    /// so no party can speak for the other's leg; its SDP goes through the
+    /// relay, INFO digits and BYE reach the call. `None` when the request
+    /// was refused here.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn follow_call(
         &mut self,
@@ -462,42 +539,83 @@ impl Recorder {
         msg: &mut Message,
         method: &str,
         in_dialog: bool,
+        attempt: Attempt,
     ) -> Option<(Option<u64>, Side)> {
         let call_id = msg.call_id().unwrap_or_default();
-        let mut call = self.call_ids.get(&call_id).copied();
-        if call.is_none() && method == "INVITE" && !in_dialog {
-            call = Some(self.start_call(now, msg, &call_id, source, peer));
-        }
-        let side = call
-            .and_then(|c| self.calls.get(&c))
-            .map_or(Side::Caller, |c| c.side_of_request(msg));
-        let Some(cid) = call else {
-            return Some((None, side));
+        let cid = match attempt {
+            Attempt::NewCall => {
+                if self.ports.free.len() < 2 {
+                    // Out of ports is overload: the caller tries another recorder.
+                    self.refuse(
+                        source,
+                        msg,
+                        503,
+                        "Service Unavailable (no RTP ports free)",
+                        &[("Retry-After", "5".to_owned())],
+                    );
+                    return None;
+                }
+                let cid = self.start_call(now, msg, &call_id, source, peer);
+                self.reserve_first_stream(cid);
+                cid
+            }
+            Attempt::Retry(cid) => {
+                self.resume_call(now, cid);
+                cid
+            }
+            Attempt::InCall => match self.call_ids.get(&call_id).copied() {
+                Some(cid) => cid,
+                None => {
+                    // A session-changing request for a dialog no call here
+                    // has: it would set up media around the relay.
+                    if in_dialog && matches!(method, "INVITE" | "UPDATE" | "PRACK") {
+                        self.refuse(source, msg, 481, "Call/Transaction Does Not Exist", &[]);
+                        return None;
+                    }
+                    return Some((None, Side::Caller));
+                }
+            },
+        };
+        let side = match self.calls.get(&cid).map(|c| c.side_of(msg, source)) {
+            Some(Ok(side)) => side,
+            Some(Err(misfit)) => {
+                let (code, reason, label) = match misfit {
+                    Misfit::UnknownDialog => {
+                        (481, "Call/Transaction Does Not Exist", "unknown_dialog")
+                    }
+                    Misfit::OtherLeg => (
+                        403,
+                        "Forbidden (request from the other party's leg)",
+                        "request_from_other_leg",
+                    ),
+                };
+                Stats::bump(&mut self.stats.sip_dropped, label);
+                self.refuse(source, msg, code, reason, &[]);
+                return None;
+            }
+            None => return Some((None, Side::Caller)),
         };
         if let Some(c) = self.calls.get_mut(&cid) {
             c.last_activity = now;
         }
+        let tag = Call::dialog_tag(msg, side);
         if is_sdp(msg) {
-            match self.apply_sdp(cid, side, &msg.body) {
+            match self.sdp_through(now, cid, side, tag.as_deref(), &msg.body) {
                 Ok(body) => msg.body = body,
                 Err(e) => {
                     if method == "ACK" {
                         return None;
                     }
-                    // Out of ports is overload (try another recorder); bad SDP is the sender's.
-                    let (code, reason, extra) = match e {
-                        SdpFailure::NoPorts => (
-                            503,
-                            "Service Unavailable (no RTP ports free)".to_owned(),
-                            vec![("Retry-After", "5".to_owned())],
-                        ),
-                        SdpFailure::Bad(why) => {
-                            (488, format!("Not Acceptable Here ({why})"), vec![])
-                        }
-                    };
-                    self.refuse(source, msg, code, &reason, &extra);
+                    let SdpFailure::Bad(why) = e;
+                    self.refuse(
+                        source,
+                        msg,
+                        488,
+                        &format!("Not Acceptable Here ({why})"),
+                        &[],
+                    );
                     if method == "INVITE" && !in_dialog {
-                        self.end_call(now, cid, EndReason::Rejected(code));
+                        self.end_call(now, cid, EndReason::Rejected(488));
                     }
                     return None;
                 }
@@ -508,16 +626,11 @@ impl Recorder {
                 .content_type()
                 .and_then(|ct| dtmf::parse_info(&ct, &msg.body))
         {
-            // The digit counts for the leg it really came from: the tags say
-            // which side the request claims, its source must agree.
-            if self.calls.get(&cid).is_some_and(|c| c.leg_is(side, source)) {
-                self.on_digit(now, cid, side, digit, DtmfMethod::SipInfo);
-            } else {
-                Stats::bump(&mut self.stats.sip_dropped, "info_from_other_leg");
-            }
+            // The side was checked against the request's source above.
+            self.on_digit(now, cid, side, digit, DtmfMethod::SipInfo);
         }
         if method == "BYE" {
-            self.end_call(now, cid, EndReason::Bye(side));
+            self.hang_up(now, cid, tag.as_deref(), side);
         }
         Some((Some(cid), side))
     }
@@ -559,7 +672,10 @@ impl Recorder {
         let (sid, client) = (self.id(), self.id());
         self.open_server(sid, client, source, original, method, peer);
         let bytes = self.send(dest, &msg);
-        self.open_client(now, client, sid, branch, dest, msg, bytes, call, side);
+        let initial = method == "INVITE" && !in_dialog;
+        self.open_client(
+            now, client, sid, branch, dest, msg, bytes, call, side, initial,
+        );
     }
 
     pub(super) fn on_cancel(&mut self, now: Instant, source: Target, msg: Message) {
@@ -628,6 +744,7 @@ impl Recorder {
             }
             (c.server, c.dest, c.is_invite, c.final_code, c.side, c.call)
         };
+        let initial = self.clients.get(&cid_txn).is_some_and(|c| c.initial);
         if let Some(call) = call.and_then(|c| self.calls.get_mut(&c)) {
             call.last_activity = now;
         }
@@ -667,13 +784,28 @@ impl Recorder {
             }
         }
 
-        // The responder is the side the request was sent to.
+        // The responder is the side the request was sent to; the callee
+        // side's tag is in To when it responds, in From when the caller does.
         let responder = side.other();
+        let tag = match responder {
+            Side::Callee => msg.to_tag(),
+            Side::Caller => msg.from_tag(),
+        };
+        if initial
+            && code > 100
+            && code < 300
+            && let Some(tag) = &tag
+            && let Some(c) = call.and_then(|c| self.calls.get_mut(&c))
+        {
+            // Each tag the INVITE is answered with is a dialog (several
+            // when it forked), early or confirmed.
+            c.dialogs.on_invite_response(tag, code);
+        }
         if let Some(cid) = call
             && is_sdp(&msg)
             && (code < 300)
         {
-            match self.apply_sdp(cid, responder, &msg.body) {
+            match self.sdp_through(now, cid, responder, tag.as_deref(), &msg.body) {
                 Ok(body) => msg.body = body,
                 Err(_) => {
                     // The far end answered with SDP we cannot relay: the
@@ -695,7 +827,7 @@ impl Recorder {
             }
             self.arm(now + TXN_LINGER, Timer::Txn(TxnTimer::Forget(cid_txn)));
             if let Some(cid) = call {
-                self.on_final(now, cid, &method, code, &msg);
+                self.on_final(now, cid, initial, code, &msg);
             }
         }
 

@@ -56,6 +56,8 @@ pub(super) struct ClientTxn {
     pub(super) side: Side,
     /// Timer B/F, then Timer C once the INVITE rings.
     pub(super) deadline: Instant,
+    /// The INVITE that sets its call up (no To tag), not a re-INVITE.
+    pub(super) initial: bool,
     pub(super) ack: Option<Vec<u8>>,
 }
 
@@ -137,6 +139,7 @@ impl Recorder {
         bytes: Vec<u8>,
         call: Option<u64>,
         side: Side,
+        initial: bool,
     ) {
         let t = self.cfg.timers;
         let is_invite = request
@@ -161,6 +164,7 @@ impl Recorder {
                 side,
                 deadline: now + t.transaction_timeout(),
                 ack: None,
+                initial,
             },
         );
         if dest.transport == Transport::Udp {

@@ -185,6 +185,8 @@ pub struct Out {
     pub events: Vec<Event>,
     /// RTP packets the core made (announcements).
     pub rtp: Vec<(Relay, Vec<u8>)>,
+    /// Messages handed to another shard.
+    pub diverted: Vec<(Target, Vec<u8>)>,
 }
 
 impl Out {
@@ -248,6 +250,7 @@ pub fn drain(rec: &mut Recorder) -> Out {
             }
             Output::Event(e) => out.events.push(e),
             Output::Rtp { relay, data } => out.rtp.push((relay, data)),
+            Output::Divert { source, data } => out.diverted.push((source, data)),
             Output::Timeout(_) => return out,
         }
     }
