@@ -54,6 +54,11 @@ pub struct Sidecar {
     pub complete: bool,
     /// Why it does not, when it does not.
     pub truncated: Option<String>,
+    /// The call this one replaces (an attended transfer's INVITE with
+    /// `Replaces`): the hash of its Call-ID, as in the other call's object
+    /// name, so the parts of one transferred conversation can be found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
     /// The same, as names a program can filter on: `fax` (the call
     /// switched to T.38, relayed and not recorded), `undecodable` (audio in
     /// a codec the recorder cannot decode), `spool_full`, `crashed` (cut
@@ -283,6 +288,7 @@ mod tests {
             complete: true,
             truncated: None,
             incomplete_reasons: Vec::new(),
+            replaces: None,
             recorder: Recorder {
                 instance: "earshot-office-0".into(),
                 version: "0.1.0".into(),

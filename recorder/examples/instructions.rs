@@ -107,6 +107,7 @@ fn main() {
                 number: Some("500".into()),
                 display_name: None,
             },
+            replaces: None,
             users: vec![InvolvedUser {
                 extension: "008".into(),
                 display_name: None,

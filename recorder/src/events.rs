@@ -58,8 +58,10 @@ pub fn to_json(clock: &Clock, event: &Event, digits: DtmfDigits) -> Option<Value
             caller,
             callee,
             users,
+            replaces,
         } => json!({
             "time": clock.rfc3339(*at), "event": "call_started", "call": call.hash,
+            "replaces": replaces,
             "caller": caller.number, "callerName": caller.display_name,
             "callee": callee.number, "calleeName": callee.display_name,
             "users": users.iter().map(|u| json!({
@@ -125,6 +127,10 @@ pub fn to_json(clock: &Clock, event: &Event, digits: DtmfDigits) -> Option<Value
                 "reason": why, "detail": detail, "answered": answered,
             })
         }
+        Event::Transfer { call, at, by } => json!({
+            "time": clock.rfc3339(*at), "event": "transfer", "call": call.hash,
+            "by": by.as_str(),
+        }),
         Event::MediaNote { call, at, note } => json!({
             "time": clock.rfc3339(*at), "event": "media_note", "call": call.hash,
             "note": note.label(),

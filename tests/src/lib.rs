@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod baresip;
 pub mod controlplane;
 pub mod garage;
 pub mod kamailio;

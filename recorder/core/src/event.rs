@@ -101,6 +101,20 @@ pub enum Event {
         callee: Party,
         /// Policy users on the call (empty: the call is never recorded).
         users: Vec<InvolvedUser>,
+        /// The hash of the call this one replaces (an attended transfer's
+        /// INVITE with `Replaces`, RFC 3891), linking the parts of one
+        /// transferred conversation.
+        replaces: Option<String>,
+    },
+    /// A party asked the other to call someone else (REFER, RFC 3515): the
+    /// call is being transferred.
+    Transfer {
+        /// The call.
+        call: CallRef,
+        /// When.
+        at: Instant,
+        /// Who sent the REFER.
+        by: Side,
     },
     /// The first 2xx to the initial INVITE.
     CallAnswered {

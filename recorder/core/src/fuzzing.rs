@@ -214,7 +214,7 @@ pub fn engine(data: &[u8]) {
             },
             addr: source.parse().expect("an address"),
         };
-        match op % 5 {
+        match op % 7 {
             0 => {
                 let len = usize::from(take(&mut input, 1).first().copied().unwrap_or(0)) * 8;
                 let bytes = take(&mut input, len);
@@ -225,8 +225,11 @@ pub fn engine(data: &[u8]) {
                 let Some(req) = forwarded.get(usize::from(arg) % forwarded.len().max(1)) else {
                     continue;
                 };
-                let code =
-                    [100u16, 180, 183, 200, 200, 486, 487, 408, 503][usize::from(arg >> 4) % 9];
+                // Forks answer with other tags (the tag follows `arg`);
+                // trunks challenge, redirect and ask for longer sessions.
+                let code = [
+                    100u16, 180, 183, 200, 200, 486, 487, 408, 503, 407, 401, 302, 422, 491,
+                ][usize::from(arg >> 3) % 14];
                 let body = if code == 200 || code == 183 {
                     format!(
                         "v=0\r\no=- 1 1 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\nm=audio {} RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n",
@@ -273,6 +276,65 @@ pub fn engine(data: &[u8]) {
             3 => {
                 now += Duration::from_millis(u64::from(arg) * 250);
                 rec.handle_timeout(now);
+            }
+            5 => {
+                // The caller tries a forwarded INVITE again, as after a
+                // challenge: same Call-ID and From tag, new branch and CSeq,
+                // from where it came or from elsewhere.
+                let Some(req) = forwarded
+                    .iter()
+                    .rev()
+                    .find(|m| m.method() == Some("INVITE") && m.to_tag().is_none())
+                else {
+                    continue;
+                };
+                let mut retry = req.clone();
+                retry.pop_via();
+                retry.pop_via();
+                retry.push_via(format!("SIP/2.0/UDP {source};branch=z9hG4bK-r{arg}"));
+                let seq = req.cseq().map_or(1, |c| c.0) + 1;
+                retry.set_header("CSeq", format!("{seq} INVITE"));
+                retry.set_header("Proxy-Authorization", "Digest username=\"f\"".into());
+                rec.handle_sip(now, target, &retry.to_bytes());
+            }
+            6 => {
+                // An in-dialog request from either party (or a stranger
+                // claiming to be one) in a dialog some response created.
+                let Some(req) = forwarded.get(usize::from(arg) % forwarded.len().max(1)) else {
+                    continue;
+                };
+                let method = ["BYE", "UPDATE", "PRACK", "INVITE", "INFO", "ACK", "REFER"]
+                    [usize::from(arg >> 4) % 7];
+                let (from, to) = (req.header("From"), req.header("To"));
+                let (Some(from), Some(to)) = (from, to) else {
+                    continue;
+                };
+                let to = if to.contains("tag=") {
+                    to
+                } else {
+                    format!("{to};tag=fz{arg}")
+                };
+                let (from, to) = if arg & 1 == 0 { (from, to) } else { (to, from) };
+                let body = if matches!(method, "UPDATE" | "INVITE" | "PRACK") {
+                    format!(
+                        "v=0\r\no=- 1 2 IN IP4 10.0.0.7\r\ns=-\r\nc=IN IP4 10.0.0.7\r\nt=0 0\r\nm=audio {} RTP/AVP 0\r\n",
+                        7000 + u16::from(arg)
+                    )
+                } else {
+                    String::new()
+                };
+                let text = format!(
+                    "{method} sip:x@10.0.0.2 SIP/2.0\r\nVia: SIP/2.0/UDP {source};branch=z9hG4bK-d{arg}{op}\r\nRoute: <sip:10.0.0.9:5060;lr>\r\nMax-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {} {method}\r\n{}Content-Length: {}\r\n\r\n{body}",
+                    req.call_id().unwrap_or_default(),
+                    10 + u32::from(arg),
+                    if body.is_empty() {
+                        ""
+                    } else {
+                        "Content-Type: application/sdp\r\n"
+                    },
+                    body.len()
+                );
+                rec.handle_sip(now, target, text.as_bytes());
             }
             _ => {
                 // A whole INVITE, to reach the states a call goes through.

@@ -192,6 +192,7 @@ impl Dispatcher {
                 caller,
                 callee,
                 users,
+                replaces,
             } => {
                 if users.is_empty() {
                     return;
@@ -217,6 +218,7 @@ impl Dispatcher {
                     started_at: Some(self.shared.clock.system(at)),
                     answered_at: None,
                     recording_started_at: None,
+                    replaces,
                 };
                 self.calls.insert(
                     call.id,
@@ -269,7 +271,13 @@ impl Dispatcher {
                         },
                     );
                     for note in notes {
-                        self.send(worker, Job::Note { call: call.id, note });
+                        self.send(
+                            worker,
+                            Job::Note {
+                                call: call.id,
+                                note,
+                            },
+                        );
                     }
                 } else if p.recording {
                     let worker = p.worker;
@@ -337,11 +345,17 @@ impl Dispatcher {
                     p.notes.push(note);
                     if p.recording && !p.refused {
                         let worker = p.worker;
-                        self.send(worker, Job::Note { call: call.id, note });
+                        self.send(
+                            worker,
+                            Job::Note {
+                                call: call.id,
+                                note,
+                            },
+                        );
                     }
                 }
             }
-            Event::Dtmf { .. } => {}
+            Event::Dtmf { .. } | Event::Transfer { .. } => {}
         }
     }
 

@@ -43,6 +43,7 @@ pub fn recover_spool(shared: &Shared) -> std::io::Result<()> {
                 started_at: None,
                 answered_at: None,
                 recording_started_at: None,
+                replaces: None,
             });
             let recording_start = meta.recording_started_at.unwrap_or_else(SystemTime::now);
             let meta = CallMeta {

@@ -36,6 +36,9 @@ pub struct CallMeta {
     /// When this recording started.
     #[serde(with = "sidecar::time", default)]
     pub recording_started_at: Option<SystemTime>,
+    /// The call this one replaces (an attended transfer).
+    #[serde(default)]
+    pub replaces: Option<String>,
 }
 
 /// An announcement toward one party of a recorded call, for its sidecar.
@@ -104,6 +107,7 @@ pub fn build(
         caller: meta.caller.clone(),
         callee: meta.callee.clone(),
         users: meta.users.clone(),
+        replaces: meta.replaces.clone(),
         started_at: meta.started_at,
         answered_at: meta.answered_at,
         ended_at: e.ended,

@@ -176,6 +176,7 @@ fn started(c: &CallRef, at: Instant, mode: Option<RecordingMode>) -> Event {
             number: Some("500".into()),
             display_name: None,
         },
+        replaces: None,
         users: mode
             .map(|mode| InvolvedUser {
                 extension: "008".into(),

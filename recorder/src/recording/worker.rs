@@ -432,9 +432,7 @@ fn incomplete_reasons(a: &Active) -> Vec<&'static str> {
 fn incomplete(a: &Active) -> Option<String> {
     let mut why = Vec::new();
     if a.notes.contains(&"fax") {
-        why.push(
-            "the call switched to fax (T.38): the fax was relayed, not recorded".to_owned(),
-        );
+        why.push("the call switched to fax (T.38): the fax was relayed, not recorded".to_owned());
     }
     if let Some(e) = a.file.failed() {
         why.push(format!(

@@ -38,6 +38,9 @@ pub(super) fn log_event(e: &Event) {
         } => {
             tracing::info!(call = %call.hash, kind = kind.label(), to = to.as_str(), result = outcome.label(), played_ms = played.as_millis() as u64, "announcement");
         }
+        Event::Transfer { call, by, .. } => {
+            tracing::info!(call = %call.hash, by = by.as_str(), "call transferred (REFER)")
+        }
         Event::MediaNote { call, note, .. } => {
             tracing::info!(call = %call.hash, note = note.label(), "media the recording cannot hold (relayed)")
         }

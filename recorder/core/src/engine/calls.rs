@@ -449,12 +449,19 @@ impl Recorder {
             .with(|l| l.entry(peer.to_owned()).or_default().calls += 1);
         self.call_ids.insert(call_id.to_owned(), id);
         self.stats.calls_active += 1;
+        // An attended transfer's INVITE names the call it replaces.
+        let replaces = msg
+            .header("Replaces")
+            .and_then(|v| v.split(';').next().map(|id| id.trim().to_owned()))
+            .filter(|id| !id.is_empty())
+            .map(|id| call_hash(&id));
         self.emit(Event::CallStarted {
             call: r,
             at: now,
             caller,
             callee,
             users,
+            replaces,
         });
         id
     }

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use crate::config::{Target, Transport, UnknownSources};
 use crate::dtmf::{self, DtmfMethod};
-use crate::event::{EndReason, Side};
+use crate::event::{EndReason, Event, Side};
 use crate::sip::message::{self, Message, StartLine};
 use crate::stats::{Stats, method_label};
 
@@ -631,6 +631,16 @@ impl Recorder {
         }
         if method == "BYE" {
             self.hang_up(now, cid, tag.as_deref(), side);
+        }
+        if method == "REFER"
+            && let Some(c) = self.calls.get(&cid)
+        {
+            let call = c.r.clone();
+            self.emit(Event::Transfer {
+                call,
+                at: now,
+                by: side,
+            });
         }
         Some((Some(cid), side))
     }

@@ -62,8 +62,11 @@ pub(super) struct ClientTxn {
 }
 
 /// The key of a server transaction: the branch and sent-by of the top Via
-/// and the method (ACK matches its INVITE); RFC 2543 peers without a magic
-/// cookie are matched on dialog and CSeq.
+/// and the method (ACK matches its INVITE), and the CSeq number: a
+/// retransmission never changes it, while some peers reuse a branch for a
+/// new request (SIPp's `[branch]` in a scenario loop), which must not be
+/// taken for a retransmission and answered from the old one. RFC 2543
+/// peers without a magic cookie are matched on dialog and CSeq.
 pub(super) fn server_key(msg: &Message, method: &str) -> String {
     let method = if method == "ACK" { "INVITE" } else { method };
     match msg.branch() {
@@ -73,7 +76,8 @@ pub(super) fn server_key(msg: &Message, method: &str) -> String {
                 .and_then(|v| v.split_whitespace().nth(1))
                 .unwrap_or("");
             let sent_by = sent_by.split(';').next().unwrap_or("");
-            format!("{b}|{sent_by}|{method}")
+            let seq = msg.cseq().map_or(0, |c| c.0);
+            format!("{b}|{sent_by}|{seq}|{method}")
         }
         // RFC 2543 peers: match on the dialog and CSeq instead of the branch.
         _ => format!(
