@@ -50,7 +50,8 @@ generate: ## Regenerate the CRD from the Rust types; copy rules and dashboard in
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-lint: ## rustfmt check and clippy with warnings as errors
+lint: ## rustfmt check, clippy with warnings as errors, no large file tracked
+	scripts/check-large-files.sh
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 

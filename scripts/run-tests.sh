@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# No core dump, build output or large binary tracked (make lint runs it too).
+scripts/check-large-files.sh
+
 if cargo nextest --version >/dev/null 2>&1; then
   # End-to-end tests mostly wait on real-time calls: run more at once than cores.
   cargo nextest run --workspace --no-fail-fast --test-threads 4 --failure-output final

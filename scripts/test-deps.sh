@@ -49,7 +49,9 @@ command -v chromium >/dev/null || need_apt+=(chromium)
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v cmake >/dev/null || need_apt+=(cmake)
 command -v kamailio >/dev/null || need_apt+=(kamailio)
-command -v baresip >/dev/null || need_apt+=(baresip baresip-core)
+command -v baresip >/dev/null || need_apt+=(baresip)
+# The codecs and ctrl_tcp live in baresip-core, which `baresip` alone may lack.
+[ -e /usr/lib/baresip/modules/ctrl_tcp.so ] || need_apt+=(baresip-core)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test-deps: installing ${need_apt[*]} from Debian"

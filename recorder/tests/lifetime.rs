@@ -1,6 +1,8 @@
 //! One recorder process the way it lives: hundreds of calls of every kind —
 //! Always, On demand toggled once or twice, Never, unknown callers, the far
 //! end keying the code, CANCEL, hold and resume, the callee hanging up,
+//! challenged and retried, forked, 100rel/PRACK/UPDATE, delayed offer,
+//! session refreshes, redirected, transferred,
 //! PCMU, PCMA and G.722 with an A-law callee, one at a time and 50 at once — into a real S3 server,
 //! with a `kill -9` and restart in the middle of a burst and the store
 //! stopped for 30 s. An oracle reads the event log (each call whose
@@ -319,6 +321,52 @@ fn round(life: &mut Life, with_kill: bool, with_outage: bool) {
         uas: "uas_bye.xml",
         uac: "uac_wait.xml",
         ..always("callee-hangs-up", 20, 10, 2000)
+    });
+    // SIP as the field sends it, through the same process.
+    let vars = |v: &[(&'static str, &str)]| -> Vec<(&'static str, String)> {
+        v.iter().map(|(k, x)| (*k, (*x).to_owned())).collect()
+    };
+    let auth = vars(&[("AUTH_USER", "pbx"), ("AUTH_PASS", "pw")]);
+    life.run(Phase {
+        uas: "uas_auth.xml",
+        uac: "uac_auth.xml",
+        caller_sdp: auth.clone(),
+        callee_sdp: auth,
+        ..always("challenged", 16, 8, 2000)
+    });
+    life.run(Phase {
+        uas: "uas_fork.xml",
+        uac: "uac_fork.xml",
+        callee_sdp: vars(&[("RING_MS", "300")]),
+        ..always("forked", 10, 5, 2000)
+    });
+    life.run(Phase {
+        uas: "uas_prack.xml",
+        uac: "uac_prack.xml",
+        ..always("prack-update", 10, 5, 2000)
+    });
+    life.run(Phase {
+        uas: "uas_delayed.xml",
+        uac: "uac_delayed.xml",
+        ..always("delayed-offer", 10, 5, 2000)
+    });
+    life.run(Phase {
+        uas: "uas_timer.xml",
+        uac: "uac_timer.xml",
+        caller_sdp: vars(&[("REFRESH_MS", "600"), ("REFRESHES", "4")]),
+        ..always("refreshes", 10, 5, 600)
+    });
+    life.run(Phase {
+        uas: "uas_redirect.xml",
+        uac: "uac_redirect.xml",
+        callee_sdp: vars(&[("TARGET", "600")]),
+        ..always("redirected", 10, 5, 2000)
+    });
+    life.run(Phase {
+        uas: "uas_refer.xml",
+        uac: "uac_refer.xml",
+        callee_sdp: vars(&[("REFER_TARGET", "600")]),
+        ..always("transferred", 10, 5, 2000)
     });
     if with_kill {
         life.run_killed(always("killed", 20, 20, 10_000), Duration::from_secs(6));

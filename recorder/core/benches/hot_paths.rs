@@ -74,6 +74,19 @@ fn drain(rec: &mut Recorder) -> Vec<Output> {
 
 fn bench(c: &mut Criterion) {
     let t0 = Instant::now();
+    // The worst list-header message: one 64 KB datagram of `Via: a,a,a,...`
+    // (about 32 000 elements). Its cost per byte is what a stranger can
+    // make a shard spend; the parser gives up after MAX_HEADERS elements.
+    let worst = {
+        let head = "OPTIONS sip:x@10.0.0.9 SIP/2.0\r\nVia: ";
+        let tail = "\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: w\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+        let n = (earshot_recorder_core::sip::message::MAX_MESSAGE - head.len() - tail.len()) / 2;
+        format!("{head}{}a{tail}", "a,".repeat(n - 1))
+    };
+    c.bench_function(
+        "sip: parse the worst list-header message (64 KB of Via: a,a,...)",
+        |b| b.iter(|| Message::parse(std::hint::black_box(worst.as_bytes())).is_err()),
+    );
     c.bench_function("sip: parse INVITE", |b| {
         let text = invite(1);
         b.iter(|| black_box(Message::parse(black_box(text.as_bytes())).unwrap()))

@@ -172,6 +172,15 @@ impl Recorder {
     /// One SIP message (a UDP datagram or a framed TCP message) from `source`.
     pub fn handle_sip(&mut self, now: Instant, source: Target, data: &[u8]) {
         self.ensure_sweep(now);
+        // A request from a stranger costs nothing more than this look-up
+        // (unless the config asks for an answer, which needs its headers).
+        if !data.starts_with(b"SIP/")
+            && self.cfg.unknown_sources != UnknownSources::Refuse
+            && self.cfg.peer_of(source.addr.ip()).is_none()
+        {
+            Stats::bump(&mut self.stats.sip_dropped, "unknown_source");
+            return;
+        }
         let msg = match Message::parse(data) {
             Ok(m) => m,
             Err(e) => {

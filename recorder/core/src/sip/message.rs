@@ -179,8 +179,10 @@ const COMPACT: &[(&str, &str)] = &[
     ("u", "Allow-Events"),
 ];
 
-/// Splits a header value at commas outside quotes and angle brackets.
-fn split_commas(value: &str) -> Vec<&str> {
+/// Splits a header value at commas outside quotes and angle brackets,
+/// into at most `max` parts: `None` when there are more (the message has
+/// more headers than it may, and no more of it is looked at).
+fn split_commas(value: &str, max: usize) -> Option<Vec<&str>> {
     let mut parts = Vec::new();
     let (mut depth, mut quoted, mut start) = (0i32, false, 0);
     for (i, c) in value.char_indices() {
@@ -189,14 +191,26 @@ fn split_commas(value: &str) -> Vec<&str> {
             '<' if !quoted => depth += 1,
             '>' if !quoted => depth -= 1,
             ',' if !quoted && depth == 0 => {
-                parts.push(value[start..i].trim());
+                let part = value[start..i].trim();
+                if !part.is_empty() {
+                    if parts.len() == max {
+                        return None;
+                    }
+                    parts.push(part);
+                }
                 start = i + 1;
             }
             _ => {}
         }
     }
-    parts.push(value[start..].trim());
-    parts.into_iter().filter(|p| !p.is_empty()).collect()
+    let last = value[start..].trim();
+    if !last.is_empty() {
+        if parts.len() == max {
+            return None;
+        }
+        parts.push(last);
+    }
+    Some(parts)
 }
 
 /// The Call-ID of a message as [`Message::parse`] reads it, found without
@@ -304,8 +318,14 @@ impl Message {
             let splittable = ["via", "route", "record-route"]
                 .iter()
                 .any(|n| n.eq_ignore_ascii_case(name));
+            // The header limit holds while tokenizing: a list header of
+            // thousands of elements (`Via: a,a,a,...`) is refused after
+            // MAX_HEADERS of them, before any is made into a header.
+            let room = MAX_HEADERS - headers.len().min(MAX_HEADERS);
             let values = if splittable {
-                split_commas(value)
+                split_commas(value, room).ok_or(ParseError::TooManyHeaders)?
+            } else if room == 0 {
+                return Err(ParseError::TooManyHeaders);
             } else {
                 vec![value]
             };
@@ -731,6 +751,27 @@ mod tests {
             "a".repeat(MAX_MESSAGE)
         );
         assert_eq!(Message::parse(big.as_bytes()), Err(ParseError::TooLarge));
+    }
+
+    #[test]
+    fn a_list_header_of_thousands_of_elements_is_refused_while_tokenizing() {
+        let vias = vec!["a"; 3000].join(",");
+        let msg = format!(
+            "OPTIONS sip:x@y SIP/2.0\r\nVia: {vias}\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        );
+        assert_eq!(
+            Message::parse(msg.as_bytes()),
+            Err(ParseError::TooManyHeaders)
+        );
+        // Exactly at the limit it parses.
+        let vias = vec!["SIP/2.0/UDP a;branch=z9hG4bKx"; MAX_HEADERS - 5].join(",");
+        let msg = format!(
+            "OPTIONS sip:x@y SIP/2.0\r\nVia: {vias}\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        );
+        assert_eq!(
+            Message::parse(msg.as_bytes()).unwrap().headers.len(),
+            MAX_HEADERS
+        );
     }
 
     #[test]
