@@ -206,6 +206,11 @@ impl Timeline {
         if until <= self.base {
             return Chunk::default();
         }
+        // Pauses over before what is written now never matter again: the
+        // list holds only what can still overlap, so the lookup per sample
+        // does not grow with the number of toggles in a call.
+        let base = self.base;
+        self.pauses.retain(|&(_, to)| to.is_none_or(|t| t > base));
         let n = (until - self.base) as usize;
         for b in &mut self.buf {
             if b.len() < n {
@@ -374,6 +379,19 @@ mod tests {
             assert_eq!(n, expected, "{pause:?}");
             assert_eq!(t.written_samples(), expected as u64);
         }
+    }
+
+    #[test]
+    fn a_thousand_toggles_leave_a_short_pause_list() {
+        let t0 = Instant::now();
+        let mut t = Timeline::new(t0, PauseBehaviour::Skip, ChannelLayout::Stereo);
+        for i in 0..1000u64 {
+            t.set_recording(t0 + ms(20 * i), i % 2 == 1);
+            if i % 10 == 0 {
+                t.drain(t0 + ms(20 * i + 1000));
+            }
+        }
+        assert!(t.pauses.len() <= 10, "{} pauses kept", t.pauses.len());
     }
 
     #[test]

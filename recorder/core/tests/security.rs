@@ -371,3 +371,65 @@ fn shards_share_a_peer_s_limits_and_never_share_a_call_id() {
         "each shard's ids are its own: {ids:?}"
     );
 }
+
+/// One party flooding its leg (far above any codec's packet rate) is
+/// clipped to 250 packets a second, counted: its own call's audio, never
+/// every recording's pipeline. Shortcode toggles faster than one a second
+/// are ignored and counted.
+#[test]
+fn a_flooding_leg_is_clipped_and_toggles_are_rate_limited() {
+    let mut rec = mk_recorder();
+    let t0 = Instant::now();
+    let c = establish(&mut rec, t0, "012", "500", "fl");
+    let mut relayed = 0;
+    for i in 0..1000u16 {
+        let at = t0 + Duration::from_micros(900 * u64::from(i));
+        let (r, _) = rtp_in(
+            &mut rec,
+            at,
+            c.port_for_caller,
+            CALLER_RTP,
+            &rtp(0, i, 160 * u32::from(i), 1, &[0xff; 160]),
+        );
+        relayed += usize::from(r.is_some());
+    }
+    // 1000 packets in 0.9 s: 250 pass in that second.
+    assert_eq!(relayed, 250);
+    assert_eq!(rec.stats().rtp_dropped.get("rate_limited"), Some(&750));
+    // The next second the leg is back to normal.
+    let (r, _) = rtp_in(
+        &mut rec,
+        t0 + Duration::from_secs(2),
+        c.port_for_caller,
+        CALLER_RTP,
+        &rtp(0, 2000, 0, 1, &[0xff; 160]),
+    );
+    assert!(r.is_some());
+    // *5 on, then *5 again 400 ms later: ignored.
+    let t = t0 + Duration::from_secs(3);
+    let on = key_rfc4733(&mut rec, t, c.port_for_caller, CALLER_RTP, "*5", 10_000);
+    let again = key_rfc4733(
+        &mut rec,
+        t + Duration::from_millis(400),
+        c.port_for_caller,
+        CALLER_RTP,
+        "*5",
+        30_000,
+    );
+    let toggles = |ev: &[Event]| {
+        ev.iter()
+            .filter(|e| matches!(e, Event::Recording { .. }))
+            .count()
+    };
+    assert_eq!((toggles(&on), toggles(&again)), (1, 0));
+    assert_eq!(rec.stats().recording_toggles.get("rate_limited"), Some(&1));
+    let later = key_rfc4733(
+        &mut rec,
+        t + Duration::from_secs(3),
+        c.port_for_caller,
+        CALLER_RTP,
+        "*5",
+        50_000,
+    );
+    assert_eq!(toggles(&later), 1, "a second later it toggles");
+}

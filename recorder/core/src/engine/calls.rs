@@ -43,7 +43,13 @@ pub(super) struct Involved {
     pub(super) shortcode: Option<u8>,
     pub(super) side: Side,
     pub(super) on: bool,
+    /// When this user last toggled recording (toggles are rate-limited).
+    pub(super) toggled_at: Option<Instant>,
 }
+
+/// Shortest time between two toggles of one user: a shortcode keyed faster
+/// is a machine, and each toggle costs a pause in the recording.
+const TOGGLE_EVERY: Duration = Duration::from_secs(1);
 
 pub(super) struct Call {
     pub(super) r: CallRef,
@@ -405,6 +411,7 @@ impl Recorder {
                         shortcode: user.shortcode,
                         side,
                         on: false,
+                        toggled_at: None,
                     });
                 }
             }
@@ -592,11 +599,22 @@ impl Recorder {
         }
         // Only the user's own leg toggles: the far end keying the same code is ignored.
         let mut toggled = None;
+        let mut limited = false;
         for u in call.involved.iter_mut() {
             if u.side == side && u.mode == RecordingMode::OnDemand && u.shortcode == Some(code) {
+                if u.toggled_at
+                    .is_some_and(|t| now.saturating_duration_since(t) < TOGGLE_EVERY)
+                {
+                    limited = true;
+                    continue;
+                }
+                u.toggled_at = Some(now);
                 u.on = !u.on;
                 toggled = Some((u.extension.clone(), u.on));
             }
+        }
+        if limited {
+            Stats::bump(&mut self.stats.recording_toggles, "rate_limited");
         }
         let Some((extension, on)) = toggled else {
             return;

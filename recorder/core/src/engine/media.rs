@@ -32,6 +32,28 @@ pub(super) struct Leg {
     pub(super) tones: Option<Box<ToneDetector>>,
     /// This leg's media as the other leg receives it (announcements go in here).
     pub(super) onward: Onward,
+    /// Packets this leg sent in the current second, and when it began.
+    rate: (Option<Instant>, u32),
+}
+
+/// Most audio packets one leg may send per second: 5 ms packets are 200.
+/// A leg far above its codec's rate is clipped (counted), so one party's
+/// flood costs its own call, not every recording's.
+const MAX_AUDIO_PPS: u32 = 250;
+
+impl Leg {
+    /// Counts a packet; false when the leg is over its rate this second.
+    fn within_rate(&mut self, now: Instant) -> bool {
+        let (start, n) = &mut self.rate;
+        if start
+            .is_none_or(|s| now.saturating_duration_since(s) >= std::time::Duration::from_secs(1))
+        {
+            *start = Some(now);
+            *n = 0;
+        }
+        *n += 1;
+        *n <= MAX_AUDIO_PPS
+    }
 }
 
 pub(super) struct Stream {
@@ -384,6 +406,10 @@ impl Recorder {
             // relay does not parse: relayed as it comes, never recorded.
             call.last_activity = now;
         } else {
+            if stream.is_audio(facing) && !stream.legs[facing.index()].within_rate(now) {
+                Stats::bump(&mut self.stats.rtp_dropped, "rate_limited");
+                return None;
+            }
             let Ok(rtp) = rtp_rs::RtpReader::new(data) else {
                 Stats::bump(&mut self.stats.rtp_dropped, "malformed");
                 return None;
