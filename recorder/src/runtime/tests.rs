@@ -344,3 +344,49 @@ fn a_diverted_route_lasts_the_call_and_is_forgotten_after() {
     assert!(!ended.expired(later(Duration::from_secs(3600) + linger)));
     assert!(ended.expired(later(Duration::from_secs(3601) + linger)));
 }
+
+/// The retransmission of an INVITE (its 100 Trying lost) that took its
+/// shard's last ports is the same transaction: answered from it, never
+/// diverted to another shard and forwarded as a second call (the defect
+/// issue 24 measured: the retransmission found no route and a full home
+/// shard, and went downstream on a second branch).
+#[test]
+fn a_retransmitted_invite_that_filled_its_shard_stays_one_call() {
+    let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let callee = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let r = start(callee.local_addr().unwrap());
+    // One answered call on shard 0 leaves it two pairs: one more call.
+    let _a = answered_call(&r, &call_id_on(&r, 0, "a"), &caller, &callee);
+    let id = call_id_on(&r, 0, "b");
+    let from = caller.local_addr().unwrap();
+    let inv = invite(&id, from, 4020);
+    caller.send_to(&inv, r.sip).unwrap();
+    let first = recv_sip(&callee, Duration::from_secs(2), |m| {
+        m.method() == Some("INVITE") && m.call_id().as_deref() == Some(id.as_str())
+    })
+    .expect("the INVITE is forwarded");
+    // Its 100 Trying "lost": the caller sends it again, twice.
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_millis(200));
+        caller.send_to(&inv, r.sip).unwrap();
+    }
+    let second = recv_sip(&callee, Duration::from_millis(1500), |m| {
+        m.method() == Some("INVITE") && m.call_id().as_deref() == Some(id.as_str())
+    });
+    assert!(
+        second.as_ref().is_none_or(|s| s.branch() == first.branch()),
+        "a second INVITE went downstream on another branch: {second:?}"
+    );
+    assert!(lock(&r.shared.diverted).is_empty(), "nothing was diverted");
+    let tryings = std::iter::from_fn(|| {
+        recv_sip(&caller, Duration::from_millis(300), |m| {
+            is_code(m, 100) && m.call_id().as_deref() == Some(id.as_str())
+        })
+    })
+    .take(3)
+    .count();
+    assert!(
+        tryings >= 2,
+        "the retransmissions are answered from the transaction"
+    );
+}
