@@ -383,3 +383,48 @@ fn a_transferred_call_and_the_call_that_replaces_it() {
 
 #[allow(dead_code)]
 fn keep(_: SippProcess) {}
+
+/// Audio with rtcp-mux and video, offered with ICE candidates naming the
+/// caller's own addresses, then a T.38 fax re-INVITE from the callee: the
+/// callee never sees a candidate (SIPp fails the call if it does), video is
+/// relayed and not recorded, the fax is relayed, and the recording holds the
+/// conversation before it, marked incomplete with the reason `fax`.
+#[test]
+fn audio_and_video_with_ice_then_a_fax_re_invite() {
+    let rig = Rig::direct("field-fax");
+    rig.call(
+        "fax",
+        ("uac_av.xml", vec![]),
+        ("uas_fax.xml", vec![("FAX_MS", "1500".to_owned())]),
+        3000,
+    );
+    let recs = recordings(&rig, 1);
+    let (mp3, side) = (&recs[0].0, &recs[0].1);
+    assert_eq!(side["complete"], false, "{side}");
+    assert_eq!(
+        side["incompleteReasons"],
+        serde_json::json!(["fax"]),
+        "{side}"
+    );
+    assert!(
+        side["truncated"]
+            .as_str()
+            .is_some_and(|t| t.contains("fax")),
+        "{side}"
+    );
+    let (left, right) = decode_mp3(mp3);
+    let file = left.len() as f64 / 8000.0;
+    assert!(
+        (4.0..6.0).contains(&file),
+        "{file:.2} s: the talk and the fax"
+    );
+    // The conversation before the fax: caller left, callee right.
+    let talk = |v: &[i16]| v[4000..20000].to_vec();
+    let (l, r) = (talk(&left), talk(&right));
+    assert!(tone_power(&l, 440.0) > 10.0 * tone_power(&l, 1000.0));
+    assert!(tone_power(&r, 1000.0) > 10.0 * tone_power(&r, 440.0));
+    let events = rig.recorder.events();
+    let notes = events_of(&events, "media_note");
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert_eq!(notes[0]["note"], "fax");
+}
