@@ -44,6 +44,12 @@ pub struct RecordingMetrics {
     pub spool_files: Gauge,
     /// Age of the oldest spooled recording.
     pub spool_oldest_age: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// 1 while new recordings may start, 0 while the spool refuses them.
+    pub spool_accepting: Gauge,
+    /// Recordings set aside because their files could not be read.
+    pub quarantined: Counter,
+    /// Files set aside in the spool now.
+    pub spool_quarantined_files: Gauge,
 }
 
 /// The recorder's metrics and the last core snapshot they reflect.
@@ -146,7 +152,7 @@ impl Metrics {
         );
         registry.register(
             "sip_dropped",
-            "SIP messages dropped or not acted on, by reason (unknown_source, stray_response, response_from_elsewhere, target_outside_peers, peer_limit, tcp_refused, shard_busy, route_table_full, request_from_other_leg, unknown_dialog)",
+            "SIP messages dropped or not acted on, by reason (unknown_source, stray_response, response_from_elsewhere, target_outside_peers, peer_limit, tcp_refused, tcp_slow_reader, shard_busy, route_table_full, request_from_other_leg, unknown_dialog)",
             m.sip_dropped.clone(),
         );
         registry.register(
@@ -261,6 +267,21 @@ impl Metrics {
             "Age of the oldest recording in the spool",
             r.spool_oldest_age
         );
+        reg!(
+            "spool_accepting_recordings",
+            "1 while new recordings may start, 0 while the spool refuses them (its limit reached, or it cannot be read or written)",
+            r.spool_accepting
+        );
+        reg!(
+            "spool_quarantined",
+            "Recordings set aside in the spool (renamed *.quarantined) because their files could not be read",
+            r.quarantined
+        );
+        reg!(
+            "spool_quarantined_files",
+            "Files set aside in the spool (*.quarantined), waiting for an operator",
+            r.spool_quarantined_files
+        );
         // Every known label value exists from the start at zero, so alerts,
         // dashboards and rate() see a series before the first event.
         let zero = |f: &Family<Labels, Counter>, label: &'static str, values: &[&str]| {
@@ -286,6 +307,8 @@ impl Metrics {
                 "unknown_port",
                 "no_destination",
                 "malformed",
+                "rate_limited",
+                "stream_without_ports",
             ],
         );
         zero(&m.dtmf_digits, "method", &["rfc4733", "sip_info", "inband"]);
@@ -299,13 +322,14 @@ impl Metrics {
                 "target_outside_peers",
                 "peer_limit",
                 "tcp_refused",
+                "tcp_slow_reader",
                 "shard_busy",
                 "route_table_full",
                 "request_from_other_leg",
                 "unknown_dialog",
             ],
         );
-        zero(&m.recording_toggles, "to", &["on", "off"]);
+        zero(&m.recording_toggles, "to", &["on", "off", "rate_limited"]);
         zero(&m.config_reloads, "result", &["applied", "rejected"]);
         for kind in announce::Kind::ALL {
             for outcome in announce::Outcome::ALL {
@@ -417,6 +441,10 @@ impl Metrics {
         self.recording.spool_bytes.set(u.bytes as i64);
         self.recording.spool_files.set(u.recordings as i64);
         self.recording.spool_oldest_age.set(u.oldest_age_seconds);
+        self.recording.spool_accepting.set(i64::from(u.accepting));
+        self.recording
+            .spool_quarantined_files
+            .set(u.quarantined_files as i64);
     }
 
     /// Marks the recorder as draining.
@@ -452,6 +480,14 @@ impl Metrics {
     pub fn tcp_refused(&self) {
         self.sip_dropped
             .get_or_create(&vec![("reason", "tcp_refused".to_owned())])
+            .inc();
+    }
+
+    /// Counts a SIP TCP connection closed because its peer did not read
+    /// what was sent to it (its write queue was full).
+    pub fn tcp_slow_reader(&self) {
+        self.sip_dropped
+            .get_or_create(&vec![("reason", "tcp_slow_reader".to_owned())])
             .inc();
     }
 }

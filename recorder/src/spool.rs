@@ -9,6 +9,15 @@
 //! Files found at start (left by a crash, or put there by someone else) are
 //! read into the ledger, so they count against the limit too; none is ever
 //! deleted to make room.
+//!
+//! A spool that cannot take a new recording never stops the recorder: the
+//! spool says why ([`Spool::refusal`]: its limit is reached, its directory
+//! cannot be read, a write failed for want of space or permission) and new
+//! recordings are refused while it does. A write that fails marks it; a
+//! probe ([`Spool::probe`], a file of [`PROBE_BYTES`] written, synced and
+//! removed) clears the mark once the disk takes writes again. A recording
+//! the recorder cannot read is set aside under its names with
+//! [`QUARANTINE_SUFFIX`] ([`Spool::quarantine`]) for an operator.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -19,6 +28,18 @@ use std::time::SystemTime;
 
 /// Suffix of a file being written by [`Spool::write_atomic`] before its rename.
 const TEMP_SUFFIX: &str = ".tmp";
+
+/// Suffix of the files of a recording set aside because they cannot be
+/// read: kept for an operator, never uploaded or counted as recordings.
+pub const QUARANTINE_SUFFIX: &str = ".quarantined";
+
+/// The probe's file (a temporary: a crash mid-probe leaves nothing behind
+/// that the next start keeps).
+const PROBE: &str = "earshot-probe.tmp";
+
+/// Bytes the probe writes: the room a new recording needs to start (its
+/// start record and half a minute of audio at 64 kbit/s).
+pub const PROBE_BYTES: usize = 256 * 1024;
 
 /// One file in the ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +57,10 @@ pub struct Usage {
     pub recordings: u64,
     /// Seconds since the oldest recording was started; 0 when none.
     pub oldest_age_seconds: f64,
+    /// Whether a new recording may start ([`Spool::refusal`] is `None`).
+    pub accepting: bool,
+    /// Files set aside because they could not be read.
+    pub quarantined_files: u64,
 }
 
 /// The spool directory and the ledger of its files.
@@ -44,15 +69,27 @@ pub struct Spool {
     dir: PathBuf,
     max_bytes: u64,
     ledger: Mutex<Ledger>,
+    /// Why the spool cannot take new recordings now (its directory cannot
+    /// be read, a write failed); `None` while it can.
+    trouble: Mutex<Option<String>>,
     /// Tests: appends past this many bytes of a file fail as a full disk would.
     #[cfg(test)]
     pub(crate) disk_full_at: std::sync::atomic::AtomicU64,
+    /// Tests: whole-file writes, new files and the probe fail as on a full disk.
+    #[cfg(test)]
+    pub(crate) writes_fail: std::sync::atomic::AtomicBool,
+    /// Tests: files that cannot be read, as a file of another user with
+    /// mode 0600 cannot be by a recorder that is not root.
+    #[cfg(test)]
+    pub(crate) unreadable: Mutex<Vec<String>>,
 }
 
 #[derive(Debug, Default)]
 struct Ledger {
     files: BTreeMap<String, Entry>,
     bytes: u64,
+    /// Whether the directory has been read into the ledger.
+    scanned: bool,
 }
 
 impl Ledger {
@@ -85,31 +122,157 @@ impl Ledger {
 impl Spool {
     /// Opens (creating) the spool directory and reads what it holds into the
     /// ledger. Half-written temporary files of an interrupted atomic write are
-    /// removed: their content was never the file's.
-    pub fn open(dir: &Path, max_bytes: u64) -> std::io::Result<Arc<Spool>> {
-        std::fs::create_dir_all(dir)?;
+    /// removed: their content was never the file's. Never fails: a directory
+    /// that cannot be read or written gives a spool that refuses new
+    /// recordings and says why ([`Spool::refusal`]) until
+    /// [`Spool::scan`] and [`Spool::probe`] succeed.
+    pub fn open(dir: &Path, max_bytes: u64) -> Arc<Spool> {
+        let spool = Arc::new(Spool {
+            dir: dir.to_owned(),
+            max_bytes,
+            ledger: Mutex::new(Ledger::default()),
+            trouble: Mutex::new(None),
+            #[cfg(test)]
+            disk_full_at: std::sync::atomic::AtomicU64::new(u64::MAX),
+            #[cfg(test)]
+            writes_fail: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(test)]
+            unreadable: Mutex::new(Vec::new()),
+        });
+        match spool.scan() {
+            Ok(()) => {
+                spool.probe();
+            }
+            Err(e) => spool.set_trouble(format!(
+                "cannot read the spool directory {}: {e}",
+                dir.display()
+            )),
+        }
+        spool
+    }
+
+    /// Reads the directory into the ledger, replacing it: only while no
+    /// recording is being written (at open, or while the spool could not
+    /// be read and so refused every recording). An entry
+    /// that cannot be looked at is skipped and logged, never a failure.
+    pub fn scan(&self) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
         let mut ledger = Ledger::default();
-        for e in std::fs::read_dir(dir)? {
-            let e = e?;
-            let meta = e.metadata()?;
+        for e in std::fs::read_dir(&self.dir)? {
+            let looked = e.and_then(|e| {
+                let meta = e.metadata()?;
+                Ok((e, meta))
+            });
+            let (e, meta) = match looked {
+                Ok(found) => found,
+                Err(err) => {
+                    tracing::error!(spool = %self.dir.display(), error = %err, "cannot look at an entry of the spool; it is left alone");
+                    continue;
+                }
+            };
             if !meta.is_file() {
                 continue;
             }
             let name = e.file_name().to_string_lossy().into_owned();
             if name.ends_with(TEMP_SUFFIX) {
-                std::fs::remove_file(e.path())?;
-                continue;
+                match std::fs::remove_file(e.path()) {
+                    Ok(()) => continue,
+                    // Kept, and counted: it is on the disk.
+                    Err(err) => {
+                        tracing::warn!(file = %name, error = %err, "cannot remove a half-written temporary file from the spool")
+                    }
+                }
             }
             let since = meta.modified().unwrap_or_else(|_| SystemTime::now());
             ledger.set(&name, meta.len(), since);
         }
-        Ok(Arc::new(Spool {
-            dir: dir.to_owned(),
-            max_bytes,
-            ledger: Mutex::new(ledger),
+        ledger.scanned = true;
+        *self.ledger() = ledger;
+        Ok(())
+    }
+
+    /// Whether the directory has been read into the ledger.
+    pub fn scanned(&self) -> bool {
+        self.ledger().scanned
+    }
+
+    /// Whether the spool takes writes: a file of [`PROBE_BYTES`] written,
+    /// synced and removed. Clears the spool's trouble when it does, sets
+    /// it when it does not.
+    pub fn probe(&self) -> bool {
+        let path = self.path(PROBE);
+        let written = (|| {
             #[cfg(test)]
-            disk_full_at: std::sync::atomic::AtomicU64::new(u64::MAX),
-        }))
+            self.test_write_fault()?;
+            let mut f = File::create(&path)?;
+            f.write_all(&vec![0; PROBE_BYTES])?;
+            f.sync_all()
+        })();
+        let _ = std::fs::remove_file(&path);
+        match written {
+            Ok(()) => {
+                self.clear_trouble();
+                true
+            }
+            Err(e) => {
+                self.set_trouble(format!("cannot write to the spool: {e}"));
+                false
+            }
+        }
+    }
+
+    /// Why new recordings must be refused now, if they must: the spool's
+    /// trouble, or its limit reached.
+    pub fn refusal(&self) -> Option<String> {
+        if let Some(why) = self.trouble() {
+            return Some(why);
+        }
+        let bytes = self.bytes();
+        (bytes >= self.max_bytes).then(|| {
+            format!(
+                "the spool holds {bytes} bytes, its limit is {}",
+                self.max_bytes
+            )
+        })
+    }
+
+    /// Why the spool cannot take writes now (not its limit), if it cannot.
+    pub fn trouble(&self) -> Option<String> {
+        self.trouble
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_trouble(&self, why: String) {
+        let mut t = self.trouble.lock().unwrap_or_else(|p| p.into_inner());
+        if t.is_none() {
+            tracing::error!(spool = %self.dir.display(), reason = %why, "the spool cannot take new recordings; they are refused until it can (calls are still relayed)");
+        }
+        *t = Some(why);
+    }
+
+    fn clear_trouble(&self) {
+        let mut t = self.trouble.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(why) = t.take() {
+            tracing::info!(spool = %self.dir.display(), was = %why, "the spool takes new recordings again");
+        }
+    }
+
+    /// A write failed: unless it only found the name taken, the disk may be
+    /// full or refuse writes, so new recordings wait for a good probe.
+    fn failed_write(&self, what: &str, e: &std::io::Error) {
+        if e.kind() != std::io::ErrorKind::AlreadyExists {
+            self.set_trouble(format!("writing {what} failed: {e}"));
+        }
+    }
+
+    #[cfg(test)]
+    fn test_write_fault(&self) -> std::io::Result<()> {
+        if self.writes_fail.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(std::io::Error::from_raw_os_error(28));
+        }
+        Ok(())
     }
 
     fn ledger(&self) -> MutexGuard<'_, Ledger> {
@@ -134,7 +297,8 @@ impl Spool {
         self.ledger().bytes
     }
 
-    /// Whether new recordings must be refused: the limit is reached.
+    /// Whether the limit is reached (see [`Spool::refusal`] for every
+    /// reason new recordings are refused).
     pub fn full(&self) -> bool {
         self.bytes() >= self.max_bytes
     }
@@ -156,6 +320,8 @@ impl Spool {
 
     /// Figures for metrics.
     pub fn usage(&self, now: SystemTime) -> Usage {
+        // Before the ledger is locked: the refusal reads it too.
+        let accepting = self.refusal().is_none();
         let l = self.ledger();
         let mp3s = l.files.iter().filter(|(n, _)| n.ends_with(".mp3"));
         let oldest = mp3s.clone().map(|(_, e)| e.since).min();
@@ -165,15 +331,25 @@ impl Spool {
             oldest_age_seconds: oldest
                 .and_then(|o| now.duration_since(o).ok())
                 .map_or(0.0, |d| d.as_secs_f64()),
+            accepting,
+            quarantined_files: l
+                .files
+                .keys()
+                .filter(|n| n.ends_with(QUARANTINE_SUFFIX))
+                .count() as u64,
         }
     }
 
     /// Creates a new file to append to; fails if one of that name exists.
     pub fn create(self: &Arc<Self>, name: &str) -> std::io::Result<SpoolFile> {
+        #[cfg(test)]
+        self.test_write_fault()
+            .inspect_err(|e| self.failed_write(name, e))?;
         let file = OpenOptions::new()
             .create_new(true)
             .write(true)
-            .open(self.path(name))?;
+            .open(self.path(name))
+            .inspect_err(|e| self.failed_write(name, e))?;
         self.ledger().set(name, 0, SystemTime::now());
         Ok(SpoolFile {
             spool: self.clone(),
@@ -190,6 +366,8 @@ impl Spool {
     pub fn write_atomic(&self, name: &str, data: &[u8]) -> std::io::Result<()> {
         let temp = self.path(&format!("{name}{TEMP_SUFFIX}"));
         let written = (|| {
+            #[cfg(test)]
+            self.test_write_fault()?;
             let mut f = File::create(&temp)?;
             f.write_all(data)?;
             f.sync_all()?;
@@ -205,6 +383,7 @@ impl Spool {
             Err(e) => {
                 // Nothing of the temporary file may stay behind uncounted.
                 let _ = std::fs::remove_file(&temp);
+                self.failed_write(name, &e);
                 Err(e)
             }
         }
@@ -212,7 +391,43 @@ impl Spool {
 
     /// Reads a whole file.
     pub fn read(&self, name: &str) -> std::io::Result<Vec<u8>> {
+        #[cfg(test)]
+        self.test_read_fault(name)?;
         std::fs::read(self.path(name))
+    }
+
+    /// Whether a file can be read: opened, and its first byte read.
+    pub fn check_readable(&self, name: &str) -> std::io::Result<()> {
+        use std::io::Read;
+        #[cfg(test)]
+        self.test_read_fault(name)?;
+        File::open(self.path(name))?.read(&mut [0u8; 1]).map(|_| ())
+    }
+
+    #[cfg(test)]
+    fn test_read_fault(&self, name: &str) -> std::io::Result<()> {
+        let unreadable = self.unreadable.lock().unwrap();
+        if unreadable.iter().any(|n| n == name) {
+            return Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
+        }
+        Ok(())
+    }
+
+    /// Sets a file aside: renamed with [`QUARANTINE_SUFFIX`] in the spool,
+    /// where it stays (counted in the spool's bytes) until an operator
+    /// takes it away. Returns the new name.
+    pub fn quarantine(&self, name: &str) -> std::io::Result<String> {
+        let to = format!("{name}{QUARANTINE_SUFFIX}");
+        std::fs::rename(self.path(name), self.path(&to))?;
+        let mut l = self.ledger();
+        let entry = l.files.get(name).copied();
+        l.forget(name);
+        // A file of that name (set aside before) is replaced by the rename.
+        l.forget(&to);
+        if let Some(e) = entry {
+            l.set(&to, e.bytes, e.since);
+        }
+        Ok(to)
     }
 
     /// Removes a file. A file that is already gone leaves the ledger too.
@@ -280,6 +495,7 @@ impl SpoolFile {
                 Ok(())
             }
             Err(e) => {
+                self.spool.failed_write(&self.name, &e);
                 self.failed = Some(e.to_string());
                 // The part that did reach the file is cut off again; if even
                 // that fails the ledger takes the file's real length.
@@ -355,7 +571,7 @@ mod tests {
     #[test]
     fn every_path_keeps_the_ledger_equal_to_the_disk() {
         let d = dir("paths");
-        let spool = Spool::open(&d, 1 << 20).unwrap();
+        let spool = Spool::open(&d, 1 << 20);
         let check = |what: &str| assert_eq!(spool.bytes(), on_disk(&d), "after {what}");
         let mut f = spool.create("a.mp3").unwrap();
         check("create");
@@ -389,7 +605,7 @@ mod tests {
         std::fs::write(d.join("x.start.json"), [0u8; 100]).unwrap();
         std::fs::write(d.join("x.json.tmp"), [0u8; 77]).unwrap();
         std::fs::write(d.join("ballast.bin"), [0u8; 1000]).unwrap();
-        let spool = Spool::open(&d, 6000).unwrap();
+        let spool = Spool::open(&d, 6000);
         assert_eq!(spool.bytes(), 6100);
         assert_eq!(spool.bytes(), on_disk(&d));
         assert!(!d.join("x.json.tmp").exists());
@@ -403,9 +619,67 @@ mod tests {
     }
 
     #[test]
+    fn a_file_set_aside_keeps_its_bytes_counted_and_is_no_recording() {
+        let d = dir("quarantine");
+        let spool = Spool::open(&d, 1 << 20);
+        let mut f = spool.create("q.mp3").unwrap();
+        f.append(&[1; 300]).unwrap();
+        spool.write_atomic("q.json", b"{}").unwrap();
+        assert_eq!(spool.quarantine("q.mp3").unwrap(), "q.mp3.quarantined");
+        spool.quarantine("q.json").unwrap();
+        assert_eq!(spool.bytes(), on_disk(&d));
+        assert_eq!(spool.bytes(), 302);
+        let u = spool.usage(SystemTime::now());
+        assert_eq!((u.recordings, u.quarantined_files), (0, 2));
+        assert!(spool.names_ending(".mp3").is_empty());
+        // Found again at the next start, still set aside.
+        drop(f);
+        let again = Spool::open(&d, 1 << 20);
+        assert_eq!(again.usage(SystemTime::now()).quarantined_files, 2);
+        assert_eq!(again.bytes(), 302);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_spool_that_cannot_be_read_or_written_refuses_and_says_why_until_it_can() {
+        let d = dir("trouble");
+        std::fs::write(&d, b"a file where the directory should be").unwrap();
+        let spool = Spool::open(&d, 1 << 20);
+        assert!(!spool.scanned());
+        let why = spool.refusal().unwrap();
+        assert!(why.starts_with("cannot read the spool directory"), "{why}");
+        assert!(!spool.usage(SystemTime::now()).accepting);
+        std::fs::remove_file(&d).unwrap();
+        spool.scan().unwrap();
+        assert!(spool.refusal().is_some(), "only a probe clears it");
+        assert!(spool.probe());
+        assert_eq!(spool.refusal(), None);
+        // A write that fails for want of room marks it again; the probe
+        // finds the room and leaves nothing behind.
+        spool
+            .writes_fail
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(spool.write_atomic("x.json", b"{}").is_err());
+        assert!(spool.refusal().unwrap().contains("x.json"));
+        assert!(spool.create("y.mp3").is_err());
+        assert!(!spool.probe());
+        spool
+            .writes_fail
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        assert!(spool.probe());
+        assert_eq!(spool.refusal(), None);
+        assert_eq!(on_disk(&d), 0);
+        // Its limit reached is a refusal too.
+        let small = Spool::open(&d, 10);
+        small.write_atomic("z.json", &[0; 10]).unwrap();
+        assert!(small.refusal().unwrap().contains("limit"));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
     fn a_failed_append_keeps_exactly_the_bytes_before_it() {
         let d = dir("fail");
-        let spool = Spool::open(&d, 1 << 20).unwrap();
+        let spool = Spool::open(&d, 1 << 20);
         let mut f = spool.create("b.mp3").unwrap();
         f.append(&[7; 100]).unwrap();
         // A file opened read-only fails every write, as a full disk fails some.
@@ -422,7 +696,7 @@ mod tests {
     #[test]
     fn concurrent_writers_and_removers_agree_with_the_disk() {
         let d = dir("threads");
-        let spool = Spool::open(&d, u64::MAX).unwrap();
+        let spool = Spool::open(&d, u64::MAX);
         let threads: Vec<_> = (0..4)
             .map(|t| {
                 let spool = spool.clone();

@@ -4,7 +4,8 @@
 //! release build, slowloris, hundreds of idle connections, strangers, and
 //! responses forged from outside. After every message an OPTIONS probe
 //! must be answered, and a call recorded all along must keep its RTP and
-//! arrive whole.
+//! arrive whole. A peer that sends over TCP and never reads the answers is
+//! disconnected and counted, never served with answers missing.
 //!
 //! Roles on loopback: SIPp's caller and callee at 127.0.0.1 (the peer
 //! `sipp`), the attacker at 127.0.0.2 (the peer `hostile`, whose next hop is
@@ -586,6 +587,82 @@ fn hostile_input_over_udp_and_tcp_never_silences_the_recorder_or_its_calls() {
         (seconds - call).abs() < 0.2,
         "recorded {seconds:.2} s of a {call:.2} s call"
     );
+    assert!(s.recorder.running(), "still running");
+}
+
+#[test]
+fn a_tcp_peer_that_never_reads_is_disconnected_and_counted_while_others_are_answered() {
+    let s = setup("slow-reader", &users());
+    let recorder = s.recorder.sip;
+    let slow_reader = "earshot_sip_dropped_total{reason=\"tcp_slow_reader\"}";
+    assert_eq!(s.recorder.metric(slow_reader), 0.0);
+    // A peer's connection (SIPp's address) that sends OPTIONS for the
+    // recorder and never reads one answer: the kernel's buffers fill, then
+    // the connection's write queue.
+    let mut lazy = TcpStream::connect(recorder).unwrap();
+    lazy.set_write_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let options = |n: usize| {
+        let call = format!("lazy-{n}");
+        let hs = std_headers(&call, "OPTIONS", "1");
+        let refs: Vec<&str> = hs.iter().map(String::as_str).collect();
+        msg(&format!("OPTIONS sip:{recorder} SIP/2.0"), &refs, "")
+            .replace_bytes_all(b"SIP/2.0/UDP", b"SIP/2.0/TCP")
+    };
+    let started = Instant::now();
+    let mut sent = 0;
+    let cut = loop {
+        // Paced, so no shard's inbox overflows: every request is answered.
+        let batch: Vec<u8> = (sent..sent + 100).flat_map(options).collect();
+        if lazy.write_all(&batch).is_err() {
+            break true;
+        }
+        sent += 100;
+        if sent % 2000 == 0 && s.recorder.metric(slow_reader) > 0.0 {
+            break true;
+        }
+        if started.elapsed() > Duration::from_secs(90) {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert!(cut, "{sent} requests sent, never disconnected");
+    assert_eq!(
+        s.recorder.metric(slow_reader),
+        1.0,
+        "counted once, after {sent} requests"
+    );
+    // The connection is closed: what the buffers held, then its end.
+    lazy.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut buf = vec![0u8; 1 << 16];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let closed = loop {
+        match lazy.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(_) => break false,
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+    };
+    assert!(
+        closed,
+        "the connection of a peer that does not read is closed"
+    );
+    // Others are answered: OPTIONS over UDP, and a new connection.
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    probe(&udp, recorder, 0);
+    let mut fresh = TcpStream::connect(recorder).unwrap();
+    fresh.write_all(&options(sent + 1)).unwrap();
+    assert_eq!(
+        tcp_answers(&mut fresh, Duration::from_millis(500))
+            .0
+            .first(),
+        Some(&200)
+    );
+    let mut s = s;
     assert!(s.recorder.running(), "still running");
 }
 

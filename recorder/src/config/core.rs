@@ -43,6 +43,7 @@ impl Config {
             unknown_sources: self.file.sip.unknown_sources,
             limits: self.file.sip.limits,
             allow_local_media: self.file.rtp.allow_local_media,
+            refuse_video: self.file.rtp.video == earshot_contracts::config::VideoPolicy::Refuse,
             announcement: self.announcement.clone(),
         })
     }

@@ -1,8 +1,8 @@
 //! The dispatcher: the core's events, gathered without waking anyone on the
 //! packet path, routed call by call to the encoder workers in one batch per
 //! round. It decides which calls become recordings (a policy user on the
-//! call, recording switched on, room in the spool) and keeps the counts
-//! the alerts compare: expected, refused.
+//! call, recording switched on, a spool that takes new recordings) and
+//! keeps the counts the alerts compare: expected, refused.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -243,7 +243,8 @@ impl Dispatcher {
                 wideband,
                 ..
             } => {
-                let spool_full = self.shared.spool.full();
+                // Its limit reached, or it cannot be read or written.
+                let refusal = self.shared.spool.refusal();
                 let Some(p) = self.calls.get_mut(&call.id) else {
                     return;
                 };
@@ -253,10 +254,14 @@ impl Dispatcher {
                 if on && !p.recording {
                     p.recording = true;
                     self.shared.metrics.expected.inc();
-                    if spool_full {
+                    if let Some(why) = refusal {
                         p.refused = true;
                         self.refused();
-                        tracing::error!(call = %call.hash, "spool is full: recording refused (nothing old is deleted; check uploads)");
+                        if self.shared.spool.trouble().is_some() {
+                            tracing::error!(call = %call.hash, reason = %why, "spool cannot be written: recording refused, the call is relayed (nothing old is deleted; check the spool volume)");
+                        } else {
+                            tracing::error!(call = %call.hash, reason = %why, "spool is full: recording refused, the call is relayed (nothing old is deleted; check uploads)");
+                        }
                         return;
                     }
                     let (worker, meta) = (p.worker, p.meta.clone());

@@ -7,7 +7,11 @@
 //! sidecar at call end ([`worker`], [`sidecar`]); the uploader puts MP3 and
 //! sidecar into the store and only then removes them from the spool
 //! ([`upload`]). On start, whatever an earlier crash left in the spool is
-//! uploaded with a sidecar saying the recording was cut short ([`recovery`]).
+//! uploaded with a sidecar saying the recording was cut short, and what
+//! cannot be read is set aside ([`recovery`]). A spool that cannot take new
+//! recordings (full, unreadable, refusing writes) never stops the start:
+//! new recordings are refused, and a check every [`Parts::spool_check`]
+//! finds when it can again.
 
 pub mod dispatch;
 pub mod encoder;
@@ -102,19 +106,28 @@ pub struct Parts {
     pub encoders: EncoderFactory,
     /// The uploader's waits between attempts.
     pub backoff: upload::Backoff,
+    /// How often a spool that refuses new recordings for trouble (not its
+    /// limit) is looked at again.
+    pub spool_check: std::time::Duration,
 }
+
+/// How often a spool in trouble is probed in production.
+pub const SPOOL_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Default for Parts {
     fn default() -> Self {
         Self {
             encoders: lame(),
             backoff: upload::Backoff::default(),
+            spool_check: SPOOL_CHECK,
         }
     }
 }
 
 /// Opens the spool, uploads what an earlier run left, starts the encoder
-/// workers and the uploader; returns the dispatcher and the spool.
+/// workers and the uploader; returns the dispatcher and the spool. A spool
+/// that cannot be read or written is no error: it refuses new recordings
+/// until it can take them (see [`crate::spool`]).
 #[allow(clippy::too_many_arguments)]
 pub fn start(
     rec: &RecordingConfig,
@@ -126,7 +139,22 @@ pub fn start(
     parts: Parts,
     runtime: &tokio::runtime::Handle,
 ) -> std::io::Result<(Dispatcher, Arc<Spool>)> {
-    let spool = Spool::open(&spool.dir, spool.max_bytes)?;
+    let spool = Spool::open(&spool.dir, spool.max_bytes);
+    start_on(rec, spool, store, clock, instance, metrics, parts, runtime)
+}
+
+/// [`start`] on a spool already open.
+#[allow(clippy::too_many_arguments)]
+pub fn start_on(
+    rec: &RecordingConfig,
+    spool: Arc<Spool>,
+    store: Store,
+    clock: Clock,
+    instance: String,
+    metrics: RecordingMetrics,
+    parts: Parts,
+    runtime: &tokio::runtime::Handle,
+) -> std::io::Result<(Dispatcher, Arc<Spool>)> {
     let (uploads, queued) = tokio::sync::mpsc::unbounded_channel();
     let shared = Shared {
         spool: spool.clone(),
@@ -138,7 +166,22 @@ pub fn start(
         uploads,
         encoders: parts.encoders,
     };
-    recovery::recover_spool(&shared)?;
+    if spool.scanned() {
+        recovery::recover_spool(&shared);
+    }
+    {
+        let shared = shared.clone();
+        let every = parts.spool_check;
+        std::thread::Builder::new()
+            .name("spool-check".into())
+            .spawn(move || {
+                // Until the uploader is gone (only tests end it).
+                while !shared.uploads.is_closed() {
+                    std::thread::sleep(every);
+                    check_spool(&shared);
+                }
+            })?;
+    }
     runtime.spawn(upload::upload_loop(
         queued,
         store,
@@ -152,6 +195,25 @@ pub fn start(
         .max(1);
     let dispatcher = Dispatcher::start(shared, threads)?;
     Ok((dispatcher, spool))
+}
+
+/// Looks again at a spool in trouble: a directory that could not be read
+/// is read, and what an earlier run left recovered, before a probe says
+/// whether new recordings may start. Runs on its own thread: disk I/O that
+/// may block never holds up the dispatcher or the relay.
+fn check_spool(shared: &Shared) {
+    let spool = &shared.spool;
+    if spool.trouble().is_none() {
+        return;
+    }
+    if !spool.scanned() {
+        if let Err(e) = spool.scan() {
+            tracing::debug!(error = %e, "the spool directory still cannot be read");
+            return;
+        }
+        recovery::recover_spool(shared);
+    }
+    spool.probe();
 }
 
 #[cfg(test)]

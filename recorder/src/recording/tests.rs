@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use earshot_contracts::config::{FilesystemConfig, RecordingConfig, SpoolConfig, StorageConfig};
+use earshot_contracts::config::{FilesystemConfig, RecordingConfig, StorageConfig};
 use earshot_contracts::sidecar::Sidecar;
 use earshot_contracts::{RecordingMode, Side};
 use earshot_recorder_core::timeline::Chunk;
@@ -64,6 +64,13 @@ impl Rig {
     }
 
     fn open(dir: PathBuf, max_spool: u64) -> Rig {
+        Self::open_with(dir, max_spool, |_| {})
+    }
+
+    /// A rig whose spool `prepare` gives faults before recovery runs.
+    fn open_with(dir: PathBuf, max_spool: u64, prepare: impl FnOnce(&Spool)) -> Rig {
+        let spool = Spool::open(&dir.join("spool"), max_spool);
+        prepare(&spool);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -79,15 +86,12 @@ impl Rig {
         })
         .unwrap();
         let metrics = Metrics::new();
-        let (dispatcher, spool) = super::start(
+        let (dispatcher, spool) = super::start_on(
             &RecordingConfig {
                 encoder_threads: Some(2),
                 ..RecordingConfig::default()
             },
-            &SpoolConfig {
-                dir: dir.join("spool"),
-                max_bytes: max_spool,
-            },
+            spool,
             store,
             Clock::new(),
             "test-0".into(),
@@ -99,6 +103,7 @@ impl Rig {
                     max: Duration::from_millis(20),
                     conflict: Duration::from_millis(20),
                 },
+                spool_check: Duration::from_millis(20),
             },
             rt.handle(),
         )
@@ -718,4 +723,194 @@ fn a_recording_the_store_refuses_does_not_hold_up_the_others() {
         "kept in the spool"
     );
     assert_eq!(m.stored.get(), 1, "the new call's recording went past it");
+}
+
+/// What a crash leaves of a recording in `spool`: its MP3 so far and its
+/// start record. Returns its stem.
+fn crashed_recording(spool: &std::path::Path, call_id: &str, nonce: u32) -> String {
+    let t = humantime::parse_rfc3339("2026-11-28T11:28:34Z").unwrap();
+    let id = earshot_contracts::layout::RecordingId::new(t, &call_hash(call_id), nonce);
+    let stem = id.stem();
+    let meta = super::sidecar::CallMeta {
+        call: call_hash(call_id),
+        caller: earshot_contracts::sidecar::Party {
+            number: Some("008".into()),
+            display_name: None,
+        },
+        callee: Default::default(),
+        users: Vec::new(),
+        started_at: Some(t),
+        answered_at: Some(t),
+        recording_started_at: Some(t),
+        replaces: None,
+    };
+    std::fs::write(spool.join(format!("{stem}.mp3")), [0x55; 4000]).unwrap();
+    std::fs::write(
+        spool.join(format!("{stem}.start.json")),
+        serde_json::to_vec(&meta).unwrap(),
+    )
+    .unwrap();
+    stem
+}
+
+/// A recorded call of `ms` milliseconds.
+fn a_call(rig: &Rig, id: u64, call_id: &str, ms: u64) -> Vec<Event> {
+    let c = call(id, call_id);
+    let mut events = vec![
+        started(&c, rig.at(0), Some(RecordingMode::Always)),
+        recording(&c, rig.at(0), true),
+    ];
+    events.extend(media(&c, rig, 0, ms));
+    events.push(ended(&c, rig.at(ms)));
+    events
+}
+
+fn failed(rig: &Rig) -> u64 {
+    rig.metrics
+        .recording
+        .recordings
+        .get_or_create(&vec![("result", "failed".to_owned())])
+        .get()
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn recordings_that_cannot_be_read_are_set_aside_and_the_others_stored() {
+    let dir = std::env::temp_dir().join(format!(
+        "earshot-pipeline-quarantine-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let spool_dir = dir.join("spool");
+    std::fs::create_dir_all(&spool_dir).unwrap();
+    // One a crash cut short that can be read; one a crash cut short, and
+    // one finished, whose MP3 the recorder may not read (another user's,
+    // mode 0600).
+    let good = crashed_recording(&spool_dir, "good", 1);
+    let cut = crashed_recording(&spool_dir, "cut", 2);
+    let finished = crashed_recording(&spool_dir, "finished", 3);
+    std::fs::rename(
+        spool_dir.join(format!("{finished}.start.json")),
+        spool_dir.join(format!("{finished}.json")),
+    )
+    .unwrap();
+    let unreadable = [format!("{cut}.mp3"), format!("{finished}.mp3")];
+    let mut rig = Rig::open_with(dir, u64::MAX, |s| {
+        s.unreadable.lock().unwrap().extend(unreadable.clone())
+    });
+    rig.wait_stored(1);
+    let stored = rig.sidecars();
+    assert_eq!(stored.len(), 1, "only the one that can be read");
+    assert_eq!(stored[0].call, call_hash("good"));
+    assert!(!stored[0].complete);
+    let m = &rig.metrics.recording;
+    assert_eq!(m.quarantined.get(), 2, "two recordings set aside");
+    assert_eq!(m.expected.get(), 1, "only what will be stored is owed");
+    // Kept under new names, for an operator; never picked up again.
+    let mut left: Vec<String> = std::fs::read_dir(rig.dir.join("spool"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    let mut expected = vec![
+        format!("{cut}.mp3.quarantined"),
+        format!("{cut}.start.json.quarantined"),
+        format!("{finished}.json.quarantined"),
+        format!("{finished}.mp3.quarantined"),
+    ];
+    expected.sort();
+    assert_eq!(left, expected);
+    assert!(!left.iter().any(|n| n.starts_with(&good)));
+    let usage = rig.spool.usage(SystemTime::now());
+    assert_eq!((usage.recordings, usage.quarantined_files), (0, 4));
+    let on_disk: u64 = std::fs::read_dir(rig.dir.join("spool"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert_eq!(usage.bytes, on_disk, "still counted: they take room");
+    assert!(
+        usage.accepting,
+        "set aside, the rest of the spool is usable"
+    );
+    // And new calls are recorded.
+    let events = a_call(&rig, 20, "after", 500);
+    rig.feed(events);
+    rig.wait_stored(2);
+}
+
+#[test]
+fn a_sidecar_the_full_spool_refuses_at_start_is_uploaded_from_memory_and_new_recordings_wait() {
+    let dir = std::env::temp_dir().join(format!(
+        "earshot-pipeline-recover-full-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("spool")).unwrap();
+    crashed_recording(&dir.join("spool"), "cut", 1);
+    // The disk is full: the rebuilt sidecar cannot be written.
+    let mut rig = Rig::open_with(dir, u64::MAX, |s| {
+        s.writes_fail
+            .store(true, std::sync::atomic::Ordering::Relaxed)
+    });
+    rig.wait_stored(1);
+    let s = &rig.sidecars()[0];
+    assert_eq!(s.truncated.as_deref(), Some(super::recovery::CUT_SHORT));
+    assert_eq!(s.caller.number.as_deref(), Some("008"));
+    assert_eq!(rig.spool.bytes(), 0, "stored, so gone from the spool");
+    // While the spool cannot be written, new recordings are refused, and
+    // it says why.
+    let why = rig.spool.refusal().expect("refusing");
+    assert!(why.contains("No space left on device"), "{why}");
+    assert!(!rig.spool.usage(SystemTime::now()).accepting);
+    let events = a_call(&rig, 21, "refused", 500);
+    rig.feed(events);
+    rig.wait_idle();
+    assert_eq!(failed(&rig), 1);
+    assert_eq!(rig.spool.bytes(), 0, "nothing of it in the spool");
+    // Room again: the check finds it, and new calls are recorded.
+    rig.spool
+        .writes_fail
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    wait_for("the spool takes recordings again", || {
+        rig.spool.refusal().is_none()
+    });
+    let events = a_call(&rig, 22, "recorded", 500);
+    rig.feed(events);
+    rig.wait_stored(2);
+    assert_eq!(failed(&rig), 1);
+}
+
+#[test]
+fn a_spool_directory_that_cannot_be_read_at_start_is_recovered_once_it_can() {
+    let dir =
+        std::env::temp_dir().join(format!("earshot-pipeline-no-spool-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // A file where the directory should be: nothing can be read or written.
+    std::fs::write(dir.join("spool"), b"not a directory").unwrap();
+    let mut rig = Rig::open(dir.clone(), u64::MAX);
+    let why = rig.spool.refusal().expect("refusing");
+    assert!(why.starts_with("cannot read the spool directory"), "{why}");
+    let events = a_call(&rig, 23, "refused", 500);
+    rig.feed(events);
+    rig.wait_idle();
+    assert_eq!(failed(&rig), 1);
+    // The volume comes back, with a recording a crash left.
+    std::fs::remove_file(dir.join("spool")).unwrap();
+    std::fs::create_dir_all(dir.join("spool")).unwrap();
+    crashed_recording(&dir.join("spool"), "left", 1);
+    rig.wait_stored(1);
+    wait_for("the spool takes recordings again", || {
+        rig.spool.refusal().is_none()
+    });
+    let events = a_call(&rig, 24, "recorded", 500);
+    rig.feed(events);
+    rig.wait_stored(2);
 }

@@ -62,8 +62,17 @@ pub(super) async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener
                         }
                         // Half alive is not ready: a shard that has not run
                         // its 20 ms timer round for seconds relays nothing.
+                        // A spool that refuses new recordings is said, but
+                        // stays ready: calls are still relayed, and taking
+                        // the recorder out of service would stop them too.
                         match shared.stalled_shard() {
-                            None => (axum::http::StatusCode::OK, "ready\n".to_owned()),
+                            None => match shared.spool.refusal() {
+                                None => (axum::http::StatusCode::OK, "ready\n".to_owned()),
+                                Some(why) => (
+                                    axum::http::StatusCode::OK,
+                                    format!("ready; new recordings are refused: {why}\n"),
+                                ),
+                            },
                             Some((shard, late)) => (
                                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
                                 format!(

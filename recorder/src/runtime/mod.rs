@@ -344,6 +344,42 @@ pub async fn bind(config_path: PathBuf, config: Config) -> anyhow::Result<Server
     for (k, pair) in bound.into_iter().enumerate() {
         split[k % count].push(pair);
     }
+    // Storage and the spool before the shards' runtimes exist: an error
+    // here returns from `bind` inside the main runtime, and a runtime
+    // dropped there panics ("Cannot drop a runtime in a context where
+    // blocking is not allowed"), which made a bad store a crash loop.
+    let store =
+        crate::store::Store::open(&config.file.storage).context("cannot open recording storage")?;
+    let clock = Clock::new();
+    let metrics = Metrics::new();
+    let instance = config
+        .file
+        .instance
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .unwrap_or_else(|| "earshot-recorder".to_owned());
+    let (dispatcher, spool) = crate::recording::start(
+        &config.file.recording,
+        &config.file.spool,
+        store.clone(),
+        clock,
+        instance,
+        metrics.recording.clone(),
+        crate::recording::Parts::default(),
+        &tokio::runtime::Handle::current(),
+    )
+    .with_context(|| {
+        format!(
+            "cannot use spool directory {}",
+            config.file.spool.dir.display()
+        )
+    })?;
+    tracing::info!(storage = %store.describe, spool = %config.file.spool.dir.display(), "recordings go to storage through the spool");
     let loads = earshot_recorder_core::PeerLoads::default();
     let mut shards = Vec::with_capacity(count);
     let mut shard_parts = Vec::with_capacity(count);
@@ -385,38 +421,6 @@ pub async fn bind(config_path: PathBuf, config: Config) -> anyhow::Result<Server
     }
     let events_tx = Arc::new(crate::recording::EventBuffer::new(count));
     let events_rx = events_tx.clone();
-    let store =
-        crate::store::Store::open(&config.file.storage).context("cannot open recording storage")?;
-    let clock = Clock::new();
-    let metrics = Metrics::new();
-    let instance = config
-        .file
-        .instance
-        .clone()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|h| h.trim().to_owned())
-        })
-        .unwrap_or_else(|| "earshot-recorder".to_owned());
-    let (dispatcher, spool) = crate::recording::start(
-        &config.file.recording,
-        &config.file.spool,
-        store.clone(),
-        clock,
-        instance,
-        metrics.recording.clone(),
-        crate::recording::Parts::default(),
-        &tokio::runtime::Handle::current(),
-    )
-    .with_context(|| {
-        format!(
-            "cannot use spool directory {}",
-            config.file.spool.dir.display()
-        )
-    })?;
-    tracing::info!(storage = %store.describe, spool = %config.file.spool.dir.display(), "recordings go to storage through the spool");
     let shared = Arc::new(Shared {
         metrics: Mutex::new(metrics),
         sip_udp,
@@ -490,12 +494,23 @@ impl Server {
         } = self;
 
         // Call event log and info-level call lines (no numbers in them).
-        let mut events = EventLog::open(
+        let opened = EventLog::open(
             config.file.events.path.as_deref(),
             clock,
             config.file.events.dtmf_digits,
         )
-        .with_context(|| format!("cannot open event log {:?}", config.file.events.path))?;
+        .with_context(|| format!("cannot open event log {:?}", config.file.events.path));
+        let mut events = match opened {
+            Ok(events) => events,
+            Err(e) => {
+                // Dropping the shards' runtimes here, inside the main one,
+                // would panic instead of reporting the error.
+                for p in shard_parts {
+                    p.runtime.shutdown_background();
+                }
+                return Err(e);
+            }
+        };
         // The dispatcher thread: event log, info lines, and the recording pipeline.
         std::thread::Builder::new()
             .name("dispatcher".into())

@@ -12,7 +12,7 @@ use earshot_recorder_core::sip::message::{Framed, frame_stream_from};
 use earshot_recorder_core::{Target, Transport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::{Shared, lock};
 
@@ -79,11 +79,21 @@ impl Drop for TcpSlot {
 pub(super) struct TcpOpen {
     total: u32,
     per_source: HashMap<IpAddr, u32>,
+    /// Every open connection's (accepted or ours) close switch, by its id.
+    closers: HashMap<u64, watch::Sender<bool>>,
 }
 
 /// Messages queued toward one connection before it is closed as a reader
 /// that does not keep up.
 const WRITE_QUEUE: usize = 256;
+
+/// Returns once `switch` is thrown; never if it goes without being thrown
+/// (the connection ended by itself and its last answers still go out).
+async fn thrown(switch: &mut watch::Receiver<bool>) {
+    if switch.wait_for(|closed| *closed).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
 
 impl Shared {
     /// A place for a connection from `ip`: a peer's address, within the
@@ -135,11 +145,20 @@ impl Shared {
                     Some((_, Ok(()))) => {}
                     Some((id, Err(mpsc::error::TrySendError::Full(_)))) => {
                         // The peer does not read what we send: the
-                        // connection goes, and with it its queue.
-                        tracing::warn!("closing a SIP TCP connection whose peer does not read");
-                        let mut map = lock(&self.tcp);
-                        if map.get(&target.addr).is_some_and(|(i, _)| *i == id) {
-                            map.remove(&target.addr);
+                        // connection is closed, and its queue goes with it;
+                        // it never goes on with messages missing. Counted
+                        // once per connection.
+                        {
+                            let mut map = lock(&self.tcp);
+                            if map.get(&target.addr).is_some_and(|(i, _)| *i == id) {
+                                map.remove(&target.addr);
+                            }
+                        }
+                        let closer = lock(&self.tcp_open).closers.remove(&id);
+                        if let Some(closer) = closer {
+                            let _ = closer.send(true);
+                            lock(&self.metrics).tcp_slow_reader();
+                            tracing::warn!(peer = %target.addr, queued = WRITE_QUEUE, "closing a SIP TCP connection whose peer does not read what is sent to it");
                         }
                     }
                     _ => {
@@ -163,8 +182,9 @@ impl Shared {
 
     /// Reads SIP messages from a TCP connection and registers its writer.
     /// The connection is closed when nothing comes for the idle time, when
-    /// a message started is not complete within its time (slowloris), or
-    /// on data that cannot be framed.
+    /// a message started is not complete within its time (slowloris), on
+    /// data that cannot be framed, or when its peer does not read what is
+    /// sent to it (its write queue full: `sip_dropped{reason="tcp_slow_reader"}`).
     fn serve_tcp(
         self: Arc<Self>,
         stream: TcpStream,
@@ -175,14 +195,30 @@ impl Shared {
         let (mut reader, mut writer) = stream.into_split();
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
         let id = self.tcp_ids.fetch_add(1, Ordering::Relaxed);
+        let (closer, close) = watch::channel(false);
+        lock(&self.tcp_open).closers.insert(id, closer);
         lock(&self.tcp).insert(peer, (id, tx.clone()));
+        // Both halves go when the switch is thrown, even in the middle of a
+        // write the peer does not take: the connection closes.
+        let mut closing = close.clone();
         tokio::spawn(async move {
-            while let Some(data) = rx.recv().await {
-                if writer.write_all(&data).await.is_err() {
-                    break;
+            loop {
+                let data = tokio::select! {
+                    data = rx.recv() => match data {
+                        Some(data) => data,
+                        None => break,
+                    },
+                    () = thrown(&mut closing) => break,
+                };
+                tokio::select! {
+                    written = writer.write_all(&data) => if written.is_err() {
+                        break;
+                    },
+                    () = thrown(&mut closing) => break,
                 }
             }
         });
+        let mut closing = close;
         let shared = self.clone();
         let idle = Duration::from_secs(u64::from(self.tcp_limits.tcp_idle_seconds));
         let per_message = Duration::from_secs(u64::from(self.tcp_limits.tcp_message_seconds));
@@ -202,7 +238,11 @@ impl Shared {
                 let wait = started.map_or(idle, |t| {
                     (t + per_message).saturating_duration_since(Instant::now())
                 });
-                let n = match tokio::time::timeout(wait, reader.read(&mut chunk)).await {
+                let read = tokio::select! {
+                    read = tokio::time::timeout(wait, reader.read(&mut chunk)) => read,
+                    () = thrown(&mut closing) => break,
+                };
+                let n = match read {
                     Err(_) => {
                         tracing::debug!(
                             idle = started.is_none(),
@@ -249,6 +289,7 @@ impl Shared {
                     }
                 }
             }
+            lock(&shared.tcp_open).closers.remove(&id);
             let mut map = lock(&shared.tcp);
             // A newer connection from the same address may have replaced ours.
             if map.get(&peer).is_some_and(|(i, _)| *i == id) {
