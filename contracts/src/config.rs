@@ -195,6 +195,27 @@ pub struct RtpConfig {
     /// addresses (cloud metadata services among them) are always refused.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_local_media: bool,
+    /// What happens to video streams offered beside audio: `Relay` (the
+    /// default: relayed, never recorded) or `Refuse` (port 0 in the SDP the
+    /// other party gets, so the call goes on with audio only).
+    #[serde(default, skip_serializing_if = "VideoPolicy::is_default")]
+    pub video: VideoPolicy,
+}
+
+/// What the relay does with a video stream.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub enum VideoPolicy {
+    /// Relayed (not recorded).
+    #[default]
+    Relay,
+    /// Refused: the stream is disabled in the SDP, the call keeps its audio.
+    Refuse,
+}
+
+impl VideoPolicy {
+    fn is_default(&self) -> bool {
+        *self == VideoPolicy::Relay
+    }
 }
 
 impl RtpConfig {

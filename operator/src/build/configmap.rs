@@ -45,6 +45,7 @@ pub fn recorder_config(v: &Validated) -> RecorderConfig {
             port_min: port(rec.rtp_ports.min),
             port_max: port(rec.rtp_ports.max),
             allow_local_media: rec.network.allow_local_media,
+            video: Default::default(),
         },
         // One shard per CPU the pod may use: the recorder reads its cgroup
         // quota, so the pod's CPU limit sets it.

@@ -48,6 +48,7 @@ fn mk_recorder() -> Recorder {
         unknown_sources: UnknownSources::Refuse,
         limits: SipLimits::default(),
         allow_local_media: false,
+        refuse_video: false,
         announcement: Default::default(),
     };
     let ports: Vec<u16> = (30000..40000).step_by(2).collect();

@@ -83,6 +83,8 @@ pub struct CoreConfig {
     pub limits: SipLimits,
     /// Whether SDP may name loopback, link-local or the recorder's own address.
     pub allow_local_media: bool,
+    /// Whether video streams are refused (port 0) rather than relayed.
+    pub refuse_video: bool,
     /// Announcements and beeps that tell the parties the call is recorded.
     pub announcement: crate::announce::AnnouncementConfig,
 }

@@ -162,6 +162,7 @@ fn config() -> CoreConfig {
         unknown_sources: UnknownSources::Refuse,
         limits: SipLimits::default(),
         allow_local_media: false,
+        refuse_video: false,
         announcement: crate::announce::AnnouncementConfig {
             mode: crate::AnnouncementMode::Beep,
             periodic: Some(Duration::from_secs(5)),

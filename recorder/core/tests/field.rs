@@ -852,3 +852,24 @@ fn a_reused_branch_with_a_new_cseq_is_a_new_request() {
         "a new request on the same branch"
     );
 }
+
+/// With video refused by config, the video stream reaches the other party
+/// disabled (port 0), takes no ports, and the call keeps its audio.
+#[test]
+fn video_refused_by_config_keeps_the_audio() {
+    let mut cfg = mk_config();
+    cfg.refuse_video = true;
+    let ports: Vec<u16> = (30000..30100).step_by(2).collect();
+    let mut rec = Recorder::new(cfg, &ports);
+    let t0 = Instant::now();
+    let av = format!(
+        "{}m=video 4002 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n",
+        sdp("10.0.0.1", 4000, "")
+    );
+    let free = rec.free_port_pairs();
+    let out = sip_in(&mut rec, t0, CALLER, &mk_invite("008", "500", "nv", &av));
+    let body = String::from_utf8_lossy(&out.to(CALLEE).body).into_owned();
+    assert!(body.contains("m=video 0 RTP/AVP 96"), "{body}");
+    assert!(!body.contains("m=audio 0 "), "{body}");
+    assert_eq!(rec.free_port_pairs(), free - 2, "audio's two pairs only");
+}

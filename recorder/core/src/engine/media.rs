@@ -238,7 +238,7 @@ impl Recorder {
                     // A refused stream before this one holds no ports.
                     call.streams.push(Stream::refused());
                 }
-                if s.port == 0 {
+                if s.port == 0 || (self.cfg.refuse_video && s.media == "video") {
                     call.streams.push(Stream::refused());
                 } else {
                     let a = self.ports.take((cid, i as u8, Side::Caller));

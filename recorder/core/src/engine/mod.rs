@@ -247,6 +247,7 @@ impl Recorder {
         self.cfg.unknown_sources = cfg.unknown_sources;
         self.cfg.limits = cfg.limits;
         self.cfg.allow_local_media = cfg.allow_local_media;
+        self.cfg.refuse_video = cfg.refuse_video;
     }
 
     /// Stops taking new calls: new INVITEs get 503; calls in progress go on.

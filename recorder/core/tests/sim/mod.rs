@@ -56,6 +56,7 @@ pub fn mk_config() -> CoreConfig {
         unknown_sources: UnknownSources::Refuse,
         limits: SipLimits::default(),
         allow_local_media: false,
+        refuse_video: false,
         announcement: Default::default(),
     }
 }
