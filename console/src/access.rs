@@ -4,11 +4,14 @@
 //! * the `Host` header must be a loopback name (`kubectl port-forward`) or
 //!   one of the configured hosts — a page reached through a DNS-rebinding
 //!   name is refused;
-//! * with trusted proxies configured (an exposed console), only they and
-//!   loopback may connect;
+//! * with trusted proxies configured (an exposed console), only they may
+//!   connect; loopback (`kubectl port-forward`, or a sidecar in the pod —
+//!   a service mesh's proxy would bring in everyone it admits) only when
+//!   `allow_loopback` says so, and then anonymously;
 //! * the signed-in user is read from the configured identity header, only
 //!   when the connection comes from a trusted proxy, only when it is there
-//!   exactly once. No header is trusted by default.
+//!   exactly once. No header is trusted by default, and none from loopback
+//!   unless loopback is itself listed as a trusted proxy.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -24,9 +27,13 @@ use earshot_contracts::net::IpNet;
 pub struct Access {
     /// The header an authenticating proxy names the user in.
     pub identity_header: Option<HeaderName>,
-    /// Where that proxy connects from. Non-empty: nobody else but loopback
-    /// may connect.
+    /// Where that proxy connects from. Non-empty: nobody else may connect
+    /// (loopback only with `allow_loopback`).
     pub proxies: Vec<IpNet>,
+    /// Whether loopback may connect although `proxies` does not list it
+    /// (anonymously). Without proxies the listen address decides who can
+    /// connect, and this does not matter.
+    pub allow_loopback: bool,
     /// Host names answered besides loopback's, lower case.
     pub hosts: Vec<String>,
 }
@@ -70,6 +77,7 @@ impl Access {
         identity_header: Option<&str>,
         proxies: &[String],
         hosts: &[String],
+        allow_loopback: bool,
     ) -> Result<Access, String> {
         let identity_header = identity_header
             .map(str::trim)
@@ -92,6 +100,7 @@ impl Access {
         Ok(Access {
             identity_header,
             proxies,
+            allow_loopback,
             hosts: hosts
                 .iter()
                 .map(|h| h.trim().to_ascii_lowercase())
@@ -114,7 +123,8 @@ impl Access {
             ));
         }
         let from_proxy = self.proxies.iter().any(|n| n.contains(peer));
-        if !from_proxy && !peer.is_loopback() && !self.proxies.is_empty() {
+        let admitted_loopback = self.allow_loopback && peer.is_loopback();
+        if !from_proxy && !admitted_loopback && !self.proxies.is_empty() {
             return Err(refused(
                 StatusCode::FORBIDDEN,
                 "Only the platform's authenticating proxy may reach this console.",
@@ -232,6 +242,7 @@ mod tests {
                 "recordings.example.com".into(),
                 "earshot-office-console.acme.svc".into(),
             ],
+            true,
         )
         .unwrap();
         let proxy = ip("10.8.3.4");
@@ -265,7 +276,7 @@ mod tests {
             .decide(proxy, &headers(&[host, ("x-remote-user", "alice")]))
             .unwrap_err();
         assert_eq!(none.status, StatusCode::UNAUTHORIZED);
-        // Port-forward still works, anonymously.
+        // Port-forward, allowed here, works anonymously.
         assert_eq!(
             a.decide(
                 ip("127.0.0.1"),
@@ -282,9 +293,54 @@ mod tests {
     }
 
     #[test]
+    fn loopback_is_no_proxy_unless_configured() {
+        let proxied = |allow_loopback| {
+            Access::new(
+                Some("X-Forwarded-User"),
+                &["10.8.0.0/16".into()],
+                &[],
+                allow_loopback,
+            )
+            .unwrap()
+        };
+        let h = headers(&[("host", "localhost:8080"), ("x-forwarded-user", "alice")]);
+        // By default a connection from inside the pod (a port-forward, a
+        // mesh sidecar relaying anyone) is refused, naming a user or not.
+        for peer in ["127.0.0.1", "127.0.0.6", "::1"] {
+            assert_eq!(
+                proxied(false).decide(ip(peer), &h).unwrap_err().status,
+                StatusCode::FORBIDDEN,
+                "{peer}"
+            );
+            // Admitted when configured, and even then its header names nobody.
+            assert_eq!(
+                proxied(true).decide(ip(peer), &h),
+                Ok(Who("-".into())),
+                "{peer}"
+            );
+        }
+        // Loopback listed as the proxy itself: then, and only then, believed.
+        let local_proxy = Access::new(
+            Some("X-Forwarded-User"),
+            &["127.0.0.1/32".into()],
+            &[],
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            local_proxy.decide(ip("127.0.0.1"), &h),
+            Ok(Who("alice".into()))
+        );
+        assert_eq!(
+            local_proxy.decide(ip("127.0.0.2"), &h).unwrap_err().status,
+            StatusCode::FORBIDDEN
+        );
+    }
+
+    #[test]
     fn settings_are_checked() {
-        assert!(Access::new(Some("X-Forwarded-User"), &[], &[]).is_err());
-        assert!(Access::new(None, &["10.0.0.0/40".into()], &[]).is_err());
-        assert!(Access::new(Some("bad header"), &["10.0.0.0/8".into()], &[]).is_err());
+        assert!(Access::new(Some("X-Forwarded-User"), &[], &[], false).is_err());
+        assert!(Access::new(None, &["10.0.0.0/40".into()], &[], false).is_err());
+        assert!(Access::new(Some("bad header"), &["10.0.0.0/8".into()], &[], false).is_err());
     }
 }

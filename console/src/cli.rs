@@ -118,9 +118,18 @@ enum Command {
         #[arg(long, env = console_env::IDENTITY_HEADER)]
         identity_header: Option<String>,
         /// Where the authenticating proxy connects from (CIDRs,
-        /// comma-separated). When set, nobody else but loopback may connect.
+        /// comma-separated). When set, nobody else may connect.
         #[arg(long, env = console_env::TRUSTED_PROXIES, value_delimiter = ',')]
         trusted_proxy: Vec<String>,
+        /// With `--trusted-proxy`: admit loopback connections too
+        /// (`kubectl port-forward`; a sidecar proxy in the pod would bring
+        /// in everyone it admits), anonymously. Refused by default.
+        #[arg(
+            long,
+            env = "EARSHOT_CONSOLE_ALLOW_LOOPBACK",
+            value_parser = clap::builder::BoolishValueParser::new()
+        )]
+        allow_loopback: bool,
         /// Host names the page answers to besides localhost and loopback
         /// addresses (comma-separated); any other `Host` is refused.
         #[arg(long, env = console_env::ALLOWED_HOSTS, value_delimiter = ',')]
@@ -252,12 +261,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             health_listen,
             identity_header,
             trusted_proxy,
+            allow_loopback,
             allowed_host,
             zip_max_recordings,
             zip_max_mib,
         } => {
-            let access = Access::new(identity_header.as_deref(), &trusted_proxy, &allowed_host)
-                .map_err(|e| anyhow::anyhow!("access settings: {e}"))?;
+            let access = Access::new(
+                identity_header.as_deref(),
+                &trusted_proxy,
+                &allowed_host,
+                allow_loopback,
+            )
+            .map_err(|e| anyhow::anyhow!("access settings: {e}"))?;
             let app = Arc::new(App {
                 catalog,
                 metrics: Arc::new(Metrics::default()),

@@ -132,3 +132,52 @@ fn hosts_identity_and_zip_limits() {
     );
     assert_eq!(audited_users(&exposed.log_text()), ["alice"]);
 }
+
+#[test]
+fn an_exposed_console_believes_no_loopback_client_unless_configured() {
+    let dir = TempDir::new("console-loopback");
+    let real = real_recordings(&dir.path().join("recorder"));
+    let store = dir.path().join("store");
+    write_dir(
+        &store,
+        "acme/office",
+        &fixtures(&real, "acme/office", &["2026-12-01"], 1),
+    );
+    let storage = [
+        "--dir",
+        store.to_str().unwrap(),
+        "--prefix",
+        "acme/office",
+        "--log-json",
+    ];
+    // Exposed as the operator runs it: the proxy is elsewhere, and this
+    // test's client connects from loopback, as a port-forward or a sidecar
+    // in the pod would.
+    let exposed = [
+        "--identity-header",
+        "X-Forwarded-User",
+        "--trusted-proxy",
+        "10.42.7.0/24",
+    ];
+    let http = reqwest::blocking::Client::new();
+    let as_alice = |c: &Console| {
+        http.get(&c.url)
+            .header("x-forwarded-user", "alice")
+            .send()
+            .unwrap()
+            .status()
+    };
+    let closed = Console::start_with(dir.path(), &storage, &exposed, &[]);
+    assert_eq!(as_alice(&closed), StatusCode::FORBIDDEN);
+    assert!(audited_users(&closed.log_text()).is_empty());
+
+    // Configured: loopback gets in, and still names nobody.
+    let open = Console::start_with(
+        dir.path(),
+        &storage,
+        &exposed,
+        &[("EARSHOT_CONSOLE_ALLOW_LOOPBACK", "true")],
+    );
+    assert_eq!(as_alice(&open), StatusCode::OK);
+    assert_eq!(audited_users(&open.log_text()), ["-"]);
+}

@@ -13,9 +13,15 @@ pub struct OperatorConfig {
     pub default_storage: Option<StorageSpec>,
     /// How long a recorder pod may take to let its calls finish on shutdown.
     pub termination_grace_seconds: i64,
-    /// The object stores policies may use (Helm `storageEndpoints`). Empty:
-    /// any endpoint, for single-tenant clusters only.
+    /// The object stores policies may use (Helm `storageEndpoints`), besides
+    /// `default_storage`'s. Empty, with no default storage: none, unless
+    /// `allow_any_storage_endpoint`.
     pub storage_endpoints: Vec<AllowedEndpoint>,
+    /// Accept any endpoint a policy names (Helm `allowAnyStorageEndpoint`),
+    /// for single-tenant clusters: the operator still never uses a tenant's
+    /// key, so only listed stores with the operator's own key get a
+    /// lifecycle rule.
+    pub allow_any_storage_endpoint: bool,
     /// The authenticating proxy in front of exposed consoles (Helm
     /// `console.proxy`). `None`: `spec.console.expose` is refused.
     pub console_proxy: Option<ConsoleProxy>,
@@ -30,8 +36,8 @@ pub struct AllowedEndpoint {
     /// A directory holding the operator's own key for this store (files
     /// `accessKeyId` and `secretAccessKey`, a mounted Secret), read at
     /// each reconcile so a rotated key is picked up. With it the operator
-    /// checks buckets and keeps lifecycle rules as itself and never uses a
-    /// tenant's key; without it, it uses the tenant's.
+    /// checks buckets and keeps lifecycle rules as itself; without it, it
+    /// sets no lifecycle rule on this store (it never uses a tenant's key).
     #[serde(default)]
     pub lifecycle_credentials_dir: Option<std::path::PathBuf>,
 }
@@ -62,6 +68,25 @@ pub struct ConsoleProxy {
     /// Host names the console answers to besides its Service's names.
     #[serde(default)]
     pub hosts: Vec<String>,
+    /// Whether an exposed console also admits connections from inside its
+    /// pod (loopback: `kubectl port-forward`, or a sidecar proxy such as a
+    /// service mesh's, which would then bring in everyone it admits).
+    /// Anonymous either way: the identity header is believed only from
+    /// `sources`. Default: refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_loopback: bool,
+}
+
+impl ConsoleProxy {
+    /// Why consoles cannot be exposed behind this proxy, if they cannot:
+    /// without `sources` the NetworkPolicy would have no peer (which
+    /// Kubernetes reads as "everyone") and the console no proxy to believe.
+    pub fn unusable(&self) -> Option<&'static str> {
+        self.sources
+            .iter()
+            .all(|s| s.trim().is_empty())
+            .then_some("console.proxy.sources is empty, so no address may reach an exposed console")
+    }
 }
 
 impl Default for OperatorConfig {
@@ -73,6 +98,7 @@ impl Default for OperatorConfig {
             // Four hours: the longest calls platforms usually see, so a rollout never cuts one.
             termination_grace_seconds: 4 * 3600,
             storage_endpoints: Vec::new(),
+            allow_any_storage_endpoint: false,
             console_proxy: None,
         }
     }

@@ -32,6 +32,13 @@ enum Command {
         /// them): a policy naming another endpoint is refused here too.
         #[arg(long, env = "EARSHOT_STORAGE_ENDPOINTS")]
         storage_endpoints: Option<String>,
+        /// The platform's default storage, as JSON (as `run` takes it): its
+        /// endpoint is allowed too.
+        #[arg(long, env = "EARSHOT_DEFAULT_STORAGE")]
+        default_storage: Option<String>,
+        /// Accept any endpoint (as `run` does with this setting).
+        #[arg(long, env = "EARSHOT_ALLOW_ANY_STORAGE_ENDPOINT", value_parser = clap::builder::BoolishValueParser::new())]
+        allow_any_storage_endpoint: bool,
     },
     /// Print the RecordingPolicy CRD (as shipped in the Helm chart).
     Crd,
@@ -61,9 +68,15 @@ enum Command {
         default_storage: Option<String>,
         /// The object stores policies may use, as JSON: a list of
         /// `{"url": ..., "lifecycleCredentialsDir": ...}` (Helm
-        /// `storageEndpoints`). Empty: any endpoint (single-tenant clusters).
+        /// `storageEndpoints`). Besides these only the default storage's
+        /// endpoint is allowed; lifecycle rules are set only on stores with
+        /// a `lifecycleCredentialsDir` (the operator's own key).
         #[arg(long, env = "EARSHOT_STORAGE_ENDPOINTS")]
         storage_endpoints: Option<String>,
+        /// Accept any endpoint a policy names (Helm
+        /// `allowAnyStorageEndpoint`): single-tenant clusters only.
+        #[arg(long, env = "EARSHOT_ALLOW_ANY_STORAGE_ENDPOINT", value_parser = clap::builder::BoolishValueParser::new())]
+        allow_any_storage_endpoint: bool,
         /// The authenticating proxy of exposed consoles, as JSON (Helm
         /// `console.proxy`). Unset: `spec.console.expose` is refused.
         #[arg(long, env = "EARSHOT_CONSOLE_PROXY")]
@@ -87,6 +100,12 @@ enum Command {
         /// The allowed object stores, as JSON (as `run` takes them).
         #[arg(long, env = "EARSHOT_STORAGE_ENDPOINTS")]
         storage_endpoints: Option<String>,
+        /// Storage for policies without spec.storage, as JSON (as `run` takes it).
+        #[arg(long, env = "EARSHOT_DEFAULT_STORAGE")]
+        default_storage: Option<String>,
+        /// Accept any endpoint (as `run` does with this setting).
+        #[arg(long, env = "EARSHOT_ALLOW_ANY_STORAGE_ENDPOINT", value_parser = clap::builder::BoolishValueParser::new())]
+        allow_any_storage_endpoint: bool,
     },
 }
 
@@ -113,19 +132,29 @@ fn main() -> ExitCode {
         Command::Check {
             files,
             storage_endpoints,
-        } => match json_setting("EARSHOT_STORAGE_ENDPOINTS", storage_endpoints) {
-            Ok(endpoints) => check(
-                &files,
-                &OperatorConfig {
-                    storage_endpoints: endpoints.unwrap_or_default(),
+            default_storage,
+            allow_any_storage_endpoint,
+        } => {
+            let settings = (|| -> Result<OperatorConfig, String> {
+                Ok(OperatorConfig {
+                    storage_endpoints: json_setting(
+                        "EARSHOT_STORAGE_ENDPOINTS",
+                        storage_endpoints,
+                    )?
+                    .unwrap_or_default(),
+                    default_storage: json_setting("EARSHOT_DEFAULT_STORAGE", default_storage)?,
+                    allow_any_storage_endpoint,
                     ..OperatorConfig::default()
-                },
-            ),
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
+                })
+            })();
+            match settings {
+                Ok(operator) => check(&files, &operator),
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
         Command::Run {
             recorder_image,
             max_retention_days,
@@ -135,6 +164,7 @@ fn main() -> ExitCode {
             log,
             default_storage,
             storage_endpoints,
+            allow_any_storage_endpoint,
             console_proxy,
         } => {
             let filter = tracing_subscriber::EnvFilter::try_new(&log)
@@ -154,6 +184,7 @@ fn main() -> ExitCode {
                         storage_endpoints,
                     )?
                     .unwrap_or_default(),
+                    allow_any_storage_endpoint,
                     console_proxy: json_setting("EARSHOT_CONSOLE_PROXY", console_proxy)?,
                     ..OperatorConfig::default()
                 })
@@ -165,6 +196,17 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            if operator.storage_endpoints.is_empty()
+                && operator.default_storage.is_none()
+                && !operator.allow_any_storage_endpoint
+            {
+                tracing::warn!(
+                    "no object store is allowed (EARSHOT_STORAGE_ENDPOINTS, EARSHOT_DEFAULT_STORAGE): every policy is refused with NoStorageEndpointsConfigured"
+                );
+            }
+            if let Some(why) = operator.console_proxy.as_ref().and_then(|p| p.unusable()) {
+                tracing::warn!("{why}: spec.console.expose is refused");
+            }
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(r) => r,
                 Err(e) => {
@@ -191,6 +233,8 @@ fn main() -> ExitCode {
             max_retention_days,
             console_proxy,
             storage_endpoints,
+            default_storage,
+            allow_any_storage_endpoint,
         } => {
             let settings = (|| -> Result<OperatorConfig, String> {
                 Ok(OperatorConfig {
@@ -201,6 +245,8 @@ fn main() -> ExitCode {
                         storage_endpoints,
                     )?
                     .unwrap_or_default(),
+                    default_storage: json_setting("EARSHOT_DEFAULT_STORAGE", default_storage)?,
+                    allow_any_storage_endpoint,
                     ..OperatorConfig::default()
                 })
             })();
@@ -235,18 +281,20 @@ fn main() -> ExitCode {
     }
 }
 
-/// What the operator refuses that the API server cannot see: a storage
-/// prefix outside the policy's namespace (CEL cannot read the namespace),
-/// an endpoint the platform does not list.
+/// What the operator refuses that the API server cannot see, in the order
+/// the operator checks it: a storage prefix outside the policy's namespace
+/// (CEL cannot read the namespace), an endpoint the platform does not allow.
 fn tenant_problem(p: &earshot_crds::RecordingPolicy, operator: &OperatorConfig) -> Option<String> {
     use earshot_operator::reconcile::validate::{allowed_endpoint, confined_prefix};
     let storage = p.spec.storage.as_ref()?;
-    if let Err(e) = allowed_endpoint(operator, &storage.endpoint) {
+    if let (Some(ns), Some(prefix)) = (p.metadata.namespace.as_deref(), storage.prefix.as_deref())
+        && let Err(e) = confined_prefix(ns, prefix)
+    {
         return Some(e.to_string());
     }
-    let ns = p.metadata.namespace.as_deref()?;
-    let prefix = storage.prefix.as_deref()?;
-    confined_prefix(ns, prefix).err().map(|e| e.to_string())
+    allowed_endpoint(operator, &storage.endpoint)
+        .err()
+        .map(|e| e.to_string())
 }
 
 fn check(files: &[PathBuf], operator: &OperatorConfig) -> ExitCode {

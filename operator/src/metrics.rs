@@ -108,12 +108,25 @@ impl OperatorMetrics {
         }
     }
 
-    /// Records one reconcile.
+    /// Records one reconcile, counting the policy Ready when it succeeded.
     pub fn observe(
         &self,
         policy: &RecordingPolicy,
         result: &Result<Action, Error>,
         took: Duration,
+    ) {
+        self.observe_ready(policy, result, took, result.is_ok());
+    }
+
+    /// Records one reconcile and whether the status it wrote says Ready: a
+    /// policy refused (an invalid spec, a store not allowed, no operator
+    /// key) finishes its reconcile without an error but is not Ready.
+    pub fn observe_ready(
+        &self,
+        policy: &RecordingPolicy,
+        result: &Result<Action, Error>,
+        took: Duration,
+        is_ready: bool,
     ) {
         self.duration.observe(took.as_secs_f64());
         let ok = result.is_ok();
@@ -141,9 +154,9 @@ impl OperatorMetrics {
                 ("namespace", policy.namespace().unwrap_or_default()),
                 ("policy", policy.name_any()),
             ])
-            .set(i64::from(ok));
+            .set(i64::from(is_ready));
         let mut ready = self.ready.lock().unwrap_or_else(|e| e.into_inner());
-        ready.insert(key, ok);
+        ready.insert(key, is_ready);
         let (t, f) = ready
             .values()
             .fold((0, 0), |(t, f), r| if *r { (t + 1, f) } else { (t, f + 1) });

@@ -36,10 +36,20 @@ fn samples() -> Vec<(String, String)> {
     out
 }
 
+/// A shared platform: the samples' stores listed, a console proxy.
 fn mk_operator() -> OperatorConfig {
+    let store = |url: &str| earshot_operator::config::AllowedEndpoint {
+        url: url.into(),
+        lifecycle_credentials_dir: None,
+    };
     OperatorConfig {
         recorder_image: "registry.example/earshot-recorder:test".into(),
         console_proxy: Some(proxy()),
+        storage_endpoints: vec![
+            store("http://garage.storage.svc.cluster.local:3900"),
+            store("http://rgw.ceph.svc:7480"),
+            store("https://s3.eu-west-1.amazonaws.com"),
+        ],
         ..OperatorConfig::default()
     }
 }
@@ -51,6 +61,7 @@ fn proxy() -> earshot_operator::config::ConsoleProxy {
         namespace_selector: [("kubernetes.io/metadata.name".into(), "auth".into())].into(),
         pod_selector: [("app.kubernetes.io/name".into(), "oauth2-proxy".into())].into(),
         hosts: vec!["recordings.example.com".into()],
+        allow_loopback: false,
     }
 }
 
@@ -383,6 +394,10 @@ fn the_console_reads_only_its_prefix_with_the_read_only_key_and_listens_on_loopb
     assert_eq!(env["EARSHOT_CONSOLE_LISTEN"], "0.0.0.0:8080");
     assert_eq!(env["EARSHOT_CONSOLE_IDENTITY_HEADER"], "X-Forwarded-User");
     assert_eq!(env["EARSHOT_CONSOLE_TRUSTED_PROXIES"], "10.42.7.0/24");
+    assert!(
+        !env.contains_key("EARSHOT_CONSOLE_ALLOW_LOOPBACK"),
+        "loopback (port-forward, a sidecar) refused unless the platform says so"
+    );
     let hosts: Vec<&str> = env["EARSHOT_CONSOLE_ALLOWED_HOSTS"].split(',').collect();
     assert!(hosts.contains(&"recordings.example.com"), "{hosts:?}");
     assert!(hosts.iter().any(|h| h.ends_with(".svc")), "{hosts:?}");
@@ -429,4 +444,72 @@ fn the_console_reads_only_its_prefix_with_the_read_only_key_and_listens_on_loopb
     assert!(!c["env"].to_string().contains("IDENTITY_HEADER"));
     assert!(build_console_service(&v).is_none());
     assert!(build_console_networkpolicy(&v).is_none());
+}
+
+#[test]
+fn a_proxy_without_sources_exposes_nothing_and_every_page_rule_names_its_peers() {
+    let text = std::fs::read_to_string(repo().join("config/samples/call-centre.yaml")).unwrap();
+    assert!(
+        text.contains("expose: true"),
+        "the sample exposes its console"
+    );
+    let with = |proxy: Option<earshot_operator::config::ConsoleProxy>| OperatorConfig {
+        console_proxy: proxy,
+        ..mk_operator()
+    };
+    // The golden render: the page's rule names the proxy; only health is open.
+    let docs = |yaml: &str| -> Vec<serde_json::Value> {
+        yaml.split("---\n")
+            .filter(|d| !d.trim().is_empty())
+            .map(|d| serde_yaml::from_str(d).unwrap())
+            .collect()
+    };
+    let exposed = render(&text, &mk_operator()).unwrap();
+    let np: Vec<serde_json::Value> = docs(&exposed)
+        .into_iter()
+        .filter(|d| d["kind"] == "NetworkPolicy")
+        .collect();
+    assert_eq!(np.len(), 1);
+    for rule in np[0]["spec"]["ingress"].as_array().unwrap() {
+        let page = rule["ports"][0]["port"] == "http";
+        let peers = rule["from"].as_array().map_or(0, Vec::len);
+        assert_eq!(page, peers > 0, "only the page's rule names peers: {rule}");
+    }
+
+    // A proxy without sources (Kubernetes reads a rule without peers as
+    // "everyone", and the console would have no proxy to believe): the
+    // console is not exposed, exactly as without a proxy.
+    let unexposed = render(&text, &with(None)).unwrap();
+    assert!(!unexposed.contains("kind: NetworkPolicy") && !unexposed.contains("0.0.0.0:8080"));
+    for sources in [vec![], vec![" ".to_owned()]] {
+        for selectors in [true, false] {
+            let mut p = proxy();
+            p.sources = sources.clone();
+            if !selectors {
+                p.namespace_selector.clear();
+                p.pod_selector.clear();
+            }
+            pretty_assertions::assert_eq!(
+                render(&text, &with(Some(p))).unwrap(),
+                unexposed,
+                "sources {sources:?}, selectors {selectors}"
+            );
+        }
+    }
+
+    // Loopback admitted only when the platform says so.
+    let mut p = proxy();
+    p.allow_loopback = true;
+    let console = docs(&render(&text, &with(Some(p))).unwrap())
+        .into_iter()
+        .find(|d| d["kind"] == "Deployment")
+        .unwrap();
+    let env = &console["spec"]["template"]["spec"]["containers"][0]["env"];
+    assert!(
+        env.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "EARSHOT_CONSOLE_ALLOW_LOOPBACK" && e["value"] == "true"),
+        "{env}"
+    );
 }

@@ -14,6 +14,8 @@ fn check_accepts_every_sample() {
         .current_dir(repo())
         .args([
             "check",
+            // The samples name three stores: a single-tenant check.
+            "--allow-any-storage-endpoint",
             "-f",
             "config/samples/small-office.yaml",
             "-f",
@@ -117,6 +119,44 @@ fn check_refuses_an_endpoint_the_platform_does_not_list() {
     assert!(
         String::from_utf8_lossy(&broken.stderr).contains("EARSHOT_STORAGE_ENDPOINTS is not valid")
     );
+}
+
+#[test]
+fn check_without_the_platform_s_stores_refuses_every_store() {
+    let sample = repo().join("config/samples/small-office.yaml");
+    let run = |env: &[(&str, &str)]| {
+        Command::new(BINARY)
+            .arg("check")
+            .arg("-f")
+            .arg(&sample)
+            .env_remove("EARSHOT_STORAGE_ENDPOINTS")
+            .env_remove("EARSHOT_DEFAULT_STORAGE")
+            .env_remove("EARSHOT_ALLOW_ANY_STORAGE_ENDPOINT")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    };
+    // As the operator with its defaults: no store is allowed, and it says
+    // what to set.
+    let bare = run(&[]);
+    assert_eq!(bare.status.code(), Some(1), "{bare:?}");
+    let stderr = String::from_utf8_lossy(&bare.stderr);
+    assert!(
+        stderr.contains("this platform lists no object stores")
+            && stderr.contains("allowAnyStorageEndpoint: true"),
+        "{stderr}"
+    );
+    // The default storage's endpoint is the platform's own.
+    let default = run(&[(
+        "EARSHOT_DEFAULT_STORAGE",
+        r#"{"endpoint": "http://garage.storage.svc.cluster.local:3900", "bucket": "recordings", "credentialsSecret": {"name": "s3"}}"#,
+    )]);
+    assert_eq!(default.status.code(), Some(0), "{default:?}");
+    // The single-tenant opt-in.
+    let any = run(&[("EARSHOT_ALLOW_ANY_STORAGE_ENDPOINT", "true")]);
+    assert_eq!(any.status.code(), Some(0), "{any:?}");
+    let typo = run(&[("EARSHOT_ALLOW_ANY_STORAGE_ENDPOINT", "tru")]);
+    assert_eq!(typo.status.code(), Some(2), "a typo is no opt-in: {typo:?}");
 }
 
 #[test]

@@ -181,8 +181,14 @@ impl Cluster {
         path
     }
 
+    /// The operator of a single-tenant cluster: any store allowed (the
+    /// opt-in), no key of its own, so no lifecycle rules.
     fn operator(&self, identity: &str, kubeconfig: &Path) -> Operator {
-        self.operator_with(identity, kubeconfig, &[])
+        self.operator_with(
+            identity,
+            kubeconfig,
+            &[("EARSHOT_ALLOW_ANY_STORAGE_ENDPOINT", "true".to_owned())],
+        )
     }
 
     /// The operator with the platform's settings (`storageEndpoints`,

@@ -82,8 +82,26 @@ fn users_a() -> Value {
     json!([{"extension": "008", "mode": "Always"}, {"extension": "012"}])
 }
 
-fn mk_ctx(storage: Arc<FakeStorage>) -> (Arc<Context>, Handle) {
-    mk_ctx_with(storage, OperatorConfig::default())
+/// The platform of most scenarios: the tenants' store listed, with the
+/// operator's own key for it in a directory that lives as long as the guard.
+fn mk_ctx(storage: Arc<FakeStorage>) -> (Arc<Context>, Handle, earshot_tests::TempDir) {
+    let (platform, key) = listed_with_own_key("http://garage:3900");
+    let (ctx, handle) = mk_ctx_with(storage, platform);
+    (ctx, handle, key)
+}
+
+fn listed_with_own_key(url: &str) -> (OperatorConfig, earshot_tests::TempDir) {
+    let dir = earshot_tests::TempDir::new("operator-key");
+    std::fs::write(dir.path().join("accessKeyId"), "GKPLATFORM\n").unwrap();
+    std::fs::write(dir.path().join("secretAccessKey"), "platform-secret\n").unwrap();
+    let platform = OperatorConfig {
+        storage_endpoints: vec![earshot_operator::config::AllowedEndpoint {
+            url: url.into(),
+            lifecycle_credentials_dir: Some(dir.path().to_owned()),
+        }],
+        ..OperatorConfig::default()
+    };
+    (platform, dir)
 }
 
 fn mk_ctx_with(storage: Arc<FakeStorage>, platform: OperatorConfig) -> (Arc<Context>, Handle) {
@@ -347,7 +365,7 @@ async fn a_new_policy_gets_its_workload_its_retention_rule_and_a_ready_status() 
         changed: true,
         ..Default::default()
     });
-    let (ctx, handle) = mk_ctx(storage.clone());
+    let (ctx, handle, _key) = mk_ctx(storage.clone());
     let steps = reconciled_steps(move |b| {
         for kind in [
             "Ready",
@@ -380,12 +398,16 @@ async fn a_new_policy_gets_its_workload_its_retention_rule_and_a_ready_status() 
     server.await.unwrap();
     assert_eq!(
         storage.calls.lock().unwrap().as_slice(),
-        ["enforce http://garage:3900 recordings earshot/acme/office acme/office/ 30 as GKABC"]
+        ["enforce http://garage:3900 recordings earshot/acme/office acme/office/ 30 as GKPLATFORM"]
+    );
+    let metrics = ctx.metrics.encode();
+    assert!(
+        metrics.contains("earshot_operator_reconciles_total{result=\"ok\"} 1"),
+        "{metrics}"
     );
     assert!(
-        ctx.metrics
-            .encode()
-            .contains("earshot_operator_reconciles_total{result=\"ok\"} 1")
+        metrics.contains("earshot_operator_policy_ready{namespace=\"acme\",policy=\"office\"} 1"),
+        "{metrics}"
     );
 }
 
@@ -397,7 +419,7 @@ async fn a_users_change_changes_the_configmap_and_not_the_workload() {
         users_a(),
         json!([{"extension": "008", "mode": "Never"}, {"extension": "013", "mode": "Always"}]),
     ] {
-        let (ctx, handle) = mk_ctx(storage.clone());
+        let (ctx, handle, _key) = mk_ctx(storage.clone());
         let mut steps = vec![expect("GET", "/api/v1/namespaces/acme/secrets/s3", |_| {
             Some(secret())
         })];
@@ -438,7 +460,7 @@ async fn a_users_change_changes_the_configmap_and_not_the_workload() {
 #[tokio::test]
 async fn an_invalid_policy_gets_a_status_and_no_workload() {
     let storage = Arc::new(FakeStorage::default());
-    let (ctx, handle) = mk_ctx(storage.clone());
+    let (ctx, handle, _key) = mk_ctx(storage.clone());
     // The Event as the step finds the problem; the status, as always, last.
     let steps = vec![
         event("RetentionAboveMaximum"),
@@ -509,20 +531,11 @@ async fn an_endpoint_the_platform_does_not_list_is_never_contacted() {
 
 #[tokio::test]
 async fn with_the_platform_s_own_key_the_tenant_s_key_never_reaches_the_store() {
-    let dir = earshot_tests::TempDir::new("operator-key");
-    std::fs::write(dir.path().join("accessKeyId"), "GKPLATFORM\n").unwrap();
-    std::fs::write(dir.path().join("secretAccessKey"), "platform-secret\n").unwrap();
     let storage = Arc::new(FakeStorage {
         changed: true,
         ..Default::default()
     });
-    let platform = OperatorConfig {
-        storage_endpoints: vec![earshot_operator::config::AllowedEndpoint {
-            url: "http://GARAGE:3900/".into(),
-            lifecycle_credentials_dir: Some(dir.path().to_owned()),
-        }],
-        ..OperatorConfig::default()
-    };
+    let (platform, dir) = listed_with_own_key("http://GARAGE:3900/");
     let (ctx, handle) = mk_ctx_with(storage.clone(), platform);
     let steps = reconciled_steps(move |b| {
         let storage = condition(&b, "StorageReady");
@@ -576,7 +589,7 @@ async fn with_the_platform_s_own_key_the_tenant_s_key_never_reaches_the_store() 
 #[tokio::test]
 async fn a_missing_secret_says_so_and_requeues() {
     let storage = Arc::new(FakeStorage::default());
-    let (ctx, handle) = mk_ctx(storage.clone());
+    let (ctx, handle, _key) = mk_ctx(storage.clone());
     let mut steps = vec![
         not_found("GET", "/api/v1/namespaces/acme/secrets/s3"),
         event("SecretMissing"),
@@ -632,7 +645,7 @@ async fn a_missing_secret_says_so_and_requeues() {
 #[tokio::test]
 async fn an_enabled_console_is_deployed_with_the_read_only_key() {
     let storage = Arc::new(FakeStorage::default());
-    let (ctx, handle) = mk_ctx(storage.clone());
+    let (ctx, handle, _key) = mk_ctx(storage.clone());
     // The read-only key's Secret is missing: an Event says so, and the
     // console is deployed anyway (its pod starts once the Secret exists).
     let mut steps = vec![
@@ -699,7 +712,7 @@ fn with_prompt(mut p: RecordingPolicy) -> RecordingPolicy {
 #[tokio::test]
 async fn a_missing_prompt_changes_nothing_and_says_so() {
     let storage = Arc::new(FakeStorage::default());
-    let (ctx, handle) = mk_ctx(storage.clone());
+    let (ctx, handle, _key) = mk_ctx(storage.clone());
     // The ConfigMap exists but holds another key: as good as missing.
     let steps = vec![
         expect("GET", "/api/v1/namespaces/acme/configmaps/prompts", |_| {
@@ -741,7 +754,7 @@ async fn a_missing_prompt_changes_nothing_and_says_so() {
 #[tokio::test]
 async fn a_prompt_is_mounted_into_the_recorder() {
     let storage = Arc::new(FakeStorage::default());
-    let (ctx, handle) = mk_ctx(storage.clone());
+    let (ctx, handle, _key) = mk_ctx(storage.clone());
     let mut steps = vec![
         expect("GET", "/api/v1/namespaces/acme/configmaps/prompts", |_| {
             Some(
@@ -801,7 +814,7 @@ async fn a_prompt_is_mounted_into_the_recorder() {
 #[tokio::test]
 async fn a_deleted_policy_touches_nothing_and_storage_is_left_alone() {
     let storage = Arc::new(FakeStorage::default());
-    let (ctx, handle) = mk_ctx(storage.clone());
+    let (ctx, handle, _key) = mk_ctx(storage.clone());
     let mut policy = mk_policy(30, users_a());
     policy.metadata.deletion_timestamp = Some(now());
     let server = tokio::spawn(serve(handle, vec![]));
@@ -819,4 +832,191 @@ fn backoff_doubles_and_is_capped() {
         .map(|n| backoff(Duration::from_secs(5), n).as_secs())
         .collect();
     assert_eq!(b, [5, 10, 20, 40, 80, 160, 320, 600, 600]);
+}
+
+#[tokio::test]
+async fn with_no_store_allowed_every_policy_is_refused_and_nothing_is_read() {
+    // The defaults: no storageEndpoints, no defaultStorage, no opt-in.
+    let storage = Arc::new(FakeStorage::default());
+    let (ctx, handle) = mk_ctx_with(storage.clone(), OperatorConfig::default());
+    let steps = vec![
+        event("NoStorageEndpointsConfigured"),
+        expect(
+            "PATCH",
+            "/apis/earshot.io/v1alpha1/namespaces/acme/recordingpolicies/office/status",
+            |b| {
+                let ready = condition(&b, "Ready");
+                assert_eq!(ready["status"], "False");
+                assert_eq!(ready["reason"], "NoStorageEndpointsConfigured");
+                let msg = ready["message"].as_str().unwrap();
+                assert!(
+                    msg.contains("\"http://garage:3900\"")
+                        && msg.contains("storageEndpoints")
+                        && msg.contains("allowAnyStorageEndpoint: true"),
+                    "{msg}"
+                );
+                None
+            },
+        ),
+    ];
+    let server = tokio::spawn(serve(handle, steps));
+    let action = reconcile(Arc::new(mk_policy(30, users_a())), ctx.clone())
+        .await
+        .expect("an invalid spec is not an error to retry");
+    assert_eq!(action, Action::await_change());
+    server.await.unwrap();
+    assert!(storage.calls.lock().unwrap().is_empty());
+    // Not an error, but not Ready either: EarshotPolicyNotReady fires.
+    let metrics = ctx.metrics.encode();
+    assert!(
+        metrics.contains("earshot_operator_policy_ready{namespace=\"acme\",policy=\"office\"} 0"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn without_the_operator_s_own_key_no_rule_is_set_and_the_tenant_s_key_goes_nowhere() {
+    // The store listed without a key, and the single-tenant opt-in with the
+    // store not listed: either way the tenant's key is never used.
+    let listed = OperatorConfig {
+        storage_endpoints: vec![earshot_operator::config::AllowedEndpoint {
+            url: "http://garage:3900".into(),
+            lifecycle_credentials_dir: None,
+        }],
+        ..OperatorConfig::default()
+    };
+    let any = OperatorConfig {
+        allow_any_storage_endpoint: true,
+        ..OperatorConfig::default()
+    };
+    for platform in [listed, any] {
+        let storage = Arc::new(FakeStorage::default());
+        let (ctx, handle) = mk_ctx_with(storage.clone(), platform);
+        // The Secret is still checked (the recorders mount it); the
+        // recorders run.
+        let mut steps = vec![expect("GET", "/api/v1/namespaces/acme/secrets/s3", |_| {
+            Some(secret())
+        })];
+        steps.extend(workload_steps());
+        steps.push(event("NoOperatorKey"));
+        steps.push(expect(
+            "PATCH",
+            "/apis/earshot.io/v1alpha1/namespaces/acme/recordingpolicies/office/status",
+            |b| {
+                let retention = condition(&b, "RetentionEnforced");
+                assert_eq!(
+                    (retention["status"].as_str(), retention["reason"].as_str()),
+                    (Some("False"), Some("NoOperatorKey")),
+                    "{b}"
+                );
+                let msg = retention["message"].as_str().unwrap();
+                assert!(
+                    msg.contains("lifecycleCredentialsSecret")
+                        && msg.contains("never uses the tenant's")
+                        && msg.contains("acme/office/ are not deleted after 30 days"),
+                    "{msg}"
+                );
+                assert_eq!(condition(&b, "StorageReady")["status"], "Unknown");
+                assert_eq!(condition(&b, "RecorderAvailable")["status"], "True");
+                assert_eq!(condition(&b, "Ready")["reason"], "NoOperatorKey");
+                assert_eq!(b["status"]["effectiveRetentionDays"], Value::Null);
+                assert_eq!(
+                    b["status"]["serviceAddress"],
+                    "earshot-office.acme.svc:5060"
+                );
+                None
+            },
+        ));
+        let server = tokio::spawn(serve(handle, steps));
+        let action = reconcile(Arc::new(mk_policy(30, users_a())), ctx.clone())
+            .await
+            .expect("not an error to retry: only new settings can fix it");
+        assert_eq!(action, Action::await_change());
+        server.await.unwrap();
+        assert!(
+            ctx.metrics
+                .encode()
+                .contains("earshot_operator_policy_ready{namespace=\"acme\",policy=\"office\"} 0")
+        );
+        assert!(
+            storage.calls.lock().unwrap().is_empty(),
+            "no storage call with the tenant's key"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_proxy_without_sources_exposes_no_console() {
+    let storage = Arc::new(FakeStorage::default());
+    let (mut platform, _key) = listed_with_own_key("http://garage:3900");
+    platform.console_proxy = Some(earshot_operator::config::ConsoleProxy {
+        identity_header: "X-Forwarded-User".into(),
+        sources: vec![],
+        ..Default::default()
+    });
+    let (ctx, handle) = mk_ctx_with(storage, platform);
+    let mut steps = vec![
+        expect("GET", "/api/v1/namespaces/acme/secrets/s3", |_| {
+            Some(secret())
+        }),
+        expect(
+            "GET",
+            "/api/v1/namespaces/acme/secrets/s3-read-only",
+            |_| {
+                Some(
+                    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-read-only", "namespace": "acme"},
+                       "data": {"AWS_ACCESS_KEY_ID": "R0tSTw==", "AWS_SECRET_ACCESS_KEY": "cm8="}}),
+                )
+            },
+        ),
+        expect(
+            "POST",
+            "/apis/events.k8s.io/v1/namespaces/acme/events",
+            |body| {
+                assert_eq!(body["reason"], "ConsoleExposeRefused");
+                assert!(
+                    body["note"]
+                        .as_str()
+                        .unwrap()
+                        .contains("console.proxy.sources is empty"),
+                    "{body}"
+                );
+                None
+            },
+        ),
+    ];
+    // The console runs on loopback; no Service, no NetworkPolicy (a
+    // NetworkPolicy rule without peers would admit everyone).
+    let mut workload = workload_steps();
+    workload[5] = expect(
+        "PATCH",
+        "/apis/apps/v1/namespaces/acme/deployments/earshot-office-console",
+        |b| {
+            let env = &b["spec"]["template"]["spec"]["containers"][0]["env"];
+            assert!(
+                env.as_array().unwrap().iter().any(
+                    |e| e["name"] == "EARSHOT_CONSOLE_LISTEN" && e["value"] == "127.0.0.1:8080"
+                ),
+                "{env}"
+            );
+            assert!(!env.to_string().contains("TRUSTED_PROXIES"), "{env}");
+            None
+        },
+    );
+    steps.extend(workload);
+    steps.push(expect(
+        "PATCH",
+        "/apis/earshot.io/v1alpha1/namespaces/acme/recordingpolicies/office/status",
+        |_| None,
+    ));
+    let server = tokio::spawn(serve(handle, steps));
+    let mut policy = mk_policy(30, users_a());
+    policy.spec.console = Some(
+        serde_json::from_value(
+            json!({"enabled": true, "expose": true, "credentialsSecret": {"name": "s3-read-only"}}),
+        )
+        .unwrap(),
+    );
+    reconcile(Arc::new(policy), ctx).await.unwrap();
+    server.await.unwrap();
 }

@@ -27,6 +27,10 @@ use super::statefulset::{env_from_secret, hardened, http_probe, pod_security};
 use super::{Validated, app_labels, meta, object_name};
 use crate::config::ConsoleProxy;
 
+/// `earshot-console serve --allow-loopback` as its environment (an exposed
+/// console admits loopback connections only with it).
+pub const ALLOW_LOOPBACK_ENV: &str = "EARSHOT_CONSOLE_ALLOW_LOOPBACK";
+
 /// Name of the console's Deployment and Service: `earshot-<policy>-console`.
 pub fn console_name(policy: &str) -> String {
     format!("{}-console", object_name(policy))
@@ -63,15 +67,38 @@ fn port(name: &str, number: u16) -> ContainerPort {
 }
 
 /// The platform's proxy, when the policy's console is enabled and exposed
-/// and the platform configured one: without it `expose` is refused (the
-/// console stays on loopback, and the operator says why in an Event).
+/// and the platform configured a usable one: otherwise `expose` is refused
+/// (the console stays on loopback, and the operator says why in an Event,
+/// [`console_expose_refused`]).
 pub fn console_exposed(v: &Validated) -> Option<&ConsoleProxy> {
     v.policy
         .spec
         .console
         .as_ref()
         .filter(|c| c.enabled && c.expose)?;
-    v.operator.console_proxy.as_ref()
+    v.operator
+        .console_proxy
+        .as_ref()
+        .filter(|p| p.unusable().is_none())
+}
+
+/// Why the policy's `spec.console.expose` is not followed, when it is set
+/// and not followed.
+pub fn console_expose_refused(v: &Validated) -> Option<String> {
+    v.policy
+        .spec
+        .console
+        .as_ref()
+        .filter(|c| c.enabled && c.expose)?;
+    let why = match &v.operator.console_proxy {
+        None => {
+            "the platform has configured no authenticating proxy (console.proxy in the operator's Helm values)"
+        }
+        Some(p) => p.unusable()?,
+    };
+    Some(format!(
+        "spec.console.expose is set, but {why}: the console stays reachable only with kubectl port-forward"
+    ))
 }
 
 /// Host names an exposed console answers to: its Service's, and the
@@ -126,6 +153,9 @@ pub fn build_console_deployment(v: &Validated) -> Option<Deployment> {
             console_env::ALLOWED_HOSTS,
             console_hosts(v, proxy).join(","),
         ));
+        if proxy.allow_loopback {
+            envs.push(env(ALLOW_LOOPBACK_ENV, "true"));
+        }
     }
     let mut ports = vec![port("health", CONSOLE_HEALTH_PORT)];
     if exposed.is_some() {
@@ -205,7 +235,8 @@ pub fn build_console_service(v: &Validated) -> Option<Service> {
 /// The NetworkPolicy of an exposed console: its page admits only the
 /// platform's proxy (by namespace and pod labels, or by its source CIDRs
 /// when no labels are configured); health and metrics stay open to the
-/// kubelet and Prometheus.
+/// kubelet and Prometheus. A rule without peers would admit everyone, so
+/// the page gets a rule only when there is a peer to name.
 pub fn build_console_networkpolicy(v: &Validated) -> Option<NetworkPolicy> {
     let proxy = console_exposed(v)?;
     let labels = |m: &BTreeMap<String, String>| {
@@ -218,6 +249,7 @@ pub fn build_console_networkpolicy(v: &Validated) -> Option<NetworkPolicy> {
         proxy
             .sources
             .iter()
+            .filter(|cidr| !cidr.trim().is_empty())
             .map(|cidr| NetworkPolicyPeer {
                 ip_block: Some(IPBlock {
                     cidr: cidr.clone(),
@@ -246,16 +278,19 @@ pub fn build_console_networkpolicy(v: &Validated) -> Option<NetworkPolicy> {
                 ..LabelSelector::default()
             }),
             policy_types: Some(vec!["Ingress".to_owned()]),
-            ingress: Some(vec![
-                NetworkPolicyIngressRule {
-                    from: Some(peers),
-                    ports: Some(vec![tcp("http")]),
-                },
-                NetworkPolicyIngressRule {
-                    from: None,
-                    ports: Some(vec![tcp("health")]),
-                },
-            ]),
+            ingress: Some(
+                (!peers.is_empty())
+                    .then(|| NetworkPolicyIngressRule {
+                        from: Some(peers),
+                        ports: Some(vec![tcp("http")]),
+                    })
+                    .into_iter()
+                    .chain([NetworkPolicyIngressRule {
+                        from: None,
+                        ports: Some(vec![tcp("health")]),
+                    }])
+                    .collect(),
+            ),
             ..NetworkPolicySpec::default()
         }),
     })

@@ -11,8 +11,8 @@ mod statefulset;
 
 pub use configmap::{build_configmap, recorder_config};
 pub use console::{
-    build_console_deployment, build_console_networkpolicy, build_console_service, console_exposed,
-    console_hosts, console_name,
+    ALLOW_LOOPBACK_ENV, build_console_deployment, build_console_networkpolicy,
+    build_console_service, console_expose_refused, console_exposed, console_hosts, console_name,
 };
 pub use earshot_contracts::names::{CONFIG_FILE, CONSOLE_HEALTH_PORT, CONSOLE_PORT};
 pub use pdb::build_pdb;

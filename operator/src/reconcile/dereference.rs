@@ -31,39 +31,38 @@ fn secret_value(secret: &Secret, key: &str) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-/// The store and the credentials the operator talks to it with: its own
-/// key when the platform gave one for this endpoint, else the tenant's.
-/// The tenant's Secret must exist either way (the recorders mount it).
-pub async fn storage_target(secrets: &Api<Secret>, v: &Validated) -> Result<S3Target, Error> {
+/// The store and the operator's own key for it, `None` when the platform
+/// gave it none for this store: the operator then talks to the store not at
+/// all. The tenant's key is never sent anywhere; its Secret must still exist
+/// with both keys (the recorders mount it), and only that is checked.
+pub async fn storage_target(
+    secrets: &Api<Secret>,
+    v: &Validated,
+) -> Result<Option<S3Target>, Error> {
     let keys = &v.storage.credentials_secret;
     let secret = get_opt(secrets, "Secret", &keys.name)
         .await?
         .ok_or_else(|| Error::SecretMissing(keys.name.clone()))?;
-    let value = |key: &str| {
-        secret_value(&secret, key).ok_or_else(|| Error::SecretKeyMissing {
-            secret: keys.name.clone(),
-            key: key.to_owned(),
-        })
-    };
-    let tenant = (
-        value(&keys.access_key_id_key)?,
-        value(&keys.secret_access_key_key)?,
-    );
-    let (access_key_id, secret_access_key, own) = match &v.lifecycle_credentials {
-        Some(dir) => {
-            let (id, secret) = operator_key(dir)?;
-            (id, secret, true)
+    for key in [&keys.access_key_id_key, &keys.secret_access_key_key] {
+        if secret_value(&secret, key).is_none() {
+            return Err(Error::SecretKeyMissing {
+                secret: keys.name.clone(),
+                key: key.clone(),
+            });
         }
-        None => (tenant.0, tenant.1, false),
+    }
+    let Some(dir) = &v.lifecycle_credentials else {
+        return Ok(None);
     };
-    Ok(S3Target {
+    let (access_key_id, secret_access_key) = operator_key(dir)?;
+    Ok(Some(S3Target {
         endpoint: v.storage.endpoint.clone(),
         region: v.storage.region.clone(),
         path_style: v.storage.path_style,
         access_key_id,
         secret_access_key,
-        operator_key: own,
-    })
+        operator_key: true,
+    }))
 }
 
 /// The operator's own key for a store: files `accessKeyId` and

@@ -93,8 +93,10 @@ async fn event(ctx: &Context, p: &RecordingPolicy, warning: bool, reason: &str, 
 pub async fn reconcile(policy: Arc<RecordingPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = std::time::Instant::now();
     let span = tracing::info_span!("reconcile", ns = %policy.namespace().unwrap_or_default(), name = %policy.name_any());
-    let result = tracing::Instrument::instrument(reconcile_inner(&policy, &ctx), span).await;
-    ctx.metrics.observe(&policy, &result, started.elapsed());
+    let (result, ready) =
+        tracing::Instrument::instrument(reconcile_inner(&policy, &ctx), span).await;
+    ctx.metrics
+        .observe_ready(&policy, &result, started.elapsed(), ready);
     if result.is_ok() {
         ctx.failures
             .lock()
@@ -104,11 +106,12 @@ pub async fn reconcile(policy: Arc<RecordingPolicy>, ctx: Arc<Context>) -> Resul
     result
 }
 
-async fn reconcile_inner(policy: &RecordingPolicy, ctx: &Context) -> Result<Action, Error> {
+/// The reconcile's result, and whether the status it wrote says Ready.
+async fn reconcile_inner(policy: &RecordingPolicy, ctx: &Context) -> (Result<Action, Error>, bool) {
     if policy.metadata.deletion_timestamp.is_some() {
         // Going away: owner references remove the workload; storage is left
         // alone so recordings stay and still expire by their rule.
-        return Ok(Action::await_change());
+        return (Ok(Action::await_change()), true);
     }
     let (observed, result) = run_steps(policy, ctx).await;
     // 6. status — pure build, client write: once per reconcile, whatever
@@ -116,8 +119,15 @@ async fn reconcile_inner(policy: &RecordingPolicy, ctx: &Context) -> Result<Acti
     let policies: Api<RecordingPolicy> =
         Api::namespaced(ctx.client.clone(), &policy.namespace().unwrap_or_default());
     let status = build_status(policy.status.as_ref(), &observed, (ctx.now)());
-    patch_status(&policies, &policy.name_any(), &status).await?;
-    result
+    if let Err(e) = patch_status(&policies, &policy.name_any(), &status).await {
+        return (Err(e), false);
+    }
+    let ready = result.is_ok()
+        && status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+    (result, ready)
 }
 
 /// Steps 1 to 5. Each check that a step could not make stays Unknown with
@@ -193,21 +203,8 @@ async fn run_steps(policy: &RecordingPolicy, ctx: &Context) -> (Observed, Result
         }
     }
 
-    if v.policy
-        .spec
-        .console
-        .as_ref()
-        .is_some_and(|c| c.enabled && c.expose)
-        && crate::build::console_exposed(&v).is_none()
-    {
-        event(
-            ctx,
-            policy,
-            true,
-            "ConsoleExposeRefused",
-            "spec.console.expose is set, but the platform has configured no authenticating proxy (console.proxy in the operator's Helm values): the console stays reachable only with kubectl port-forward".into(),
-        )
-        .await;
+    if let Some(why) = crate::build::console_expose_refused(&v) {
+        event(ctx, policy, true, "ConsoleExposeRefused", why).await;
     }
 
     // 3 and 4. build — no client — and apply — client. The recorders run
@@ -232,6 +229,23 @@ async fn run_steps(policy: &RecordingPolicy, ctx: &Context) -> (Observed, Result
         v.namespace,
         v.policy.spec.recorder.sip.port
     ));
+    let Some(target) = target else {
+        // No key of the operator's own for this store: the tenant's is never
+        // used for lifecycle rules (it would have to be allowed to change
+        // every tenant's retention), so no rule is set and the store is not
+        // contacted. Only a change of the operator's settings (a restart,
+        // which reconciles every policy) can fix it.
+        let msg = format!(
+            "the operator has no key of its own for object store {} (Helm storageEndpoints[].lifecycleCredentialsSecret) and never uses the tenant's: no lifecycle rule is set, so recordings under {} are not deleted after {} days, and the bucket is checked only by the recorders' uploads",
+            v.storage.endpoint.chars().take(200).collect::<String>(),
+            v.prefix,
+            v.policy.spec.retention_days
+        );
+        event(ctx, policy, true, "NoOperatorKey", msg.clone()).await;
+        observed.storage = Check::unknown("NoOperatorKey", msg.clone());
+        observed.retention = Check::failed("NoOperatorKey", msg);
+        return (observed, Ok(Action::await_change()));
+    };
 
     // 5. storage — client.
     let rule = PolicyRule {
@@ -258,14 +272,8 @@ async fn run_steps(policy: &RecordingPolicy, ctx: &Context) -> (Observed, Result
             observed.storage = Check::ok(
                 "BucketReachable",
                 format!(
-                    "bucket {} at {} accepts {}",
-                    v.storage.bucket,
-                    v.storage.endpoint,
-                    if v.lifecycle_credentials.is_some() {
-                        "the operator's key (the tenant's key is checked by the recorders' uploads)"
-                    } else {
-                        "the credentials"
-                    }
+                    "bucket {} at {} accepts the operator's key (the tenant's key is checked by the recorders' uploads)",
+                    v.storage.bucket, v.storage.endpoint,
                 ),
             );
             if let Some(other) = shorter {

@@ -67,6 +67,15 @@ pub enum Invalid {
         /// The allowed URLs, comma-separated.
         allowed: String,
     },
+    /// The platform allows no store at all: no `storageEndpoints`, no
+    /// `defaultStorage`, and no `allowAnyStorageEndpoint` opt-in.
+    #[error(
+        "spec.storage.endpoint {endpoint:?} is not allowed: this platform lists no object stores (Helm storageEndpoints, or defaultStorage); the platform team lists its stores in storageEndpoints (or, on a single-tenant cluster, sets allowAnyStorageEndpoint: true)"
+    )]
+    NoStorageEndpoints {
+        /// What the policy asks.
+        endpoint: String,
+    },
 }
 
 /// Whether a policy in `namespace` may write under `prefix`: only inside
@@ -133,6 +142,7 @@ impl Invalid {
             Invalid::PrefixOutsideNamespace { .. } => "PrefixOutsideNamespace",
             Invalid::Name(_) => "NameCollides",
             Invalid::EndpointNotAllowed { .. } => "EndpointNotAllowed",
+            Invalid::NoStorageEndpoints { .. } => "NoStorageEndpointsConfigured",
         }
     }
 }
@@ -194,28 +204,42 @@ pub fn validate(policy: &RecordingPolicy, operator: &OperatorConfig) -> Result<V
 }
 
 /// Whether the platform allows `endpoint`, and where the operator's own key
-/// for it is, if it has one.
+/// for it is, if it has one. Allowed: the stores in `storageEndpoints`, the
+/// default storage's, and — only with the single-tenant opt-in
+/// `allowAnyStorageEndpoint` — any other. Nothing else, not even when the
+/// list is empty.
 pub fn allowed_endpoint(
     operator: &OperatorConfig,
     endpoint: &str,
 ) -> Result<Option<std::path::PathBuf>, Invalid> {
-    if operator.storage_endpoints.is_empty() {
-        return Ok(None);
-    }
-    operator
+    if let Some(listed) = operator
         .storage_endpoints
         .iter()
         .find(|e| same_endpoint(&e.url, endpoint))
-        .map(|e| e.lifecycle_credentials_dir.clone())
-        .ok_or_else(|| Invalid::EndpointNotAllowed {
-            endpoint: endpoint.chars().take(200).collect(),
-            allowed: operator
-                .storage_endpoints
-                .iter()
-                .map(|e| e.url.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-        })
+    {
+        return Ok(listed.lifecycle_credentials_dir.clone());
+    }
+    let default = operator
+        .default_storage
+        .as_ref()
+        .map(|d| d.endpoint.as_str());
+    if operator.allow_any_storage_endpoint || default.is_some_and(|d| same_endpoint(d, endpoint)) {
+        return Ok(None);
+    }
+    let endpoint: String = endpoint.chars().take(200).collect();
+    let allowed: Vec<&str> = operator
+        .storage_endpoints
+        .iter()
+        .map(|e| e.url.as_str())
+        .chain(default)
+        .collect();
+    if allowed.is_empty() {
+        return Err(Invalid::NoStorageEndpoints { endpoint });
+    }
+    Err(Invalid::EndpointNotAllowed {
+        endpoint,
+        allowed: allowed.join(", "),
+    })
 }
 
 #[cfg(test)]
@@ -254,8 +278,6 @@ mod tests {
     #[test]
     fn only_listed_endpoints_are_used() {
         use crate::config::AllowedEndpoint;
-        let open = OperatorConfig::default();
-        assert_eq!(allowed_endpoint(&open, "http://anything:9000"), Ok(None));
         let listed = OperatorConfig {
             storage_endpoints: vec![
                 AllowedEndpoint {
@@ -289,6 +311,47 @@ mod tests {
             assert_eq!(err.reason(), "EndpointNotAllowed", "{bad}");
             assert!(err.to_string().contains("http://garage.storage.svc:3900"));
         }
+    }
+
+    #[test]
+    fn an_empty_allow_list_allows_only_the_platform_s_default_store() {
+        // Nothing configured: every store refused, and the status says what to set.
+        let bare = OperatorConfig::default();
+        let err = allowed_endpoint(&bare, "http://anything:9000").unwrap_err();
+        assert_eq!(err.reason(), "NoStorageEndpointsConfigured");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("storageEndpoints") && msg.contains("allowAnyStorageEndpoint: true"),
+            "{msg}"
+        );
+        // The default storage's endpoint is the platform's own: allowed,
+        // without an operator key; nothing else is.
+        let with_default = OperatorConfig {
+            default_storage: Some(
+                serde_json::from_value(serde_json::json!({
+                    "endpoint": "http://garage.storage:3900", "bucket": "recordings",
+                    "credentialsSecret": {"name": "earshot-s3"}
+                }))
+                .unwrap(),
+            ),
+            ..OperatorConfig::default()
+        };
+        assert_eq!(
+            allowed_endpoint(&with_default, "http://GARAGE.storage:3900/"),
+            Ok(None)
+        );
+        let err = allowed_endpoint(&with_default, "http://anything:9000").unwrap_err();
+        assert_eq!(err.reason(), "EndpointNotAllowed");
+        assert!(
+            err.to_string().contains("(http://garage.storage:3900)"),
+            "{err}"
+        );
+        // The single-tenant opt-in: any store, still never with a key of the operator's.
+        let open = OperatorConfig {
+            allow_any_storage_endpoint: true,
+            ..OperatorConfig::default()
+        };
+        assert_eq!(allowed_endpoint(&open, "http://anything:9000"), Ok(None));
     }
 
     #[test]
