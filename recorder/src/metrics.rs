@@ -38,6 +38,9 @@ pub struct RecordingMetrics {
     pub undecodable: Counter,
     /// Lost packets rebuilt from the next packet (Opus in-band FEC).
     pub rebuilt: Counter,
+    /// Media frames dropped from recordings because an encoder worker fell
+    /// behind (each such recording marked incomplete, `behind`).
+    pub frames_shed: Counter,
     /// Bytes in the spool, set at each scrape.
     pub spool_bytes: Gauge,
     /// Recordings in the spool.
@@ -255,6 +258,11 @@ impl Metrics {
             "recording_rebuilt_packets",
             "Lost packets rebuilt from the next one (Opus in-band FEC) instead of silence",
             r.rebuilt
+        );
+        reg!(
+            "recording_frames_shed",
+            "Media frames dropped from recordings because an encoder worker fell behind (each such recording is marked incomplete, reason behind)",
+            r.frames_shed
         );
         reg!("spool_bytes", "Bytes in the spool directory", r.spool_bytes);
         reg!(

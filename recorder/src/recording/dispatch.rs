@@ -22,11 +22,28 @@ use super::worker::{self, Job};
 /// thread is woken per packet (a third of the recorder's CPU went to such
 /// wake-ups before). One lane per shard: shards never wait on each other's
 /// lock, and a call's events, all from one shard, stay in order.
+///
+/// Each lane holds at most [`LANE_MEDIA_MAX`] media frames: past that (the
+/// dispatcher thread starved of CPU) frames are dropped from their own
+/// recordings, counted and marked `behind`; call events are never dropped.
 #[derive(Debug)]
 pub struct EventBuffer {
-    lanes: Vec<std::sync::Mutex<Vec<Event>>>,
+    lanes: Vec<std::sync::Mutex<Lane>>,
     closed: AtomicBool,
     finished: AtomicBool,
+}
+
+/// Media frames one lane holds between two dispatch rounds (20 ms apart):
+/// two seconds of 1000 recorded calls.
+pub const LANE_MEDIA_MAX: usize = 100_000;
+
+#[derive(Debug, Default)]
+struct Lane {
+    events: Vec<Event>,
+    media: usize,
+    /// Frames dropped since the last round, and the calls they belonged to.
+    dropped: u64,
+    dropped_calls: Vec<u64>,
 }
 
 impl Default for EventBuffer {
@@ -45,7 +62,7 @@ impl EventBuffer {
         }
     }
 
-    fn lane(&self, lane: usize) -> std::sync::MutexGuard<'_, Vec<Event>> {
+    fn lane(&self, lane: usize) -> std::sync::MutexGuard<'_, Lane> {
         self.lanes[lane % self.lanes.len()]
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -58,26 +75,45 @@ impl EventBuffer {
 
     /// Adds an event to a shard's lane.
     pub fn push_to(&self, lane: usize, e: Event) {
-        self.lane(lane).push(e);
+        let mut lane = self.lane(lane);
+        if let Event::Media(f) = &e {
+            if lane.media >= LANE_MEDIA_MAX {
+                lane.dropped += 1;
+                if !lane.dropped_calls.contains(&f.call.id) && lane.dropped_calls.len() < 4096 {
+                    lane.dropped_calls.push(f.call.id);
+                }
+                return;
+            }
+            lane.media += 1;
+        }
+        lane.events.push(e);
     }
 
     /// Adds several events to the first lane.
     pub fn extend(&self, es: impl IntoIterator<Item = Event>) {
-        self.lane(0).extend(es);
+        for e in es {
+            self.push_to(0, e);
+        }
     }
 
-    /// Everything buffered, lane after lane.
-    fn take(&self) -> Vec<Event> {
-        let mut all = std::mem::take(&mut *self.lane(0));
-        for lane in 1..self.lanes.len() {
-            let more = std::mem::take(&mut *self.lane(lane));
+    /// Everything buffered, lane after lane, and the frames dropped since
+    /// the last time with the calls they belonged to.
+    fn take(&self) -> (Vec<Event>, u64, Vec<u64>) {
+        let (mut all, mut dropped, mut calls) = (Vec::new(), 0, Vec::new());
+        for lane in 0..self.lanes.len() {
+            let mut l = self.lane(lane);
+            let more = std::mem::take(&mut l.events);
+            l.media = 0;
+            dropped += std::mem::take(&mut l.dropped);
+            calls.append(&mut l.dropped_calls);
+            drop(l);
             if all.is_empty() {
                 all = more;
             } else {
                 all.extend(more);
             }
         }
-        all
+        (all, dropped, calls)
     }
 
     /// No more events will come; the dispatcher finishes what it has and stops.
@@ -97,13 +133,64 @@ const DISPATCH_EVERY: Duration = Duration::from_millis(20);
 const TICK_EVERY: Duration = Duration::from_secs(1);
 /// Dispatch rounds a worker's queue holds: five seconds of calls.
 const QUEUE_ROUNDS: usize = 256;
+/// Media frames held for one worker whose queue is full before the oldest
+/// are dropped from their recordings: about two seconds of 100 calls.
+const HELD_MEDIA_MAX: usize = 10_000;
+/// How long the pipeline may hold frames back before the recorder stops
+/// reporting itself ready.
+pub const BEHIND_UNREADY: Duration = Duration::from_secs(3);
+
+/// Since when the recording pipeline has been holding frames back because
+/// an encoder worker's queue is full: shared with `/readyz`.
+#[derive(Debug, Clone)]
+pub struct Backlog {
+    epoch: Instant,
+    /// Milliseconds since `epoch` + 1 when the backlog began; 0: none.
+    since: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Default for Backlog {
+    fn default() -> Self {
+        Self {
+            epoch: Instant::now(),
+            since: Default::default(),
+        }
+    }
+}
+
+impl Backlog {
+    fn set(&self, behind: bool, now: Instant) {
+        if !behind {
+            self.since.store(0, Ordering::Relaxed);
+        } else if self.since.load(Ordering::Relaxed) == 0 {
+            let ms = now.saturating_duration_since(self.epoch).as_millis();
+            self.since.store(
+                u64::try_from(ms).unwrap_or(u64::MAX - 1) + 1,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// How long the pipeline has been behind, if it is.
+    pub fn behind_for(&self, now: Instant) -> Option<Duration> {
+        match self.since.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(now.saturating_duration_since(self.epoch + Duration::from_millis(ms - 1))),
+        }
+    }
+}
 
 /// Routes call events to encoder workers. Lives on its own thread.
 pub struct Dispatcher {
     workers: Vec<SyncSender<Job>>,
     pending: Vec<Vec<Job>>,
+    /// Jobs a worker's full queue could not take, tried again next round:
+    /// the dispatcher never waits on a worker, so a slow encoder delays its
+    /// own calls' audio and never the event lanes or other workers.
+    held: Vec<Vec<Job>>,
     calls: HashMap<u64, Pending>,
     shared: Shared,
+    backlog: Backlog,
 }
 
 struct Pending {
@@ -130,10 +217,17 @@ impl Dispatcher {
         }
         Ok(Dispatcher {
             pending: workers.iter().map(|_| Vec::new()).collect(),
+            held: workers.iter().map(|_| Vec::new()).collect(),
             workers,
             calls: HashMap::new(),
             shared,
+            backlog: Backlog::default(),
         })
+    }
+
+    /// The handle `/readyz` reads to see whether the pipeline is behind.
+    pub fn backlog(&self) -> Backlog {
+        self.backlog.clone()
     }
 
     /// The handle a config reload writes new recording settings to.
@@ -145,33 +239,97 @@ impl Dispatcher {
         self.pending[worker].push(job);
     }
 
-    /// Hands each encoder worker what this round gathered for it, in one batch.
+    /// Hands each encoder worker what this round gathered for it, in one
+    /// batch, after what an earlier round could not hand over. A worker
+    /// whose queue is full keeps its jobs here for the next round; past
+    /// [`HELD_MEDIA_MAX`] frames the oldest media is dropped from the
+    /// recordings it belongs to (each marked incomplete, `behind`), never a
+    /// call's start, toggles or end.
     pub(super) fn flush(&mut self) {
-        for (worker, jobs) in self.pending.iter_mut().enumerate() {
-            if jobs.is_empty() {
+        let now = Instant::now();
+        let mut behind = false;
+        for worker in 0..self.workers.len() {
+            let mut batch = std::mem::take(&mut self.held[worker]);
+            batch.append(&mut self.pending[worker]);
+            if batch.is_empty() {
                 continue;
             }
-            let batch = std::mem::take(jobs);
             let n = batch.len() as i64;
-            let q = &self.workers[worker];
             // Counted before the send, so a worker never finishes a job the
             // gauge does not hold yet.
             self.shared.metrics.encoder_queue_depth.inc_by(n);
-            let sent = match q.try_send(Job::Batch(batch)) {
-                Ok(()) => true,
-                Err(TrySendError::Full(job)) => {
-                    // The encoder is behind: counted and logged, then we wait for
-                    // room — the packet path is not waiting on this thread.
+            match self.workers[worker].try_send(Job::Batch(batch)) {
+                Ok(()) => {}
+                Err(TrySendError::Full(Job::Batch(batch))) => {
+                    self.shared.metrics.encoder_queue_depth.dec_by(n);
                     self.shared.metrics.encoder_overruns.inc();
-                    tracing::warn!(worker, "encoder queue full; recording pipeline is behind");
-                    q.send(job).is_ok()
+                    if self.backlog.behind_for(now).is_none() {
+                        tracing::warn!(worker, "encoder queue full; recording pipeline is behind");
+                    }
+                    self.held[worker] = batch;
+                    self.shed(worker);
+                    behind = true;
                 }
-                Err(TrySendError::Disconnected(_)) => false,
-            };
-            if !sent {
-                self.shared.metrics.encoder_queue_depth.dec_by(n);
-                tracing::error!(worker, "encoder worker is gone");
+                Err(TrySendError::Full(_)) => {}
+                Err(TrySendError::Disconnected(_)) => {
+                    self.shared.metrics.encoder_queue_depth.dec_by(n);
+                    tracing::error!(worker, "encoder worker is gone");
+                }
             }
+        }
+        self.backlog.set(behind, now);
+    }
+
+    /// Frames the event lanes could not hold: counted, and each recording
+    /// they belonged to marked `behind`.
+    fn lost_in_lanes(&mut self, dropped: u64, calls: &[u64]) {
+        if dropped == 0 {
+            return;
+        }
+        self.shared.metrics.frames_shed.inc_by(dropped);
+        for &call in calls {
+            if let Some(p) = self.calls.get(&call)
+                && p.recording
+                && !p.refused
+            {
+                let worker = p.worker;
+                self.send(
+                    worker,
+                    Job::Note {
+                        call,
+                        note: "behind",
+                    },
+                );
+            }
+        }
+    }
+
+    /// Drops the oldest media a worker holds beyond [`HELD_MEDIA_MAX`],
+    /// counted, and tells each recording it came from that it lost audio.
+    fn shed(&mut self, worker: usize) {
+        let held = &mut self.held[worker];
+        let media = held.iter().filter(|j| matches!(j, Job::Media(_))).count();
+        let Some(mut excess) = media.checked_sub(HELD_MEDIA_MAX).filter(|&e| e > 0) else {
+            return;
+        };
+        let mut lost: Vec<u64> = Vec::new();
+        held.retain(|j| match j {
+            Job::Media(f) if excess > 0 => {
+                excess -= 1;
+                if !lost.contains(&f.call.id) {
+                    lost.push(f.call.id);
+                }
+                false
+            }
+            _ => true,
+        });
+        let dropped = media - HELD_MEDIA_MAX;
+        self.shared.metrics.frames_shed.inc_by(dropped as u64);
+        for call in lost {
+            held.push(Job::Note {
+                call,
+                note: "behind",
+            });
         }
     }
 
@@ -392,10 +550,12 @@ pub fn run_dispatcher(mut d: Dispatcher, events: Arc<EventBuffer>, mut also: imp
     loop {
         std::thread::sleep(DISPATCH_EVERY);
         let closed = events.closed.load(Ordering::Relaxed);
-        for e in events.take() {
+        let (batch, dropped, calls) = events.take();
+        for e in batch {
             also(&e);
             d.handle(e);
         }
+        d.lost_in_lanes(dropped, &calls);
         if last_tick.elapsed() >= TICK_EVERY {
             last_tick = Instant::now();
             d.tick(last_tick);
@@ -408,4 +568,55 @@ pub fn run_dispatcher(mut d: Dispatcher, events: Arc<EventBuffer>, mut also: imp
     d.end_all(Instant::now());
     d.flush();
     events.finished.store(true, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod lane_tests {
+    use super::*;
+    use earshot_recorder_core::{CallRef, MediaFrame, Side};
+
+    fn frame(call: u64) -> Event {
+        Event::Media(MediaFrame {
+            call: CallRef {
+                id: call,
+                hash: String::new(),
+            },
+            at: Instant::now(),
+            side: Side::Caller,
+            stream: 0,
+            ssrc: 1,
+            seq: 0,
+            timestamp: 0,
+            payload_type: 0,
+            codec: None,
+            clock_rate: 8000,
+            payload: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn a_lane_holds_a_bounded_number_of_frames_and_every_call_event() {
+        let buf = EventBuffer::new(2);
+        for _ in 0..LANE_MEDIA_MAX + 10 {
+            buf.push_to(1, frame(5));
+        }
+        buf.push_to(1, frame(6));
+        let end = Event::CallEnded {
+            call: CallRef {
+                id: 5,
+                hash: String::new(),
+            },
+            at: Instant::now(),
+            reason: earshot_recorder_core::EndReason::Timeout,
+            answered: true,
+        };
+        buf.push_to(1, end.clone());
+        let (events, dropped, calls) = buf.take();
+        assert_eq!(events.len(), LANE_MEDIA_MAX + 1);
+        assert_eq!(events.last(), Some(&end), "call events are never dropped");
+        assert_eq!((dropped, calls), (11, vec![5, 6]));
+        // The next round starts empty.
+        buf.push_to(1, frame(5));
+        assert_eq!(buf.take().0.len(), 1);
+    }
 }

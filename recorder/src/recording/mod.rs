@@ -25,7 +25,7 @@ use std::sync::Arc;
 use earshot_contracts::config::{RecordingConfig, SpoolConfig};
 use earshot_contracts::{ChannelLayout, PauseBehaviour};
 
-pub use dispatch::{Dispatcher, EventBuffer, run_dispatcher};
+pub use dispatch::{BEHIND_UNREADY, Backlog, Dispatcher, EventBuffer, run_dispatcher};
 pub use encoder::{EncoderFactory, lame, mp3_duration};
 
 use crate::events::Clock;

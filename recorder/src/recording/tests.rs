@@ -69,6 +69,27 @@ impl Rig {
 
     /// A rig whose spool `prepare` gives faults before recovery runs.
     fn open_with(dir: PathBuf, max_spool: u64, prepare: impl FnOnce(&Spool)) -> Rig {
+        Self::open_full(dir, max_spool, prepare, fake())
+    }
+
+    /// A rig whose encoders `encoders` makes.
+    fn with_encoders(name: &str, encoders: EncoderFactory) -> Rig {
+        let dir = std::env::temp_dir().join(format!(
+            "earshot-pipeline-{name}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("spool")).unwrap();
+        Self::open_full(dir, u64::MAX, |_| {}, encoders)
+    }
+
+    fn open_full(
+        dir: PathBuf,
+        max_spool: u64,
+        prepare: impl FnOnce(&Spool),
+        encoders: EncoderFactory,
+    ) -> Rig {
         let spool = Spool::open(&dir.join("spool"), max_spool);
         prepare(&spool);
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -97,7 +118,7 @@ impl Rig {
             "test-0".into(),
             metrics.recording.clone(),
             super::Parts {
-                encoders: fake(),
+                encoders,
                 backoff: super::upload::Backoff {
                     first: Duration::from_millis(5),
                     max: Duration::from_millis(20),
@@ -913,4 +934,83 @@ fn a_spool_directory_that_cannot_be_read_at_start_is_recovered_once_it_can() {
     let events = a_call(&rig, 24, "recorded", 500);
     rig.feed(events);
     rig.wait_stored(2);
+}
+
+/// An encoder worker stuck on one call (its encoder never returns, as a
+/// 6 144-tap resampler rebuilt per packet nearly did) costs that worker's
+/// calls their audio, counted and marked `behind`; the dispatcher never
+/// waits on it, the other worker's call is recorded whole, and the
+/// pipeline says it is behind (`/readyz` reads it) until it catches up.
+#[test]
+fn a_stuck_encoder_costs_its_own_calls_audio_and_never_blocks_the_dispatcher() {
+    let (release, gate) = std::sync::mpsc::channel::<()>();
+    let gate = std::sync::Mutex::new(gate);
+    // Wideband recordings (the stuck call's) wait at the gate once.
+    let factory: EncoderFactory = Arc::new(move |_: &Settings, rate: u32| {
+        if rate != 8000 {
+            let _ = gate.lock().unwrap().recv();
+        }
+        Ok(Box::new(Fake) as Box<dyn Encoder>)
+    });
+    let mut rig = Rig::with_encoders("stuck", factory);
+    // Call 1 goes to worker 1 and is stuck there; call 2 to worker 0.
+    let (stuck, fine) = (call(1, "stuck@pbx"), call(2, "fine@pbx"));
+    let mut opening = Vec::new();
+    for (c, wideband) in [(&stuck, true), (&fine, false)] {
+        opening.push(started(c, rig.at(0), Some(RecordingMode::Always)));
+        opening.push(Event::Recording {
+            call: c.clone(),
+            at: rig.at(0),
+            on: true,
+            reason: RecordingReason::Answered {
+                extension: "008".into(),
+            },
+            wideband,
+        });
+    }
+    rig.feed(opening);
+    let (a, b) = (
+        media(&stuck, &rig, 0, 280_000),
+        media(&fine, &rig, 0, 280_000),
+    );
+    let started = Instant::now();
+    for (x, y) in a.chunks(40).zip(b.chunks(40)) {
+        let mut round = x.to_vec();
+        round.extend_from_slice(y);
+        rig.feed(round);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the dispatcher never waits on the stuck worker"
+    );
+    let shed = rig.metrics.recording.frames_shed.get();
+    assert!(shed > 5_000, "{shed} frames shed");
+    let backlog = rig.dispatcher.backlog();
+    assert!(backlog.behind_for(Instant::now()).is_some());
+    release.send(()).unwrap();
+    rig.feed(vec![
+        ended(&stuck, rig.at(280_000)),
+        ended(&fine, rig.at(280_000)),
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while rig.metrics.recording.stored.get() < 2
+        || rig.metrics.recording.encoder_queue_depth.get() != 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "both recordings stored once the worker is free"
+        );
+        rig.dispatcher.flush();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    rig.dispatcher.flush();
+    assert!(backlog.behind_for(Instant::now()).is_none(), "caught up");
+    let sidecars = rig.sidecars();
+    let of = |hash: &str| sidecars.iter().find(|s| s.call == hash).unwrap().clone();
+    let (s1, s2) = (of(&stuck.hash), of(&fine.hash));
+    assert!(
+        !s1.complete && s1.incomplete_reasons == ["behind"],
+        "{s1:?}"
+    );
+    assert!(s2.complete && s2.incomplete_reasons.is_empty(), "{s2:?}");
 }

@@ -80,7 +80,11 @@ struct Active {
     /// Samples per second of the file (8000, or 16000 with a wideband side).
     rate: u32,
     /// Each side's decoder (caller, callee), made for its current codec.
-    decoders: [Option<SideDecoder>; 2],
+    /// Each side's decoders, the one in use first: a side that flips
+    /// between codecs (payload types 0 and 8 on every packet, say) gets its
+    /// earlier decoder back instead of a new one (and a new resampler: a
+    /// 6 144-tap filter made per packet stalled every recording before).
+    decoders: [Vec<SideDecoder>; 2],
     /// Each side's first decoded codec, for the sidecar.
     codecs: [Option<String>; 2],
     /// The samples of the packet in hand.
@@ -119,22 +123,29 @@ pub const SYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 /// 250 ms would save 70 % of the appends for 0.7 s.
 pub const BLOCK: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// Decoders kept per side of a recording (the codecs a side flips between).
+const DECODERS_KEPT: usize = 3;
+
 impl Active {
     /// Decodes one side's payload at the file's rate; `None` for a codec the
     /// recorder cannot decode. A side that changes codec gets a new decoder.
     /// The samples land in `self.pcm` (one buffer for every packet of the
     /// recording).
     fn decode(&mut self, side: Side, c: Codec, name: &str, payload: &[u8]) {
-        let slot = &mut self.decoders[side.index()];
-        let d = match slot {
-            Some(d) if d.codec() == c => d,
-            _ => {
+        let kept = &mut self.decoders[side.index()];
+        match kept.iter().position(|d| d.codec() == c) {
+            Some(0) => {}
+            Some(i) => kept[..=i].rotate_right(1),
+            None => {
                 self.codecs[side.index()].get_or_insert_with(|| name.to_ascii_uppercase());
-                slot.insert(SideDecoder::new(c, self.rate))
+                kept.insert(0, SideDecoder::new(c, self.rate));
+                kept.truncate(DECODERS_KEPT);
             }
-        };
+        }
         self.pcm.clear();
-        d.decode(payload, &mut self.pcm);
+        if let Some(d) = kept.first_mut() {
+            d.decode(payload, &mut self.pcm);
+        }
     }
 
     /// Rebuilds a single packet lost just before this one (in codec `c`) on
@@ -154,7 +165,7 @@ impl Active {
         }
         let samples = (i64::from(gap) * i64::from(self.rate) / i64::from(clock.max(1))) as usize;
         // Only the decoder that decoded the packet before the loss.
-        let Some(d) = self.decoders[i].as_mut().filter(|d| d.codec() == c) else {
+        let Some(d) = self.decoders[i].first_mut().filter(|d| d.codec() == c) else {
             return false;
         };
         self.rebuilt.clear();
@@ -377,7 +388,7 @@ fn begin(shared: &Shared, mut meta: CallMeta, at: Instant, rate: u32) -> Result<
         timeline: Timeline::with_rate(at, settings.pause, settings.layout, rate),
         encoder: (shared.encoders)(&settings, rate)?,
         rate,
-        decoders: [None, None],
+        decoders: [Vec::new(), Vec::new()],
         codecs: [None, None],
         pcm: Vec::new(),
         last: [None, None],
@@ -431,6 +442,12 @@ fn incomplete_reasons(a: &Active) -> Vec<&'static str> {
 /// its media took a turn no recording holds (a fax).
 fn incomplete(a: &Active) -> Option<String> {
     let mut why = Vec::new();
+    if a.notes.contains(&"behind") {
+        why.push(
+            "the recorder fell behind and left part of the audio out (earshot_recording_frames_shed_total)"
+                .to_owned(),
+        );
+    }
     if a.notes.contains(&"fax") {
         why.push("the call switched to fax (T.38): the fax was relayed, not recorded".to_owned());
     }

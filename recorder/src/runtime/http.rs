@@ -65,6 +65,21 @@ pub(super) async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener
                         // A spool that refuses new recordings is said, but
                         // stays ready: calls are still relayed, and taking
                         // the recorder out of service would stop them too.
+                        // Recordings falling behind by seconds lose audio:
+                        // a recorder in that state takes no more calls.
+                        if let Some(late) = shared
+                            .backlog
+                            .behind_for(std::time::Instant::now())
+                            .filter(|d| *d > crate::recording::BEHIND_UNREADY)
+                        {
+                            return (
+                                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                                format!(
+                                    "not ready: the recording pipeline has been behind for {:.1} s\n",
+                                    late.as_secs_f64()
+                                ),
+                            );
+                        }
                         match shared.stalled_shard() {
                             None => match shared.spool.refusal() {
                                 None => (axum::http::StatusCode::OK, "ready\n".to_owned()),

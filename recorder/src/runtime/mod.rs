@@ -65,6 +65,8 @@ pub struct Shared {
     events: Arc<crate::recording::EventBuffer>,
     spool: Arc<crate::spool::Spool>,
     recording: crate::recording::SettingsHandle,
+    /// Whether the recording pipeline is behind (for `/readyz`).
+    backlog: crate::recording::Backlog,
     ready: AtomicBool,
 }
 
@@ -438,6 +440,7 @@ pub async fn bind(config_path: PathBuf, config: Config) -> anyhow::Result<Server
         events: events_tx,
         spool,
         recording: dispatcher.settings(),
+        backlog: dispatcher.backlog(),
         ready: AtomicBool::new(false),
     });
     tracing::info!(
