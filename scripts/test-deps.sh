@@ -94,8 +94,10 @@ if ! grep -q "cargo-nextest ${NEXTEST_VERSION}" <<<"$(cargo nextest --version 2>
   cargo install cargo-nextest --version "${NEXTEST_VERSION}" --locked --quiet
 fi
 
-# The real Kubernetes control plane the operator suite runs against.
+# The real Kubernetes control plane the operator suite runs against, and a
+# real node (kubelet, kube-proxy, kube-scheduler, containerd; scripts/node.sh).
 scripts/controlplane.sh
+scripts/node.sh
 
 have_sipp || { echo "test-deps: SIPp ${SIPP_VERSION} is required, found: $(sipp_version)" >&2; exit 1; }
 echo "test-deps: sipp $(sipp_version), $(ffmpeg -version | head -1 | cut -d' ' -f1-3), $(garage --version | cut -d' ' -f1-2), helm $(helm version --template '{{.Version}}'), $(promtool --version 2>&1 | head -1 | cut -d' ' -f1-3)"

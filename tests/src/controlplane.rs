@@ -28,6 +28,35 @@ pub fn bin_dir() -> PathBuf {
 /// The admin's bearer token (group `system:masters`).
 pub const ADMIN_TOKEN: &str = "earshot-admin-token-for-tests";
 
+/// The kube-controller-manager controllers `ControlPlane::start` runs.
+pub const DEFAULT_CONTROLLERS: &str = "garbage-collector-controller,deployment-controller,replicaset-controller,namespace-controller,serviceaccount-controller,clusterrole-aggregation-controller";
+
+/// How `ControlPlane::start_with` differs from `ControlPlane::start`; the
+/// default is exactly what `start` does.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The address kube-apiserver listens on and advertises (127.0.0.1).
+    /// A real node (`crate::node`) needs one it can reach from its network
+    /// namespace: the host end of its veth.
+    pub address: std::net::IpAddr,
+    /// kube-controller-manager's `--controllers` (`DEFAULT_CONTROLLERS`;
+    /// `*` for all of its default ones).
+    pub controllers: String,
+    /// More kube-apiserver flags, after the usual ones: a flag given again
+    /// here overrides it (its last value wins).
+    pub apiserver_args: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            address: std::net::IpAddr::from([127, 0, 0, 1]),
+            controllers: DEFAULT_CONTROLLERS.to_owned(),
+            apiserver_args: Vec::new(),
+        }
+    }
+}
+
 /// A running control plane.
 pub struct ControlPlane {
     /// Its working directory: data, certificates, logs, kubeconfig.
@@ -64,6 +93,11 @@ impl ControlPlane {
     /// Starts etcd, the API server and the controller manager in `dir` and
     /// waits until the API server is ready.
     pub fn start(dir: &Path) -> ControlPlane {
+        ControlPlane::start_with(dir, &Options::default())
+    }
+
+    /// `start` with `options`.
+    pub fn start_with(dir: &Path, options: &Options) -> ControlPlane {
         let bin = bin_dir();
         assert!(
             bin.join("kube-apiserver").exists(),
@@ -73,7 +107,7 @@ impl ControlPlane {
         std::fs::create_dir_all(dir).unwrap();
         let ports = free_ports(6);
         let (etcd_client, etcd_peer, api_port, kcm_port) = (ports, ports + 1, ports + 2, ports + 3);
-        let api = SocketAddr::from(([127, 0, 0, 1], api_port));
+        let api = SocketAddr::new(options.address, api_port);
         // Service-account signing keys, an admin token and an audit policy.
         run(Command::new("openssl")
             .args(["genrsa", "-out"])
@@ -127,9 +161,9 @@ impl ControlPlane {
                 .arg(format!("--etcd-servers=http://127.0.0.1:{etcd_client}"))
                 .arg(format!("--cert-dir={}", dir.join("certs").display()))
                 .arg(format!("--secure-port={api_port}"))
+                .arg(format!("--bind-address={}", options.address))
+                .arg(format!("--advertise-address={}", options.address))
                 .args([
-                    "--bind-address=127.0.0.1",
-                    "--advertise-address=127.0.0.1",
                     "--service-cluster-ip-range=10.0.0.0/24",
                     "--service-account-issuer=https://kubernetes.default.svc",
                     "--authorization-mode=RBAC",
@@ -153,7 +187,8 @@ impl ControlPlane {
                     "--audit-policy-file={}",
                     dir.join("audit-policy.yaml").display()
                 ))
-                .arg(format!("--audit-log-path={}", audit_log.display())),
+                .arg(format!("--audit-log-path={}", audit_log.display()))
+                .args(&options.apiserver_args),
         ));
         let kubeconfig = dir.join("kubeconfig");
         let mut cp = ControlPlane {
@@ -170,14 +205,17 @@ impl ControlPlane {
             dir,
             Command::new(bin.join("kube-controller-manager"))
                 .arg(format!("--kubeconfig={}", kubeconfig.display()))
-                .arg(format!("--authentication-kubeconfig={}", kubeconfig.display()))
-                .arg(format!("--authorization-kubeconfig={}", kubeconfig.display()))
+                .arg(format!(
+                    "--authentication-kubeconfig={}",
+                    kubeconfig.display()
+                ))
+                .arg(format!(
+                    "--authorization-kubeconfig={}",
+                    kubeconfig.display()
+                ))
                 .arg(format!("--secure-port={kcm_port}"))
-                .args([
-                    "--bind-address=127.0.0.1",
-                    "--leader-elect=false",
-                    "--controllers=garbage-collector-controller,deployment-controller,replicaset-controller,namespace-controller,serviceaccount-controller,clusterrole-aggregation-controller",
-                ])
+                .args(["--bind-address=127.0.0.1", "--leader-elect=false"])
+                .arg(format!("--controllers={}", options.controllers))
                 .arg(format!(
                     "--service-account-private-key-file={}",
                     dir.join("sa.key").display()

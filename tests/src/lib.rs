@@ -15,6 +15,7 @@ pub mod baresip;
 pub mod controlplane;
 pub mod garage;
 pub mod kamailio;
+pub mod node;
 pub mod pcap;
 pub mod rtpengine;
 
