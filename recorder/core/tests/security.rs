@@ -433,3 +433,23 @@ fn a_flooding_leg_is_clipped_and_toggles_are_rate_limited() {
     );
     assert_eq!(toggles(&later), 1, "a second later it toggles");
 }
+
+/// A stranger's request costs one address look-up: it is dropped before
+/// it is parsed (counted as `unknown_source`, never as a parse error), a
+/// 60 KB list header included. A peer's is refused while tokenizing.
+#[test]
+fn a_stranger_s_request_is_dropped_before_it_is_parsed() {
+    let mut rec = mk_with(|c| c.unknown_sources = UnknownSources::Drop);
+    let t0 = Instant::now();
+    let flood = format!(
+        "OPTIONS sip:x@10.0.0.9 SIP/2.0\r\nVia: {}\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: w\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+        vec!["a"; 30_000].join(",")
+    );
+    let out = sip_in(&mut rec, t0, "203.0.113.50:5060", &flood);
+    assert!(out.sip.is_empty());
+    assert_eq!(dropped(&rec, "unknown_source"), 1);
+    assert_eq!(rec.stats().sip_parse_errors, 0, "not parsed");
+    let out = sip_in(&mut rec, t0, CALLER, &flood);
+    assert!(out.sip.is_empty(), "no Via left to answer to");
+    assert_eq!(rec.stats().sip_parse_errors, 1);
+}

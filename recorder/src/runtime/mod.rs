@@ -54,9 +54,7 @@ pub struct Shared {
     router: std::collections::hash_map::RandomState,
     /// New calls sent to another shard than their hash's, because that one
     /// had no port pair free, by the hash of their Call-ID.
-    diverted: Mutex<HashMap<String, Diverted>>,
-    /// When the route table was last swept of expired routes.
-    diverted_swept: Mutex<Instant>,
+    diverted: Mutex<Routes>,
     /// The main runtime: the listeners' sockets are registered with it, so
     /// sends that must wait are spawned on it, whichever thread asks.
     main: tokio::runtime::Handle,
@@ -92,17 +90,10 @@ impl Shared {
         let hash = earshot_recorder_core::call_hash(&id);
         let check = self.router.hash_one(&*id);
         let now = Instant::now();
-        let mut diverted = lock(&self.diverted);
-        match diverted.get(&hash) {
-            Some(d) if d.expired(now) => {
-                diverted.remove(&hash);
-            }
-            // The check is the Call-ID's keyed hash: a Call-ID made to
-            // collide with another's short hash does not follow its route.
-            Some(d) if d.check == check => return &self.shards[d.shard],
-            _ => {}
+        match lock(&self.diverted).lookup(&hash, check, now) {
+            Some(shard) => &self.shards[shard],
+            None => &self.shards[home],
         }
-        &self.shards[home]
     }
 
     /// A new call shard `from` had no RTP ports for (the core said so,
@@ -121,31 +112,10 @@ impl Shared {
             let id = earshot_recorder_core::sip::message::call_id_of(&data)?;
             let hash = earshot_recorder_core::call_hash(&id);
             let check = self.router.hash_one(&*id);
-            let now = Instant::now();
-            let mut diverted = lock(&self.diverted);
-            let mut swept = lock(&self.diverted_swept);
-            if now.saturating_duration_since(*swept) >= Duration::from_secs(1) {
-                // At most once a second, never per message.
-                diverted.retain(|_, d| !d.expired(now));
-                *swept = now;
-            }
-            let taken = diverted
-                .get(&hash)
-                .is_some_and(|d| !d.expired(now) && d.check != check);
-            if taken || (diverted.len() >= MAX_DIVERTED && !diverted.contains_key(&hash)) {
+            if !lock(&self.diverted).insert(hash, check, best.index, Instant::now()) {
                 lock(&self.metrics).route_table_full();
                 return None;
             }
-            diverted.insert(
-                hash,
-                Diverted {
-                    shard: best.index,
-                    check,
-                    at: now,
-                    started: false,
-                    ended: None,
-                },
-            );
             Some(best)
         });
         let shard = routed.unwrap_or(&self.shards[from]);
@@ -175,7 +145,7 @@ impl Shared {
             _ => return,
         };
         let mut diverted = lock(&self.diverted);
-        if let Some(d) = diverted.get_mut(&call.hash) {
+        if let Some(d) = diverted.map.get_mut(&call.hash) {
             d.started = true;
             if ended {
                 d.ended = Some(Instant::now());
@@ -240,6 +210,80 @@ const DIVERTED_LINGER: Duration = Duration::from_secs(64);
 
 /// Routes of diverted calls kept at most.
 const MAX_DIVERTED: usize = 65_536;
+
+/// The routes of diverted calls, by the short hash of their Call-ID: taken
+/// only for calls a shard's core handed over (so after its access check),
+/// checked against the Call-ID's keyed hash and for expiry on each lookup,
+/// swept of expired routes at most once a second (never a scan per
+/// message), and bounded: a full table takes no new route.
+#[derive(Debug)]
+struct Routes {
+    map: HashMap<String, Diverted>,
+    max: usize,
+    swept: Option<Instant>,
+}
+
+impl Routes {
+    fn new(max: usize) -> Self {
+        Self {
+            map: HashMap::new(),
+            max,
+            swept: None,
+        }
+    }
+
+    /// The shard of a diverted call, if its route holds.
+    fn lookup(&mut self, hash: &str, check: u64, now: Instant) -> Option<usize> {
+        match self.map.get(hash) {
+            Some(d) if d.expired(now) => {
+                self.map.remove(hash);
+                None
+            }
+            // The check is the Call-ID's keyed hash: a Call-ID made to
+            // collide with another's short hash does not follow its route.
+            Some(d) if d.check == check => Some(d.shard),
+            _ => None,
+        }
+    }
+
+    /// Takes a route; false when the table is full or another Call-ID
+    /// with the same short hash holds one.
+    fn insert(&mut self, hash: String, check: u64, shard: usize, now: Instant) -> bool {
+        if self
+            .swept
+            .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1))
+        {
+            self.map.retain(|_, d| !d.expired(now));
+            self.swept = Some(now);
+        }
+        match self.map.get(&hash) {
+            Some(d) if !d.expired(now) && d.check != check => return false,
+            None if self.map.len() >= self.max => return false,
+            _ => {}
+        }
+        self.map.insert(
+            hash,
+            Diverted {
+                shard,
+                check,
+                at: now,
+                started: false,
+                ended: None,
+            },
+        );
+        true
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
 
 /// Where a diverted call went, and how far it is.
 #[derive(Debug)]
@@ -433,8 +477,7 @@ pub async fn bind(config_path: PathBuf, config: Config) -> anyhow::Result<Server
         acl: std::sync::RwLock::new(acl_of(&config)),
         shards,
         router: std::collections::hash_map::RandomState::new(),
-        diverted: Mutex::new(HashMap::new()),
-        diverted_swept: Mutex::new(Instant::now()),
+        diverted: Mutex::new(Routes::new(MAX_DIVERTED)),
         main: tokio::runtime::Handle::current(),
         epoch: Instant::now(),
         events: events_tx,

@@ -390,3 +390,28 @@ fn a_retransmitted_invite_that_filled_its_shard_stays_one_call() {
         "the retransmissions are answered from the transaction"
     );
 }
+
+/// The route table of diverted calls: a route only for the Call-ID whose
+/// keyed hash it holds, gone once expired (on lookup, or swept at most once
+/// a second when routes are taken), and a full table takes no new route
+/// (the call goes back to its shard, which answers 503).
+#[test]
+fn the_route_table_is_keyed_expires_on_lookup_and_is_bounded() {
+    let t0 = Instant::now();
+    let mut routes = super::Routes::new(2);
+    assert!(routes.insert("h1".into(), 11, 1, t0));
+    assert_eq!(routes.lookup("h1", 11, t0), Some(1));
+    // Another Call-ID with the same short hash neither follows nor takes it.
+    assert_eq!(routes.lookup("h1", 99, t0), None);
+    assert!(!routes.insert("h1".into(), 99, 0, t0));
+    assert!(routes.insert("h2".into(), 22, 1, t0));
+    // Full: a third call's route is refused.
+    assert!(!routes.insert("h3".into(), 33, 1, t0));
+    // Routes of INVITEs that never became calls expire: on lookup...
+    let later = t0 + super::DIVERTED_LINGER + Duration::from_secs(1);
+    assert_eq!(routes.lookup("h1", 11, later), None);
+    assert_eq!(routes.len(), 1);
+    // ... and in the sweep a new route triggers, which frees the table.
+    assert!(routes.insert("h3".into(), 33, 1, later));
+    assert_eq!(routes.len(), 1, "h2 swept, h3 taken");
+}
