@@ -306,6 +306,35 @@ impl Diverted {
     }
 }
 
+/// Raises the soft limit of open files to what the recorder needs: two
+/// sockets per RTP port pair, the SIP TCP connections it may hold, and
+/// room for the spool, the store and the runtime. A container starts with
+/// a soft limit of 1024 under containerd 2.x: without this, binding the
+/// RTP range stopped short (each failed bind looked like a port in use).
+/// Refuses to start, naming the limit, when the hard limit is too low.
+fn raise_fd_limit(pairs: usize, tcp: usize) -> anyhow::Result<()> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let need = (pairs * 2 + tcp + 256) as u64;
+    let (soft, hard) =
+        getrlimit(Resource::RLIMIT_NOFILE).context("cannot read the open-file limit")?;
+    if soft >= need {
+        return Ok(());
+    }
+    if hard < need {
+        anyhow::bail!(
+            "the recorder needs {need} open files ({pairs} RTP port pairs × 2, {tcp} SIP TCP connections, 256 more) but the hard limit is {hard} (ulimit -Hn): raise the container runtime's limit, or narrow the RTP port range or sip.limits.tcpConnections"
+        );
+    }
+    setrlimit(Resource::RLIMIT_NOFILE, need, hard).context("cannot raise the open-file limit")?;
+    tracing::info!(
+        from = soft,
+        to = need,
+        hard,
+        "raised the open-file limit for the RTP range"
+    );
+    Ok(())
+}
+
 /// How many shards: the configured number, else one per CPU the process may
 /// use; never more than there are RTP port pairs to give them.
 fn shard_count(configured: u16, port_pairs: usize) -> usize {
@@ -359,6 +388,10 @@ pub async fn bind(config_path: PathBuf, config: Config) -> anyhow::Result<Server
         .with_context(|| format!("cannot bind HTTP {}", config.file.http.listen))?;
 
     let wanted = config.rtp_ports();
+    raise_fd_limit(
+        wanted.len(),
+        config.file.sip.limits.tcp_connections as usize,
+    )?;
     let base = wanted.first().copied().unwrap_or(0);
     let mut bound = Vec::new();
     for &p in &wanted {
