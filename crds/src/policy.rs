@@ -273,7 +273,10 @@ pub struct RecorderSpec {
     pub peers: Vec<SipPeer>,
 
     /// UDP port range for RTP and RTCP relaying. Each recorded media stream
-    /// takes two pairs (one per side). Defaults to 30000-30999.
+    /// takes two pairs (one per side). Defaults to 20000-20999: outside
+    /// Kubernetes' NodePort range (30000-32767), which a host-network
+    /// recorder would clash with, and below Linux's ephemeral ports
+    /// (32768-60999), which outgoing connections take.
     #[serde(default)]
     pub rtp_ports: PortRange,
 
@@ -428,11 +431,11 @@ fn default_transport() -> Transport {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct PortRange {
-    /// First port of the range. Defaults to 30000.
+    /// First port of the range. Defaults to 20000.
     #[serde(default = "default_rtp_min")]
     #[schemars(range(min = 1024, max = 65535))]
     pub min: i32,
-    /// Last port of the range. Defaults to 30999.
+    /// Last port of the range. Defaults to 20999.
     #[serde(default = "default_rtp_max")]
     #[schemars(range(min = 1024, max = 65535))]
     pub max: i32,
@@ -448,11 +451,11 @@ impl Default for PortRange {
 }
 
 fn default_rtp_min() -> i32 {
-    30000
+    20000
 }
 
 fn default_rtp_max() -> i32 {
-    30999
+    20999
 }
 
 /// How the recorder pods attach to the network.

@@ -257,7 +257,9 @@ fn small_office_sample_has_the_three_modes_and_defaults_applied() {
     assert_eq!((counts.always, counts.on_demand, counts.never), (1, 1, 1));
     let user = &policy.spec.users[1];
     assert_eq!(policy.spec.effective_shortcode(user), Some("*5"));
-    assert_eq!(policy.spec.recorder.rtp_ports.min, 30000);
+    // Outside the NodePort range (30000-32767) and the ephemeral ports.
+    assert_eq!(policy.spec.recorder.rtp_ports.min, 20000);
+    assert_eq!(policy.spec.recorder.rtp_ports.max, 20999);
     assert_eq!(policy.spec.recorder.sip.port, 5060);
     let storage = policy.spec.storage.unwrap();
     assert_eq!(
