@@ -285,7 +285,11 @@ pub struct RecorderSpec {
     pub network: NetworkSpec,
 
     /// CPU and memory for each recorder pod. Encoding a recorded call to MP3
-    /// costs about 2.5 ms of CPU per second of call.
+    /// costs about 2.5 ms of CPU per second of call. Unset, they are sized
+    /// from the calls the RTP range holds (four ports a call): a request of
+    /// 1m CPU a call (at least 100m) and 64 MiB + 256 KiB a call of memory,
+    /// a memory limit of twice that, and no CPU limit (a throttled media
+    /// path delays packets).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 

@@ -23,8 +23,8 @@ use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
     HTTPGetAction, KeyToPath, ObjectFieldSelector, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecurityContext, Volume,
-    VolumeMount, VolumeResourceRequirements,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
+    SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -107,6 +107,31 @@ pub fn pod_security(fs_group: bool) -> PodSecurityContext {
             ..SeccompProfile::default()
         }),
         ..PodSecurityContext::default()
+    }
+}
+
+/// Requests and a memory limit sized from the calls the RTP range holds
+/// (four ports a call: a pair per side), when the policy sets none: a pod
+/// without them is BestEffort, the first evicted under pressure.
+/// * CPU request: 1 millicore a call (the target is 1000 recorded calls a
+///   core), at least 100m. No CPU limit: a throttled media path delays
+///   packets, and the recorder runs one shard per CPU its cgroup allows.
+/// * Memory: 64 MiB and 256 KiB a call requested (the target is under
+///   192 KiB a call), twice that as the limit.
+pub fn default_resources(min_port: i32, max_port: i32) -> ResourceRequirements {
+    let calls = i64::from((max_port - min_port + 1).max(0)) / 4;
+    let cpu = calls.max(100);
+    let mem_mib = 64 + calls / 4;
+    ResourceRequirements {
+        requests: Some(
+            [
+                ("cpu".to_owned(), Quantity(format!("{cpu}m"))),
+                ("memory".to_owned(), Quantity(format!("{mem_mib}Mi"))),
+            ]
+            .into(),
+        ),
+        limits: Some([("memory".to_owned(), Quantity(format!("{}Mi", mem_mib * 2)))].into()),
+        ..ResourceRequirements::default()
     }
 }
 
@@ -232,7 +257,11 @@ pub fn build_statefulset(v: &Validated) -> StatefulSet {
         ports: Some(ports),
         readiness_probe: Some(http_probe("/readyz", "metrics", 5, Some(3))),
         liveness_probe: Some(http_probe("/healthz", "metrics", 10, Some(3))),
-        resources: Some(rec.resources.clone().unwrap_or_default()),
+        resources: Some(
+            rec.resources
+                .clone()
+                .unwrap_or_else(|| default_resources(rec.rtp_ports.min, rec.rtp_ports.max)),
+        ),
         security_context: Some(hardened()),
         volume_mounts: Some(mounts),
         ..Container::default()
