@@ -3,6 +3,11 @@
 //! a chart test compares them — and the controller tests check that every
 //! request the reconciler makes is in the list.
 
+/// Grants an admission plugin checks rather than a request the operator
+/// makes: they never appear in an audit log of the operator's calls.
+pub const ADMISSION_ONLY: &[(&str, &str, &str)] =
+    &[("update", "earshot.io", "recordingpolicies/finalizers")];
+
 /// Cluster-wide calls: watching policies and what they own, writing them.
 /// Server-side apply needs `create` too when the object does not exist yet.
 pub const CLUSTER: &[(&str, &str, &str)] = &[
@@ -10,6 +15,12 @@ pub const CLUSTER: &[(&str, &str, &str)] = &[
     ("list", "earshot.io", "recordingpolicies"),
     ("watch", "earshot.io", "recordingpolicies"),
     ("patch", "earshot.io", "recordingpolicies/status"),
+    // The objects a policy owns carry `blockOwnerDeletion: true`; where the
+    // OwnerReferencesPermissionEnforcement admission plugin is on (as on
+    // OpenShift, and in the test control plane), setting it needs `update`
+    // on the owner's finalizers. Checked by admission, never a request of
+    // its own: see [`ADMISSION_ONLY`].
+    ("update", "earshot.io", "recordingpolicies/finalizers"),
     // dereference: the storage credentials and the announcement prompt.
     ("get", "", "secrets"),
     ("get", "", "configmaps"),

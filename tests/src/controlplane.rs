@@ -168,6 +168,9 @@ impl ControlPlane {
                     "--service-account-issuer=https://kubernetes.default.svc",
                     "--authorization-mode=RBAC",
                     "--disable-admission-plugins=ServiceAccount",
+                    // As on OpenShift: setting blockOwnerDeletion needs
+                    // `update` on the owner's finalizers.
+                    "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
                     "--endpoint-reconciler-type=none",
                     "--audit-log-maxsize=1000",
                 ])
