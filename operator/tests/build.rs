@@ -228,6 +228,34 @@ fn the_workload_keeps_calls_alive_and_runs_hardened() {
     assert!(build_pdb(&v).is_some());
 }
 
+/// What the recorder cannot reload (its RTP range here) changes the pod
+/// template's restart annotation, so the pods roll; what it reloads (users,
+/// modes) leaves the template alone (`a_users_change_touches_only_the_configmap`).
+#[test]
+fn a_change_the_recorder_cannot_reload_rolls_the_pods() {
+    let text = std::fs::read_to_string(repo().join("config/samples/small-office.yaml")).unwrap();
+    let annotation = |text: &str| {
+        let sts = build_statefulset(&mk_validated(text));
+        sts.spec
+            .unwrap()
+            .template
+            .metadata
+            .unwrap()
+            .annotations
+            .unwrap()[earshot_operator::build::RESTART_ANNOTATION]
+            .clone()
+    };
+    let before = annotation(&text);
+    let ports = text.replace(
+        "  recorder:\n",
+        "  recorder:\n    rtpPorts: { min: 22000, max: 22999 }\n",
+    );
+    assert_ne!(ports, text, "the sample has a recorder section");
+    assert_ne!(annotation(&ports), before, "a new RTP range rolls the pods");
+    let users = text.replace("mode: Never", "mode: Always");
+    assert_eq!(annotation(&users), before, "users reload without a roll");
+}
+
 #[test]
 fn a_users_change_touches_only_the_configmap() {
     let text = std::fs::read_to_string(repo().join("config/samples/small-office.yaml")).unwrap();

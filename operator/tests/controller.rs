@@ -277,7 +277,7 @@ fn secret() -> Value {
 }
 
 fn with_ready_replicas(mut body: Value) -> Option<Value> {
-    body["status"] = json!({"readyReplicas": 1, "replicas": 1});
+    body["status"] = json!({"readyReplicas": 1, "replicas": 1, "updatedReplicas": 1});
     Some(body)
 }
 

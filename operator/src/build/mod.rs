@@ -18,7 +18,7 @@ pub use earshot_contracts::names::{CONFIG_FILE, CONSOLE_HEALTH_PORT, CONSOLE_POR
 pub use pdb::build_pdb;
 pub use service::build_service;
 pub use servicemonitor::{build_servicemonitor, servicemonitor_resource};
-pub use statefulset::build_statefulset;
+pub use statefulset::{RESTART_ANNOTATION, build_statefulset, restart_checksum};
 
 use std::collections::BTreeMap;
 

@@ -110,6 +110,34 @@ pub fn pod_security(fs_group: bool) -> PodSecurityContext {
     }
 }
 
+/// The pod template annotation whose value changes with every setting the
+/// recorder cannot reload live, so such a change rolls the pods (users,
+/// modes, peers, announcements and recording settings reload without one).
+pub const RESTART_ANNOTATION: &str = "earshot.io/restart-config";
+
+/// A hash of the recorder settings that need a restart: listeners and
+/// addresses, the RTP range, shards, the HTTP port, event log, spool,
+/// storage and instance name.
+pub fn restart_checksum(v: &Validated) -> String {
+    use sha2::Digest;
+    let c = super::recorder_config(v);
+    let restart = serde_json::json!([
+        c.sip.listen,
+        c.sip.transports,
+        c.advertised_address,
+        c.rtp.bind,
+        c.rtp.port_min,
+        c.rtp.port_max,
+        c.shards,
+        c.http,
+        c.events,
+        c.spool,
+        c.storage,
+        c.instance,
+    ]);
+    hex::encode(&sha2::Sha256::digest(restart.to_string().as_bytes())[..8])
+}
+
 /// Requests and a memory limit sized from the calls the RTP range holds
 /// (four ports a call: a pair per side), when the policy sets none: a pod
 /// without them is BestEffort, the first evicted under pressure.
@@ -321,6 +349,10 @@ pub fn build_statefulset(v: &Validated) -> StatefulSet {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(selector),
+                    // A change the recorder cannot reload rolls the pods.
+                    annotations: Some(
+                        [(RESTART_ANNOTATION.to_owned(), restart_checksum(v))].into(),
+                    ),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(pod),

@@ -325,7 +325,24 @@ fn recorder_check(
         .as_ref()
         .and_then(|s| s.ready_replicas)
         .unwrap_or(0);
-    if ready >= 1 {
+    // A change the recorder cannot reload rolls its pods (the restart
+    // annotation): until every pod runs the new template, status says so.
+    let status = d.status.as_ref();
+    let generation = d.metadata.generation.unwrap_or(0);
+    let observed = status.and_then(|s| s.observed_generation).unwrap_or(0);
+    let updated = status.and_then(|s| s.updated_replicas).unwrap_or(0);
+    let revisions = status.map(|s| (s.current_revision.clone(), s.update_revision.clone()));
+    let rolling = observed < generation
+        || updated < want
+        || revisions.is_some_and(|(c, u)| c.is_some() && u.is_some() && c != u);
+    if ready >= 1 && rolling {
+        Check::ok(
+            "Rolling",
+            format!(
+                "{ready} of {want} recorder pods ready, {updated} of {want} on the new configuration (a change that needs a restart is rolling out)"
+            ),
+        )
+    } else if ready >= 1 {
         Check::ok(
             "ReplicasReady",
             format!("{ready} of {want} recorder pods ready"),
@@ -359,5 +376,65 @@ pub fn error_policy(policy: Arc<RecordingPolicy>, error: &Error, ctx: Arc<Contex
         | Error::OperatorKeyMissing(_) => Action::requeue(backoff(Duration::from_secs(30), n)),
         Error::Storage(e) if !e.transient() => Action::requeue(backoff(Duration::from_secs(60), n)),
         _ => Action::requeue(backoff(Duration::from_secs(5), n)),
+    }
+}
+
+#[cfg(test)]
+mod roll_tests {
+    use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
+
+    fn validated() -> crate::build::Validated {
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../config/samples/small-office.yaml"),
+        )
+        .unwrap();
+        let policy = earshot_crds::validate::PolicyValidator::new()
+            .parse(&text)
+            .unwrap();
+        let operator = crate::config::OperatorConfig {
+            allow_any_storage_endpoint: true,
+            ..Default::default()
+        };
+        super::validate::validate(&policy, &operator).unwrap()
+    }
+
+    fn sts(ready: i32, updated: i32, current: &str, update: &str) -> StatefulSet {
+        StatefulSet {
+            status: Some(StatefulSetStatus {
+                replicas: 2,
+                ready_replicas: Some(ready),
+                updated_replicas: Some(updated),
+                current_revision: Some(current.into()),
+                update_revision: Some(update.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Status waits for a roll: while pods run an older template it says
+    /// so (still available: calls go on through the ready pods).
+    #[test]
+    fn a_rolling_recorder_says_so_until_every_pod_is_on_the_new_template() {
+        let mut v = validated();
+        v.policy.spec.recorder.replicas = 2;
+        let rolling = super::recorder_check(&sts(2, 1, "r1", "r2"), &v);
+        assert_eq!(
+            (rolling.ok, rolling.reason.as_str()),
+            (Some(true), "Rolling")
+        );
+        assert!(
+            rolling.message.contains("1 of 2 on the new configuration"),
+            "{}",
+            rolling.message
+        );
+        let done = super::recorder_check(&sts(2, 2, "r2", "r2"), &v);
+        assert_eq!(done.reason, "ReplicasReady");
+        let down = super::recorder_check(&sts(0, 0, "r2", "r2"), &v);
+        assert_eq!(
+            (down.ok, down.reason.as_str()),
+            (Some(false), "NoReplicaReady")
+        );
     }
 }
