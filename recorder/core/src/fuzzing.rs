@@ -293,7 +293,7 @@ pub fn engine(data: &[u8]) {
                 retry.pop_via();
                 retry.pop_via();
                 retry.push_via(format!("SIP/2.0/UDP {source};branch=z9hG4bK-r{arg}"));
-                let seq = req.cseq().map_or(1, |c| c.0) + 1;
+                let seq = req.cseq().map_or(1, |c| c.0).saturating_add(1);
                 retry.set_header("CSeq", format!("{seq} INVITE"));
                 retry.set_header("Proxy-Authorization", "Digest username=\"f\"".into());
                 rec.handle_sip(now, target, &retry.to_bytes());

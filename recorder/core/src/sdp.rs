@@ -93,7 +93,8 @@ impl MediaStream {
     /// Whether the stream carries RTP (`RTP/AVP`, `RTP/SAVPF`,
     /// `UDP/TLS/RTP/SAVP`, ...) rather than, say, T.38 over UDPTL.
     pub fn is_rtp(&self) -> bool {
-        self.proto.to_ascii_uppercase().contains("RTP")
+        // Asked per relayed packet: no allocation.
+        self.proto.split('/').any(|p| p.eq_ignore_ascii_case("RTP"))
     }
 
     /// The codec of a payload type.

@@ -51,7 +51,7 @@ impl Leg {
             *start = Some(now);
             *n = 0;
         }
-        *n += 1;
+        *n = n.saturating_add(1);
         *n <= MAX_AUDIO_PPS
     }
 }
@@ -166,8 +166,8 @@ impl Recorder {
     /// Parses an SDP body and refuses what must never reach the relay:
     /// link-local (cloud metadata) addresses always; loopback and the
     /// recorder's own address unless the config allows local media.
-    pub(super) fn check_sdp(&self, body: &[u8]) -> Result<Sdp, SdpFailure> {
-        let sdp = Sdp::parse(body).map_err(|e| SdpFailure::Bad(e.to_string()))?;
+    pub(super) fn check_sdp(&self, body: &[u8]) -> Result<Sdp, String> {
+        let sdp = Sdp::parse(body).map_err(|e| e.to_string())?;
         let own = self.cfg.advertised.ip();
         let allow = self.cfg.allow_local_media;
         if let Some(why) = sdp.streams.iter().filter_map(|s| s.rtp).find_map(|a| {
@@ -182,7 +182,7 @@ impl Recorder {
                 None
             }
         }) {
-            return Err(SdpFailure::Bad(format!("media address {why} not allowed")));
+            return Err(format!("media address {why} not allowed"));
         }
         Ok(sdp)
     }
@@ -198,10 +198,10 @@ impl Recorder {
         side: Side,
         tag: Option<&str>,
         body: &[u8],
-    ) -> Result<Vec<u8>, SdpFailure> {
+    ) -> Result<Vec<u8>, String> {
         let sdp = self.check_sdp(body)?;
         let Some(call) = self.calls.get_mut(&cid) else {
-            return Err(SdpFailure::Bad("no call".into()));
+            return Err("no call".into());
         };
         let follow = match (side, tag) {
             (Side::Callee, Some(tag)) if call.dialogs.knows(tag) => {
@@ -486,12 +486,6 @@ impl Recorder {
             to: dest,
         })
     }
-}
-
-/// Why an SDP body could not be put through the relay.
-pub(super) enum SdpFailure {
-    /// It does not parse, lies, or names an address the relay must not use.
-    Bad(String),
 }
 
 /// Link-local addresses (cloud metadata services among them): never a

@@ -13,7 +13,7 @@ use crate::sip::message::{self, Message, StartLine};
 use crate::stats::{Stats, method_label};
 
 use super::calls::{Call, Misfit};
-use super::media::{SdpFailure, is_sdp};
+use super::media::is_sdp;
 use super::transaction::{TXN_LINGER, TxnTimer, server_key};
 use super::{Output, Recorder, Timer};
 
@@ -172,13 +172,21 @@ impl Recorder {
     /// One SIP message (a UDP datagram or a framed TCP message) from `source`.
     pub fn handle_sip(&mut self, now: Instant, source: Target, data: &[u8]) {
         self.ensure_sweep(now);
-        // A request from a stranger costs nothing more than this look-up
-        // (unless the config asks for an answer, which needs its headers).
-        if !data.starts_with(b"SIP/")
-            && self.cfg.unknown_sources != UnknownSources::Refuse
-            && self.cfg.peer_of(source.addr.ip()).is_none()
-        {
+        // The ACL before anything else (retransmissions and CANCEL too),
+        // once per request: a stranger's costs this look-up and nothing
+        // more, unless the config asks for a 403, which needs its headers.
+        let request = !data.starts_with(b"SIP/");
+        let peer = request
+            .then(|| self.cfg.peer_of(source.addr.ip()).map(|p| p.name.clone()))
+            .flatten();
+        if request && peer.is_none() {
             Stats::bump(&mut self.stats.sip_dropped, "unknown_source");
+            if self.cfg.unknown_sources == UnknownSources::Refuse {
+                match Message::parse(data) {
+                    Ok(msg) => self.refuse(source, &msg, 403, "Forbidden", &[]),
+                    Err(_) => self.stats.sip_parse_errors += 1,
+                }
+            }
             return;
         }
         let msg = match Message::parse(data) {
@@ -193,7 +201,10 @@ impl Recorder {
             Stats::bump(&mut self.stats.sip_messages, (method_label(&m), "in"));
         }
         match msg.start {
-            StartLine::Request { .. } => self.on_request(now, source, msg, data),
+            StartLine::Request { .. } => {
+                let peer = peer.unwrap_or_default();
+                self.on_request(now, source, &peer, msg, data)
+            }
             StartLine::Response { .. } => self.on_response(now, source, msg),
         }
     }
@@ -257,7 +268,8 @@ impl Recorder {
         }
     }
 
-    /// A request, in the proxy's steps (RFC 3261 §16): the ACL, absorb what
+    /// A request from a peer (`handle_sip` applied the ACL), in the proxy's
+    /// steps (RFC 3261 §16): absorb what
     /// repeats a transaction, find the call it belongs to (a new INVITE
     /// starts one, or retries one waiting for it), admit or refuse, route,
     /// follow the call, forward statefully.
@@ -265,20 +277,12 @@ impl Recorder {
         &mut self,
         now: Instant,
         source: Target,
+        peer: &str,
         mut msg: Message,
         data: &[u8],
     ) {
         let method = msg.method().unwrap_or_default().to_ascii_uppercase();
         let in_dialog = msg.to_tag().is_some();
-        // The ACL before anything else (retransmissions and CANCEL too):
-        // from an unknown source, nothing is answered unless configured.
-        let Some(peer) = self.cfg.peer_of(source.addr.ip()).map(|p| p.name.clone()) else {
-            Stats::bump(&mut self.stats.sip_dropped, "unknown_source");
-            if self.cfg.unknown_sources == UnknownSources::Refuse {
-                self.refuse(source, &msg, 403, "Forbidden", &[]);
-            }
-            return;
-        };
         if self.absorbed(source, &msg, &method) {
             return;
         }
@@ -298,7 +302,7 @@ impl Recorder {
             });
             return;
         }
-        let Some(max_forwards) = self.admit(now, source, &peer, &msg, &method, in_dialog, new_call)
+        let Some(max_forwards) = self.admit(now, source, peer, &msg, &method, in_dialog, new_call)
         else {
             return;
         };
@@ -307,7 +311,7 @@ impl Recorder {
             return;
         };
         let Some((call, side)) =
-            self.follow_call(now, source, &peer, &mut msg, &method, in_dialog, attempt)
+            self.follow_call(now, source, peer, &mut msg, &method, in_dialog, attempt)
         else {
             return;
         };
@@ -317,7 +321,17 @@ impl Recorder {
         {
             c.callee_at.get_or_insert(dest);
         }
-        self.forward(now, source, dest, msg, &method, in_dialog, call, side, peer);
+        self.forward(
+            now,
+            source,
+            dest,
+            msg,
+            &method,
+            in_dialog,
+            call,
+            side,
+            peer.to_owned(),
+        );
     }
 
     /// What an INVITE without a To tag is to the call its Call-ID names: a
@@ -615,7 +629,7 @@ impl Recorder {
                     if method == "ACK" {
                         return None;
                     }
-                    let SdpFailure::Bad(why) = e;
+                    let why = e;
                     self.refuse(
                         source,
                         msg,
