@@ -198,6 +198,9 @@ struct Pending {
     /// What the call's media did that its recording cannot hold (`fax`),
     /// also before the recording started.
     notes: Vec<&'static str>,
+    /// Its recording was told it lost frames (told once: while a worker
+    /// stays behind, shedding runs every round).
+    behind: bool,
     recording: bool,
     refused: bool,
     worker: usize,
@@ -223,6 +226,17 @@ impl Dispatcher {
             shared,
             backlog: Backlog::default(),
         })
+    }
+
+    /// Jobs other than media held for the workers (tests: they stay few
+    /// however long a worker is behind).
+    #[cfg(test)]
+    pub(super) fn held_control_jobs(&self) -> usize {
+        self.held
+            .iter()
+            .flatten()
+            .filter(|j| !matches!(j, Job::Media(_)))
+            .count()
     }
 
     /// The handle `/readyz` reads to see whether the pipeline is behind.
@@ -288,10 +302,12 @@ impl Dispatcher {
         }
         self.shared.metrics.frames_shed.inc_by(dropped);
         for &call in calls {
-            if let Some(p) = self.calls.get(&call)
+            if let Some(p) = self.calls.get_mut(&call)
                 && p.recording
                 && !p.refused
+                && !p.behind
             {
+                p.behind = true;
                 let worker = p.worker;
                 self.send(
                     worker,
@@ -326,10 +342,17 @@ impl Dispatcher {
         let dropped = media - HELD_MEDIA_MAX;
         self.shared.metrics.frames_shed.inc_by(dropped as u64);
         for call in lost {
-            held.push(Job::Note {
-                call,
-                note: "behind",
-            });
+            // Each recording is told once, so the held jobs other than
+            // media stay bounded however long the worker stays behind.
+            if let Some(p) = self.calls.get_mut(&call)
+                && !p.behind
+            {
+                p.behind = true;
+                self.held[worker].push(Job::Note {
+                    call,
+                    note: "behind",
+                });
+            }
         }
     }
 
@@ -383,6 +406,7 @@ impl Dispatcher {
                     Pending {
                         meta,
                         notes: Vec::new(),
+                        behind: false,
                         recording: false,
                         refused: false,
                         worker,
