@@ -16,107 +16,43 @@ use std::time::Duration;
 use common::*;
 use earshot_tests::kamailio::Kamailio;
 use earshot_tests::pcap::RtpStream;
-use earshot_tests::{
-    RecorderProcess, Sipp, SippProcess, TempDir, decode_mp3, events_of, free_ports, tone_power,
-};
+use earshot_tests::{TempDir, decode_mp3, events_of, tone_power};
 
-/// A recorder whose next hop is `next_hop`, and the port block of its peers.
-struct Rig {
-    dir: TempDir,
-    recorder: RecorderProcess,
-    /// The callee SIPp's port (its media +2, control +6); callers +8...
-    ports: u16,
+/// One call from the caller 008 through the recorder: the callee's
+/// scenario, then the caller's (each playing its tone for `talk_ms` and
+/// 2 s more), both of which must succeed.
+fn call(
+    s: &Setup,
+    tag: &str,
+    (uac, uac_vars): (&str, Vec<(&str, String)>),
+    (uas, uas_vars): (&str, Vec<(&str, String)>),
+    talk_ms: u64,
+) {
+    let mut callee_vars = vec![("TALK_MS", talk_ms.to_string())];
+    callee_vars.extend(uas_vars);
+    let callee = s.pcap(
+        &format!("{tag}-callee.pcap"),
+        &tone(2, 1000.0, talk_ms + 2000),
+    );
+    let mut uas = s.uas_with(uas, &callee, 1, callee_vars);
+    let mut caller_vars = vec![
+        (
+            "PCAP",
+            s.pcap(
+                &format!("{tag}-caller.pcap"),
+                &tone(1, 440.0, talk_ms + 2000),
+            ),
+        ),
+        ("TALK_MS", talk_ms.to_string()),
+    ];
+    caller_vars.extend(uac_vars);
+    let mut uac = s.uac_at(0, uac, "008", "500", caller_vars, &["-m", "1"]);
+    uac.wait_success(Duration::from_secs(60));
+    uas.wait_success(Duration::from_secs(20));
 }
 
-impl Rig {
-    fn new(name: &str, next_hop: impl FnOnce(u16) -> SocketAddr) -> Rig {
-        earshot_tests::require("sipp");
-        let dir = TempDir::new(name);
-        let ports = free_ports(32);
-        let hop = next_hop(ports);
-        let recorder = RecorderProcess::start(Path::new(BINARY), dir.path(), hop, &users());
-        Rig {
-            dir,
-            recorder,
-            ports,
-        }
-    }
-
-    fn direct(name: &str) -> Rig {
-        Rig::new(name, |p| SocketAddr::from(([127, 0, 0, 1], p)))
-    }
-
-    fn pcap(&self, name: &str, stream: &RtpStream) -> String {
-        let p = self.dir.path().join(name);
-        stream.write(&p).unwrap();
-        p.display().to_string()
-    }
-
-    /// The callee, then the caller through the recorder; both must succeed.
-    fn call(
-        &self,
-        tag: &str,
-        (uac, uac_vars): (&str, Vec<(&str, String)>),
-        (uas, uas_vars): (&str, Vec<(&str, String)>),
-        talk_ms: u64,
-    ) {
-        let mut callee_vars = vec![
-            (
-                "PCAP",
-                self.pcap(
-                    &format!("{tag}-callee.pcap"),
-                    &tone(2, 1000.0, talk_ms + 2000),
-                ),
-            ),
-            ("TALK_MS", talk_ms.to_string()),
-        ];
-        callee_vars.extend(uas_vars);
-        let mut uas = Sipp {
-            scenario: uas,
-            vars: callee_vars,
-            args: vec!["-m".into(), "1".into()],
-            port: self.ports,
-            media_port: self.ports + 2,
-            control_port: self.ports + 6,
-        }
-        .spawn(self.dir.path(), &format!("uas-{tag}"));
-        std::thread::sleep(Duration::from_millis(300));
-        let mut caller_vars = vec![
-            ("FROM", "008".to_owned()),
-            (
-                "PCAP",
-                self.pcap(
-                    &format!("{tag}-caller.pcap"),
-                    &tone(1, 440.0, talk_ms + 2000),
-                ),
-            ),
-            ("TALK_MS", talk_ms.to_string()),
-        ];
-        caller_vars.extend(uac_vars);
-        let mut uac = Sipp {
-            scenario: uac,
-            vars: caller_vars,
-            args: vec![
-                "-rsa".into(),
-                self.recorder.sip.to_string(),
-                "-s".into(),
-                "500".into(),
-                "-m".into(),
-                "1".into(),
-                format!("127.0.0.1:{}", self.ports),
-            ],
-            port: self.ports + 8,
-            media_port: self.ports + 10,
-            control_port: self.ports + 14,
-        }
-        .spawn(self.dir.path(), &format!("uac-{tag}"));
-        uac.wait_success(Duration::from_secs(60));
-        uas.wait_success(Duration::from_secs(20));
-    }
-
-    fn metric(&self, series: &str) -> f64 {
-        self.recorder.metric(series)
-    }
+fn direct(name: &str) -> Setup {
+    setup(name, &users())
 }
 
 fn tone(ssrc: u32, hz: f64, ms: u64) -> RtpStream {
@@ -124,7 +60,7 @@ fn tone(ssrc: u32, hz: f64, ms: u64) -> RtpStream {
 }
 
 /// The newest recordings once `n` are stored.
-fn recordings(rig: &Rig, n: usize) -> Vec<(PathBuf, serde_json::Value)> {
+fn recordings(rig: &Setup, n: usize) -> Vec<(PathBuf, serde_json::Value)> {
     let mut recs = rig.recorder.wait_recordings(n, Duration::from_secs(20));
     recs.sort_by_key(|(_, s)| s["startedAt"].as_str().unwrap_or_default().to_owned());
     assert_eq!(recs.len(), n, "{recs:?}");
@@ -173,7 +109,7 @@ fn assert_recording(what: &str, mp3: &Path, side: &serde_json::Value, talk_s: f6
 fn a_trunk_that_challenges_every_invite() {
     let trunk_dir = TempDir::new("field-trunk");
     let mut trunk = None;
-    let rig = Rig::new("field-challenge", |ports| {
+    let rig = setup_via("field-challenge", &users(), |ports| {
         let t = Kamailio::start_trunk(
             trunk_dir.path(),
             ports + 20,
@@ -193,13 +129,15 @@ fn a_trunk_that_challenges_every_invite() {
         ]
     };
     // Two calls through one process: the second call finds no state of the first.
-    rig.call(
+    call(
+        &rig,
         "auth-1",
         ("uac_auth.xml", auth()),
         ("uas.xml", vec![]),
         4000,
     );
-    rig.call(
+    call(
+        &rig,
         "auth-2",
         ("uac_auth.xml", auth()),
         ("uas.xml", vec![]),
@@ -223,7 +161,7 @@ fn a_trunk_that_challenges_every_invite() {
         2,
         "one call per retried INVITE"
     );
-    assert!(rig.metric("earshot_rtp_dropped_total{reason=\"unknown_port\"}") < 1.0);
+    assert!(rig.metric("earshot_rtp_dropped_packets_total{reason=\"unknown_port\"}") < 1.0);
 }
 
 /// A 401 from the far end itself (SIPp checks the digest), a 302 to
@@ -231,30 +169,34 @@ fn a_trunk_that_challenges_every_invite() {
 /// by the caller, each one call, each recorded whole.
 #[test]
 fn retries_after_401_302_422_and_491_are_one_recorded_call_each() {
-    let rig = Rig::direct("field-retries");
+    let rig = direct("field-retries");
     let auth = vec![
         ("AUTH_USER", "pbx".to_owned()),
         ("AUTH_PASS", "pw".to_owned()),
     ];
-    rig.call(
+    call(
+        &rig,
         "401",
         ("uac_auth.xml", auth.clone()),
         ("uas_auth.xml", auth),
         3000,
     );
-    rig.call(
+    call(
+        &rig,
         "302",
         ("uac_redirect.xml", vec![]),
         ("uas_redirect.xml", vec![("TARGET", "600".to_owned())]),
         3000,
     );
-    rig.call(
+    call(
+        &rig,
         "422",
         ("uac_422.xml", vec![]),
         ("uas_422.xml", vec![]),
         3000,
     );
-    rig.call(
+    call(
+        &rig,
         "491",
         ("uac_491.xml", vec![("GLARE_MS", "1500".to_owned())]),
         ("uas_491.xml", vec![]),
@@ -280,8 +222,9 @@ fn retries_after_401_302_422_and_491_are_one_recorded_call_each() {
 /// recording, of the dialog that stayed up, as long as it lasted.
 #[test]
 fn a_forked_call_is_recorded_once_from_the_answer() {
-    let rig = Rig::direct("field-fork");
-    rig.call(
+    let rig = direct("field-fork");
+    call(
+        &rig,
         "fork",
         ("uac_fork.xml", vec![]),
         ("uas_fork.xml", vec![("RING_MS", "500".to_owned())]),
@@ -300,20 +243,23 @@ fn a_forked_call_is_recorded_once_from_the_answer() {
 /// re-INVITE and UPDATE. Each one continuous recording.
 #[test]
 fn prack_update_delayed_offer_and_refreshes_record_one_stretch() {
-    let rig = Rig::direct("field-offers");
-    rig.call(
+    let rig = direct("field-offers");
+    call(
+        &rig,
         "prack",
         ("uac_prack.xml", vec![]),
         ("uas_prack.xml", vec![]),
         4000,
     );
-    rig.call(
+    call(
+        &rig,
         "delayed",
         ("uac_delayed.xml", vec![]),
         ("uas_delayed.xml", vec![]),
         4000,
     );
-    rig.call(
+    call(
+        &rig,
         "timer",
         (
             "uac_timer.xml",
@@ -338,8 +284,9 @@ fn prack_update_delayed_offer_and_refreshes_record_one_stretch() {
 /// recorded on its own, its sidecar naming the call it replaces.
 #[test]
 fn a_transferred_call_and_the_call_that_replaces_it() {
-    let rig = Rig::direct("field-transfer");
-    rig.call(
+    let rig = direct("field-transfer");
+    call(
+        &rig,
         "refer",
         ("uac_refer.xml", vec![]),
         ("uas_refer.xml", vec![("REFER_TARGET", "600".to_owned())]),
@@ -360,7 +307,8 @@ fn a_transferred_call_and_the_call_that_replaces_it() {
         Some(original.as_str()),
         "the REFER is noted on the call"
     );
-    rig.call(
+    call(
+        &rig,
         "replaces",
         (
             "uac_replaces.xml",
@@ -381,9 +329,6 @@ fn a_transferred_call_and_the_call_that_replaces_it() {
     );
 }
 
-#[allow(dead_code)]
-fn keep(_: SippProcess) {}
-
 /// Audio with rtcp-mux and video, offered with ICE candidates naming the
 /// caller's own addresses, then a T.38 fax re-INVITE from the callee: the
 /// callee never sees a candidate (SIPp fails the call if it does), video is
@@ -391,8 +336,9 @@ fn keep(_: SippProcess) {}
 /// conversation before it, marked incomplete with the reason `fax`.
 #[test]
 fn audio_and_video_with_ice_then_a_fax_re_invite() {
-    let rig = Rig::direct("field-fax");
-    rig.call(
+    let rig = direct("field-fax");
+    call(
+        &rig,
         "fax",
         ("uac_av.xml", vec![]),
         ("uas_fax.xml", vec![("FAX_MS", "1500".to_owned())]),

@@ -75,6 +75,25 @@ pub fn setup_extra(
     }
 }
 
+/// A setup whose recorder's next hop is what `next_hop` makes of the
+/// callee SIPp's port (a trunk in front of it, say).
+pub fn setup_via(
+    name: &str,
+    users: &[TestUser],
+    next_hop: impl FnOnce(u16) -> SocketAddr,
+) -> Setup {
+    earshot_tests::require("sipp");
+    let dir = TempDir::new(name);
+    let ports = free_ports(32);
+    let hop = next_hop(ports);
+    let recorder = RecorderProcess::start(Path::new(BINARY), dir.path(), hop, users);
+    Setup {
+        dir,
+        recorder,
+        ports,
+    }
+}
+
 /// A setup whose recorder stores recordings as `storage` says (YAML), with extra environment.
 pub fn setup_with(
     name: &str,
