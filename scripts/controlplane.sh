@@ -14,7 +14,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-K8S_VERSION="v1.35.4"
+# The Kubernetes release (K8S_VERSION) and its version ldflags.
+source scripts/k8s-version.sh
 ETCD_VERSION="3.6.5"
 PREFIX="${EARSHOT_CONTROLPLANE:-/usr/local/lib/earshot-controlplane/${K8S_VERSION}}"
 BIN="$PREFIX/bin"
@@ -41,14 +42,7 @@ echo "controlplane: building Kubernetes ${K8S_VERSION} and etcd ${ETCD_VERSION} 
 started=$(date +%s)
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
 mkdir -p "$BIN.partial"
-pkg="k8s.io/component-base/version"
-client="k8s.io/client-go/pkg/version"
-minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
-vflags=""
-for p in "$pkg" "$client"; do
-  vflags+=" -X $p.gitVersion=${K8S_VERSION} -X $p.gitMajor=1 -X $p.gitMinor=${minor}"
-  vflags+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
-done
+vflags="$(k8s_version_ldflags)"
 (
   cd tests/controlplane
   go build -trimpath -ldflags "-s -w${vflags}" -o "$BIN.partial/" \

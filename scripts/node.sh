@@ -23,7 +23,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-K8S_VERSION="v1.35.4"
+# The Kubernetes release (K8S_VERSION) and its version ldflags.
+source scripts/k8s-version.sh
 CONTAINERD_VERSION="v2.2.9"
 ROOT="${EARSHOT_NODE:-/usr/local/lib/earshot-node}"
 KBIN="$ROOT/kubernetes-${K8S_VERSION}/bin"
@@ -73,14 +74,7 @@ else
   echo "node: building kubelet, kube-proxy and kube-scheduler ${K8S_VERSION} from Go modules (once)"
   started=$(date +%s)
   mkdir -p "$KBIN.partial"
-  pkg="k8s.io/component-base/version"
-  client="k8s.io/client-go/pkg/version"
-  minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
-  vflags=""
-  for p in "$pkg" "$client"; do
-    vflags+=" -X $p.gitVersion=${K8S_VERSION} -X $p.gitMajor=1 -X $p.gitMinor=${minor}"
-    vflags+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
-  done
+  vflags="$(k8s_version_ldflags)"
   (
     cd tests/node/kubernetes
     CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w${vflags}" -o "$KBIN.partial/" \
