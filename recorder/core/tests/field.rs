@@ -521,14 +521,7 @@ fn delayed_offer_and_a_re_invite_without_sdp() {
         &mut rec,
         t0 + Duration::from_secs(5),
         CALLEE,
-        &mk_in_dialog_response(&reinvite, 200).replace(
-            "Content-Length: 0\r\n\r\n",
-            &format!(
-                "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{}",
-                sdp("10.0.0.2", 6200, "").len(),
-                sdp("10.0.0.2", 6200, "")
-            ),
-        ),
+        &mk_in_dialog_answer(&reinvite, 200, &sdp("10.0.0.2", 6200, "")),
     );
     assert_eq!(sdp_port(out.to(CALLER)), port_for_caller);
     sip_in(
@@ -653,18 +646,7 @@ fn prack_update_and_session_refreshes_keep_one_recording() {
         } else {
             String::new()
         };
-        let resp = mk_in_dialog_response(&fwd, 200);
-        let resp = if body.is_empty() {
-            resp
-        } else {
-            resp.replace(
-                "Content-Length: 0\r\n\r\n",
-                &format!(
-                    "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                ),
-            )
-        };
+        let resp = mk_in_dialog_answer(&fwd, 200, &body);
         let out = sip_in(&mut rec, t, CALLEE, &resp);
         recording.extend(out.recording());
         if n % 2 == 0 {
@@ -774,13 +756,7 @@ fn fax_video_and_ice() {
         .parse()
         .unwrap();
     let t38_answer = "v=0\r\no=- 1 2 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 0 RTP/AVP 0\r\nm=image 4004 udptl t38\r\na=T38FaxVersion:0\r\n";
-    let resp = mk_in_dialog_response(&reinvite, 200).replace(
-        "Content-Length: 0\r\n\r\n",
-        &format!(
-            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{t38_answer}",
-            t38_answer.len()
-        ),
-    );
+    let resp = mk_in_dialog_answer(&reinvite, 200, t38_answer);
     sip_in(&mut rec, t0 + Duration::from_secs(3), CALLER, &resp);
     // A UDPTL packet (not RTP: version bits 0) passes as it came.
     let udptl = [0x00u8, 0x01, 0x02, 0x03, 0x04];

@@ -169,6 +169,11 @@ pub fn mk_in_dialog(
 
 /// A response to an in-dialog request that the recorder forwarded.
 pub fn mk_in_dialog_response(req: &Message, code: u16) -> String {
+    mk_in_dialog_answer(req, code, "")
+}
+
+/// [`mk_in_dialog_response`] carrying an SDP body (an offer or answer).
+pub fn mk_in_dialog_answer(req: &Message, code: u16, sdp: &str) -> String {
     let mut head = format!("SIP/2.0 {code} OK\r\n");
     for v in req.headers_named("Via") {
         head.push_str(&format!("Via: {v}\r\n"));
@@ -176,7 +181,7 @@ pub fn mk_in_dialog_response(req: &Message, code: u16) -> String {
     for name in ["From", "To", "Call-ID", "CSeq"] {
         head.push_str(&format!("{name}: {}\r\n", req.header(name).unwrap()));
     }
-    with_body(&head, "")
+    with_body(&head, sdp)
 }
 
 /// What came out of the core after one input.
