@@ -43,7 +43,7 @@ struct Lane {
     media: usize,
     /// Frames dropped since the last round, and the calls they belonged to.
     dropped: u64,
-    dropped_calls: Vec<u64>,
+    dropped_calls: std::collections::HashSet<u64>,
 }
 
 impl Default for EventBuffer {
@@ -79,8 +79,9 @@ impl EventBuffer {
         if let Event::Media(f) = &e {
             if lane.media >= LANE_MEDIA_MAX {
                 lane.dropped += 1;
-                if !lane.dropped_calls.contains(&f.call.id) && lane.dropped_calls.len() < 4096 {
-                    lane.dropped_calls.push(f.call.id);
+                // A set: this runs per dropped frame, while the lane is full.
+                if lane.dropped_calls.len() < 4096 {
+                    lane.dropped_calls.insert(f.call.id);
                 }
                 return;
             }
@@ -105,7 +106,7 @@ impl EventBuffer {
             let more = std::mem::take(&mut l.events);
             l.media = 0;
             dropped += std::mem::take(&mut l.dropped);
-            calls.append(&mut l.dropped_calls);
+            calls.extend(l.dropped_calls.drain());
             drop(l);
             if all.is_empty() {
                 all = more;
@@ -113,6 +114,7 @@ impl EventBuffer {
                 all.extend(more);
             }
         }
+        calls.sort_unstable();
         (all, dropped, calls)
     }
 
@@ -328,13 +330,11 @@ impl Dispatcher {
         let Some(mut excess) = media.checked_sub(HELD_MEDIA_MAX).filter(|&e| e > 0) else {
             return;
         };
-        let mut lost: Vec<u64> = Vec::new();
+        let mut lost = std::collections::BTreeSet::new();
         held.retain(|j| match j {
             Job::Media(f) if excess > 0 => {
                 excess -= 1;
-                if !lost.contains(&f.call.id) {
-                    lost.push(f.call.id);
-                }
+                lost.insert(f.call.id);
                 false
             }
             _ => true,
