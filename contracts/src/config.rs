@@ -31,6 +31,23 @@ pub struct RecorderConfig {
     /// `$EARSHOT_ADVERTISED_ADDRESS`, then to the SIP listen address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub advertised_address: Option<IpAddr>,
+    /// Split horizon: the address peers outside `internalNetworks` reach
+    /// the recorder on (a node's public address), named in Via,
+    /// Record-Route and SDP toward them; the advertised address toward the
+    /// rest. Unset: one address for everybody.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_address: Option<IpAddr>,
+    /// The networks that reach the advertised (internal) address when
+    /// there is an external one. Empty: the private ranges (10/8,
+    /// 172.16/12, 192.168/16, 100.64/10, fc00::/7) and loopback.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub internal_networks: Vec<String>,
+    /// Host network: the addresses of each node a recorder may run on, by
+    /// node name; `$EARSHOT_NODE_NAME` picks this recorder's. The operator
+    /// renders them from the Nodes (InternalIP, and the
+    /// `earshot.io/external-address` annotation or ExternalIP).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_addresses: BTreeMap<String, NodeAddresses>,
     /// RTP relay ports.
     pub rtp: RtpConfig,
     /// Media-path shards: each owns the calls whose Call-ID hashes to it and
@@ -508,11 +525,41 @@ pub struct EffectiveUser {
     pub shortcode: Option<u8>,
 }
 
+/// One node's addresses (host network).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeAddresses {
+    /// The address inside the cluster's networks (the Node's InternalIP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internal: Option<IpAddr>,
+    /// The address peers outside reach the node on, if it has another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<IpAddr>,
+}
+
+/// The networks `internalNetworks` defaults to: private and shared
+/// address space, unique-local IPv6, loopback.
+pub const DEFAULT_INTERNAL_NETWORKS: &[&str] = &[
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "fc00::/7",
+    "::1/128",
+];
+
 /// What the checks resolved: the values the recorder runs on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Checked {
     /// The address peers reach the recorder on.
     pub advertised: IpAddr,
+    /// The address peers outside `internal_networks` reach it on, if another.
+    pub external: Option<IpAddr>,
+    /// The networks that get `advertised` when there is an external address.
+    pub internal_networks: Vec<IpNet>,
+    /// `nodeAddresses` is set and has no entry for this node (named).
+    pub node_missing: Option<String>,
     /// Users by extension, with their effective mode and shortcode.
     pub users: BTreeMap<String, EffectiveUser>,
     /// Peers with their parsed source networks.
@@ -544,6 +591,17 @@ impl RecorderConfig {
     /// Every check that needs only the file (and the advertised address the
     /// environment gives, if any), in the order a reader meets the fields.
     pub fn check(&self, advertised_env: Option<&str>) -> Result<Checked, Invalid> {
+        self.check_on(advertised_env, None)
+    }
+
+    /// Like [`check`](Self::check), on the node `node` names
+    /// (`$EARSHOT_NODE_NAME`): its `nodeAddresses` entry gives the
+    /// advertised and external addresses unless the file sets them.
+    pub fn check_on(
+        &self,
+        advertised_env: Option<&str>,
+        node: Option<&str>,
+    ) -> Result<Checked, Invalid> {
         if !MP3_BITRATES.contains(&self.recording.mp3_bitrate_kbps) {
             return Err(invalid(
                 "recording.mp3BitrateKbps",
@@ -559,7 +617,38 @@ impl RecorderConfig {
         if self.sip.transports.is_empty() {
             return Err(invalid("sip.transports", "at least one of UDP, TCP"));
         }
-        let advertised = match self.advertised_address {
+        let on_node = node.and_then(|n| self.node_addresses.get(n));
+        let node_missing = match node {
+            Some(n) if !self.node_addresses.is_empty() && on_node.is_none() => Some(n.to_owned()),
+            None if !self.node_addresses.is_empty() => Some(String::new()),
+            _ => None,
+        };
+        let external = self
+            .external_address
+            .or_else(|| on_node.and_then(|a| a.external));
+        let internal_networks = if self.internal_networks.is_empty() {
+            DEFAULT_INTERNAL_NETWORKS
+                .iter()
+                .filter_map(|n| IpNet::parse(n))
+                .collect()
+        } else {
+            self.internal_networks
+                .iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    IpNet::parse(n).ok_or_else(|| {
+                        invalid(
+                            format!("internalNetworks[{i}]"),
+                            format!("{n:?} is not a CIDR"),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        let advertised = match self
+            .advertised_address
+            .or_else(|| on_node.and_then(|a| a.internal))
+        {
             Some(a) => a,
             None => match advertised_env {
                 Some(v) => v.parse().map_err(|_| {
@@ -687,8 +776,13 @@ impl RecorderConfig {
                 "mode Prompt needs a prompt file",
             ));
         }
+        // An external address equal to the internal one is no split.
+        let external = external.filter(|e| *e != advertised);
         Ok(Checked {
             advertised,
+            external,
+            internal_networks,
+            node_missing,
             users,
             peers,
         })
@@ -714,6 +808,7 @@ impl RecorderConfig {
                 self.advertised_address != running.advertised_address,
                 "advertisedAddress",
             ),
+
             (self.rtp != running.rtp, "rtp"),
             (self.shards != running.shards, "shards"),
             (self.http != running.http, "http"),

@@ -15,6 +15,8 @@ pub const PROMPT_DIR: &str = "/etc/earshot-prompt";
 /// The address the recorder advertises when its config names none (the
 /// operator sets it from the pod or node IP).
 pub const ADVERTISED_ADDRESS_ENV: &str = "EARSHOT_ADVERTISED_ADDRESS";
+/// The node a recorder runs on (host network picks its `nodeAddresses`).
+pub const NODE_NAME_ENV: &str = "EARSHOT_NODE_NAME";
 /// The S3 access key id, read by `object_store` from the environment.
 pub const ACCESS_KEY_ID_ENV: &str = "AWS_ACCESS_KEY_ID";
 /// The S3 secret access key, likewise.

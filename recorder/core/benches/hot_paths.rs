@@ -36,6 +36,7 @@ fn mk_recorder() -> Recorder {
     );
     let cfg = CoreConfig {
         advertised: "10.0.0.9:5060".parse().unwrap(),
+        split: None,
         peers: vec![Peer {
             name: "pbx".into(),
             sources: vec![IpNet::parse("10.0.0.0/24").unwrap()],

@@ -65,6 +65,9 @@ impl Timers {
 pub struct CoreConfig {
     /// The address peers reach the recorder on: in Via, Record-Route and SDP.
     pub advertised: SocketAddr,
+    /// Split horizon: peers outside the internal networks reach the
+    /// recorder on another address (a node's public one), same port.
+    pub split: Option<SplitHorizon>,
     /// Known peers.
     pub peers: Vec<Peer>,
     /// Policy users by extension.
@@ -89,7 +92,32 @@ pub struct CoreConfig {
     pub announcement: crate::announce::AnnouncementConfig,
 }
 
+/// Two faces of one recorder: the advertised (internal) address for peers
+/// in `internal`, `external` for every other peer. A request between the
+/// two gets two Record-Routes (RFC 5658), each side's SDP and Via name the
+/// address that side can reach.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SplitHorizon {
+    /// The address peers outside `internal` reach the recorder on.
+    pub external: IpAddr,
+    /// The networks that reach the advertised address.
+    pub internal: Vec<IpNet>,
+}
+
 impl CoreConfig {
+    /// The recorder's address as a peer at `ip` reaches it.
+    pub fn facing(&self, ip: IpAddr) -> IpAddr {
+        match &self.split {
+            Some(s) if !s.internal.iter().any(|n| n.contains(ip)) => s.external,
+            _ => self.advertised.ip(),
+        }
+    }
+
+    /// Whether `ip` is one of the recorder's own addresses.
+    pub fn is_own(&self, ip: IpAddr) -> bool {
+        ip == self.advertised.ip() || self.split.as_ref().is_some_and(|s| s.external == ip)
+    }
+
     /// The peer a source address belongs to.
     pub fn peer_of(&self, ip: IpAddr) -> Option<&Peer> {
         self.peers

@@ -132,6 +132,7 @@ fn config() -> CoreConfig {
     };
     CoreConfig {
         advertised: RECORDER.parse().expect("an address"),
+        split: None,
         peers: vec![
             Peer {
                 name: "pbx".into(),

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
-use earshot_recorder_core::{CoreConfig, Peer, Target, Timers};
+use earshot_recorder_core::{CoreConfig, Peer, SplitHorizon, Target, Timers};
 
 use super::Config;
 
@@ -35,6 +35,10 @@ impl Config {
         }
         Ok(CoreConfig {
             advertised: SocketAddr::new(self.advertised, self.file.sip.listen.port()),
+            split: self.external.map(|external| SplitHorizon {
+                external,
+                internal: self.internal_networks.clone(),
+            }),
             peers,
             users: self.users.clone(),
             hosts,

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use earshot_contracts::config::{Checked, EffectiveUser, PeerConfig, RecorderConfig};
-use earshot_contracts::names::ADVERTISED_ADDRESS_ENV;
+use earshot_contracts::names::{ADVERTISED_ADDRESS_ENV, NODE_NAME_ENV};
 use earshot_recorder_core::{AnnouncementConfig, IpNet};
 
 /// Why a config file was refused.
@@ -52,6 +52,10 @@ pub struct Config {
     pub file: RecorderConfig,
     /// The address peers reach us on.
     pub advertised: IpAddr,
+    /// The address peers outside `internal_networks` reach us on, if another.
+    pub external: Option<IpAddr>,
+    /// Who gets `advertised` when there is an external address.
+    pub internal_networks: Vec<IpNet>,
     /// Users resolved to their effective mode and shortcode.
     pub users: BTreeMap<String, EffectiveUser>,
     /// Peers with parsed networks (next hops still unresolved).
@@ -111,10 +115,11 @@ impl Config {
 
     /// Checks config text (`path` names it in errors).
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        Self::parse_with_env(
+        Self::parse_on(
             path,
             text,
             std::env::var(ADVERTISED_ADDRESS_ENV).ok().as_deref(),
+            std::env::var(NODE_NAME_ENV).ok().as_deref(),
         )
     }
 
@@ -124,25 +129,46 @@ impl Config {
         text: &str,
         advertised_env: Option<&str>,
     ) -> Result<Config, ConfigError> {
+        Self::parse_on(path, text, advertised_env, None)
+    }
+
+    /// Like [`parse_with_env`](Self::parse_with_env), on the node `node` names.
+    pub fn parse_on(
+        path: &Path,
+        text: &str,
+        advertised_env: Option<&str>,
+        node: Option<&str>,
+    ) -> Result<Config, ConfigError> {
         let file = RecorderConfig::from_yaml(text).map_err(|message| ConfigError::Syntax {
             path: path.to_owned(),
             message,
         })?;
         let Checked {
             advertised,
+            external,
+            internal_networks,
+            node_missing,
             users,
             peers,
         } = file
-            .check(advertised_env)
+            .check_on(advertised_env, node)
             .map_err(|invalid| ConfigError::Invalid {
                 path: path.to_owned(),
                 invalid,
             })?;
         let mut warnings = Vec::new();
+        if let Some(node) = node_missing {
+            warnings.push(format!(
+                "nodeAddresses has no entry for this node ({}={node:?}): advertising {advertised} to every peer until it has",
+                NODE_NAME_ENV
+            ));
+        }
         let announcement = announcement(path, &file, &mut warnings);
         Ok(Config {
             file,
             advertised,
+            external,
+            internal_networks,
             users,
             peers,
             announcement,

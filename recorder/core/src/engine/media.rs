@@ -20,6 +20,7 @@ use crate::sip::message::Message;
 use crate::stats::Stats;
 
 use super::{Output, Recorder, Relay};
+use crate::config::Target;
 
 /// One remote endpoint of a media stream.
 #[derive(Default)]
@@ -168,13 +169,12 @@ impl Recorder {
     /// recorder's own address unless the config allows local media.
     pub(super) fn check_sdp(&self, body: &[u8]) -> Result<Sdp, String> {
         let sdp = Sdp::parse(body).map_err(|e| e.to_string())?;
-        let own = self.cfg.advertised.ip();
         let allow = self.cfg.allow_local_media;
         if let Some(why) = sdp.streams.iter().filter_map(|s| s.rtp).find_map(|a| {
             let ip = a.ip();
             if is_link_local(ip) {
                 Some("link-local")
-            } else if !allow && ip == own {
+            } else if !allow && self.cfg.is_own(ip) {
                 Some("of the recorder")
             } else if !allow && ip.is_loopback() {
                 Some("loopback")
@@ -191,12 +191,15 @@ impl Recorder {
     /// forward. The caller's SDP always moves the caller's media leg; the
     /// callee side's moves the callee's leg only when it comes from the
     /// dialog that carries the media (`tag`: the dialog it belongs to).
+    /// The body names the address the peer it goes `toward` reaches us on.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn sdp_through(
         &mut self,
         now: Instant,
         cid: u64,
         side: Side,
         tag: Option<&str>,
+        toward: Target,
         body: &[u8],
     ) -> Result<Vec<u8>, String> {
         let sdp = self.check_sdp(body)?;
@@ -221,7 +224,7 @@ impl Recorder {
         if fax {
             self.note_fax(now, cid);
         }
-        Ok(sdp.rewrite(self.cfg.advertised.ip(), &ports))
+        Ok(sdp.rewrite(self.cfg.facing(toward.addr.ip()), &ports))
     }
 
     /// The port facing the receiver of this SDP for each of its streams,

@@ -53,18 +53,26 @@ impl Recorder {
         self.out.push_back(Output::Sip { target, data });
     }
 
-    pub(super) fn our_via(&self, transport: Transport, branch: &str) -> String {
+    /// Our address and port as `peer` reaches them (split horizon).
+    fn facing(&self, peer: Target) -> SocketAddr {
+        SocketAddr::new(self.cfg.facing(peer.addr.ip()), self.cfg.advertised.port())
+    }
+
+    /// Our Via toward `dest`.
+    pub(super) fn our_via(&self, dest: Target, branch: &str) -> String {
         format!(
             "SIP/2.0/{} {};branch={branch}",
-            transport.as_str(),
-            self.cfg.advertised
+            dest.transport.as_str(),
+            self.facing(dest)
         )
     }
 
-    pub(super) fn our_uri(&self, transport: Transport) -> String {
-        match transport {
-            Transport::Udp => format!("<sip:{};lr>", self.cfg.advertised),
-            Transport::Tcp => format!("<sip:{};transport=tcp;lr>", self.cfg.advertised),
+    /// Our Record-Route URI as `peer` reaches us.
+    pub(super) fn our_uri(&self, peer: Target) -> String {
+        let at = self.facing(peer);
+        match peer.transport {
+            Transport::Udp => format!("<sip:{at};lr>"),
+            Transport::Tcp => format!("<sip:{at};transport=tcp;lr>"),
         }
     }
 
@@ -75,10 +83,11 @@ impl Recorder {
             .as_ref()
             .map_or(5060, |p| *p.value());
         let host_is_us = match &uri.host_with_port.host {
-            rsip::Host::IpAddr(ip) => *ip == self.cfg.advertised.ip(),
-            rsip::Host::Domain(d) => {
-                d.to_string().parse::<IpAddr>().ok() == Some(self.cfg.advertised.ip())
-            }
+            rsip::Host::IpAddr(ip) => self.cfg.is_own(*ip),
+            rsip::Host::Domain(d) => d
+                .to_string()
+                .parse::<IpAddr>()
+                .is_ok_and(|ip| self.cfg.is_own(ip)),
         };
         host_is_us && port == self.cfg.advertised.port()
     }
@@ -310,9 +319,9 @@ impl Recorder {
         let Some(dest) = self.route(source, &mut msg, &method, in_dialog) else {
             return;
         };
-        let Some((call, side)) =
-            self.follow_call(now, source, peer, &mut msg, &method, in_dialog, attempt)
-        else {
+        let Some((call, side)) = self.follow_call(
+            now, source, dest, peer, &mut msg, &method, in_dialog, attempt,
+        ) else {
             return;
         };
         if method == "INVITE"
@@ -469,8 +478,16 @@ impl Recorder {
             return None;
         }
         // Loop detection (RFC 3261 §16.3 item 4): our own Via already in the request.
-        let ours = format!(" {};branch={BRANCH_PREFIX}", self.cfg.advertised);
-        if msg.headers_named("Via").iter().any(|v| v.contains(&ours)) {
+        let port = self.cfg.advertised.port();
+        let own = std::iter::once(self.cfg.advertised.ip())
+            .chain(self.cfg.split.as_ref().map(|s| s.external))
+            .map(|ip| format!(" {};branch={BRANCH_PREFIX}", SocketAddr::new(ip, port)))
+            .collect::<Vec<_>>();
+        if msg
+            .headers_named("Via")
+            .iter()
+            .any(|v| own.iter().any(|o| v.contains(o.as_str())))
+        {
             self.refuse(source, msg, 482, "Loop Detected", &[]);
             return None;
         }
@@ -558,6 +575,7 @@ impl Recorder {
         &mut self,
         now: Instant,
         source: Target,
+        dest: Target,
         peer: &str,
         msg: &mut Message,
         method: &str,
@@ -623,7 +641,7 @@ impl Recorder {
         }
         let tag = Call::dialog_tag(msg, side);
         if is_sdp(msg) {
-            match self.sdp_through(now, cid, side, tag.as_deref(), &msg.body) {
+            match self.sdp_through(now, cid, side, tag.as_deref(), dest, &msg.body) {
                 Ok(body) => msg.body = body,
                 Err(e) => {
                     if method == "ACK" {
@@ -685,18 +703,19 @@ impl Recorder {
         peer: String,
     ) {
         if !in_dialog && matches!(method, "INVITE" | "SUBSCRIBE" | "REFER") {
-            // Double Record-Route (RFC 5658) when the two sides use different transports.
-            if dest.transport != source.transport {
-                let inbound = self.our_uri(source.transport);
+            // Double Record-Route (RFC 5658) when the two sides use
+            // different transports or reach us on different addresses.
+            let inbound = self.our_uri(source);
+            let outbound = self.our_uri(dest);
+            if inbound != outbound {
                 msg.push_record_route(inbound);
             }
-            let outbound = self.our_uri(dest.transport);
             msg.push_record_route(outbound);
         }
         // The request as the server transaction keeps it: before our Via.
         let original = msg.clone();
         let branch = format!("{BRANCH_PREFIX}{:016x}", self.random());
-        msg.push_via(self.our_via(dest.transport, &branch));
+        msg.push_via(self.our_via(dest, &branch));
         if method == "ACK" {
             // ACK for a 2xx is end to end: forwarded statelessly.
             self.send(dest, &msg);
@@ -838,7 +857,9 @@ impl Recorder {
             && is_sdp(&msg)
             && (code < 300)
         {
-            match self.sdp_through(now, cid, responder, tag.as_deref(), &msg.body) {
+            // The answer goes back where the request came from.
+            let back = self.servers.get(&sid).map_or(dest, |s| s.source);
+            match self.sdp_through(now, cid, responder, tag.as_deref(), back, &msg.body) {
                 Ok(body) => msg.body = body,
                 Err(_) => {
                     // The far end answered with SDP we cannot relay: the

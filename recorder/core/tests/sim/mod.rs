@@ -44,6 +44,7 @@ pub fn mk_config() -> CoreConfig {
     users.insert("003".to_owned(), user(RecordingMode::Never, None));
     CoreConfig {
         advertised: addr(RECORDER),
+        split: None,
         peers: vec![Peer {
             name: "pbx".into(),
             sources: vec![IpNet::parse("10.0.0.0/24").unwrap()],
