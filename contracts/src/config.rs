@@ -808,7 +808,6 @@ impl RecorderConfig {
                 self.advertised_address != running.advertised_address,
                 "advertisedAddress",
             ),
-
             (self.rtp != running.rtp, "rtp"),
             (self.shards != running.shards, "shards"),
             (self.http != running.http, "http"),
@@ -863,6 +862,50 @@ users:
         assert_eq!(c.advertised.to_string(), "127.0.0.1");
         let env = f.check(Some("10.1.2.3")).unwrap();
         assert_eq!(env.advertised.to_string(), "10.1.2.3");
+    }
+
+    #[test]
+    fn a_node_s_entry_gives_its_addresses_unless_the_file_sets_them() {
+        let mut f = RecorderConfig::from_yaml(GOOD).unwrap();
+        f.advertised_address = None;
+        f.node_addresses.insert(
+            "node-a".into(),
+            NodeAddresses {
+                internal: Some("10.0.0.5".parse().unwrap()),
+                external: Some("203.0.113.5".parse().unwrap()),
+            },
+        );
+        let c = f.check_on(Some("10.9.9.9"), Some("node-a")).unwrap();
+        assert_eq!(c.advertised.to_string(), "10.0.0.5");
+        assert_eq!(
+            c.external.map(|e| e.to_string()).as_deref(),
+            Some("203.0.113.5")
+        );
+        assert!(c.node_missing.is_none());
+        assert!(
+            c.internal_networks
+                .iter()
+                .any(|n| n.contains("10.0.0.1".parse().unwrap()))
+        );
+        assert!(
+            !c.internal_networks
+                .iter()
+                .any(|n| n.contains("203.0.113.1".parse().unwrap()))
+        );
+        // Another node: the environment's address, no split, named as missing.
+        let c = f.check_on(Some("10.9.9.9"), Some("node-b")).unwrap();
+        assert_eq!(c.advertised.to_string(), "10.9.9.9");
+        assert_eq!(c.external, None);
+        assert_eq!(c.node_missing.as_deref(), Some("node-b"));
+        // The file's own addresses win; an external equal to the internal is no split.
+        f.advertised_address = Some("203.0.113.5".parse().unwrap());
+        let c = f.check_on(None, Some("node-a")).unwrap();
+        assert_eq!(c.external, None);
+        f.internal_networks = vec!["nonsense".into()];
+        assert_eq!(
+            f.check_on(None, Some("node-a")).unwrap_err().to_string(),
+            "internalNetworks[0]: \"nonsense\" is not a CIDR"
+        );
     }
 
     #[test]

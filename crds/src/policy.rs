@@ -72,6 +72,19 @@ pub const MAX_USERS: usize = 1000;
         description = "Users who toggle recording with their shortcode"
     ),
     printcolumn(
+        name = "Address",
+        type_ = "string",
+        json_path = ".status.serviceAddress",
+        description = "Where PBXes and trunks send SIP"
+    ),
+    printcolumn(
+        name = "Replicas",
+        type_ = "string",
+        json_path = ".status.replicas[*].summary",
+        description = "Each recorder pod: node, addresses and readiness",
+        priority = 1
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -284,6 +297,20 @@ pub struct RecorderSpec {
     #[serde(default)]
     pub network: NetworkSpec,
 
+    /// Port of the recorder's health and metrics endpoint. Defaults to
+    /// 9090. On host network it is a port of the node: host-mode policies
+    /// that may share nodes must use different ones (the operator refuses
+    /// a clash).
+    #[serde(default = "default_http_port")]
+    #[schemars(range(min = 1024, max = 65535))]
+    pub http_port: i32,
+
+    /// Where the recorder pods run: on host network, the nodes of the media
+    /// pool (a label the platform gives them, and the taint that keeps
+    /// other workloads off). One recorder of a policy per node.
+    #[serde(default, skip_serializing_if = "Placement::is_empty")]
+    pub placement: Placement,
+
     /// CPU and memory for each recorder pod. Encoding a recorded call to MP3
     /// costs about 2.5 ms of CPU per second of call. Unset, they are sized
     /// from the calls the RTP range holds (four ports a call): a request of
@@ -356,6 +383,8 @@ impl Default for RecorderSpec {
             peers: Vec::new(),
             rtp_ports: PortRange::default(),
             network: NetworkSpec::default(),
+            http_port: default_http_port(),
+            placement: Placement::default(),
             resources: None,
             pause_behaviour: PauseBehaviour::default(),
             channels: ChannelLayout::default(),
@@ -367,6 +396,33 @@ impl Default for RecorderSpec {
 
 fn default_replicas() -> i32 {
     1
+}
+
+fn default_http_port() -> i32 {
+    i32::from(earshot_contracts::names::RECORDER_HTTP_PORT)
+}
+
+/// Node placement of the recorder pods.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Placement {
+    /// Labels a node must have, e.g. `{earshot.io/media: "true"}`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub node_selector: std::collections::BTreeMap<String, String>,
+    /// Taints of those nodes the recorder pods tolerate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub tolerations: Vec<k8s_openapi::api::core::v1::Toleration>,
+    /// Further node affinity (zones, instance types).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_affinity: Option<k8s_openapi::api::core::v1::NodeAffinity>,
+}
+
+impl Placement {
+    /// Nothing set: any node.
+    pub fn is_empty(&self) -> bool {
+        self.node_selector.is_empty() && self.tolerations.is_empty() && self.node_affinity.is_none()
+    }
 }
 
 fn default_bitrate() -> i32 {
@@ -478,6 +534,15 @@ pub struct NetworkSpec {
     #[schemars(length(max = 45))]
     #[x_kube(validation = Rule::new("isIP(self)").message("network.advertisedAddress must be an IP address"))]
     pub advertised_address: Option<String>,
+    /// `Host`: networks inside the cluster (pod and node networks, a PBX's
+    /// LAN): peers there are told the node's internal address; every
+    /// other peer is told its external address (the node's
+    /// `earshot.io/external-address` annotation, else its ExternalIP), and
+    /// a call between the two gets two Record-Routes. Defaults to the
+    /// private ranges (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub internal_networks: Vec<String>,
     /// Accept SDP that names a loopback address or the recorder's own as
     /// media address: only for a cluster whose phones run on the same
     /// machine (a demo, a test). Off by default: a peer naming such an
@@ -597,6 +662,11 @@ pub struct RecordingPolicyStatus {
     /// Recorder pods ready to take calls.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_replicas: Option<i32>,
+    /// Each recorder pod: where it runs, the addresses it advertises and
+    /// whether it is ready (`kubectl get rp -o wide`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["pod"]))]
+    pub replicas: Vec<ReplicaStatus>,
     /// Retention the storage lifecycle rule enforces now, in days.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub effective_retention_days: Option<i32>,
@@ -606,6 +676,27 @@ pub struct RecordingPolicyStatus {
     /// Users in the policy per effective mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub users: Option<UserCounts>,
+}
+
+/// One recorder pod as the status reports it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaStatus {
+    /// The pod.
+    pub pod: String,
+    /// Its node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// The address peers inside the cluster's networks reach it on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internal_address: Option<String>,
+    /// The address peers outside reach it on (host network, a node with one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_address: Option<String>,
+    /// Whether it takes calls.
+    pub ready: bool,
+    /// One line: `pod@node internal/external ready|not-ready`.
+    pub summary: String,
 }
 
 /// Users in a policy per effective mode.

@@ -52,6 +52,14 @@ pub enum Error {
     /// The object store refused or could not be reached.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// Host network in a namespace whose Pod Security level forbids it.
+    #[error(
+        "spec.recorder.network.mode Host needs host network, which this namespace's Pod Security level {0:?} (label pod-security.kubernetes.io/enforce) forbids: no recorder pod could start. Put host-mode policies in a namespace the platform labels privileged for media (docs/deploying.md), or use mode Pod"
+    )]
+    HostNetworkForbidden(String),
+    /// Host-network ports another policy holds on the same nodes.
+    #[error("{0}")]
+    PortClash(String),
 }
 
 impl Error {
@@ -63,6 +71,7 @@ impl Error {
             Error::SecretMissing(_) | Error::SecretKeyMissing { .. } => "secret",
             Error::PromptMissing { .. } => "prompt",
             Error::OperatorKeyMissing(_) => "platform",
+            Error::HostNetworkForbidden(_) | Error::PortClash(_) => "placement",
             Error::Storage(e) if e.transient() => "storage_unavailable",
             Error::Storage(_) => "storage",
         }
@@ -77,6 +86,8 @@ impl Error {
             Error::SecretKeyMissing { .. } => "SecretKeyMissing",
             Error::PromptMissing { .. } => "PromptMissing",
             Error::OperatorKeyMissing(_) => "OperatorKeyMissing",
+            Error::HostNetworkForbidden(_) => "HostNetworkForbidden",
+            Error::PortClash(_) => "PortClash",
             Error::Storage(StorageError::Denied { .. }) => "AccessDenied",
             Error::Storage(StorageError::NoBucket(_)) => "BucketMissing",
             Error::Storage(StorageError::Unreachable { .. }) => "StorageUnreachable",

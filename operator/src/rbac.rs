@@ -21,6 +21,12 @@ pub const CLUSTER: &[(&str, &str, &str)] = &[
     // on the owner's finalizers. Checked by admission, never a request of
     // its own: see [`ADMISSION_ONLY`].
     ("update", "earshot.io", "recordingpolicies/finalizers"),
+    // Host network: the nodes' addresses (watched: a change reconciles),
+    // the namespace's Pod Security level; the recorder pods for status.
+    ("list", "", "nodes"),
+    ("watch", "", "nodes"),
+    ("get", "", "namespaces"),
+    ("list", "", "pods"),
     // dereference: the storage credentials and the announcement prompt.
     ("get", "", "secrets"),
     ("get", "", "configmaps"),
@@ -40,6 +46,7 @@ pub const CLUSTER: &[(&str, &str, &str)] = &[
     // The console's Deployment and Service go when the policy disables it;
     // so does the recorders' pre-StatefulSet Deployment.
     ("delete", "apps", "deployments"),
+    ("get", "", "services"),
     ("list", "", "services"),
     ("watch", "", "services"),
     ("create", "", "services"),

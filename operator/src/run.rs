@@ -10,10 +10,10 @@ use anyhow::Context as _;
 use earshot_crds::RecordingPolicy;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Service};
 use kube::runtime::Controller;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 
 use crate::config::OperatorConfig;
@@ -105,6 +105,17 @@ pub async fn run(operator: OperatorConfig, opts: RunOptions) -> anyhow::Result<(
     .owns(
         Api::<Service>::all(client.clone()),
         watcher::Config::default().labels("app.kubernetes.io/managed-by=earshot-operator"),
+    )
+    // A node's addresses or labels changed: host-network recorders'
+    // config follows (status heartbeats change neither, and are filtered).
+    .reconcile_all_on(
+        watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
+            .applied_objects()
+            .predicate_filter(
+                crate::reconcile::placement::node_fingerprint,
+                Default::default(),
+            )
+            .filter_map(|n| std::future::ready(n.ok().map(|_| ()))),
     )
     .shutdown_on_signal()
     .run(reconcile, error_policy, ctx)

@@ -171,7 +171,13 @@ fn every_rendered_document_parses_back_into_its_kubernetes_type() {
                 "Service",
                 "NetworkPolicy",
             ],
-            "small-office" => &["ConfigMap", "StatefulSet", "Service", "Deployment"],
+            "small-office" => &[
+                "ConfigMap",
+                "StatefulSet",
+                "Service",
+                "PodDisruptionBudget",
+                "Deployment",
+            ],
             _ => &["ConfigMap", "StatefulSet", "Service"],
         };
         assert_eq!(kinds, expected, "{name}");
@@ -215,7 +221,11 @@ fn the_workload_keeps_calls_alive_and_runs_hardened() {
         "status.hostIP"
     );
     assert_eq!(
-        c["env"][1]["valueFrom"]["secretKeyRef"]["name"],
+        c["env"][1]["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName",
+        "host network: the recorder picks its node's addresses"
+    );
+    assert_eq!(
+        c["env"][2]["valueFrom"]["secretKeyRef"]["name"],
         "rgw-credentials"
     );
     // The pod template does not depend on the recorder config, so a change of

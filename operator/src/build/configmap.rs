@@ -13,7 +13,7 @@ use earshot_contracts::config::{
     AnnouncementConfig, HttpConfig, PeerConfig, RecorderConfig, RecordingConfig, RtpConfig,
     S3Config, SipConfig, SpoolConfig, StorageConfig, UserConfig,
 };
-use earshot_contracts::names::{CONFIG_FILE, PROMPT_DIR, RECORDER_HTTP_PORT, SPOOL_DIR};
+use earshot_contracts::names::{CONFIG_FILE, PROMPT_DIR, SPOOL_DIR};
 use k8s_openapi::api::core::v1::ConfigMap;
 
 use super::{Validated, meta};
@@ -40,6 +40,11 @@ pub fn recorder_config(v: &Validated) -> RecorderConfig {
         // Pod mode advertises the pod IP and host mode the node IP, both given
         // to the container in EARSHOT_ADVERTISED_ADDRESS; an explicit address wins.
         advertised_address: v.advertised,
+        // Host network: each pod picks its node's entry (EARSHOT_NODE_NAME)
+        // and tells peers outside the internal networks the external one.
+        external_address: None,
+        internal_networks: rec.network.internal_networks.clone(),
+        node_addresses: v.nodes.clone(),
         rtp: RtpConfig {
             bind: ANY,
             port_min: port(rec.rtp_ports.min),
@@ -51,7 +56,7 @@ pub fn recorder_config(v: &Validated) -> RecorderConfig {
         // quota, so the pod's CPU limit sets it.
         shards: 0,
         http: HttpConfig {
-            listen: SocketAddr::new(ANY, RECORDER_HTTP_PORT),
+            listen: SocketAddr::new(ANY, port(rec.http_port)),
         },
         peers: rec
             .peers

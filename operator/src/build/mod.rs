@@ -43,6 +43,9 @@ pub struct Validated {
     pub prefix: String,
     /// The address the recorders advertise, when the policy sets one.
     pub advertised: Option<std::net::IpAddr>,
+    /// Host network: the addresses of the nodes the recorders may run on
+    /// (filled by the reconcile from the Nodes; empty in Pod mode).
+    pub nodes: std::collections::BTreeMap<String, earshot_contracts::config::NodeAddresses>,
     /// The size of each recorder's spool volume, in bytes.
     pub spool_bytes: u64,
     /// The operator's own key for the store, when the platform gave one

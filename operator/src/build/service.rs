@@ -1,11 +1,11 @@
 //! The SIP Service peers send calls to (UDP and TCP) and the metrics port.
 
-use earshot_contracts::names::RECORDER_HTTP_PORT;
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::statefulset::sip_port_name;
 use super::{Validated, labels, meta};
+use earshot_crds::NetworkMode;
 
 /// The recorder Service.
 pub fn build_service(v: &Validated) -> Service {
@@ -27,14 +27,27 @@ pub fn build_service(v: &Validated) -> Service {
         .collect();
     ports.push(ServicePort {
         name: Some("metrics".to_owned()),
-        port: i32::from(RECORDER_HTTP_PORT),
+        port: rec.http_port,
         target_port: Some(IntOrString::String("metrics".to_owned())),
         protocol: Some("TCP".to_owned()),
         ..ServicePort::default()
     });
-    Service {
-        metadata: meta(v),
-        spec: Some(ServiceSpec {
+    let spec = if v.policy.spec.recorder.network.mode == NetworkMode::Host {
+        // Host network: peers reach each node's address directly, so the
+        // Service only names them: headless, one DNS record per ready pod
+        // and SRV records `_sip-udp._udp.<service>` naming each pod
+        // (`<pod>.<service>.<namespace>.svc`), the StatefulSet's governing
+        // Service. A PBX or trunk group lists the replicas' addresses (the
+        // policy's status) or follows the SRV records.
+        ServiceSpec {
+            type_: Some("ClusterIP".to_owned()),
+            cluster_ip: Some("None".to_owned()),
+            selector: Some(labels(&v.name)),
+            ports: Some(ports),
+            ..ServiceSpec::default()
+        }
+    } else {
+        ServiceSpec {
             type_: Some("ClusterIP".to_owned()),
             selector: Some(labels(&v.name)),
             ports: Some(ports),
@@ -42,7 +55,11 @@ pub fn build_service(v: &Validated) -> Service {
             // Record-Route to the pod itself.
             session_affinity: Some("ClientIP".to_owned()),
             ..ServiceSpec::default()
-        }),
+        }
+    };
+    Service {
+        metadata: meta(v),
+        spec: Some(spec),
         ..Service::default()
     }
 }

@@ -11,8 +11,8 @@
 
 use earshot_contracts::Transport;
 use earshot_contracts::names::{
-    ACCESS_KEY_ID_ENV, ADVERTISED_ADDRESS_ENV, CONFIG_DIR, CONFIG_FILE, PROMPT_DIR,
-    RECORDER_HTTP_PORT, SECRET_ACCESS_KEY_ENV, SPOOL_DIR,
+    ACCESS_KEY_ID_ENV, ADVERTISED_ADDRESS_ENV, CONFIG_DIR, CONFIG_FILE, NODE_NAME_ENV, PROMPT_DIR,
+    SECRET_ACCESS_KEY_ENV, SPOOL_DIR,
 };
 use earshot_crds::NetworkMode;
 use k8s_openapi::api::apps::v1::{
@@ -235,7 +235,7 @@ pub fn build_statefulset(v: &Validated) -> StatefulSet {
             port(n, rec.sip.port, p)
         })
         .collect();
-    ports.push(port("metrics", i32::from(RECORDER_HTTP_PORT), "TCP"));
+    ports.push(port("metrics", rec.http_port, "TCP"));
     let mut mounts = vec![
         mount("config", CONFIG_DIR, true),
         mount(SPOOL_VOLUME, SPOOL_DIR, false),
@@ -275,6 +275,8 @@ pub fn build_statefulset(v: &Validated) -> StatefulSet {
         ]),
         env: Some(vec![
             env_from_field(ADVERTISED_ADDRESS_ENV, advertised_from),
+            // Host network: picks this node's entry of nodeAddresses.
+            env_from_field(NODE_NAME_ENV, "spec.nodeName"),
             env_from_secret(ACCESS_KEY_ID_ENV, &secret.name, &secret.access_key_id_key),
             env_from_secret(
                 SECRET_ACCESS_KEY_ENV,
@@ -304,24 +306,36 @@ pub fn build_statefulset(v: &Validated) -> StatefulSet {
         volumes: Some(volumes),
         ..PodSpec::default()
     };
+    let placement = &rec.placement;
+    if !placement.node_selector.is_empty() {
+        pod.node_selector = Some(placement.node_selector.clone());
+    }
+    if !placement.tolerations.is_empty() {
+        pod.tolerations = Some(placement.tolerations.clone());
+    }
+    if placement.node_affinity.is_some() {
+        pod.affinity = Some(Affinity {
+            node_affinity: placement.node_affinity.clone(),
+            ..Affinity::default()
+        });
+    }
     if host {
         pod.host_network = Some(true);
         pod.dns_policy = Some("ClusterFirstWithHostNet".to_owned());
         // Two recorders cannot share a node's ports: one per node, so a
         // rollout's new pod starts on another node while the old one drains.
-        pod.affinity = Some(Affinity {
-            pod_anti_affinity: Some(PodAntiAffinity {
-                required_during_scheduling_ignored_during_execution: Some(vec![PodAffinityTerm {
-                    label_selector: Some(LabelSelector {
-                        match_labels: Some(selector.clone()),
-                        ..LabelSelector::default()
-                    }),
-                    topology_key: "kubernetes.io/hostname".to_owned(),
-                    ..PodAffinityTerm::default()
-                }]),
-                ..PodAntiAffinity::default()
-            }),
-            ..Affinity::default()
+        pod.affinity
+            .get_or_insert_with(Affinity::default)
+            .pod_anti_affinity = Some(PodAntiAffinity {
+            required_during_scheduling_ignored_during_execution: Some(vec![PodAffinityTerm {
+                label_selector: Some(LabelSelector {
+                    match_labels: Some(selector.clone()),
+                    ..LabelSelector::default()
+                }),
+                topology_key: "kubernetes.io/hostname".to_owned(),
+                ..PodAffinityTerm::default()
+            }]),
+            ..PodAntiAffinity::default()
         });
     }
     StatefulSet {

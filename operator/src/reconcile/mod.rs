@@ -15,6 +15,7 @@
 
 pub mod apply;
 pub mod dereference;
+pub mod placement;
 pub mod status;
 pub mod validate;
 
@@ -142,12 +143,13 @@ async fn run_steps(policy: &RecordingPolicy, ctx: &Context) -> (Observed, Result
         retention: Check::unknown("Reconciling", "not checked yet"),
         enforced_days: None,
         ready_replicas: prev.and_then(|p| p.ready_replicas),
+        replicas: prev.map(|p| p.replicas.clone()).unwrap_or_default(),
         service_address: prev.and_then(|p| p.service_address.clone()),
         users: policy.spec.user_counts(),
     };
 
     // 1. validate — no client.
-    let v = match validate(policy, &ctx.operator) {
+    let mut v = match validate(policy, &ctx.operator) {
         Ok(v) => v,
         Err(invalid) => {
             let msg = invalid.to_string();
@@ -162,7 +164,31 @@ async fn run_steps(policy: &RecordingPolicy, ctx: &Context) -> (Observed, Result
         }
     };
 
-    // 2. dereference — client. Without its prompt the recorder pods could
+    // 2. dereference — client. Host network: what the namespace allows,
+    // the ports other policies hold on the same nodes, the nodes' addresses.
+    if v.policy.spec.recorder.network.mode == earshot_crds::NetworkMode::Host {
+        let refused = match placement::host_network_forbidden(&ctx.client, &ns).await {
+            Ok(Some(level)) => Some(Error::HostNetworkForbidden(level)),
+            Ok(None) => match placement::all_policies(&ctx.client).await {
+                Ok(all) => placement::clash(policy, &all).map(Error::PortClash),
+                Err(e) => return (observed, Err(e)),
+            },
+            Err(e) => return (observed, Err(e)),
+        };
+        if let Some(e) = refused {
+            observed.recorder = Check::failed(e.reason(), e.to_string());
+            observed.storage = Check::unknown(e.reason(), "not checked while no recorder can run");
+            observed.retention =
+                Check::unknown(e.reason(), "not changed while no recorder can run");
+            event(ctx, policy, true, e.reason(), e.to_string()).await;
+            return (observed, Err(e));
+        }
+        match placement::nodes(&ctx.client, &v.policy.spec.recorder.placement).await {
+            Ok(nodes) => v.nodes = nodes,
+            Err(e) => return (observed, Err(e)),
+        }
+    }
+    // Without its prompt the recorder pods could
     // not start: nothing is applied, the recorders already running stay as
     // they are.
     let configmaps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
@@ -223,12 +249,11 @@ async fn run_steps(policy: &RecordingPolicy, ctx: &Context) -> (Observed, Result
         // Requeued with the Secret's backoff; the status says what is missing.
         Err(e) => return (observed, Err(e)),
     };
-    observed.service_address = Some(format!(
-        "{}.{}.svc:{}",
-        crate::build::object_name(&v.name),
-        v.namespace,
-        v.policy.spec.recorder.sip.port
-    ));
+    match placement::replicas(&ctx.client, &v).await {
+        Ok(r) => observed.replicas = r,
+        Err(e) => return (observed, Err(e)),
+    }
+    observed.service_address = Some(placement::service_address(&v, &observed.replicas));
     let Some(target) = target else {
         // No key of the operator's own for this store: the tenant's is never
         // used for lifecycle rules (it would have to be allowed to change
@@ -374,6 +399,10 @@ pub fn error_policy(policy: Arc<RecordingPolicy>, error: &Error, ctx: Arc<Contex
         | Error::SecretKeyMissing { .. }
         | Error::PromptMissing { .. }
         | Error::OperatorKeyMissing(_) => Action::requeue(backoff(Duration::from_secs(30), n)),
+        // Another policy or the namespace may change: look again.
+        Error::HostNetworkForbidden(_) | Error::PortClash(_) => {
+            Action::requeue(backoff(Duration::from_secs(30), n))
+        }
         Error::Storage(e) if !e.transient() => Action::requeue(backoff(Duration::from_secs(60), n)),
         _ => Action::requeue(backoff(Duration::from_secs(5), n)),
     }

@@ -66,6 +66,8 @@ pub struct Observed {
     pub enforced_days: Option<i32>,
     /// Ready recorder pods.
     pub ready_replicas: Option<i32>,
+    /// Each recorder pod.
+    pub replicas: Vec<earshot_crds::ReplicaStatus>,
     /// Where peers send SIP.
     pub service_address: Option<String>,
     /// Users per mode.
@@ -179,6 +181,7 @@ pub fn build_status(
         conditions,
         service_address: o.service_address.clone(),
         ready_replicas: o.ready_replicas,
+        replicas: o.replicas.clone(),
         effective_retention_days: effective,
         retention_effective_since: since,
         users: Some(o.users),
@@ -235,6 +238,7 @@ mod tests {
             },
             enforced_days: days,
             ready_replicas: Some(1),
+            replicas: Vec::new(),
             service_address: Some("earshot-office.acme.svc:5060".into()),
             users: UserCounts {
                 total: 3,

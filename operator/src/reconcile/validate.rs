@@ -76,6 +76,23 @@ pub enum Invalid {
         /// What the policy asks.
         endpoint: String,
     },
+    /// An internal network that is not a CIDR.
+    #[error("spec.recorder.network.internalNetworks[{0}] {1:?} is not a CIDR (e.g. 10.0.0.0/8)")]
+    InternalNetwork(usize, String),
+    /// The policy's own ports overlap (on host network they are the node's).
+    #[error(
+        "spec.recorder ports overlap: SIP {sip}, HTTP {http} and RTP {rtp_min}-{rtp_max} must be distinct"
+    )]
+    PortsOverlap {
+        /// SIP port.
+        sip: i32,
+        /// HTTP port.
+        http: i32,
+        /// RTP range.
+        rtp_min: i32,
+        /// RTP range.
+        rtp_max: i32,
+    },
 }
 
 /// Whether a policy in `namespace` may write under `prefix`: only inside
@@ -143,6 +160,8 @@ impl Invalid {
             Invalid::Name(_) => "NameCollides",
             Invalid::EndpointNotAllowed { .. } => "EndpointNotAllowed",
             Invalid::NoStorageEndpoints { .. } => "NoStorageEndpointsConfigured",
+            Invalid::InternalNetwork(..) => "InvalidInternalNetwork",
+            Invalid::PortsOverlap { .. } => "PortsOverlap",
         }
     }
 }
@@ -186,12 +205,28 @@ pub fn validate(policy: &RecordingPolicy, operator: &OperatorConfig) -> Result<V
         ),
         None => None,
     };
+    let rec = &policy.spec.recorder;
+    for (i, n) in rec.network.internal_networks.iter().enumerate() {
+        if earshot_contracts::IpNet::parse(n).is_none() {
+            return Err(Invalid::InternalNetwork(i, n.clone()));
+        }
+    }
+    let (sip, http, rtp) = (rec.sip.port, rec.http_port, &rec.rtp_ports);
+    if sip == http || (rtp.min..=rtp.max).contains(&sip) || (rtp.min..=rtp.max).contains(&http) {
+        return Err(Invalid::PortsOverlap {
+            sip,
+            http,
+            rtp_min: rtp.min,
+            rtp_max: rtp.max,
+        });
+    }
     let spool = &policy.spec.recorder.spool.size;
     let spool_bytes = size_bytes(spool)
         .filter(|&b| b >= 1 << 30)
         .ok_or_else(|| Invalid::SpoolSize(spool.clone()))?;
     Ok(Validated {
         advertised,
+        nodes: Default::default(),
         spool_bytes,
         policy: policy.clone(),
         namespace,
