@@ -16,6 +16,13 @@
 #                               kubelet, kube-proxy, and kube-scheduler (on the
 #                               host). Returns once they run; node.rs waits
 #                               for Ready.
+#   run.sh outside DIR N K      a host outside the cluster (a PBX, a trunk):
+#                               netns earshot-wan-N-K at 198.18.N.(130+K)/25
+#                               on the node's second network, the bridge wan0
+#                               (node 198.18.N.129/25: its external address).
+#                               It reaches the node's external address and
+#                               nothing else: not the node's internal one,
+#                               not the pods, no default route.
 #   run.sh stop DIR N           kills everything in the node's cgroups (the
 #                               mount namespace and its mounts go with its
 #                               last process), removes the cgroups, the netns
@@ -29,7 +36,7 @@
 # over /proc/sys/...); the machine's own values never change.
 set -euo pipefail
 
-cmd="${1:?usage: run.sh network|start|stop DIR N ...}"
+cmd="${1:?usage: run.sh network|start|outside|stop DIR N ...}"
 DIR="${2:?DIR}"
 N="${3:?N}"
 [[ "$N" =~ ^[0-9]+$ ]] && [ "$N" -le 254 ] || { echo "run.sh: N must be 0..254" >&2; exit 1; }
@@ -45,7 +52,9 @@ NS="earshot-node-$N"
 HV="esn${N}h"
 HOST_IP="198.18.$N.1"
 NODE_IP="198.18.$N.2"
-LINK_NET="198.18.$N.0/24"
+LINK_NET="198.18.$N.0/25"
+WAN_IP="198.18.$N.129"
+WAN_NET="198.18.$N.128/25"
 POD_NET="198.19.$N.0/24"
 POD_GW="198.19.$N.1"
 SERVICE_NET="10.0.0.0/24" # tests/src/controlplane.rs: --service-cluster-ip-range
@@ -100,6 +109,10 @@ stop() {
     find "$h/$CG" -depth -type d -exec rmdir {} \; 2>/dev/null || true
     [ ! -d "$h/$CG" ] || echo "run.sh: cannot remove $h/$CG" >&2
   done
+  local w
+  for w in $(ip netns list | awk '{print $1}' | grep "^earshot-wan-$N-" || true); do
+    ip netns del "$w" 2>/dev/null || true
+  done
   ip netns del "$NS" 2>/dev/null || true
   ip link del "$HV" 2>/dev/null || true
   # The node's mount namespace died with its last process; nothing of it
@@ -128,12 +141,35 @@ network() {
   ip -n "$NS" route add "$SERVICE_NET" dev cni0
   # Replies from the host (the API server) to pods.
   ip route add "$POD_NET" via "$NODE_IP" dev "$HV"
+  # The node's second network, outside the cluster's: hosts on it reach the
+  # node's external address only (run.sh outside).
+  ip -n "$NS" link add wan0 type bridge
+  ip -n "$NS" addr add "$WAN_IP/25" dev wan0
+  ip -n "$NS" link set wan0 up
   ip netns exec "$NS" sysctl -qw net.ipv4.ip_forward=1
   if [ -n "$(ip -n "$NS" route show default)" ]; then
     echo "run.sh: a default route appeared in $NS" >&2; exit 1
   fi
   printf 'NETNS=%s\nHOST_VETH=%s\nHOST_IP=%s\nNODE_IP=%s\nPOD_NET=%s\n' \
     "$NS" "$HV" "$HOST_IP" "$NODE_IP" "$POD_NET" > "$DIR/network.env"
+}
+
+outside() {
+  local k="${4:?K}" ns ip
+  [[ "$k" =~ ^[0-9]+$ ]] && [ "$k" -le 60 ] || { echo "run.sh: K must be 0..60" >&2; exit 1; }
+  ns="earshot-wan-$N-$k"; ip="198.18.$N.$((130 + k))"
+  ip netns del "$ns" 2>/dev/null || true
+  ip netns add "$ns"
+  ip -n "$NS" link del "wan$k" 2>/dev/null || true
+  ip -n "$NS" link add "wan$k" type veth peer name eth0 netns "$ns"
+  ip -n "$NS" link set "wan$k" master wan0 up
+  ip -n "$ns" link set lo up
+  ip -n "$ns" addr add "$ip/25" dev eth0
+  ip -n "$ns" link set eth0 up
+  if [ -n "$(ip -n "$ns" route show default)" ]; then
+    echo "run.sh: a default route appeared in $ns" >&2; exit 1
+  fi
+  echo "$ns $ip"
 }
 
 # Starts "$@" in the node's namespaces and cgroup, in the background, logging
@@ -354,6 +390,7 @@ EOF
 
 case "$cmd" in
   network) network ;;
+  outside) outside "$@" ;;
   start) start "$@" ;;
   stop) stop ;;
   *) echo "run.sh: unknown command $cmd" >&2; exit 1 ;;

@@ -167,7 +167,6 @@ impl ControlPlane {
                     "--service-cluster-ip-range=10.0.0.0/24",
                     "--service-account-issuer=https://kubernetes.default.svc",
                     "--authorization-mode=RBAC",
-                    "--disable-admission-plugins=ServiceAccount",
                     // As on OpenShift: setting blockOwnerDeletion needs
                     // `update` on the owner's finalizers.
                     "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
@@ -191,6 +190,15 @@ impl ControlPlane {
                     dir.join("audit-policy.yaml").display()
                 ))
                 .arg(format!("--audit-log-path={}", audit_log.display()))
+                // Without a kubelet no pod needs a token; a repeated
+                // list flag would add to this one, not replace it.
+                .args(
+                    (!options
+                        .apiserver_args
+                        .iter()
+                        .any(|a| a.starts_with("--disable-admission-plugins")))
+                    .then_some("--disable-admission-plugins=ServiceAccount"),
+                )
                 .args(&options.apiserver_args),
         ));
         let kubeconfig = dir.join("kubeconfig");

@@ -48,6 +48,13 @@ fn garage(config: &Path, args: &[&str]) -> Result<String, String> {
 impl Garage {
     /// Starts Garage in `dir` and creates `bucket` with a key for it.
     pub fn start(dir: &Path, bucket: &str) -> Self {
+        Self::start_on(dir, bucket, std::net::Ipv4Addr::LOCALHOST.into())
+    }
+
+    /// Like `start`, with the S3 API on `s3_ip` (an address of a test's own
+    /// network, e.g. the host end of a node's veth, so pods reach it); RPC
+    /// and admin stay on loopback.
+    pub fn start_on(dir: &Path, bucket: &str, s3_ip: std::net::IpAddr) -> Self {
         require("garage");
         let ports = free_ports(3);
         std::fs::create_dir_all(dir).unwrap();
@@ -60,7 +67,7 @@ impl Garage {
             format!(
                 "metadata_dir = \"{meta}\"\ndata_dir = \"{data}\"\ndb_engine = \"sqlite\"\nreplication_factor = 1\n\
                  rpc_bind_addr = \"127.0.0.1:{rpc}\"\nrpc_public_addr = \"127.0.0.1:{rpc}\"\nrpc_secret = \"{secret}\"\n\n\
-                 [s3_api]\napi_bind_addr = \"127.0.0.1:{s3}\"\ns3_region = \"garage\"\nroot_domain = \".s3.garage.localhost\"\n\n\
+                 [s3_api]\napi_bind_addr = \"{s3_ip}:{s3}\"\ns3_region = \"garage\"\nroot_domain = \".s3.garage.localhost\"\n\n\
                  [admin]\napi_bind_addr = \"127.0.0.1:{admin}\"\n",
                 meta = dir.join("meta").display(),
                 data = dir.join("data").display(),
@@ -74,7 +81,7 @@ impl Garage {
             child: None,
             log: dir.join("garage.log"),
             config,
-            endpoint: format!("http://127.0.0.1:{}", ports + 1),
+            endpoint: format!("http://{s3_ip}:{}", ports + 1),
             bucket: bucket.to_owned(),
             key_id: String::new(),
             secret: String::new(),
@@ -210,6 +217,83 @@ impl Garage {
         self.wait_s3();
     }
 
+    /// The host whose subdomains name buckets (virtual-hosted requests):
+    /// Garage's `root_domain`, as the config `start_on` writes sets it.
+    pub const ROOT_DOMAIN: &'static str = "s3.garage.localhost";
+
+    /// The S3 endpoint for virtual-hosted requests,
+    /// `http://s3.garage.localhost:<port>`: a request for bucket `b` goes
+    /// to `b.s3.garage.localhost`, and Garage takes the bucket from that
+    /// `Host`. No resolver on the machine need know the name: see
+    /// [`Garage::proxy_env`] and [`Garage::s3_addr`].
+    pub fn virtual_hosted_endpoint(&self) -> String {
+        format!("http://{}:{}", Self::ROOT_DOMAIN, self.s3_addr().port())
+    }
+
+    /// The address the S3 API listens on.
+    pub fn s3_addr(&self) -> std::net::SocketAddr {
+        let authority = self
+            .endpoint
+            .strip_prefix("http://")
+            .expect("start_on writes an http:// endpoint");
+        authority
+            .parse()
+            .expect("start_on writes <ip>:<port> as the endpoint")
+    }
+
+    /// Environment that makes a child process's HTTP client (reqwest, as in
+    /// object_store) send every `http://` request through Garage as its
+    /// proxy. A proxied request carries the whole URL and its `Host`
+    /// (`recordings.s3.garage.localhost:<port>`); Garage, like every
+    /// HTTP/1.1 server, accepts that absolute form and takes the bucket
+    /// from `Host`, so the request goes through its virtual-hosted path
+    /// while the client never resolves the name (this machine's resolver
+    /// does not know `*.localhost`, and no machine file is touched).
+    /// `NO_PROXY` is emptied so an inherited one cannot exempt the name.
+    pub fn proxy_env(&self) -> [(&'static str, &str); 4] {
+        [
+            ("HTTP_PROXY", self.endpoint.as_str()),
+            ("http_proxy", self.endpoint.as_str()),
+            ("NO_PROXY", ""),
+            ("no_proxy", ""),
+        ]
+    }
+
+    /// Creates another bucket, `name`, on which the test's key may read
+    /// and write (e.g. the bucket a misaddressed request would reach).
+    pub fn create_bucket(&self, name: &str) {
+        garage(&self.config, &["bucket", "create", name]).expect("bucket create");
+        garage(
+            &self.config,
+            &[
+                "bucket",
+                "allow",
+                "--read",
+                "--write",
+                name,
+                "--key",
+                "earshot-test",
+            ],
+        )
+        .expect("bucket allow");
+    }
+
+    /// Keys under `prefix` in `bucket` (the test's, or one of
+    /// [`Garage::create_bucket`]'s).
+    pub fn list_bucket(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, String> {
+        use futures::TryStreamExt;
+        let client = self.client_of(bucket, &self.key_id, &self.secret);
+        let prefix = (!prefix.is_empty()).then(|| ObjectPath::from(prefix));
+        Self::runtime().block_on(async {
+            client
+                .list(prefix.as_ref())
+                .map_ok(|m| m.location.to_string())
+                .try_collect::<Vec<_>>()
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
     /// The recorder's `storage:` value for this bucket under `prefix`.
     pub fn storage_yaml(&self, prefix: &str) -> String {
         format!(
@@ -232,9 +316,14 @@ impl Garage {
 
     /// A client of the bucket with the key `id`.
     fn client_as(&self, id: &str, secret: &str) -> object_store::aws::AmazonS3 {
+        self.client_of(&self.bucket, id, secret)
+    }
+
+    /// A client of `bucket` with the key `id` (path style).
+    fn client_of(&self, bucket: &str, id: &str, secret: &str) -> object_store::aws::AmazonS3 {
         AmazonS3Builder::new()
             .with_endpoint(&self.endpoint)
-            .with_bucket_name(&self.bucket)
+            .with_bucket_name(bucket)
             .with_region("garage")
             .with_access_key_id(id)
             .with_secret_access_key(secret)
@@ -253,17 +342,7 @@ impl Garage {
 
     /// Keys under a prefix.
     pub fn list(&self, prefix: &str) -> Result<Vec<String>, String> {
-        use futures::TryStreamExt;
-        let client = self.client();
-        let prefix = (!prefix.is_empty()).then(|| ObjectPath::from(prefix));
-        Self::runtime().block_on(async {
-            client
-                .list(prefix.as_ref())
-                .map_ok(|m| m.location.to_string())
-                .try_collect::<Vec<_>>()
-                .await
-                .map_err(|e| e.to_string())
-        })
+        self.list_bucket(&self.bucket, prefix)
     }
 
     /// An object's bytes.

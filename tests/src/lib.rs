@@ -6,7 +6,7 @@
 #![forbid(unsafe_code)]
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -497,6 +497,16 @@ pub struct SippProcess {
 impl<'a> Sipp<'a> {
     /// Renders the scenario into `dir` and starts SIPp there.
     pub fn spawn(self, dir: &Path, name: &str) -> SippProcess {
+        self.spawn_at(dir, name, None)
+    }
+
+    /// Like `spawn`, inside network namespace `netns` (the machine's own
+    /// when `None`) on its address `ip` (a host outside a test's cluster).
+    pub fn spawn_in(self, dir: &Path, name: &str, netns: Option<&str>, ip: IpAddr) -> SippProcess {
+        self.spawn_at(dir, name, Some((netns, ip)))
+    }
+
+    fn spawn_at(self, dir: &Path, name: &str, at: Option<(Option<&str>, IpAddr)>) -> SippProcess {
         require("sipp");
         let template = std::fs::read_to_string(repo().join("tests/sipp").join(self.scenario))
             .expect("scenario template");
@@ -534,15 +544,23 @@ impl<'a> Sipp<'a> {
         std::fs::create_dir_all(&work).unwrap();
         let file = work.join(self.scenario);
         std::fs::write(&file, xml).unwrap();
-        let mut cmd = Command::new("sipp");
+        let ip = at.map_or("127.0.0.1".to_owned(), |(_, ip)| ip.to_string());
+        let mut cmd = match at {
+            Some((Some(netns), _)) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", netns, "sipp"]);
+                c
+            }
+            _ => Command::new("sipp"),
+        };
         cmd.current_dir(&work)
             .arg("-sf")
             .arg(&file)
             .args([
                 "-i",
-                "127.0.0.1",
+                &ip,
                 "-mi",
-                "127.0.0.1",
+                &ip,
                 "-nostdin",
                 "-trace_err",
                 "-trace_stat",

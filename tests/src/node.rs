@@ -171,6 +171,37 @@ impl Network {
         }
     }
 
+    /// The node's external address: its end of the second network, where
+    /// hosts outside the cluster reach it (`outside`).
+    pub fn external_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::new(198, 18, self.index, 129)
+    }
+
+    /// A host outside the cluster, number `k` (0..60): a network namespace
+    /// on the node's second network that reaches the node's external
+    /// address and nothing else. Removed with the node.
+    pub fn outside(&self, k: u8) -> Outside {
+        let n = self.index.to_string();
+        let k = k.to_string();
+        let out = Command::new("bash")
+            .arg(script())
+            .args([OsStr::new("outside"), self.dir.as_os_str()])
+            .args([&n, &k])
+            .output()
+            .expect("run.sh outside");
+        assert!(
+            out.status.success(),
+            "run.sh outside: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut words = text.split_whitespace();
+        Outside {
+            netns: words.next().expect("netns").to_owned(),
+            ip: words.next().and_then(|w| w.parse().ok()).expect("address"),
+        }
+    }
+
     fn stop(&self) {
         let n = self.index.to_string();
         if let Err(e) = run_script(&[OsStr::new("stop"), self.dir.as_os_str(), OsStr::new(&n)]) {
@@ -183,6 +214,15 @@ impl Drop for Network {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A host outside the cluster (`Network::outside`).
+#[derive(Debug, Clone)]
+pub struct Outside {
+    /// Its network namespace (for `ip netns exec`).
+    pub netns: String,
+    /// Its address.
+    pub ip: Ipv4Addr,
 }
 
 /// The node's processes: containerd, kubelet, kube-proxy (in its
@@ -314,6 +354,27 @@ impl Cluster {
             );
             std::thread::sleep(Duration::from_millis(250));
         }
+    }
+
+    /// `count` local persistent volumes of `size` on the node, in the
+    /// StorageClass `earshot-local` (the cluster's default; bound when a
+    /// pod that claims one is scheduled), as a platform without a
+    /// provisioner offers them. Directories under the node's dir.
+    pub fn local_volumes(&self, count: usize, size: &str) {
+        let mut yaml = String::from(
+            "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata:\n  name: earshot-local\n  annotations: {storageclass.kubernetes.io/is-default-class: \"true\"}\nprovisioner: kubernetes.io/no-provisioner\nvolumeBindingMode: WaitForFirstConsumer\nreclaimPolicy: Retain\n",
+        );
+        for i in 0..count {
+            let path = self.net.dir.join("volumes").join(format!("pv-{i}"));
+            std::fs::create_dir_all(&path).unwrap();
+            yaml.push_str(&format!(
+                "---\napiVersion: v1\nkind: PersistentVolume\nmetadata: {{ name: local-{i} }}\nspec:\n  capacity: {{ storage: {size} }}\n  accessModes: [ReadWriteOnce]\n  persistentVolumeReclaimPolicy: Retain\n  storageClassName: earshot-local\n  local: {{ path: {} }}\n  nodeAffinity:\n    required:\n      nodeSelectorTerms:\n        - matchExpressions:\n            - {{ key: kubernetes.io/hostname, operator: In, values: [{NODE_NAME}] }}\n",
+                path.display()
+            ));
+        }
+        self.cp
+            .kubectl_result(&["apply", "-f", "-"], Some(&yaml))
+            .unwrap_or_else(|e| panic!("local volumes: {e}"));
     }
 
     /// A pod's `jsonpath` field (empty when the pod or field is missing).

@@ -19,8 +19,7 @@ pub mod timeline;
 
 pub use announce::AnnouncementConfig;
 pub use config::{
-    CoreConfig, EffectiveUser, IpNet, Peer, SipLimits, SplitHorizon, Target, Timers,
-    UnknownSources,
+    CoreConfig, EffectiveUser, IpNet, Peer, SipLimits, SplitHorizon, Target, Timers, UnknownSources,
 };
 pub use earshot_contracts::layout::call_hash;
 pub use earshot_contracts::{
