@@ -1,7 +1,8 @@
 //! Step 2 of the reconcile pipeline, **client required**: the storage
-//! credentials from the Secret the policy names, and the announcement
-//! prompt's ConfigMap.
+//! credentials from the Secret the policy names (and the operator's own key
+//! for the store), and the announcement prompt's ConfigMap.
 
+use earshot_crds::policy::{SecretKeys, StorageSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Api;
 use serde::de::DeserializeOwned;
@@ -31,10 +32,26 @@ fn secret_value(secret: &Secret, key: &str) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
+/// The tenant's key from the Secret the policy names: (access key id,
+/// secret access key), both present and not blank.
+fn tenant_key(secret: &Secret, keys: &SecretKeys) -> Result<(String, String), Error> {
+    let value = |key: &String| {
+        secret_value(secret, key).ok_or_else(|| Error::SecretKeyMissing {
+            secret: keys.name.clone(),
+            key: key.clone(),
+        })
+    };
+    Ok((
+        value(&keys.access_key_id_key)?,
+        value(&keys.secret_access_key_key)?,
+    ))
+}
+
 /// The store and the operator's own key for it, `None` when the platform
-/// gave it none for this store: the operator then talks to the store not at
-/// all. The tenant's key is never sent anywhere; its Secret must still exist
-/// with both keys (the recorders mount it), and only that is checked.
+/// gave it none for this store: the operator then keeps no lifecycle rule.
+/// The tenant's key is not used here (lifecycle rules are never set with
+/// it); its Secret must still exist with both keys (the recorders mount
+/// it), and that is checked.
 pub async fn storage_target(
     secrets: &Api<Secret>,
     v: &Validated,
@@ -43,14 +60,7 @@ pub async fn storage_target(
     let secret = get_opt(secrets, "Secret", &keys.name)
         .await?
         .ok_or_else(|| Error::SecretMissing(keys.name.clone()))?;
-    for key in [&keys.access_key_id_key, &keys.secret_access_key_key] {
-        if secret_value(&secret, key).is_none() {
-            return Err(Error::SecretKeyMissing {
-                secret: keys.name.clone(),
-                key: key.clone(),
-            });
-        }
-    }
+    tenant_key(&secret, keys)?;
     let Some(dir) = &v.lifecycle_credentials else {
         return Ok(None);
     };
@@ -63,6 +73,32 @@ pub async fn storage_target(
         secret_access_key,
         operator_key: true,
     }))
+}
+
+/// The store as the recorders reach it, with their own key from the Secret
+/// the policy names: for the write probe ([`crate::storage::probe_write`]),
+/// which proves that the recorders can store recordings — never for
+/// lifecycle rules. Signed requests carry no secret, and the endpoint is
+/// one the platform allows (step 1 refused any other).
+pub async fn recorder_target(secrets: &Api<Secret>, v: &Validated) -> Result<S3Target, Error> {
+    let keys = &v.storage.credentials_secret;
+    let secret = get_opt(secrets, "Secret", &keys.name)
+        .await?
+        .ok_or_else(|| Error::SecretMissing(keys.name.clone()))?;
+    recorder_target_of(&v.storage, &secret)
+}
+
+/// [`recorder_target`] of a Secret already read.
+fn recorder_target_of(storage: &StorageSpec, secret: &Secret) -> Result<S3Target, Error> {
+    let (access_key_id, secret_access_key) = tenant_key(secret, &storage.credentials_secret)?;
+    Ok(S3Target {
+        endpoint: storage.endpoint.clone(),
+        region: storage.region.clone(),
+        path_style: storage.path_style,
+        access_key_id,
+        secret_access_key,
+        operator_key: false,
+    })
 }
 
 /// The operator's own key for a store: files `accessKeyId` and
@@ -126,4 +162,71 @@ pub async fn console_secret(secrets: &Api<Secret>, v: &Validated) -> Result<Opti
             missing.join(", ")
         )
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::ByteString;
+
+    use super::*;
+
+    fn mk_storage() -> StorageSpec {
+        serde_json::from_value(serde_json::json!({
+            "endpoint": "https://s3.eu-west-1.amazonaws.com",
+            "bucket": "recordings",
+            "region": "eu-west-1",
+            "pathStyle": false,
+            "credentialsSecret": {"name": "acme-s3", "accessKeyIdKey": "id", "secretAccessKeyKey": "key"},
+        }))
+        .expect("a valid StorageSpec")
+    }
+
+    fn mk_secret(data: &[(&str, &str)]) -> Secret {
+        Secret {
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec())))
+                    .collect(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_recorders_key_comes_from_the_keys_the_policy_names() {
+        let t = recorder_target_of(
+            &mk_storage(),
+            &mk_secret(&[("id", " AKIDEXAMPLE\n"), ("key", "s3cr3t"), ("other", "x")]),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                t.endpoint.as_str(),
+                t.region.as_str(),
+                t.path_style,
+                t.access_key_id.as_str(),
+                t.secret_access_key.as_str(),
+                t.operator_key
+            ),
+            (
+                "https://s3.eu-west-1.amazonaws.com",
+                "eu-west-1",
+                false,
+                "AKIDEXAMPLE",
+                "s3cr3t",
+                false
+            )
+        );
+        for (data, missing) in [
+            (&[("key", "s3cr3t")][..], "id"),
+            (&[("id", "AKIDEXAMPLE"), ("key", "  ")][..], "key"),
+        ] {
+            match recorder_target_of(&mk_storage(), &mk_secret(data)) {
+                Err(Error::SecretKeyMissing { secret, key }) => {
+                    assert_eq!((secret.as_str(), key.as_str()), ("acme-s3", missing))
+                }
+                other => panic!("{missing}: {other:?}"),
+            }
+        }
+    }
 }

@@ -1,6 +1,8 @@
 //! Step 5 of the reconcile pipeline, **client required**: the policy's
-//! storage — credentials and bucket checked, and the lifecycle rule that
-//! enforces its retention kept in the bucket.
+//! storage — credentials and bucket checked, the lifecycle rule that
+//! enforces its retention kept in the bucket (with the operator's own key),
+//! and the recorders' key proved able to write under the policy's prefix
+//! ([`probe_write`]).
 
 pub mod lifecycle;
 pub mod s3;
@@ -31,8 +33,9 @@ impl BucketLocks {
 use std::future::Future;
 use std::pin::Pin;
 
+use earshot_contracts::layout::Prefix;
 use lifecycle::PolicyRule;
-use s3::{Enforced, S3Client, S3Target, StorageError};
+use s3::{Enforced, Probed, S3Client, S3Target, StorageError};
 
 /// What the reconciler asks of a store: check access, then make the bucket
 /// enforce a rule. Behind a trait so the controller's tests can watch every
@@ -67,5 +70,48 @@ impl Storage for S3Storage {
             client.head_bucket(bucket).await?;
             client.ensure_rule(bucket, rule).await
         })
+    }
+}
+
+/// The key of a write probe under `prefix`:
+/// `<prefix>/.earshot-probe/<nonce, 16 hex digits>`. Under the prefix, so
+/// the recorders' key (perhaps allowed only there) is tried where it writes
+/// recordings, and a probe it may not delete expires by the policy's own
+/// lifecycle rule; not a recording's name, so the console never lists it.
+pub fn probe_key(prefix: &str, nonce: u64) -> String {
+    Prefix::new(prefix).key(&format!(".earshot-probe/{nonce:016x}"))
+}
+
+/// Checks with the recorders' own key (`target`, from the policy's
+/// credentials Secret) that recordings can be stored under `prefix`: writes
+/// a small object at [`probe_key`]`(prefix, nonce)`, reads it back and
+/// deletes it (see [`S3Client::probe_write`]). `nonce` is the caller's
+/// randomness, so two reconciles never share a probe.
+pub async fn probe_write(
+    target: S3Target,
+    bucket: &str,
+    prefix: &str,
+    nonce: u64,
+) -> Result<Probed, StorageError> {
+    S3Client::new(target)
+        .probe_write(bucket, prefix, &probe_key(prefix, nonce))
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_keys_go_under_the_prefix() {
+        assert_eq!(
+            probe_key("acme/office/", 0xff),
+            "acme/office/.earshot-probe/00000000000000ff"
+        );
+        assert_eq!(
+            probe_key("/acme/office", u64::MAX),
+            "acme/office/.earshot-probe/ffffffffffffffff"
+        );
+        assert_eq!(probe_key("", 1), ".earshot-probe/0000000000000001");
     }
 }

@@ -1,15 +1,20 @@
 //! The few S3 calls the operator makes — HeadBucket to check credentials and
-//! bucket, Get/PutBucketLifecycleConfiguration to keep the retention rule —
-//! signed with SigV4 by `aws-sigv4`, sent with reqwest. **Client required.**
+//! bucket, Get/PutBucketLifecycleConfiguration to keep the retention rule,
+//! and Put/Get/DeleteObject of one small probe object to check that the
+//! recorders' key can write — signed with SigV4 by `aws-sigv4`, sent with
+//! reqwest. Buckets are addressed by the rule the recorders follow too
+//! ([`earshot_contracts::addressing`]). **Client required.**
 
 use std::time::SystemTime;
 
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{
-    PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings, sign,
+    PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
+    UriPathNormalizationMode, sign,
 };
 use aws_sigv4::sign::v4;
 use base64::Engine;
+use earshot_contracts::addressing::{AddressError, BucketUrl, bucket_url};
 use md5::Digest;
 
 use super::lifecycle::{self, PolicyRule};
@@ -38,6 +43,7 @@ impl std::fmt::Debug for S3Target {
         f.debug_struct("S3Target")
             .field("endpoint", &self.endpoint)
             .field("region", &self.region)
+            .field("path_style", &self.path_style)
             .field("operator_key", &self.operator_key)
             .finish()
     }
@@ -101,6 +107,31 @@ pub enum StorageError {
     /// The request could not be signed.
     #[error("cannot sign the request: {0}")]
     Signing(String),
+    /// The endpoint and bucket give no URL (the policy must change).
+    #[error(transparent)]
+    Address(#[from] AddressError),
+    /// The recorders' key may read the bucket but not write to it.
+    #[error(
+        "the recorders' key (the access key in the Secret) may read bucket {bucket} but not write under {prefix} (HTTP {status} to PutObject): recordings could not be stored; give the key write permission there (s3:PutObject)"
+    )]
+    ReadOnly {
+        /// Bucket.
+        bucket: String,
+        /// The policy's prefix.
+        prefix: String,
+        /// HTTP status of the refused write.
+        status: u16,
+    },
+    /// The probe object read back with other bytes than were written.
+    #[error(
+        "object {key} in bucket {bucket} read back with other bytes than were written: the store does not keep what it is given"
+    )]
+    ProbeChanged {
+        /// Bucket.
+        bucket: String,
+        /// The probe object's key.
+        key: String,
+    },
 }
 
 impl StorageError {
@@ -127,9 +158,17 @@ pub struct S3Client {
 impl S3Client {
     /// A client for `target`.
     pub fn new(target: S3Target) -> Self {
+        Self::with_http(target, reqwest::Client::builder())
+    }
+
+    /// A client for `target` whose HTTP client starts from `http` (a proxy,
+    /// extra root certificates, a host name pinned to an address as curl's
+    /// `--resolve` does); the timeout and the refusal of redirects are set
+    /// on top of it.
+    pub fn with_http(target: S3Target, http: reqwest::ClientBuilder) -> Self {
         Self {
             target,
-            http: reqwest::Client::builder()
+            http: http
                 .timeout(std::time::Duration::from_secs(15))
                 // A redirect would take the signed request elsewhere.
                 .redirect(reqwest::redirect::Policy::none())
@@ -138,14 +177,13 @@ impl S3Client {
         }
     }
 
-    fn url(&self, bucket: &str, query: &str) -> String {
-        let base = self.target.endpoint.trim_end_matches('/');
-        if self.target.path_style {
-            format!("{base}/{bucket}{query}")
-        } else {
-            let (scheme, host) = base.split_once("://").unwrap_or(("https", base));
-            format!("{scheme}://{bucket}.{host}/{query}")
-        }
+    /// The bucket's URL, by the rule the recorders' uploads follow.
+    fn bucket(&self, bucket: &str) -> Result<BucketUrl, StorageError> {
+        Ok(bucket_url(
+            &self.target.endpoint,
+            bucket,
+            self.target.path_style,
+        )?)
     }
 
     async fn send(
@@ -154,6 +192,7 @@ impl S3Client {
         method: &str,
         url: &str,
         body: Vec<u8>,
+        content_type: &str,
     ) -> Result<(u16, String), StorageError> {
         let identity = Credentials::new(
             &self.target.access_key_id,
@@ -165,6 +204,11 @@ impl S3Client {
         .into();
         let mut settings = SigningSettings::default();
         settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+        // S3's own rules: the path is signed as sent (object keys are
+        // percent-encoded once, by `BucketUrl::object`) and never normalised
+        // (a key may hold `//` or `./`).
+        settings.percent_encoding_mode = PercentEncodingMode::Single;
+        settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
         let params = v4::SigningParams::builder()
             .identity(&identity)
             .region(&self.target.region)
@@ -176,10 +220,11 @@ impl S3Client {
             .into();
         let mut headers: Vec<(String, String)> = Vec::new();
         if !body.is_empty() {
-            // S3 requires an MD5 of the body for PutBucketLifecycleConfiguration.
+            // S3 requires an MD5 of the body for PutBucketLifecycleConfiguration
+            // (and checks it on PutObject).
             let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(&body));
             headers.push(("content-md5".into(), md5));
-            headers.push(("content-type".into(), "application/xml".into()));
+            headers.push(("content-type".into(), content_type.into()));
         }
         let signable = SignableRequest::new(
             method,
@@ -240,7 +285,14 @@ impl S3Client {
     ) -> Result<(), StorageError> {
         match status {
             200..=299 => Ok(()),
-            401 | 403 => Err(StorageError::Denied {
+            _ => Err(self.refused(action, bucket, status, body)),
+        }
+    }
+
+    /// What an answer other than the one expected means.
+    fn refused(&self, action: &'static str, bucket: &str, status: u16, body: &str) -> StorageError {
+        match status {
+            401 | 403 => StorageError::Denied {
                 bucket: bucket.into(),
                 status,
                 whose: if self.target.operator_key {
@@ -248,35 +300,38 @@ impl S3Client {
                 } else {
                     "the access key in the Secret"
                 },
-            }),
+            },
             404 if body.contains("NoSuchBucket") || action == "HeadBucket" => {
-                Err(StorageError::NoBucket(bucket.into()))
+                StorageError::NoBucket(bucket.into())
             }
-            _ => Err(StorageError::Unexpected {
+            _ => StorageError::Unexpected {
                 action,
                 bucket: bucket.into(),
                 status,
                 code: error_code(body).unwrap_or("no error code").to_owned(),
-            }),
+            },
         }
     }
 
     /// Checks that the credentials reach the bucket.
     pub async fn head_bucket(&self, bucket: &str) -> Result<(), StorageError> {
+        let url = self.bucket(bucket)?.bucket_request("");
         let (status, body) = self
-            .send("HeadBucket", "HEAD", &self.url(bucket, ""), Vec::new())
+            .send("HeadBucket", "HEAD", &url, Vec::new(), XML)
             .await?;
         self.check("HeadBucket", bucket, status, &body)
     }
 
     /// The bucket's lifecycle configuration, `None` when it has none.
     pub async fn get_lifecycle(&self, bucket: &str) -> Result<Option<String>, StorageError> {
+        let url = self.bucket(bucket)?.bucket_request("?lifecycle");
         let (status, body) = self
             .send(
                 "GetBucketLifecycleConfiguration",
                 "GET",
-                &self.url(bucket, "?lifecycle"),
+                &url,
                 Vec::new(),
+                XML,
             )
             .await?;
         if status == 404 && body.contains("NoSuchLifecycleConfiguration") {
@@ -288,15 +343,73 @@ impl S3Client {
 
     /// Replaces the bucket's lifecycle configuration.
     pub async fn put_lifecycle(&self, bucket: &str, xml: &str) -> Result<(), StorageError> {
+        let url = self.bucket(bucket)?.bucket_request("?lifecycle");
         let (status, body) = self
             .send(
                 "PutBucketLifecycleConfiguration",
                 "PUT",
-                &self.url(bucket, "?lifecycle"),
+                &url,
                 xml.as_bytes().to_vec(),
+                XML,
             )
             .await?;
         self.check("PutBucketLifecycleConfiguration", bucket, status, &body)
+    }
+
+    /// Checks that this client's key can store objects under `prefix`, as
+    /// the recorders do: writes `key` (under `prefix`), reads it back and
+    /// deletes it. A key that may write but not read or delete (the
+    /// recommended recorder key: `s3:PutObject` only) passes, and the probe
+    /// object stays until the policy's lifecycle rule expires it; one that
+    /// may read but not write is [`StorageError::ReadOnly`].
+    pub async fn probe_write(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        key: &str,
+    ) -> Result<Probed, StorageError> {
+        let url = self.bucket(bucket)?.object(key);
+        let (status, body) = self
+            .send("PutObject", "PUT", &url, PROBE_BODY.to_vec(), "text/plain")
+            .await?;
+        if matches!(status, 401 | 403) {
+            // Refused: a key that may read finds the probe absent (404);
+            // any other key is refused again.
+            let (read, _) = self.send("GetObject", "GET", &url, Vec::new(), XML).await?;
+            if read == 404 {
+                return Err(StorageError::ReadOnly {
+                    bucket: bucket.into(),
+                    prefix: prefix.into(),
+                    status,
+                });
+            }
+        }
+        self.check("PutObject", bucket, status, &body)?;
+
+        let (status, body) = self.send("GetObject", "GET", &url, Vec::new(), XML).await?;
+        let read_back = match status {
+            // Write-only: nothing to compare.
+            401 | 403 => false,
+            200 if body.as_bytes() == PROBE_BODY => true,
+            200 => {
+                return Err(StorageError::ProbeChanged {
+                    bucket: bucket.into(),
+                    key: key.into(),
+                });
+            }
+            _ => return Err(self.refused("GetObject", bucket, status, &body)),
+        };
+
+        let (status, body) = self
+            .send("DeleteObject", "DELETE", &url, Vec::new(), XML)
+            .await?;
+        let deleted = match status {
+            // Gone already counts: S3 answers 204 either way.
+            200..=299 | 404 => true,
+            401 | 403 => false,
+            _ => return Err(self.refused("DeleteObject", bucket, status, &body)),
+        };
+        Ok(Probed { read_back, deleted })
     }
 
     /// Makes the bucket enforce `rule`, keeping every other rule, and reads it
@@ -327,6 +440,25 @@ impl S3Client {
             shorter: lifecycle::shorter_rule(&back, rule)?,
         })
     }
+}
+
+/// The content type of the requests with an XML body (and of those with
+/// none, where it is not sent).
+const XML: &str = "application/xml";
+
+/// What the write probe stores: small, and saying what it is to anyone who
+/// finds one left behind.
+pub const PROBE_BODY: &[u8] = b"earshot storage probe: the operator checks with it that the recorders' key can write here, then deletes it\n";
+
+/// What the write probe found besides that the key can write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probed {
+    /// Whether the key could read the object back (it then held exactly
+    /// what was written); `false` for a write-only key.
+    pub read_back: bool,
+    /// Whether the key could delete it; when not, it stays until the
+    /// policy's lifecycle rule (which covers the prefix) expires it.
+    pub deleted: bool,
 }
 
 /// The most the operator reads of any answer: a lifecycle configuration
