@@ -88,7 +88,10 @@ impl Error {
             Error::OperatorKeyMissing(_) => "OperatorKeyMissing",
             Error::HostNetworkForbidden(_) => "HostNetworkForbidden",
             Error::PortClash(_) => "PortClash",
-            Error::Storage(StorageError::Denied { .. }) => "AccessDenied",
+            Error::Storage(StorageError::Denied { .. } | StorageError::ReadOnly { .. }) => {
+                "AccessDenied"
+            }
+            Error::Storage(StorageError::Address(_)) => "InvalidStorageAddress",
             Error::Storage(StorageError::NoBucket(_)) => "BucketMissing",
             Error::Storage(StorageError::Unreachable { .. }) => "StorageUnreachable",
             Error::Storage(StorageError::NotEnforced(_)) => "LifecycleNotSupported",

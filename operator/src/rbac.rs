@@ -46,7 +46,6 @@ pub const CLUSTER: &[(&str, &str, &str)] = &[
     // The console's Deployment and Service go when the policy disables it;
     // so does the recorders' pre-StatefulSet Deployment.
     ("delete", "apps", "deployments"),
-    ("get", "", "services"),
     ("list", "", "services"),
     ("watch", "", "services"),
     ("create", "", "services"),

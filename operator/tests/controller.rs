@@ -13,7 +13,7 @@ use earshot_operator::metrics::OperatorMetrics;
 use earshot_operator::reconcile::{Context, Error, error_policy, reconcile};
 use earshot_operator::storage::Storage;
 use earshot_operator::storage::lifecycle::PolicyRule;
-use earshot_operator::storage::s3::{Enforced, S3Target, StorageError};
+use earshot_operator::storage::s3::{Enforced, Probed, S3Target, StorageError};
 use http::{Request, Response};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::client::Body;
@@ -28,6 +28,8 @@ type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 struct FakeStorage {
     calls: Mutex<Vec<String>>,
     changed: bool,
+    /// The recorders' key may read but not write.
+    read_only: bool,
 }
 
 impl Storage for FakeStorage {
@@ -48,6 +50,35 @@ impl Storage for FakeStorage {
             Ok(Enforced {
                 changed,
                 shorter: None,
+            })
+        })
+    }
+
+    fn probe<'a>(
+        &'a self,
+        target: S3Target,
+        bucket: &'a str,
+        prefix: &'a str,
+        _nonce: u64,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Probed, StorageError>> + Send + 'a>,
+    > {
+        self.calls.lock().unwrap().push(format!(
+            "probe {} {bucket} {prefix} as {}",
+            target.endpoint, target.access_key_id
+        ));
+        let read_only = self.read_only;
+        Box::pin(async move {
+            if read_only {
+                return Err(StorageError::ReadOnly {
+                    bucket: bucket.into(),
+                    prefix: prefix.into(),
+                    status: 403,
+                });
+            }
+            Ok(Probed {
+                read_back: true,
+                deleted: true,
             })
         })
     }
@@ -186,6 +217,7 @@ fn reconciled_steps(status: impl FnOnce(Value) + Send + 'static) -> Vec<Expect> 
         Some(secret())
     })];
     steps.extend(workload_steps());
+    steps.push(pods_listed());
     steps.push(event("RetentionEnforced"));
     steps.push(expect(
         "PATCH",
@@ -269,6 +301,13 @@ async fn serve(mut handle: Handle, steps: Vec<Expect>) -> Vec<Value> {
         );
     }
     bodies
+}
+
+/// The recorder pods, listed for the status (none here: no kubelet).
+fn pods_listed() -> Expect {
+    expect("GET", "/api/v1/namespaces/acme/pods", |_| {
+        Some(json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}))
+    })
 }
 
 fn secret() -> Value {
@@ -398,7 +437,10 @@ async fn a_new_policy_gets_its_workload_its_retention_rule_and_a_ready_status() 
     server.await.unwrap();
     assert_eq!(
         storage.calls.lock().unwrap().as_slice(),
-        ["enforce http://garage:3900 recordings earshot/acme/office acme/office/ 30 as GKPLATFORM"]
+        [
+            "probe http://garage:3900 recordings acme/office/ as GKABC",
+            "enforce http://garage:3900 recordings earshot/acme/office acme/office/ 30 as GKPLATFORM"
+        ]
     );
     let metrics = ctx.metrics.encode();
     assert!(
@@ -430,6 +472,7 @@ async fn a_users_change_changes_the_configmap_and_not_the_workload() {
             |_| None,
         );
         steps.extend(workload);
+        steps.push(pods_listed());
         // The rule was already in place: no event.
         steps.push(expect(
             "PATCH",
@@ -530,7 +573,7 @@ async fn an_endpoint_the_platform_does_not_list_is_never_contacted() {
 }
 
 #[tokio::test]
-async fn with_the_platform_s_own_key_the_tenant_s_key_never_reaches_the_store() {
+async fn with_the_platform_s_own_key_the_tenant_s_key_only_probes_its_own_prefix() {
     let storage = Arc::new(FakeStorage {
         changed: true,
         ..Default::default()
@@ -555,7 +598,10 @@ async fn with_the_platform_s_own_key_the_tenant_s_key_never_reaches_the_store() 
     server.await.unwrap();
     assert_eq!(
         storage.calls.lock().unwrap().as_slice(),
-        ["enforce http://garage:3900 recordings earshot/acme/office acme/office/ 30 as GKPLATFORM"]
+        [
+            "probe http://garage:3900 recordings acme/office/ as GKABC",
+            "enforce http://garage:3900 recordings earshot/acme/office acme/office/ 30 as GKPLATFORM"
+        ]
     );
 
     // The key file gone (a platform mistake): said so, nothing sent.
@@ -583,7 +629,7 @@ async fn with_the_platform_s_own_key_the_tenant_s_key_never_reaches_the_store() 
         .unwrap_err();
     assert!(matches!(err, Error::OperatorKeyMissing(_)), "{err}");
     server.await.unwrap();
-    assert_eq!(storage.calls.lock().unwrap().len(), 1);
+    assert_eq!(storage.calls.lock().unwrap().len(), 2, "nothing new sent");
 }
 
 #[tokio::test]
@@ -684,6 +730,7 @@ async fn an_enabled_console_is_deployed_with_the_read_only_key() {
         },
     );
     steps.extend(workload);
+    steps.push(pods_listed());
     steps.push(expect(
         "PATCH",
         "/apis/earshot.io/v1alpha1/namespaces/acme/recordingpolicies/office/status",
@@ -797,6 +844,7 @@ async fn a_prompt_is_mounted_into_the_recorder() {
         },
     );
     steps.extend(workload);
+    steps.push(pods_listed());
     steps.push(expect(
         "PATCH",
         "/apis/earshot.io/v1alpha1/namespaces/acme/recordingpolicies/office/status",
@@ -875,9 +923,10 @@ async fn with_no_store_allowed_every_policy_is_refused_and_nothing_is_read() {
 }
 
 #[tokio::test]
-async fn without_the_operator_s_own_key_no_rule_is_set_and_the_tenant_s_key_goes_nowhere() {
+async fn without_the_operator_s_own_key_no_rule_is_set_and_the_tenant_s_key_only_probes() {
     // The store listed without a key, and the single-tenant opt-in with the
-    // store not listed: either way the tenant's key is never used.
+    // store not listed: either way the tenant's key is never used for a
+    // lifecycle rule, only to prove that the recorders can write.
     let listed = OperatorConfig {
         storage_endpoints: vec![earshot_operator::config::AllowedEndpoint {
             url: "http://garage:3900".into(),
@@ -898,6 +947,7 @@ async fn without_the_operator_s_own_key_no_rule_is_set_and_the_tenant_s_key_goes
             Some(secret())
         })];
         steps.extend(workload_steps());
+        steps.push(pods_listed());
         steps.push(event("NoOperatorKey"));
         steps.push(expect(
             "PATCH",
@@ -916,7 +966,11 @@ async fn without_the_operator_s_own_key_no_rule_is_set_and_the_tenant_s_key_goes
                         && msg.contains("acme/office/ are not deleted after 30 days"),
                     "{msg}"
                 );
-                assert_eq!(condition(&b, "StorageReady")["status"], "Unknown");
+                assert_eq!(
+                    condition(&b, "StorageReady")["reason"],
+                    "RecordersCanWrite",
+                    "{b}"
+                );
                 assert_eq!(condition(&b, "RecorderAvailable")["status"], "True");
                 assert_eq!(condition(&b, "Ready")["reason"], "NoOperatorKey");
                 assert_eq!(b["status"]["effectiveRetentionDays"], Value::Null);
@@ -938,9 +992,10 @@ async fn without_the_operator_s_own_key_no_rule_is_set_and_the_tenant_s_key_goes
                 .encode()
                 .contains("earshot_operator_policy_ready{namespace=\"acme\",policy=\"office\"} 0")
         );
-        assert!(
-            storage.calls.lock().unwrap().is_empty(),
-            "no storage call with the tenant's key"
+        assert_eq!(
+            storage.calls.lock().unwrap().as_slice(),
+            ["probe http://garage:3900 recordings acme/office/ as GKABC"],
+            "the tenant's key only for the probe under its prefix"
         );
     }
 }
@@ -1004,6 +1059,7 @@ async fn a_proxy_without_sources_exposes_no_console() {
         },
     );
     steps.extend(workload);
+    steps.push(pods_listed());
     steps.push(expect(
         "PATCH",
         "/apis/earshot.io/v1alpha1/namespaces/acme/recordingpolicies/office/status",
@@ -1019,4 +1075,53 @@ async fn a_proxy_without_sources_exposes_no_console() {
     );
     reconcile(Arc::new(policy), ctx).await.unwrap();
     server.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_recorders_key_that_cannot_write_is_storage_not_ready() {
+    // The key reads the bucket but may not write: the recorders would
+    // lose every recording; status says so before the first call does.
+    let storage = Arc::new(FakeStorage {
+        read_only: true,
+        ..Default::default()
+    });
+    let (ctx, handle, _key) = mk_ctx(storage.clone());
+    let mut steps = vec![expect("GET", "/api/v1/namespaces/acme/secrets/s3", |_| {
+        Some(secret())
+    })];
+    steps.extend(workload_steps());
+    steps.push(pods_listed());
+    steps.push(event("AccessDenied"));
+    steps.push(expect(
+        "PATCH",
+        "/apis/earshot.io/v1alpha1/namespaces/acme/recordingpolicies/office/status",
+        |b| {
+            let storage = condition(&b, "StorageReady");
+            assert_eq!(
+                (storage["status"].as_str(), storage["reason"].as_str()),
+                (Some("False"), Some("AccessDenied")),
+                "{b}"
+            );
+            assert!(
+                storage["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("acme/office/"),
+                "{b}"
+            );
+            assert_eq!(condition(&b, "Ready")["status"], "False");
+            None
+        },
+    ));
+    let server = tokio::spawn(serve(handle, steps));
+    let err = reconcile(Arc::new(mk_policy(30, users_a())), ctx)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Storage(_)), "{err}");
+    server.await.unwrap();
+    assert_eq!(
+        storage.calls.lock().unwrap().as_slice(),
+        ["probe http://garage:3900 recordings acme/office/ as GKABC"],
+        "no lifecycle rule before the recorders can write"
+    );
 }

@@ -71,28 +71,26 @@ pub async fn apply_all(
     .await?;
     let services = Api::<Service>::namespaced(client.clone(), ns);
     let service = build_service(v);
-    // A Service's clusterIP never changes: between Pod (a virtual IP) and
-    // Host network (headless) the Service is made again.
-    let headless =
-        |s: &Service| s.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) == Some("None");
-    if let Some(old) = services
-        .get_opt(&name)
-        .await
-        .map_err(|source| Error::Kube {
-            what: format!("get Service {name}"),
-            source,
-        })?
-        && headless(&old) != headless(&service)
-    {
-        services
-            .delete(&name, &DeleteParams::default())
-            .await
-            .map_err(|source| Error::Kube {
-                what: format!("delete Service {name} to change its type"),
-                source,
-            })?;
+    match apply(&services, &name, &service, "Service").await {
+        // A Service's clusterIP never changes: between Pod network (a
+        // virtual IP) and Host network (headless) it is made again.
+        Err(Error::Kube {
+            source: kube::Error::Api(status),
+            ..
+        }) if status.code == 422 => {
+            services
+                .delete(&name, &DeleteParams::default())
+                .await
+                .map_err(|source| Error::Kube {
+                    what: format!("delete Service {name} to change its clusterIP"),
+                    source,
+                })?;
+            apply(&services, &name, &service, "Service").await?;
+        }
+        other => {
+            other?;
+        }
     }
-    apply(&services, &name, &service, "Service").await?;
     if service_monitor {
         let api =
             Api::<DynamicObject>::namespaced_with(client.clone(), ns, &servicemonitor_resource());

@@ -47,32 +47,55 @@ fn tenant_key(secret: &Secret, keys: &SecretKeys) -> Result<(String, String), Er
     ))
 }
 
-/// The store and the operator's own key for it, `None` when the platform
-/// gave it none for this store: the operator then keeps no lifecycle rule.
-/// The tenant's key is not used here (lifecycle rules are never set with
-/// it); its Secret must still exist with both keys (the recorders mount
-/// it), and that is checked.
-pub async fn storage_target(
-    secrets: &Api<Secret>,
-    v: &Validated,
-) -> Result<Option<S3Target>, Error> {
+/// Who talks to the store, from one read of the policy's Secret.
+#[derive(Debug, Clone)]
+pub struct Targets {
+    /// The store with the operator's own key, `None` when the platform gave
+    /// it none for this store: the operator then keeps no lifecycle rule
+    /// (never with the tenant's key).
+    pub operator: Option<S3Target>,
+    /// The store with the recorders' key (the policy's Secret): only for
+    /// the write probe that proves recordings can be stored.
+    pub recorders: S3Target,
+    /// Names the probe object: the same while the policy and its Secret
+    /// stay as they are, so a key that may not delete leaves one object.
+    pub nonce: u64,
+}
+
+/// The store, with the operator's own key and the recorders'.
+pub async fn storage_target(secrets: &Api<Secret>, v: &Validated) -> Result<Targets, Error> {
     let keys = &v.storage.credentials_secret;
     let secret = get_opt(secrets, "Secret", &keys.name)
         .await?
         .ok_or_else(|| Error::SecretMissing(keys.name.clone()))?;
-    tenant_key(&secret, keys)?;
-    let Some(dir) = &v.lifecycle_credentials else {
-        return Ok(None);
+    let recorders = recorder_target_of(&v.storage, &secret)?;
+    let nonce = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        v.policy.metadata.uid.hash(&mut h);
+        v.policy.metadata.generation.hash(&mut h);
+        secret.metadata.resource_version.hash(&mut h);
+        h.finish()
     };
-    let (access_key_id, secret_access_key) = operator_key(dir)?;
-    Ok(Some(S3Target {
-        endpoint: v.storage.endpoint.clone(),
-        region: v.storage.region.clone(),
-        path_style: v.storage.path_style,
-        access_key_id,
-        secret_access_key,
-        operator_key: true,
-    }))
+    let operator = match &v.lifecycle_credentials {
+        None => None,
+        Some(dir) => {
+            let (access_key_id, secret_access_key) = operator_key(dir)?;
+            Some(S3Target {
+                endpoint: v.storage.endpoint.clone(),
+                region: v.storage.region.clone(),
+                path_style: v.storage.path_style,
+                access_key_id,
+                secret_access_key,
+                operator_key: true,
+            })
+        }
+    };
+    Ok(Targets {
+        operator,
+        recorders,
+        nonce,
+    })
 }
 
 /// The store as the recorders reach it, with their own key from the Secret

@@ -254,25 +254,63 @@ async fn run_steps(policy: &RecordingPolicy, ctx: &Context) -> (Observed, Result
         Err(e) => return (observed, Err(e)),
     }
     observed.service_address = Some(placement::service_address(&v, &observed.replicas));
-    let Some(target) = target else {
+
+    // 5. storage — client. First the recorders' own key: a probe object
+    // written under the policy's prefix, read back and deleted, so
+    // StorageReady means the recorders can store recordings.
+    let probed = match ctx
+        .storage
+        .probe(
+            target.recorders.clone(),
+            &v.storage.bucket,
+            &v.prefix,
+            target.nonce,
+        )
+        .await
+    {
+        Ok(p) => p,
+        Err(e) => {
+            let e = Error::Storage(e);
+            event(ctx, policy, true, e.reason(), e.to_string()).await;
+            observed.storage = Check::failed(e.reason(), e.to_string());
+            observed.retention = Check::unknown(
+                "StorageNotReady",
+                "retention is enforced once storage is ready",
+            );
+            return (observed, Err(e));
+        }
+    };
+    let recorders_can_write = format!(
+        "the recorders' key (Secret {}) stored a probe object in bucket {} under {}{}",
+        v.storage.credentials_secret.name,
+        v.storage.bucket,
+        v.prefix,
+        match (probed.read_back, probed.deleted) {
+            (true, true) => ", read it back and deleted it",
+            (true, false) =>
+                " and read it back (it may not delete: the object expires by the lifecycle rule)",
+            (false, _) => " (a write-only key: it could not read it back)",
+        }
+    );
+    observed.storage = Check::ok("RecordersCanWrite", recorders_can_write.clone());
+    let Some(target) = target.operator else {
         // No key of the operator's own for this store: the tenant's is never
         // used for lifecycle rules (it would have to be allowed to change
         // every tenant's retention), so no rule is set and the store is not
         // contacted. Only a change of the operator's settings (a restart,
         // which reconciles every policy) can fix it.
         let msg = format!(
-            "the operator has no key of its own for object store {} (Helm storageEndpoints[].lifecycleCredentialsSecret) and never uses the tenant's: no lifecycle rule is set, so recordings under {} are not deleted after {} days, and the bucket is checked only by the recorders' uploads",
+            "the operator has no key of its own for object store {} (Helm storageEndpoints[].lifecycleCredentialsSecret) and never uses the tenant's for lifecycle rules: no rule is set, so recordings under {} are not deleted after {} days",
             v.storage.endpoint.chars().take(200).collect::<String>(),
             v.prefix,
             v.policy.spec.retention_days
         );
         event(ctx, policy, true, "NoOperatorKey", msg.clone()).await;
-        observed.storage = Check::unknown("NoOperatorKey", msg.clone());
         observed.retention = Check::failed("NoOperatorKey", msg);
         return (observed, Ok(Action::await_change()));
     };
 
-    // 5. storage — client.
+    // Then the lifecycle rule, with the operator's own key.
     let rule = PolicyRule {
         id: rule_id(&v.namespace, &v.name),
         prefix: v.prefix.clone(),
@@ -297,7 +335,7 @@ async fn run_steps(policy: &RecordingPolicy, ctx: &Context) -> (Observed, Result
             observed.storage = Check::ok(
                 "BucketReachable",
                 format!(
-                    "bucket {} at {} accepts the operator's key (the tenant's key is checked by the recorders' uploads)",
+                    "bucket {} at {} accepts the operator's key, and {recorders_can_write}",
                     v.storage.bucket, v.storage.endpoint,
                 ),
             );

@@ -76,6 +76,10 @@ pub enum Invalid {
         /// What the policy asks.
         endpoint: String,
     },
+    /// The endpoint and bucket give no URL the recorders could write to
+    /// (e.g. a dotted bucket name, virtual-hosted over https).
+    #[error("spec.storage: {0}")]
+    StorageAddress(String),
     /// An internal network that is not a CIDR.
     #[error("spec.recorder.network.internalNetworks[{0}] {1:?} is not a CIDR (e.g. 10.0.0.0/8)")]
     InternalNetwork(usize, String),
@@ -161,6 +165,7 @@ impl Invalid {
             Invalid::EndpointNotAllowed { .. } => "EndpointNotAllowed",
             Invalid::NoStorageEndpoints { .. } => "NoStorageEndpointsConfigured",
             Invalid::InternalNetwork(..) => "InvalidInternalNetwork",
+            Invalid::StorageAddress(_) => "InvalidStorageAddress",
             Invalid::PortsOverlap { .. } => "PortsOverlap",
         }
     }
@@ -198,6 +203,13 @@ pub fn validate(policy: &RecordingPolicy, operator: &OperatorConfig) -> Result<V
         .unwrap_or_else(|| format!("{namespace}/{name}/"));
     confined_prefix(&namespace, &prefix)?;
     let lifecycle_credentials = allowed_endpoint(operator, &storage.endpoint)?;
+    // Refused here, not by recorders crash-looping on a store they cannot open.
+    earshot_contracts::addressing::bucket_url(
+        &storage.endpoint,
+        &storage.bucket,
+        storage.path_style,
+    )
+    .map_err(|e| Invalid::StorageAddress(e.to_string()))?;
     let advertised = match &policy.spec.recorder.network.advertised_address {
         Some(a) => Some(
             a.parse()

@@ -49,6 +49,16 @@ pub trait Storage: Send + Sync {
         bucket: &'a str,
         rule: &'a PolicyRule,
     ) -> Pin<Box<dyn Future<Output = Result<Enforced, StorageError>> + Send + 'a>>;
+
+    /// Proves with the recorders' key (`target`) that recordings can be
+    /// stored under `prefix` ([`probe_write`]).
+    fn probe<'a>(
+        &'a self,
+        target: S3Target,
+        bucket: &'a str,
+        prefix: &'a str,
+        nonce: u64,
+    ) -> Pin<Box<dyn Future<Output = Result<Probed, StorageError>> + Send + 'a>>;
 }
 
 /// The real thing: S3 over HTTP, one writer per bucket at a time.
@@ -70,6 +80,16 @@ impl Storage for S3Storage {
             client.head_bucket(bucket).await?;
             client.ensure_rule(bucket, rule).await
         })
+    }
+
+    fn probe<'a>(
+        &'a self,
+        target: S3Target,
+        bucket: &'a str,
+        prefix: &'a str,
+        nonce: u64,
+    ) -> Pin<Box<dyn Future<Output = Result<Probed, StorageError>> + Send + 'a>> {
+        Box::pin(probe_write(target, bucket, prefix, nonce))
     }
 }
 
