@@ -16,10 +16,17 @@ demo: ## Record three real SIP calls through a local recorder and show the repor
 test: test-deps ## Install what the tests need, then run every test
 	scripts/run-tests.sh
 
-e2e: ## The operator suite against the cluster KUBECONFIG names, else against the local control plane
+e2e: ## The operator suite against the cluster KUBECONFIG names, else the local control plane and a real node (summary in target/e2e/summary.json)
 	@scripts/test-deps.sh
-	$(CARGO) build -q -p earshot-recorder
-	$(CARGO) test -p earshot-operator --test cluster -- --nocapture $(if $(KUBECONFIG),--test-threads=1)
+	$(CARGO) build -q -p earshot-recorder -p earshot-operator -p earshot-console
+ifdef KUBECONFIG
+	$(CARGO) test -p earshot-operator --test cluster -- --nocapture --test-threads=1
+else
+	EARSHOT_IMAGE_PROFILE=debug scripts/images.sh
+	$(CARGO) test -p earshot-operator --test cluster
+	$(CARGO) test -p earshot-tests --test node_e2e --test node -- --nocapture
+	@cat target/e2e/summary.json
+endif
 
 bench: ## Hot-path microbenchmarks, instructions per recorded call-minute (callgrind), the same SIPp load through Earshot and rtpengine, the console over 100 000 recordings
 	@scripts/test-deps.sh
