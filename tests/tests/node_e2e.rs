@@ -27,6 +27,8 @@ use earshot_tests::{Sipp, SippProcess, TempDir, repo};
 use serde_json::Value;
 
 const PREFIX: &str = "acme/office/";
+/// The media pool: the node's label and taint.
+const PLACEMENT: &str = "    placement:\n      nodeSelector: { earshot.io/media: \"true\" }\n      tolerations: [{ key: earshot.io/media, operator: Exists, effect: NoSchedule }]\n";
 /// How far a complete recording's length may be from the call's talk time
 /// (the answer and the BYE travel through two SIPp processes).
 const LENGTH_SLACK: f64 = 0.6;
@@ -366,7 +368,10 @@ impl Suite {
                         .first()
                         .and_then(|i| i.from_at)
                         .expect("when recording began");
-                    let before = cut_at.duration_since(from).unwrap_or_default().as_secs_f64();
+                    let before = cut_at
+                        .duration_since(from)
+                        .unwrap_or_default()
+                        .as_secs_f64();
                     // SIGKILL comes after the grace period, once the
                     // kubelet acts on the deletion (a second or two).
                     assert!(
@@ -537,6 +542,13 @@ fn the_chart_on_a_real_node_records_calls_from_outside_the_cluster() {
         ready.then_some(())
     });
     s.note_ready_pods();
+    // The node joins the media pool: labelled, and tainted so only what
+    // tolerates it lands there from now on.
+    s.must(&["label", "node", NODE_NAME, "earshot.io/media=true"], None);
+    s.must(
+        &["taint", "node", NODE_NAME, "earshot.io/media=true:NoSchedule"],
+        None,
+    );
 
     // The tenant: a Secret with the recorder's key and a host-network policy
     // whose PBX and trunk are outside; the host (the node network's other
@@ -560,7 +572,7 @@ fn the_chart_on_a_real_node_records_calls_from_outside_the_cluster() {
     network:
       mode: Host
       internalNetworks: ["198.18.{n}.0/25"]
-    peers:
+{PLACEMENT}    peers:
       - {{ name: pbx, sources: ["{pbx_ip}/32", "{host_ip}/32"], nextHop: "{trunk_ip}:5060" }}
       - {{ name: trunk, sources: ["{trunk_ip}/32"], nextHop: "{pbx_ip}:5060" }}
 "#
@@ -621,6 +633,31 @@ fn the_chart_on_a_real_node_records_calls_from_outside_the_cluster() {
     });
     let sip = st["serviceAddress"].as_str().unwrap().to_owned();
     s.start_trunk();
+
+    // A second host-network policy on the same nodes with the same ports:
+    // refused, naming the first, which goes on untouched.
+    s.must(
+        &["apply", "-f", "-"],
+        Some(&policy(
+            "acme",
+            "annex",
+            &endpoint,
+            &format!(
+                "    network: {{ mode: Host }}\n{PLACEMENT}    peers:\n      - {{ name: pbx, sources: [\"{pbx_ip}/32\"], nextHop: \"{trunk_ip}:5060\" }}\n"
+            ),
+        )),
+    );
+    wait("the clashing policy refused", 60, || {
+        let (status, reason, message) = s.condition("acme", "annex", "RecorderAvailable");
+        (status == "False" && reason == "PortClash" && message.contains("acme/office"))
+            .then_some(())
+    });
+    assert!(
+        s.kubectl(&["get", "statefulset", "earshot-annex", "-n", "acme"], None)
+            .is_err(),
+        "nothing applied for the clashing policy"
+    );
+    s.must(&["delete", "rp", "annex", "-n", "acme"], None);
 
     // Calls from outside, three at once.
     let calls: Vec<_> = (1..=3)
@@ -769,10 +806,20 @@ fn the_chart_on_a_real_node_records_calls_from_outside_the_cluster() {
         );
         s.must(
             &["apply", "-f", "-"],
-            Some(&policy("tenant-b", "pods", &endpoint, &peers)),
+            Some(&policy(
+                "tenant-b",
+                "pods",
+                &endpoint,
+                &format!("{PLACEMENT}{peers}"),
+            )),
         );
         wait("the pod-network recorder Ready under baseline", 180, || {
             s.pod_ready("tenant-b", "earshot-pods-0").then_some(())
+        });
+        // Its peer is outside the cluster's networks: said in status.
+        wait("a warning about the peer outside", 60, || {
+            let (status, _, message) = s.condition("tenant-b", "pods", "RecorderAvailable");
+            (status == "True" && message.contains("warning: peers pbx")).then_some(())
         });
         s.note_ready_pods();
     }

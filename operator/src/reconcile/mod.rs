@@ -243,6 +243,15 @@ async fn run_steps(policy: &RecordingPolicy, ctx: &Context) -> (Observed, Result
         }
     };
     observed.recorder = recorder_check(&recorders, &v);
+    let outside = placement::peers_outside(&v.policy);
+    if !outside.is_empty() {
+        let warning = format!(
+            "peers {} send from outside the cluster's networks (spec.recorder.network.internalNetworks, default the private ranges): in Pod mode they cannot reach the pod's address it advertises; use network.mode Host (README, Deploying)",
+            outside.join(", ")
+        );
+        event(ctx, policy, true, "PeerOutsideCluster", warning.clone()).await;
+        observed.recorder.message = format!("{}; warning: {warning}", observed.recorder.message);
+    }
     observed.ready_replicas = recorders.status.as_ref().and_then(|s| s.ready_replicas);
     let target = match target {
         Ok(t) => t,

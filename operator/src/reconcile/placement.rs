@@ -165,6 +165,38 @@ pub fn clash(policy: &RecordingPolicy, others: &[RecordingPolicy]) -> Option<Str
     None
 }
 
+/// Pod network: the peers whose sources lie outside the networks inside
+/// the cluster (`internalNetworks`, default the private ranges). They
+/// cannot reach a pod's address: such a policy wants host network.
+pub fn peers_outside(policy: &RecordingPolicy) -> Vec<String> {
+    let rec = &policy.spec.recorder;
+    if rec.network.mode != NetworkMode::Pod {
+        return Vec::new();
+    }
+    let parse = |v: &[String]| -> Vec<earshot_contracts::IpNet> {
+        v.iter()
+            .filter_map(|n| earshot_contracts::IpNet::parse(n))
+            .collect()
+    };
+    let inside = if rec.network.internal_networks.is_empty() {
+        earshot_contracts::config::DEFAULT_INTERNAL_NETWORKS
+            .iter()
+            .filter_map(|n| earshot_contracts::IpNet::parse(n))
+            .collect()
+    } else {
+        parse(&rec.network.internal_networks)
+    };
+    rec.peers
+        .iter()
+        .filter(|p| {
+            parse(&p.sources)
+                .iter()
+                .any(|n| !inside.iter().any(|i| i.covers(n)))
+        })
+        .map(|p| p.name.clone())
+        .collect()
+}
+
 /// Every policy in the cluster (for the clash check).
 pub async fn all_policies(client: &Client) -> Result<Vec<RecordingPolicy>, Error> {
     let api: Api<RecordingPolicy> = Api::all(client.clone());
@@ -323,6 +355,24 @@ mod tests {
             k8s_openapi::jiff::Timestamp::from_second(created).unwrap(),
         ));
         p
+    }
+
+    #[test]
+    fn pod_mode_peers_outside_the_private_ranges_are_named() {
+        let mut p = host_policy(
+            "p",
+            1,
+            "    peers:\n      - { name: pbx, sources: [\"10.20.0.0/24\"], nextHop: \"a:5060\" }\n      - { name: trunk, sources: [\"198.51.100.0/28\"], nextHop: \"b:5060\" }\n",
+        );
+        assert!(
+            peers_outside(&p).is_empty(),
+            "host network: nothing to warn"
+        );
+        p.spec.recorder.network.mode = NetworkMode::Pod;
+        assert_eq!(peers_outside(&p), vec!["trunk".to_owned()]);
+        p.spec.recorder.network.internal_networks =
+            vec!["198.51.100.0/24".into(), "10.20.0.0/16".into()];
+        assert!(peers_outside(&p).is_empty());
     }
 
     #[test]
