@@ -83,8 +83,27 @@ fn crd_names_scope_and_subresources() {
         .collect();
     assert_eq!(
         columns,
-        ["Ready", "Retention", "Users", "Always", "OnDemand", "Age"]
+        [
+            "Ready",
+            "Retention",
+            "Users",
+            "Always",
+            "OnDemand",
+            "Address",
+            "Replicas",
+            "Age"
+        ]
     );
+    // Each replica's node, addresses and readiness only with `-o wide`.
+    let wide: Vec<&str> = version
+        .additional_printer_columns
+        .as_ref()
+        .unwrap()
+        .iter()
+        .filter(|c| c.priority.unwrap_or(0) > 0)
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(wide, ["Replicas"]);
 }
 
 /// Walks every schema node with its JSON path.

@@ -850,6 +850,48 @@ fn a_policy_through_its_life_with_the_chart_s_rbac_and_a_real_recorder() {
             .is_some()
     );
 
+    // Host network in a namespace that enforces Pod Security baseline: no
+    // recorder pod could start there, so nothing is applied and the
+    // condition says why.
+    c.namespace("tenant-b");
+    c.kubectl(&[
+        "label",
+        "namespace",
+        "tenant-b",
+        "pod-security.kubernetes.io/enforce=baseline",
+    ]);
+    c.apply(
+        &policy(
+            "hosted",
+            "tenant-b",
+            "tenant-b-s3",
+            &g,
+            &p,
+            &users("Always"),
+        )
+        .replace(
+            "network: { advertisedAddress: 127.0.0.1, allowLocalMedia: true }",
+            "network: { mode: Host }",
+        ),
+    );
+    let rp = c.wait_reason(
+        "tenant-b",
+        "hosted",
+        "RecorderAvailable",
+        "HostNetworkForbidden",
+    );
+    assert!(
+        condition(&rp, "RecorderAvailable")["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"baseline\""),
+        "{rp}"
+    );
+    assert!(
+        c.json(&["get", "statefulset", "earshot-hosted", "-n", "tenant-b"])
+            .is_none()
+    );
+
     // Deleting the policy: the garbage collector removes what it owned;
     // the recordings and the lifecycle rule stay.
     c.kubectl(&["delete", "rp", "office", "-n", "acme"]);
