@@ -67,6 +67,7 @@ pub struct Metrics {
     sip_dropped: Family<Labels, Counter>,
     rtp_packets: Family<Labels, Counter>,
     rtp_dropped: Family<Labels, Counter>,
+    srtp_failed: Family<Labels, Counter>,
     dtmf_digits: Family<Labels, Counter>,
     recording_toggles: Family<Labels, Counter>,
     announcements: Family<Labels, Counter>,
@@ -113,6 +114,7 @@ impl Metrics {
             sip_dropped: Family::default(),
             rtp_packets: Family::default(),
             rtp_dropped: Family::default(),
+            srtp_failed: Family::default(),
             dtmf_digits: Family::default(),
             recording_toggles: Family::default(),
             announcements: Family::default(),
@@ -169,6 +171,11 @@ impl Metrics {
             m.rtp_dropped.clone(),
         );
         registry.register(
+            "srtp_unprotect_failures",
+            "SRTP packets relayed whose copy for the recording did not decrypt, by reason",
+            m.srtp_failed.clone(),
+        );
+        registry.register(
             "dtmf_digits",
             "DTMF digits seen, by method (rfc4733, sip_info, inband)",
             m.dtmf_digits.clone(),
@@ -206,7 +213,7 @@ impl Metrics {
         }
         reg!(
             "recordings",
-            "Recordings by result (completed, truncated, failed)",
+            "Recordings by result (completed, truncated, undecodable, encrypted, failed)",
             r.recordings
         );
         reg!(
@@ -350,7 +357,13 @@ impl Metrics {
         zero(
             &m.recording.recordings,
             "result",
-            &["completed", "truncated", "failed"],
+            &[
+                "completed",
+                "truncated",
+                "undecodable",
+                "encrypted",
+                "failed",
+            ],
         );
         zero(
             &m.recording.upload_failures,
@@ -406,6 +419,11 @@ impl Metrics {
         });
         delta(&s.rtp_dropped, &self.last.rtp_dropped, |k, d| {
             self.rtp_dropped
+                .get_or_create(&vec![("reason", k.to_string())])
+                .inc_by(d);
+        });
+        delta(&s.srtp_failed, &self.last.srtp_failed, |k, d| {
+            self.srtp_failed
                 .get_or_create(&vec![("reason", k.to_string())])
                 .inc_by(d);
         });

@@ -32,6 +32,7 @@ fn phones(
     codecs: &'static [&'static str],
     hop: impl FnOnce(&Path, SocketAddr) -> SocketAddr,
     auth: Option<(&'static str, &'static str)>,
+    mediaenc: Option<&'static str>,
 ) -> Phones {
     earshot_tests::require("baresip");
     let dir = TempDir::new(name);
@@ -49,6 +50,7 @@ fn phones(
             codecs,
             source: Source::Tone(1000),
             auto_answer: true,
+            mediaenc,
             ..BaresipConfig::new("500", base)
         },
     );
@@ -59,6 +61,7 @@ fn phones(
             source: Source::Tone(440),
             outbound_proxy: Some(recorder.sip),
             auth,
+            mediaenc,
             ..BaresipConfig::new(from, base + 20)
         },
     );
@@ -156,6 +159,7 @@ fn a_softphone_call_in_pcmu_g722_and_opus_is_recorded() {
             codecs,
             |_, callee| callee,
             None,
+            None,
         );
         p.call(Duration::from_secs(4), |_| {});
         p.assert_each_heard_the_other(codec);
@@ -175,6 +179,7 @@ fn a_softphone_user_keys_the_shortcode() {
         "012",
         &["pcmu/8000/1"],
         |_, callee| callee,
+        None,
         None,
     );
     p.call(Duration::from_secs(6), |caller| caller.send_dtmf("*5"));
@@ -213,6 +218,7 @@ fn a_softphone_through_a_trunk_that_challenges() {
             sip
         },
         Some(("pbx", "s3cret")),
+        None,
     );
     p.call(Duration::from_secs(12), |_| {});
     p.assert_each_heard_the_other("challenged");
@@ -224,5 +230,58 @@ fn a_softphone_through_a_trunk_that_challenges() {
         p.recorder
             .metric("earshot_invite_retries_total{outcome=\"retried\",code=\"407\"}"),
         1.0
+    );
+}
+
+/// Both phones on SDES-SRTP (`mediaenc=srtp-mand`: `RTP/SAVP`, keys in
+/// `a=crypto`): the recorder decrypts a copy of each packet with the key
+/// each side's SDP gave and relays the packets untouched. Before, this
+/// stored 8 s of noise marked complete.
+#[test]
+fn a_softphone_call_over_sdes_srtp_is_recorded_in_the_clear() {
+    let p = phones(
+        "baresip-srtp",
+        "008",
+        &["pcmu/8000/1"],
+        |_, callee| callee,
+        None,
+        Some("srtp-mand"),
+    );
+    p.call(Duration::from_secs(6), |_| {});
+    p.assert_each_heard_the_other("srtp");
+    let recs = p.recorder.wait_recordings(1, Duration::from_secs(20));
+    assert_mp3("srtp", &recs[0].0, &recs[0].1, 6.0);
+    let metrics = p.recorder.metrics_text();
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l.starts_with("earshot_srtp_unprotect_failures_total") && !l.ends_with(" 0")),
+        "every packet decrypted: {metrics}"
+    );
+}
+
+/// DTLS-SRTP: the keys never pass the recorder. The handshake and the
+/// media are relayed untouched (each party hears the other); the
+/// recording holds no ciphertext and says why it is incomplete.
+#[test]
+fn a_dtls_srtp_call_is_relayed_and_its_recording_says_it_is_encrypted() {
+    let p = phones(
+        "baresip-dtls",
+        "008",
+        &["pcmu/8000/1"],
+        |_, callee| callee,
+        None,
+        Some("dtls_srtp"),
+    );
+    p.call(Duration::from_secs(6), |_| {});
+    p.assert_each_heard_the_other("dtls-srtp");
+    let recs = p.recorder.wait_recordings(1, Duration::from_secs(20));
+    let side = &recs[0].1;
+    assert_eq!(side["complete"], false, "{side}");
+    assert!(
+        side["incompleteReasons"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r == "encrypted_dtls_srtp")),
+        "{side}"
     );
 }

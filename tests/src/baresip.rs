@@ -97,6 +97,10 @@ pub struct BaresipConfig<'a> {
     /// Digest credentials (user, password) for a proxy or trunk that
     /// challenges with 401/407.
     pub auth: Option<(&'a str, &'a str)>,
+    /// Media encryption (`mediaenc`): `srtp-mand` (SDES keys in the SDP,
+    /// `RTP/SAVP`), `srtp` (SDES offered beside plain RTP), `dtls_srtp`
+    /// (keys agreed end to end). `None`: plain RTP.
+    pub mediaenc: Option<&'a str>,
 }
 
 impl<'a> BaresipConfig<'a> {
@@ -116,6 +120,7 @@ impl<'a> BaresipConfig<'a> {
             auto_answer: false,
             outbound_proxy: None,
             auth: None,
+            mediaenc: None,
         }
     }
 }
@@ -432,6 +437,12 @@ impl Baresip {
              module\t\t\tausine.so\nmodule\t\t\taufile.so\n",
         );
         let mut extra = String::new();
+        match cfg.mediaenc {
+            None => {}
+            Some("srtp" | "srtp-mand" | "srtp-mandf") => modules.push_str("module\t\t\tsrtp.so\n"),
+            Some("dtls_srtp") => modules.push_str("module\t\t\tdtls_srtp.so\n"),
+            Some(other) => panic!("mediaenc {other:?}: srtp, srtp-mand, srtp-mandf or dtls_srtp"),
+        }
         if let Some(w) = &wav_dir {
             std::fs::create_dir_all(w).expect("creating the WAV directory");
             modules.push_str("module\t\t\tsndfile.so\n");
@@ -503,6 +514,9 @@ impl Baresip {
                 );
             }
             account.push_str(&format!(";auth_user={user};auth_pass={pass}"));
+        }
+        if let Some(enc) = cfg.mediaenc {
+            account.push_str(&format!(";mediaenc={enc}"));
         }
         std::fs::write(dir.join("accounts"), format!("{account}\n"))
             .expect("writing the baresip accounts");

@@ -546,7 +546,12 @@ fn the_chart_on_a_real_node_records_calls_from_outside_the_cluster() {
     // tolerates it lands there from now on.
     s.must(&["label", "node", NODE_NAME, "earshot.io/media=true"], None);
     s.must(
-        &["taint", "node", NODE_NAME, "earshot.io/media=true:NoSchedule"],
+        &[
+            "taint",
+            "node",
+            NODE_NAME,
+            "earshot.io/media=true:NoSchedule",
+        ],
         None,
     );
 
@@ -569,6 +574,7 @@ fn the_chart_on_a_real_node_records_calls_from_outside_the_cluster() {
             &endpoint,
             &format!(
                 r#"    rtpPorts: {{ min: 20000, max: {rtp_max} }}
+    httpPort: 9190
     network:
       mode: Host
       internalNetworks: ["198.18.{n}.0/25"]

@@ -100,17 +100,21 @@ pub enum Outcome {
     OnHold,
     /// Another announcement was still playing toward that party.
     Overlap,
+    /// The media is SRTP: the recorder injects nothing into an encrypted
+    /// stream.
+    Encrypted,
 }
 
 impl Outcome {
     /// Every outcome, for metrics that start at zero.
-    pub const ALL: [Outcome; 6] = [
+    pub const ALL: [Outcome; 7] = [
         Outcome::Played,
         Outcome::Cut,
         Outcome::UnsupportedCodec,
         Outcome::NoMedia,
         Outcome::OnHold,
         Outcome::Overlap,
+        Outcome::Encrypted,
     ];
 
     /// Metric label and sidecar name.
@@ -122,6 +126,7 @@ impl Outcome {
             Outcome::NoMedia => "no_media",
             Outcome::OnHold => "on_hold",
             Outcome::Overlap => "overlap",
+            Outcome::Encrypted => "encrypted",
         }
     }
 }

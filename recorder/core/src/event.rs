@@ -199,6 +199,16 @@ pub enum Event {
 pub enum MediaNote {
     /// A fax (T.38 over UDPTL) took the call's media: relayed, not recorded.
     Fax,
+    /// DTLS-SRTP: the keys are agreed end to end, never in the signalling
+    /// the recorder sees; the media is relayed, not recorded.
+    EncryptedDtls,
+    /// SRTP without a key the recorder can use (no `a=crypto`, or one it
+    /// does not support): relayed, not recorded.
+    SrtpNoKey,
+    /// SRTP whose packets stopped decrypting with the key from the SDP (a
+    /// wrong key, keys changed outside this signalling): what did not
+    /// decrypt is missing from the recording.
+    SrtpUndecryptable,
 }
 
 impl MediaNote {
@@ -206,6 +216,9 @@ impl MediaNote {
     pub fn label(&self) -> &'static str {
         match self {
             MediaNote::Fax => "fax",
+            MediaNote::EncryptedDtls => "encrypted_dtls_srtp",
+            MediaNote::SrtpNoKey => "encrypted_srtp_without_key",
+            MediaNote::SrtpUndecryptable => "srtp_not_decrypting",
         }
     }
 }

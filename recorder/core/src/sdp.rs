@@ -73,7 +73,17 @@ pub struct MediaStream {
     pub direction: Direction,
     /// RTP and RTCP share one port (RFC 5761).
     pub rtcp_mux: bool,
+    /// SDES keys (`a=crypto:` values, RFC 4568): what the sender of this
+    /// SDP encrypts its media with, one line per offered suite (at most
+    /// [`MAX_CRYPTO`]).
+    pub crypto: Vec<String>,
+    /// DTLS-SRTP: an `a=fingerprint` (here or at session level); keys are
+    /// agreed end to end and never seen in signalling.
+    pub dtls: bool,
 }
+
+/// `a=crypto` lines kept per stream: offers list a few suites.
+pub const MAX_CRYPTO: usize = 8;
 
 impl MediaStream {
     /// The payload type carrying RFC 4733 telephone events, if negotiated
@@ -95,6 +105,14 @@ impl MediaStream {
     pub fn is_rtp(&self) -> bool {
         // Asked per relayed packet: no allocation.
         self.proto.split('/').any(|p| p.eq_ignore_ascii_case("RTP"))
+    }
+
+    /// Whether the media is SRTP (`RTP/SAVP`, `RTP/SAVPF`,
+    /// `UDP/TLS/RTP/SAVP(F)`): its payloads are ciphertext.
+    pub fn is_secure(&self) -> bool {
+        self.proto
+            .split('/')
+            .any(|p| p.eq_ignore_ascii_case("SAVP") || p.eq_ignore_ascii_case("SAVPF"))
     }
 
     /// The codec of a payload type.
@@ -146,6 +164,7 @@ impl Sdp {
             .map(|l| l.trim_end_matches('\r').to_owned())
             .collect();
         let mut session_conn: Option<Option<IpAddr>> = None;
+        let mut session_dtls = false;
         let mut streams: Vec<MediaStream> = Vec::new();
         let mut stream_conn: Vec<Option<Option<IpAddr>>> = Vec::new();
         for (i, line) in lines.iter().enumerate() {
@@ -190,6 +209,8 @@ impl Sdp {
                     codecs,
                     direction: Direction::SendRecv,
                     rtcp_mux: false,
+                    crypto: Vec::new(),
+                    dtls: session_dtls,
                 });
                 stream_conn.push(None);
             } else if let Some(v) = line.strip_prefix("a=") {
@@ -202,6 +223,13 @@ impl Sdp {
                     "inactive" => Some(Direction::Inactive),
                     _ => None,
                 };
+                if name == "fingerprint" {
+                    match streams.last_mut() {
+                        Some(s) if !session_level => s.dtls = true,
+                        _ => session_dtls = true,
+                    }
+                    continue;
+                }
                 if let Some(d) = direction {
                     if session_level {
                         // Session-level direction applies to every stream that sets none.
@@ -213,6 +241,9 @@ impl Sdp {
                 } else if let Some(s) = streams.last_mut() {
                     match name {
                         "rtcp-mux" => s.rtcp_mux = true,
+                        "crypto" if s.crypto.len() < MAX_CRYPTO && value.len() <= 512 => {
+                            s.crypto.push(value.trim().to_owned());
+                        }
                         "rtpmap" => {
                             if let Some(codec) = parse_rtpmap(value) {
                                 s.codecs.retain(|c| c.payload_type != codec.payload_type);

@@ -19,6 +19,9 @@ pub struct Stats {
     pub rtp_packets: BTreeMap<&'static str, u64>,
     /// Packets dropped, by reason.
     pub rtp_dropped: BTreeMap<&'static str, u64>,
+    /// SRTP packets relayed whose copy for the recording did not decrypt,
+    /// by reason (`authentication`, `replayed`, ...).
+    pub srtp_failed: BTreeMap<&'static str, u64>,
     /// DTMF digits by method.
     pub dtmf_digits: BTreeMap<&'static str, u64>,
     /// Recording toggles by the state toggled to (`on`, `off`).
@@ -56,6 +59,7 @@ impl Stats {
             sip_dropped,
             rtp_packets,
             rtp_dropped,
+            srtp_failed,
             dtmf_digits,
             recording_toggles,
             announcements,
@@ -72,6 +76,7 @@ impl Stats {
         add(&mut self.invite_retries, invite_retries);
         add(&mut self.rtp_packets, rtp_packets);
         add(&mut self.rtp_dropped, rtp_dropped);
+        add(&mut self.srtp_failed, srtp_failed);
         add(&mut self.dtmf_digits, dtmf_digits);
         add(&mut self.recording_toggles, recording_toggles);
         add(&mut self.announcements, announcements);

@@ -451,6 +451,24 @@ fn incomplete(a: &Active) -> Option<String> {
     if a.notes.contains(&"fax") {
         why.push("the call switched to fax (T.38): the fax was relayed, not recorded".to_owned());
     }
+    if a.notes.contains(&"encrypted_dtls_srtp") {
+        why.push(
+            "the media is DTLS-SRTP, whose keys are agreed end to end and never pass the recorder: relayed, not recorded (silence in the file)"
+                .to_owned(),
+        );
+    }
+    if a.notes.contains(&"encrypted_srtp_without_key") {
+        why.push(
+            "the media is SRTP without a key the recorder can use (no a=crypto, or a suite it does not support): relayed, not recorded (silence in the file)"
+                .to_owned(),
+        );
+    }
+    if a.notes.contains(&"srtp_not_decrypting") {
+        why.push(
+            "SRTP packets stopped decrypting with the key from the SDP (earshot_srtp_unprotect_failures_total): what did not decrypt is silence in the file"
+                .to_owned(),
+        );
+    }
     if let Some(e) = a.file.failed() {
         why.push(format!(
             "the spool could not take more of the recording ({e}); it ends there"
@@ -535,7 +553,15 @@ fn finish(shared: &Shared, mut a: Active, at: Instant) {
     if in_memory.is_none() {
         let _ = shared.spool.remove(&format!("{stem}.start.json"));
     }
-    let result = if a.undecodable > 0 {
+    let encrypted = a.notes.iter().any(|n| {
+        matches!(
+            *n,
+            "encrypted_dtls_srtp" | "encrypted_srtp_without_key" | "srtp_not_decrypting"
+        )
+    });
+    let result = if encrypted {
+        "encrypted"
+    } else if a.undecodable > 0 {
         "undecodable"
     } else if sidecar.complete {
         "completed"

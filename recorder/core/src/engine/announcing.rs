@@ -102,6 +102,16 @@ impl Recorder {
                 finished.push((to, skipped(Outcome::NoMedia)));
                 continue;
             }
+            // SRTP: a clear packet in an encrypted stream would be dropped
+            // by the receiver (or worse, shift its packet index).
+            if stream
+                .legs
+                .iter()
+                .any(|l| l.stream.as_ref().is_some_and(|m| m.is_secure()))
+            {
+                finished.push((to, skipped(Outcome::Encrypted)));
+                continue;
+            }
             if receiver.stream.as_ref().is_some_and(|m| {
                 matches!(
                     m.direction,

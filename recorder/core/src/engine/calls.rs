@@ -77,8 +77,9 @@ pub(super) struct Call {
     /// The INVITE got a final failure the caller may answer with a new
     /// INVITE (a challenge, a redirect, 422, 491): the call waits for it.
     pub(super) retry: Option<Retry>,
-    /// A fax (T.38) was negotiated: said once.
-    pub(super) fax: bool,
+    /// What the recording was said not to hold (a fax, encrypted media):
+    /// each said once.
+    pub(super) notes: Vec<crate::event::MediaNote>,
 }
 
 /// A call waiting for its caller to retry a refused INVITE.
@@ -304,18 +305,24 @@ impl Recorder {
     /// A fax (T.38) was negotiated in the call: relayed, not recorded; the
     /// recording says so (once).
     pub(super) fn note_fax(&mut self, now: Instant, cid: u64) {
+        self.note_media(now, cid, crate::event::MediaNote::Fax);
+    }
+
+    /// Media the recording cannot hold: the recording says so, once per
+    /// kind of note.
+    pub(super) fn note_media(&mut self, now: Instant, cid: u64, note: crate::event::MediaNote) {
         let Some(call) = self.calls.get_mut(&cid) else {
             return;
         };
-        if call.fax {
+        if call.notes.contains(&note) {
             return;
         }
-        call.fax = true;
+        call.notes.push(note);
         let r = call.r.clone();
         self.emit(Event::MediaNote {
             call: r,
             at: now,
-            note: crate::event::MediaNote::Fax,
+            note,
         });
     }
 
@@ -449,7 +456,7 @@ impl Recorder {
                 callee_at: None,
                 dialogs: Dialogs::default(),
                 retry: None,
-                fax: false,
+                notes: Vec::new(),
             },
         );
         self.loads

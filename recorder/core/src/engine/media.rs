@@ -35,6 +35,39 @@ pub(super) struct Leg {
     pub(super) onward: Onward,
     /// Packets this leg sent in the current second, and when it began.
     rate: (Option<Instant>, u32),
+    /// SRTP with an SDES key: what decrypts a copy of this leg's packets
+    /// for the recording (the relayed packets go on as they came).
+    pub(super) srtp: Option<Srtp>,
+}
+
+/// One leg's SRTP receiver and how it fares.
+pub(super) struct Srtp {
+    /// The `a=crypto` value it was made from (a re-offer with the same key
+    /// keeps the receiver, and so its rollover counter).
+    key: String,
+    receiver: Box<crate::srtp::SrtpReceiver>,
+    /// Packets that decrypted, and that did not since the last that did.
+    ok: u64,
+    failing: u32,
+}
+
+/// Packets in a row that fail to decrypt before the recording is marked:
+/// a wrong key, or keys that changed outside the signalling we saw.
+const SRTP_FAILURES_NOTED: u32 = 50;
+
+/// The SDES key a leg's packets are encrypted with: of the `a=crypto`
+/// lines its SDP lists, the one whose tag the other side's single line
+/// accepted (RFC 4568 §7.1), else its first.
+fn leg_key<'a>(leg: &'a sdp::MediaStream, other: Option<&sdp::MediaStream>) -> Option<&'a str> {
+    let tag = |l: &str| l.split_whitespace().next().map(str::to_owned);
+    let accepted = other
+        .filter(|o| o.crypto.len() == 1)
+        .and_then(|o| tag(&o.crypto[0]));
+    leg.crypto
+        .iter()
+        .find(|l| accepted.is_some() && tag(l) == accepted)
+        .or(leg.crypto.first())
+        .map(String::as_str)
 }
 
 /// Most audio packets one leg may send per second: 5 ms packets are 200.
@@ -288,6 +321,30 @@ impl Recorder {
             }
             leg.negotiated = s.rtp;
             leg.stream = Some(s.clone());
+            // Both legs' keys: an answer settles which of the offered
+            // lines the offerer uses.
+            for side in [Side::Caller, Side::Callee] {
+                let other = stream.legs[side.other().index()].stream.clone();
+                let leg = &mut stream.legs[side.index()];
+                let key = leg
+                    .stream
+                    .as_ref()
+                    .filter(|m| m.is_secure())
+                    .and_then(|m| leg_key(m, other.as_ref()))
+                    .map(str::to_owned);
+                match key {
+                    Some(k) if leg.srtp.as_ref().is_some_and(|s| s.key == k) => {}
+                    Some(k) => {
+                        leg.srtp = crate::srtp::parse_crypto(&k).ok().map(|key| Srtp {
+                            receiver: Box::new(crate::srtp::SrtpReceiver::new(&key)),
+                            key: k,
+                            ok: 0,
+                            failing: 0,
+                        });
+                    }
+                    None => leg.srtp = None,
+                }
+            }
         }
         // In-band detection on a side whose media has no telephone-event.
         for side in [Side::Caller, Side::Callee] {
@@ -413,7 +470,85 @@ impl Recorder {
                 Stats::bump(&mut self.stats.rtp_dropped, "rate_limited");
                 return None;
             }
-            let Ok(rtp) = rtp_rs::RtpReader::new(data) else {
+            let secure_leg = stream
+                .legs
+                .iter()
+                .any(|l| l.stream.as_ref().is_some_and(|m| m.is_secure()));
+            // DTLS-SRTP's handshake and ICE's STUN share the port with
+            // SRTP (RFC 7983: first byte 0-3 STUN, 20-63 DTLS): relayed
+            // untouched, or the call would never get its keys.
+            if secure_leg && data.first().is_some_and(|b| *b < 64) {
+                call.last_activity = now;
+                Stats::bump(&mut self.stats.rtp_packets, direction(facing));
+                return Some(Relay {
+                    from_port,
+                    to: dest,
+                });
+            }
+            if rtp_rs::RtpReader::new(data).is_err() {
+                Stats::bump(&mut self.stats.rtp_dropped, "malformed");
+                return None;
+            }
+            // SRTP: a decrypted copy is what the recorder reads (digits,
+            // audio); the packet itself is relayed as it came. Without a
+            // usable key nothing of it is read, and the recording says so.
+            let secure = stream.legs[facing.index()]
+                .stream
+                .as_ref()
+                .is_some_and(|m| m.is_secure());
+            let mut note = None;
+            let plain = if secure {
+                let leg = &mut stream.legs[facing.index()];
+                match leg.srtp.as_mut() {
+                    Some(srtp) => match srtp.receiver.unprotect_rtp(data) {
+                        Ok(p) => {
+                            srtp.ok += 1;
+                            srtp.failing = 0;
+                            Some(p)
+                        }
+                        Err(e) => {
+                            Stats::bump(&mut self.stats.srtp_failed, e.reason());
+                            srtp.failing = srtp.failing.saturating_add(1);
+                            if srtp.failing == SRTP_FAILURES_NOTED {
+                                note = Some(crate::event::MediaNote::SrtpUndecryptable);
+                            }
+                            None
+                        }
+                    },
+                    None => {
+                        note = Some(if leg.stream.as_ref().is_some_and(|m| m.dtls) {
+                            crate::event::MediaNote::EncryptedDtls
+                        } else {
+                            crate::event::MediaNote::SrtpNoKey
+                        });
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            if let Some(n) = note {
+                self.note_media(now, cid, n);
+            }
+            let Some(call) = self.calls.get_mut(&cid) else {
+                return None;
+            };
+            let stream = &mut call.streams[stream_idx as usize];
+            let readable: Option<&[u8]> = match (&plain, secure) {
+                (Some(p), _) => Some(p),
+                (None, false) => Some(&*data),
+                (None, true) => None,
+            };
+            let Some(readable) = readable else {
+                // Encrypted and not readable here: relayed untouched.
+                call.last_activity = now;
+                Stats::bump(&mut self.stats.rtp_packets, direction(facing));
+                return Some(Relay {
+                    from_port,
+                    to: dest,
+                });
+            };
+            let Ok(rtp) = rtp_rs::RtpReader::new(readable) else {
                 Stats::bump(&mut self.stats.rtp_dropped, "malformed");
                 return None;
             };
@@ -447,28 +582,36 @@ impl Recorder {
             }
             let payload = rtp.payload_offset()..rtp.payload_offset() + rtp.payload().len();
             // An announcement toward the other side replaces this packet, or
-            // shifts its numbering to continue after one.
-            let verdict = stream.legs[facing.index()]
-                .onward
-                .original(now, data, audio);
+            // shifts its numbering to continue after one (never in SRTP:
+            // none is started there).
+            let verdict = if secure {
+                Verdict::Forward
+            } else {
+                stream.legs[facing.index()]
+                    .onward
+                    .original(now, data, audio)
+            };
             let held = verdict != Verdict::Forward;
             if verdict == Verdict::HoldAndStart {
                 let timer = call.inject_timer();
                 self.timers.push(Reverse((now, timer)));
             }
             if !held && call.recording && audio {
+                // The packet as it goes on (numbering shifted after an
+                // announcement), or its decrypted copy.
+                let read: &[u8] = plain.as_deref().unwrap_or(data);
                 let frame = MediaFrame {
                     call: call.r.clone(),
                     at: now,
                     side: facing,
                     stream: stream_idx,
-                    ssrc: u32::from_be_bytes([data[8], data[9], data[10], data[11]]),
-                    seq: u16::from_be_bytes([data[2], data[3]]),
-                    timestamp: u32::from_be_bytes([data[4], data[5], data[6], data[7]]),
+                    ssrc: u32::from_be_bytes([read[8], read[9], read[10], read[11]]),
+                    seq: u16::from_be_bytes([read[2], read[3]]),
+                    timestamp: u32::from_be_bytes([read[4], read[5], read[6], read[7]]),
                     payload_type: pt,
                     codec,
                     clock_rate,
-                    payload: data[payload].to_vec(),
+                    payload: read[payload].to_vec(),
                 };
                 self.out.push_back(Output::Event(Event::Media(frame)));
             }
@@ -479,15 +622,19 @@ impl Recorder {
                 return None;
             }
         }
-        let dir = match facing {
-            Side::Caller => "caller_to_callee",
-            Side::Callee => "callee_to_caller",
-        };
-        Stats::bump(&mut self.stats.rtp_packets, dir);
+        Stats::bump(&mut self.stats.rtp_packets, direction(facing));
         Some(Relay {
             from_port,
             to: dest,
         })
+    }
+}
+
+/// The `rtp_packets` label of media from `facing`.
+fn direction(facing: Side) -> &'static str {
+    match facing {
+        Side::Caller => "caller_to_callee",
+        Side::Callee => "callee_to_caller",
     }
 }
 
