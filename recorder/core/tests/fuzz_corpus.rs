@@ -44,3 +44,13 @@ fn rtp_corpus() {
 fn engine_corpus() {
     replay("engine", fuzzing::engine);
 }
+
+#[test]
+fn srtp_corpus() {
+    replay("srtp", |data| {
+        earshot_recorder_core::srtp::fuzz_srtp(data);
+        if let Ok(text) = std::str::from_utf8(data) {
+            let _ = earshot_recorder_core::srtp::parse_crypto(text);
+        }
+    });
+}
