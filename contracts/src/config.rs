@@ -138,6 +138,41 @@ pub struct SipConfig {
     /// What one peer may take of the recorder.
     #[serde(default)]
     pub limits: SipLimits,
+    /// SIP over TLS: certificate and key (PEM files, as a
+    /// `kubernetes.io/tls` Secret mounts them), reloaded when they change;
+    /// needed when `transports` lists `TLS` or a peer's next hop is TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+}
+
+/// SIP over TLS.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Port of the TLS listener (default 5061).
+    #[serde(default = "default_tls_port")]
+    pub port: u16,
+    /// The certificate chain (PEM), e.g. `/etc/earshot/tls/tls.crt`.
+    pub certificate: PathBuf,
+    /// Its private key (PEM), e.g. `/etc/earshot/tls/tls.key`.
+    pub key: PathBuf,
+    /// CA certificates (PEM) next hops' certificates must chain to; their
+    /// name (or IP) is verified against the next hop's host. Required for
+    /// TLS next hops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+    /// Present the certificate to TLS next hops too (mutual TLS, as
+    /// Microsoft Teams Direct Routing requires).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub client_certificate: bool,
+    /// Ask TLS peers that connect for a certificate chaining to `ca`
+    /// (connections without one are refused).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_client_certificate: bool,
+}
+
+fn default_tls_port() -> u16 {
+    5061
 }
 
 /// How requests from unknown sources are answered.
@@ -615,7 +650,36 @@ impl RecorderConfig {
             return Err(invalid("storage", "set exactly one of filesystem or s3"));
         }
         if self.sip.transports.is_empty() {
-            return Err(invalid("sip.transports", "at least one of UDP, TCP"));
+            return Err(invalid("sip.transports", "at least one of UDP, TCP, TLS"));
+        }
+        let tls_used = self.sip.transports.contains(&Transport::Tls)
+            || self
+                .peers
+                .iter()
+                .any(|p| p.next_hop_transport == Transport::Tls);
+        if tls_used && self.sip.tls.is_none() {
+            return Err(invalid(
+                "sip.tls",
+                "TLS is listed (sip.transports or a peer's nextHopTransport): give sip.tls.certificate and sip.tls.key",
+            ));
+        }
+        if let Some(t) = &self.sip.tls {
+            if t.port == self.sip.listen.port() {
+                return Err(invalid(
+                    "sip.tls.port",
+                    "must differ from sip.listen's port (UDP and TCP listen there)",
+                ));
+            }
+            let tls_hops = self
+                .peers
+                .iter()
+                .any(|p| p.next_hop_transport == Transport::Tls);
+            if (tls_hops || t.require_client_certificate) && t.ca.is_none() {
+                return Err(invalid(
+                    "sip.tls.ca",
+                    "TLS next hops and required client certificates are verified against a CA bundle: give sip.tls.ca",
+                ));
+            }
         }
         let on_node = node.and_then(|n| self.node_addresses.get(n));
         let node_missing = match node {
@@ -802,7 +866,10 @@ impl RecorderConfig {
             )
         };
         let changed = [
-            (a.listen != b.listen || a.transports != b.transports, "sip"),
+            (
+                a.listen != b.listen || a.transports != b.transports || a.tls != b.tls,
+                "sip",
+            ),
             (tcp(&a.limits) != tcp(&b.limits), "sip.limits.tcp*"),
             (
                 self.advertised_address != running.advertised_address,

@@ -38,15 +38,24 @@ pub enum Transport {
     /// SIP over TCP.
     #[serde(rename = "TCP")]
     Tcp,
+    /// SIP over TLS (RFC 3261 §26), on its own port.
+    #[serde(rename = "TLS")]
+    Tls,
 }
 
 impl Transport {
-    /// The token in the API and in Via headers (`UDP`, `TCP`).
+    /// The token in the API and in Via headers (`UDP`, `TCP`, `TLS`).
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
         }
+    }
+
+    /// A stream transport (TCP, TLS): messages framed by Content-Length.
+    pub fn is_stream(self) -> bool {
+        self != Transport::Udp
     }
 }
 

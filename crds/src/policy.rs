@@ -437,11 +437,50 @@ pub struct SipListener {
     #[serde(default = "default_sip_port")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: i32,
-    /// Transports to listen on. Defaults to both `UDP` and `TCP`.
+    /// Transports to listen on. Defaults to both `UDP` and `TCP`; `TLS`
+    /// listens on `tls.port` and needs `tls`.
     #[serde(default = "default_transports")]
-    #[schemars(length(min = 1, max = 2))]
+    #[schemars(length(min = 1, max = 3))]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub transports: Vec<Transport>,
+    /// SIP over TLS: the certificate, and the CA that next hops'
+    /// certificates are checked against. Needed when `transports` lists
+    /// `TLS` or a peer's `nextHopTransport` is `TLS` (Microsoft Teams
+    /// Direct Routing, secure trunks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<SipTls>,
+}
+
+/// SIP over TLS for a policy's recorders.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SipTls {
+    /// A `kubernetes.io/tls` Secret in the policy's namespace (`tls.crt`,
+    /// `tls.key`), e.g. what a cert-manager Certificate writes. A renewed
+    /// certificate is picked up without a restart; calls are not dropped.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+    /// Port of the TLS listener. Defaults to 5061.
+    #[serde(default = "default_tls_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    /// A ConfigMap in the policy's namespace whose key `ca.crt` holds the
+    /// CA certificates (PEM) TLS next hops' certificates must chain to;
+    /// their name is checked against the peer's `nextHop`. Required for
+    /// TLS next hops and for `requireClientCertificate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub ca_config_map: Option<String>,
+    /// Present the certificate to TLS next hops too (mutual TLS).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub client_certificate: bool,
+    /// Refuse TLS peers without a certificate chaining to the CA.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_client_certificate: bool,
+}
+
+fn default_tls_port() -> i32 {
+    5061
 }
 
 impl Default for SipListener {
@@ -449,6 +488,7 @@ impl Default for SipListener {
         Self {
             port: default_sip_port(),
             transports: default_transports(),
+            tls: None,
         }
     }
 }

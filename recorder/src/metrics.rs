@@ -157,7 +157,7 @@ impl Metrics {
         );
         registry.register(
             "sip_dropped",
-            "SIP messages dropped or not acted on, by reason (unknown_source, stray_response, response_from_elsewhere, target_outside_peers, peer_limit, tcp_refused, tcp_slow_reader, shard_busy, route_table_full, request_from_other_leg, unknown_dialog)",
+            "SIP messages dropped or not acted on, by reason (unknown_source, stray_response, response_from_elsewhere, target_outside_peers, peer_limit, tcp_refused, tcp_slow_reader, tls_handshake_failed, shard_busy, route_table_full, request_from_other_leg, unknown_dialog)",
             m.sip_dropped.clone(),
         );
         registry.register(
@@ -197,7 +197,7 @@ impl Metrics {
         );
         registry.register(
             "config_reloads",
-            "Config file reloads, by result (applied, rejected)",
+            "Config file reloads, by result (applied, rejected; tls_applied, tls_rejected for the TLS certificate)",
             m.config_reloads.clone(),
         );
         registry.register(
@@ -514,6 +514,24 @@ impl Metrics {
     pub fn tcp_slow_reader(&self) {
         self.sip_dropped
             .get_or_create(&vec![("reason", "tcp_slow_reader".to_owned())])
+            .inc();
+    }
+
+    /// Counts a SIP TLS handshake that failed or took too long (either
+    /// way), accepted or ours.
+    pub fn tls_handshake_failed(&self) {
+        self.sip_dropped
+            .get_or_create(&vec![("reason", "tls_handshake_failed".to_owned())])
+            .inc();
+    }
+
+    /// Counts a re-read of the TLS certificate after its files changed.
+    pub fn tls_reloaded(&self, ok: bool) {
+        self.config_reloads
+            .get_or_create(&vec![(
+                "result",
+                if ok { "tls_applied" } else { "tls_rejected" }.to_owned(),
+            )])
             .inc();
     }
 }

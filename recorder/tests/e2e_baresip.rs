@@ -285,3 +285,71 @@ fn a_dtls_srtp_call_is_relayed_and_its_recording_says_it_is_encrypted() {
         "{side}"
     );
 }
+
+/// A secure trunk end to end: SIP over TLS from the caller to the recorder
+/// and from the recorder to the callee (its certificate checked against
+/// the CA by the address the next hop names), SDES-SRTP media both ways.
+/// The recorder listens for TLS only on its TLS port and the callee only on
+/// its own, so the call connects only if both hops really are TLS.
+#[test]
+fn a_call_over_tls_and_srtp_is_recorded() {
+    earshot_tests::require("baresip");
+    let dir = TempDir::new("baresip-tls");
+    let certs = dir.path().join("certs");
+    earshot_tests::test_certificates(&certs, &["recorder", "callee", "caller"]);
+    let base = free_ports(40);
+    let callee_tls = SocketAddr::from(([127, 0, 0, 1], base + 1));
+    let tls_port = free_ports(1);
+    let recorder = RecorderProcess::start_tls(
+        Path::new(BINARY),
+        dir.path(),
+        callee_tls,
+        &users(),
+        &format!(
+            "{{ port: {tls_port}, certificate: \"{}\", key: \"{}\", ca: \"{}\" }}",
+            certs.join("recorder.crt").display(),
+            certs.join("recorder.key").display(),
+            certs.join("ca.crt").display()
+        ),
+        "TLS",
+    );
+    let ca = certs.join("ca.crt");
+    let (callee_pem, caller_pem) = (certs.join("callee.pem"), certs.join("caller.pem"));
+    let callee_dir = dir.path().join("callee");
+    let caller_dir = dir.path().join("caller");
+    let callee = Baresip::start(
+        &callee_dir,
+        &BaresipConfig {
+            source: Source::Tone(1000),
+            auto_answer: true,
+            mediaenc: Some("srtp-mand"),
+            tls: Some((&callee_pem, &ca)),
+            ..BaresipConfig::new("500", base)
+        },
+    );
+    let caller = Baresip::start(
+        &caller_dir,
+        &BaresipConfig {
+            source: Source::Tone(440),
+            outbound_proxy: Some(SocketAddr::from(([127, 0, 0, 1], tls_port))),
+            mediaenc: Some("srtp-mand"),
+            tls: Some((&caller_pem, &ca)),
+            ..BaresipConfig::new("008", base + 20)
+        },
+    );
+    let p = Phones {
+        _dir: dir,
+        recorder,
+        caller,
+        callee,
+    };
+    p.call(Duration::from_secs(6), |_| {});
+    p.assert_each_heard_the_other("tls+srtp");
+    let recs = p.recorder.wait_recordings(1, Duration::from_secs(20));
+    assert_mp3("tls+srtp", &recs[0].0, &recs[0].1, 6.0);
+    assert_eq!(
+        p.recorder
+            .metric("earshot_sip_dropped_total{reason=\"tls_handshake_failed\"}"),
+        0.0
+    );
+}

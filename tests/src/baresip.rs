@@ -101,6 +101,10 @@ pub struct BaresipConfig<'a> {
     /// `RTP/SAVP`), `srtp` (SDES offered beside plain RTP), `dtls_srtp`
     /// (keys agreed end to end). `None`: plain RTP.
     pub mediaenc: Option<&'a str>,
+    /// SIP over TLS: its certificate and key (one PEM file) for its TLS
+    /// listener (`sip_port + 1`) and the CA it trusts; with an outbound
+    /// proxy, requests go to the proxy over TLS.
+    pub tls: Option<(&'a Path, &'a Path)>,
 }
 
 impl<'a> BaresipConfig<'a> {
@@ -121,6 +125,7 @@ impl<'a> BaresipConfig<'a> {
             outbound_proxy: None,
             auth: None,
             mediaenc: None,
+            tls: None,
         }
     }
 }
@@ -443,6 +448,13 @@ impl Baresip {
             Some("dtls_srtp") => modules.push_str("module\t\t\tdtls_srtp.so\n"),
             Some(other) => panic!("mediaenc {other:?}: srtp, srtp-mand, srtp-mandf or dtls_srtp"),
         }
+        if let Some((cert, ca)) = cfg.tls {
+            extra.push_str(&format!(
+                "sip_certificate\t\t{}\nsip_cafile\t\t{}\n",
+                cert.display(),
+                ca.display()
+            ));
+        }
         if let Some(w) = &wav_dir {
             std::fs::create_dir_all(w).expect("creating the WAV directory");
             modules.push_str("module\t\t\tsndfile.so\n");
@@ -502,7 +514,12 @@ impl Baresip {
         }
         if let Some(proxy) = cfg.outbound_proxy {
             // No `;lr`: baresip adds it to the Route header itself.
-            account.push_str(&format!(";outbound=\"sip:{proxy}\""));
+            let transport = if cfg.tls.is_some() {
+                ";transport=tls"
+            } else {
+                ""
+            };
+            account.push_str(&format!(";outbound=\"sip:{proxy}{transport}\""));
         }
         if let Some((user, pass)) = cfg.auth {
             for v in [user, pass] {

@@ -218,6 +218,49 @@ impl RecorderProcess {
         rtp_ports: u16,
         extra_yaml: &str,
     ) -> Self {
+        Self::start_full(
+            binary, dir, next_hop, users, storage, env, rtp_ports, extra_yaml, "", "UDP",
+        )
+    }
+
+    /// SIP over TLS: `tls_yaml` is the `sip.tls` value (a flow mapping
+    /// with its port, certificate, key and CA), TLS among the transports,
+    /// the next hop over `hop_transport`.
+    pub fn start_tls(
+        binary: &Path,
+        dir: &Path,
+        next_hop: SocketAddr,
+        users: &[TestUser],
+        tls_yaml: &str,
+        hop_transport: &str,
+    ) -> Self {
+        Self::start_full(
+            binary,
+            dir,
+            next_hop,
+            users,
+            None,
+            &[],
+            1020,
+            "",
+            &format!(", transports: [UDP, TCP, TLS], tls: {tls_yaml}"),
+            hop_transport,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start_full(
+        binary: &Path,
+        dir: &Path,
+        next_hop: SocketAddr,
+        users: &[TestUser],
+        storage: Option<&str>,
+        env: &[(&str, &str)],
+        rtp_ports: u16,
+        extra_yaml: &str,
+        sip_extra: &str,
+        hop_transport: &str,
+    ) -> Self {
         // SIP, HTTP, then the RTP/RTCP ports (1020 by default: 255 concurrent calls, split across the shards; ended calls hold theirs for up to 10 s).
         let base = free_ports(rtp_ports + 2);
         let sip = SocketAddr::from(([127, 0, 0, 1], base));
@@ -240,7 +283,7 @@ impl RecorderProcess {
         std::fs::write(
             &config,
             format!(
-                "sip: {{ listen: \"{sip}\" }}\nadvertisedAddress: 127.0.0.1\nrtp: {{ bind: 127.0.0.1, portMin: {}, portMax: {}, allowLocalMedia: true }}\nhttp: {{ listen: \"{http}\" }}\npeers:\n  - {{ name: sipp, sources: [\"127.0.0.1/32\"], nextHop: \"{next_hop}\" }}\nusers:\n{users_yaml}events: {{ path: \"{}\" }}\nshutdownGrace: 30s\nspool: {{ dir: \"{}\" }}\nstorage: {}\n{extra_yaml}",
+                "sip: {{ listen: \"{sip}\"{sip_extra} }}\nadvertisedAddress: 127.0.0.1\nrtp: {{ bind: 127.0.0.1, portMin: {}, portMax: {}, allowLocalMedia: true }}\nhttp: {{ listen: \"{http}\" }}\npeers:\n  - {{ name: sipp, sources: [\"127.0.0.1/32\"], nextHop: \"{next_hop}\", nextHopTransport: {hop_transport} }}\nusers:\n{users_yaml}events: {{ path: \"{}\" }}\nshutdownGrace: 30s\nspool: {{ dir: \"{}\" }}\nstorage: {}\n{extra_yaml}",
                 base + 2,
                 base + 1 + rtp_ports,
                 events.display(),
@@ -888,4 +931,96 @@ pub fn record_calls(
     }
     uas.wait_success(Duration::from_secs(20));
     rec.wait_recordings(calls.len(), Duration::from_secs(30))
+}
+
+/// A test CA and certificates it signed, made with `openssl` in `dir`:
+/// `ca.crt`, and for each name `<name>.crt`, `<name>.key` and `<name>.pem`
+/// (certificate then key, as baresip reads it), valid for 127.0.0.1 and
+/// `localhost`.
+pub fn test_certificates(dir: &Path, names: &[&str]) {
+    require("openssl");
+    std::fs::create_dir_all(dir).unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=Earshot test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]);
+    for name in names {
+        let (key, csr, crt) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.crt"),
+        );
+        run(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            &format!("/CN={name}"),
+        ]);
+        let ext = dir.join(format!("{name}.ext"));
+        std::fs::write(
+            &ext,
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n",
+        )
+        .unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &crt,
+            "-days",
+            "2",
+            "-extfile",
+            &ext.display().to_string(),
+        ]);
+        let pem = [
+            std::fs::read(dir.join(&crt)).unwrap(),
+            std::fs::read(dir.join(&key)).unwrap(),
+        ]
+        .concat();
+        std::fs::write(dir.join(format!("{name}.pem")), pem).unwrap();
+    }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use earshot_contracts::config::{
     AnnouncementConfig, HttpConfig, PeerConfig, RecorderConfig, RecordingConfig, RtpConfig,
-    S3Config, SipConfig, SpoolConfig, StorageConfig, UserConfig,
+    S3Config, SipConfig, SpoolConfig, StorageConfig, TlsConfig, UserConfig,
 };
 use earshot_contracts::names::{CONFIG_FILE, PROMPT_DIR, SPOOL_DIR};
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -36,6 +36,17 @@ pub fn recorder_config(v: &Validated) -> RecorderConfig {
             transports: rec.sip.transports.clone(),
             unknown_sources: Default::default(),
             limits: Default::default(),
+            tls: rec.sip.tls.as_ref().map(|t| TlsConfig {
+                port: port(t.port),
+                certificate: PathBuf::from(format!("{}/tls.crt", super::statefulset::TLS_DIR)),
+                key: PathBuf::from(format!("{}/tls.key", super::statefulset::TLS_DIR)),
+                ca: t
+                    .ca_config_map
+                    .as_ref()
+                    .map(|_| PathBuf::from(format!("{}/ca.crt", super::statefulset::TLS_CA_DIR))),
+                client_certificate: t.client_certificate,
+                require_client_certificate: t.require_client_certificate,
+            }),
         },
         // Pod mode advertises the pod IP and host mode the node IP, both given
         // to the container in EARSHOT_ADVERTISED_ADDRESS; an explicit address wins.

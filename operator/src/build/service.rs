@@ -18,8 +18,8 @@ pub fn build_service(v: &Validated) -> Service {
             let (name, protocol) = sip_port_name(*t);
             ServicePort {
                 name: Some(name.to_owned()),
-                port: rec.sip.port,
-                target_port: Some(IntOrString::Int(rec.sip.port)),
+                port: super::statefulset::sip_port_of(rec, *t),
+                target_port: Some(IntOrString::Int(super::statefulset::sip_port_of(rec, *t))),
                 protocol: Some(protocol.to_owned()),
                 ..ServicePort::default()
             }

@@ -177,8 +177,22 @@ pub fn sip_port_name(t: Transport) -> (&'static str, &'static str) {
     match t {
         Transport::Udp => ("sip-udp", "UDP"),
         Transport::Tcp => ("sip-tcp", "TCP"),
+        Transport::Tls => ("sip-tls", "TCP"),
     }
 }
+
+/// The port a transport listens on: TLS on its own.
+pub fn sip_port_of(rec: &earshot_crds::RecorderSpec, t: Transport) -> i32 {
+    match (t, &rec.sip.tls) {
+        (Transport::Tls, Some(tls)) => tls.port,
+        _ => rec.sip.port,
+    }
+}
+
+/// Where the TLS Secret and the CA bundle are mounted.
+pub const TLS_DIR: &str = "/etc/earshot/tls";
+/// Where the CA bundle's ConfigMap is mounted.
+pub const TLS_CA_DIR: &str = "/etc/earshot/tls-ca";
 
 fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     VolumeMount {
@@ -232,7 +246,7 @@ pub fn build_statefulset(v: &Validated) -> StatefulSet {
         .iter()
         .map(|t| {
             let (n, p) = sip_port_name(*t);
-            port(n, rec.sip.port, p)
+            port(n, sip_port_of(rec, *t), p)
         })
         .collect();
     ports.push(port("metrics", rec.http_port, "TCP"));
@@ -248,6 +262,43 @@ pub fn build_statefulset(v: &Validated) -> StatefulSet {
         }),
         ..Volume::default()
     }];
+    if let Some(tls) = &rec.sip.tls {
+        volumes.push(Volume {
+            name: "tls".to_owned(),
+            secret: Some(k8s_openapi::api::core::v1::SecretVolumeSource {
+                secret_name: Some(tls.secret_name.clone()),
+                items: Some(
+                    ["tls.crt", "tls.key"]
+                        .into_iter()
+                        .map(|k| KeyToPath {
+                            key: k.to_owned(),
+                            path: k.to_owned(),
+                            ..KeyToPath::default()
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+            ..Volume::default()
+        });
+        mounts.push(mount("tls", TLS_DIR, true));
+        if let Some(ca) = &tls.ca_config_map {
+            volumes.push(Volume {
+                name: "tls-ca".to_owned(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: ca.clone(),
+                    items: Some(vec![KeyToPath {
+                        key: "ca.crt".to_owned(),
+                        path: "ca.crt".to_owned(),
+                        ..KeyToPath::default()
+                    }]),
+                    ..ConfigMapVolumeSource::default()
+                }),
+                ..Volume::default()
+            });
+            mounts.push(mount("tls-ca", TLS_CA_DIR, true));
+        }
+    }
     if let Some(p) = v.policy.spec.announcement.prompt_in_use() {
         // Only the prompt's key, not the whole ConfigMap.
         volumes.push(Volume {

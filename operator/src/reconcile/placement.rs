@@ -108,13 +108,17 @@ pub async fn host_network_forbidden(client: &Client, ns: &str) -> Result<Option<
 }
 
 /// The node ports a host-mode policy's recorders hold: SIP, HTTP, RTP.
-fn held_ports(p: &RecordingPolicy) -> [(i32, i32, &'static str); 3] {
+fn held_ports(p: &RecordingPolicy) -> Vec<(i32, i32, &'static str)> {
     let r = &p.spec.recorder;
-    [
+    let mut held = vec![
         (r.sip.port, r.sip.port, "SIP"),
         (r.http_port, r.http_port, "HTTP"),
         (r.rtp_ports.min, r.rtp_ports.max, "RTP"),
-    ]
+    ];
+    if let Some(t) = &r.sip.tls {
+        held.push((t.port, t.port, "SIP TLS"));
+    }
+    held
 }
 
 /// Whether two placements can put pods on the same node: unless their node

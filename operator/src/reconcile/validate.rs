@@ -80,6 +80,9 @@ pub enum Invalid {
     /// (e.g. a dotted bucket name, virtual-hosted over https).
     #[error("spec.storage: {0}")]
     StorageAddress(String),
+    /// SIP over TLS asked for without what it needs.
+    #[error("{0}")]
+    Tls(String),
     /// An internal network that is not a CIDR.
     #[error("spec.recorder.network.internalNetworks[{0}] {1:?} is not a CIDR (e.g. 10.0.0.0/8)")]
     InternalNetwork(usize, String),
@@ -166,6 +169,7 @@ impl Invalid {
             Invalid::NoStorageEndpoints { .. } => "NoStorageEndpointsConfigured",
             Invalid::InternalNetwork(..) => "InvalidInternalNetwork",
             Invalid::StorageAddress(_) => "InvalidStorageAddress",
+            Invalid::Tls(_) => "InvalidTls",
             Invalid::PortsOverlap { .. } => "PortsOverlap",
         }
     }
@@ -222,6 +226,34 @@ pub fn validate(policy: &RecordingPolicy, operator: &OperatorConfig) -> Result<V
         if earshot_contracts::IpNet::parse(n).is_none() {
             return Err(Invalid::InternalNetwork(i, n.clone()));
         }
+    }
+    let tls_listed = rec.sip.transports.contains(&earshot_crds::Transport::Tls);
+    let tls_hops = rec
+        .peers
+        .iter()
+        .any(|p| p.next_hop_transport == earshot_crds::Transport::Tls);
+    match &rec.sip.tls {
+        None if tls_listed || tls_hops => {
+            return Err(Invalid::Tls(
+                "spec.recorder.sip.tls is needed: TLS is in sip.transports or a peer's nextHopTransport; give sip.tls.secretName (a kubernetes.io/tls Secret)".to_owned(),
+            ));
+        }
+        Some(t) if (tls_hops || t.require_client_certificate) && t.ca_config_map.is_none() => {
+            return Err(Invalid::Tls(
+                "spec.recorder.sip.tls.caConfigMap is needed: TLS next hops and required client certificates are checked against its ca.crt".to_owned(),
+            ));
+        }
+        Some(t)
+            if t.port == rec.sip.port
+                || t.port == rec.http_port
+                || (rec.rtp_ports.min..=rec.rtp_ports.max).contains(&t.port) =>
+        {
+            return Err(Invalid::Tls(format!(
+                "spec.recorder.sip.tls.port {} overlaps the SIP, HTTP or RTP ports",
+                t.port
+            )));
+        }
+        _ => {}
     }
     let (sip, http, rtp) = (rec.sip.port, rec.http_port, &rec.rtp_ports);
     if sip == http || (rtp.min..=rtp.max).contains(&sip) || (rtp.min..=rtp.max).contains(&http) {
@@ -292,6 +324,40 @@ pub fn allowed_endpoint(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sample(name: &str) -> RecordingPolicy {
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(format!("../config/samples/{name}.yaml")),
+        )
+        .unwrap();
+        earshot_crds::validate::PolicyValidator::new()
+            .parse(&text)
+            .unwrap()
+    }
+
+    #[test]
+    fn tls_without_what_it_needs_is_refused_saying_what_to_give() {
+        let operator = OperatorConfig {
+            allow_any_storage_endpoint: true,
+            ..OperatorConfig::default()
+        };
+        let good = sample("secure-trunk");
+        assert!(validate(&good, &operator).is_ok());
+        let mut p = good.clone();
+        p.spec.recorder.sip.tls = None;
+        let e = validate(&p, &operator).unwrap_err();
+        assert_eq!(e.reason(), "InvalidTls");
+        assert!(e.to_string().contains("secretName"), "{e}");
+        let mut p = good.clone();
+        p.spec.recorder.sip.tls.as_mut().unwrap().ca_config_map = None;
+        let e = validate(&p, &operator).unwrap_err();
+        assert!(e.to_string().contains("caConfigMap"), "{e}");
+        let mut p = good;
+        p.spec.recorder.sip.tls.as_mut().unwrap().port = 5060;
+        let e = validate(&p, &operator).unwrap_err();
+        assert!(e.to_string().contains("overlaps"), "{e}");
+    }
 
     #[test]
     fn a_prefix_stays_inside_the_namespace() {

@@ -37,6 +37,7 @@ fn mk_recorder() -> Recorder {
     let cfg = CoreConfig {
         advertised: "10.0.0.9:5060".parse().unwrap(),
         split: None,
+        tls_port: None,
         peers: vec![Peer {
             name: "pbx".into(),
             sources: vec![IpNet::parse("10.0.0.0/24").unwrap()],

@@ -68,6 +68,9 @@ pub struct CoreConfig {
     /// Split horizon: peers outside the internal networks reach the
     /// recorder on another address (a node's public one), same port.
     pub split: Option<SplitHorizon>,
+    /// The SIP over TLS port, when the recorder speaks TLS (in Via and
+    /// Record-Route toward TLS peers).
+    pub tls_port: Option<u16>,
     /// Known peers.
     pub peers: Vec<Peer>,
     /// Policy users by extension.
@@ -110,6 +113,14 @@ impl CoreConfig {
         match &self.split {
             Some(s) if !s.internal.iter().any(|n| n.contains(ip)) => s.external,
             _ => self.advertised.ip(),
+        }
+    }
+
+    /// Our port for a transport: the TLS listener's for TLS.
+    pub fn port_for(&self, transport: Transport) -> u16 {
+        match (transport, self.tls_port) {
+            (Transport::Tls, Some(p)) => p,
+            _ => self.advertised.port(),
         }
     }
 

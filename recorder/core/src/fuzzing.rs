@@ -133,6 +133,7 @@ fn config() -> CoreConfig {
     CoreConfig {
         advertised: RECORDER.parse().expect("an address"),
         split: None,
+        tls_port: None,
         peers: vec![
             Peer {
                 name: "pbx".into(),

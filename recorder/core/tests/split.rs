@@ -165,3 +165,66 @@ fn media_naming_the_external_address_is_refused_like_our_own() {
     );
     assert_eq!(out.codes_to(PBX), vec![488]);
 }
+
+#[test]
+fn a_tls_next_hop_gets_our_tls_face_and_a_record_route_of_its_own() {
+    // The PBX over UDP, the trunk over TLS on its 5061: the trunk sees our
+    // TLS port in Via and its Record-Route, the PBX our UDP one.
+    let mut cfg = mk_config();
+    cfg.tls_port = Some(5061);
+    cfg.peers[0].next_hop = earshot_recorder_core::Target {
+        transport: earshot_recorder_core::Transport::Tls,
+        addr: addr("10.0.0.2:5061"),
+    };
+    let mut rec = Recorder::new(cfg, &(30000..30100).step_by(2).collect::<Vec<u16>>());
+    let now = Instant::now();
+    let out = sip_in(
+        &mut rec,
+        now,
+        CALLER,
+        &mk_invite("008", "0201234567", "tls-1", &sdp("10.0.0.1", 4000, "")),
+    );
+    let (target, invite) = out
+        .sip
+        .iter()
+        .find(|(t, m)| m.method() == Some("INVITE") && t.addr == addr("10.0.0.2:5061"))
+        .cloned()
+        .expect("the INVITE to the trunk");
+    assert_eq!(target.transport, earshot_recorder_core::Transport::Tls);
+    assert!(
+        top_via(&invite).starts_with("SIP/2.0/TLS 10.0.0.9:5061;"),
+        "{}",
+        top_via(&invite)
+    );
+    assert_eq!(
+        invite.headers_named("Record-Route"),
+        vec![
+            "<sip:10.0.0.9:5061;transport=tls;lr>".to_owned(),
+            "<sip:10.0.0.9:5060;lr>".to_owned()
+        ]
+    );
+    // The trunk's BYE through both entries to the PBX's Contact (UDP).
+    let bye = "BYE sip:008@10.0.0.1:5060 SIP/2.0\r\n\
+         Via: SIP/2.0/TLS 10.0.0.2:5061;branch=z9hG4bK-tls-bye\r\n\
+         Max-Forwards: 70\r\n\
+         Route: <sip:10.0.0.9:5061;transport=tls;lr>\r\n\
+         Route: <sip:10.0.0.9:5060;lr>\r\n\
+         From: <sip:0201234567@pbx.example>;tag=callee-tag\r\n\
+         To: \"Caller\" <sip:008@pbx.example>;tag=c-tls-1\r\n\
+         Call-ID: tls-1\r\n\
+         CSeq: 7 BYE\r\n\
+         Content-Length: 0\r\n\r\n";
+    // The trunk answers on its TLS connection.
+    rec.handle_sip(
+        now,
+        target,
+        mk_response(&invite, 200, "OK", &sdp("10.0.0.2", 6000, "")).as_bytes(),
+    );
+    assert_eq!(drain(&mut rec).codes_to(CALLER), [200]);
+    rec.handle_sip(now, target, bye.as_bytes());
+    let out = drain(&mut rec);
+    let fwd = out.to(CALLER);
+    assert_eq!(fwd.method(), Some("BYE"));
+    assert!(fwd.headers_named("Route").is_empty());
+    assert!(top_via(fwd).starts_with("SIP/2.0/UDP 10.0.0.9:5060;"));
+}

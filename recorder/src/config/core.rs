@@ -35,6 +35,23 @@ impl Config {
         }
         Ok(CoreConfig {
             advertised: SocketAddr::new(self.advertised, self.file.sip.listen.port()),
+            tls_port: self
+                .file
+                .sip
+                .tls
+                .as_ref()
+                .filter(|_| {
+                    self.file
+                        .sip
+                        .transports
+                        .contains(&earshot_contracts::Transport::Tls)
+                        || self
+                            .file
+                            .peers
+                            .iter()
+                            .any(|p| p.next_hop_transport == earshot_contracts::Transport::Tls)
+                })
+                .map(|t| t.port),
             split: self.external.map(|external| SplitHorizon {
                 external,
                 internal: self.internal_networks.clone(),

@@ -17,6 +17,7 @@ mod shutdown;
 mod sip;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -41,8 +42,11 @@ use crate::metrics::Metrics;
 pub struct Shared {
     metrics: Mutex<Metrics>,
     sip_udp: Option<Arc<UdpSocket>>,
-    /// Open SIP TCP connections by remote address: (connection id, writer).
-    tcp: Mutex<HashMap<SocketAddr, TcpWriter>>,
+    /// Open SIP TCP and TLS connections by transport and remote address:
+    /// (connection id, writer).
+    tcp: Mutex<HashMap<Target, TcpWriter>>,
+    /// SIP over TLS, when configured.
+    tls: Option<Arc<tls::Tls>>,
     tcp_ids: std::sync::atomic::AtomicU64,
     tcp_open: Mutex<sip::TcpOpen>,
     tcp_limits: earshot_contracts::config::SipLimits,
@@ -353,6 +357,7 @@ pub struct Server {
     config_path: PathBuf,
     config: Config,
     tcp_listener: Option<TcpListener>,
+    tls_listener: Option<TcpListener>,
     http_listener: tokio::net::TcpListener,
     events_rx: Arc<crate::recording::EventBuffer>,
     clock: Clock,
@@ -382,6 +387,32 @@ pub async fn bind(config_path: PathBuf, config: Config) -> anyhow::Result<Server
         )
     } else {
         None
+    };
+    let tls = match &config.file.sip.tls {
+        Some(t) => {
+            let hops = core_cfg
+                .peers
+                .iter()
+                .zip(&config.peers)
+                .filter_map(|(p, (c, _))| {
+                    let host = c.next_hop.rsplit_once(':')?.0.trim_matches(['[', ']']);
+                    Some((p.next_hop.addr, host.to_owned()))
+                })
+                .collect();
+            Some(Arc::new(tls::Tls::new(t, hops)?))
+        }
+        None => None,
+    };
+    let tls_listener = match (&config.file.sip.tls, transports.contains(&Transport::Tls)) {
+        (Some(t), true) => {
+            let addr = SocketAddr::new(config.file.sip.listen.ip(), t.port);
+            Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot bind SIP TLS {addr}"))?,
+            )
+        }
+        _ => None,
     };
     let http_listener = tokio::net::TcpListener::bind(config.file.http.listen)
         .await
@@ -504,6 +535,7 @@ pub async fn bind(config_path: PathBuf, config: Config) -> anyhow::Result<Server
         metrics: Mutex::new(metrics),
         sip_udp,
         tcp: Mutex::new(HashMap::new()),
+        tls,
         tcp_ids: std::sync::atomic::AtomicU64::new(0),
         tcp_open: Mutex::new(sip::TcpOpen::default()),
         tcp_limits: config.file.sip.limits,
@@ -538,6 +570,7 @@ pub async fn bind(config_path: PathBuf, config: Config) -> anyhow::Result<Server
         config_path,
         config,
         tcp_listener,
+        tls_listener,
         http_listener,
         events_rx,
         clock,
@@ -566,6 +599,7 @@ impl Server {
             config_path,
             config,
             tcp_listener,
+            tls_listener,
             http_listener,
             events_rx,
             clock,
@@ -604,7 +638,14 @@ impl Server {
             tokio::spawn(sip::udp_loop(shared.clone(), sock));
         }
         if let Some(listener) = tcp_listener {
-            tokio::spawn(sip::accept_loop(shared.clone(), listener));
+            tokio::spawn(sip::accept_loop(shared.clone(), listener, false));
+        }
+        if let Some(listener) = tls_listener {
+            tokio::spawn(sip::accept_loop(shared.clone(), listener, true));
+        }
+        if let Some(t) = shared.tls.clone() {
+            let s = shared.clone();
+            tokio::spawn(t.watch(move |ok| lock(&s.metrics).tls_reloaded(ok)));
         }
         for (shard, parts) in shared.shards.iter().zip(shard_parts) {
             ShardRun::start(shared.clone(), shard.clone(), parts, rtp_base)

@@ -1,16 +1,16 @@
-//! SIP over UDP and TCP: the listeners that feed the core, and sending what
-//! it produces — over UDP from the listening socket, over TCP on the
-//! connection the peer opened or one we open to it.
+//! SIP over UDP, TCP and TLS: the listeners that feed the core, and
+//! sending what it produces — over UDP from the listening socket, over TCP
+//! or TLS on the connection the peer opened or one we open to it.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use earshot_recorder_core::sip::message::{Framed, frame_stream_from};
 use earshot_recorder_core::{Target, Transport};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, watch};
 
@@ -33,14 +33,49 @@ pub(super) async fn udp_loop(shared: Arc<Shared>, sock: Arc<UdpSocket>) {
     }
 }
 
-/// Accepts SIP TCP connections from peers, within the connection limits;
-/// others are closed at once and counted (`sip_dropped{reason="tcp_refused"}`).
-pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+/// Accepts SIP TCP (or, with `tls`, TLS) connections from peers, within
+/// the connection limits; others are closed at once and counted
+/// (`sip_dropped{reason="tcp_refused"}`). A TLS handshake must finish
+/// within the per-message time (`sip.limits.tcpMessageSeconds`).
+pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, tls: bool) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => match shared.admit_tcp(peer.ip()) {
                 Some(slot) => {
-                    shared.clone().serve_tcp(stream, peer, Some(slot));
+                    let _ = stream.set_nodelay(true);
+                    if !tls {
+                        let target = Target {
+                            transport: Transport::Tcp,
+                            addr: peer,
+                        };
+                        shared.clone().serve_stream(stream, target, Some(slot));
+                        continue;
+                    }
+                    let Some(t) = shared.tls.clone() else {
+                        continue;
+                    };
+                    let shared = shared.clone();
+                    let limit =
+                        Duration::from_secs(u64::from(shared.tcp_limits.tcp_message_seconds));
+                    tokio::spawn(async move {
+                        match tokio::time::timeout(limit, t.acceptor.accept(stream)).await {
+                            Ok(Ok(s)) => {
+                                let target = Target {
+                                    transport: Transport::Tls,
+                                    addr: peer,
+                                };
+                                shared.serve_stream(s, target, Some(slot));
+                            }
+                            Ok(Err(e)) => {
+                                lock(&shared.metrics).tls_handshake_failed();
+                                tracing::debug!(error = %e, "SIP TLS handshake failed");
+                            }
+                            Err(_) => {
+                                lock(&shared.metrics).tls_handshake_failed();
+                                tracing::debug!("SIP TLS handshake not done in time");
+                            }
+                        }
+                    });
                 }
                 None => {
                     lock(&shared.metrics).tcp_refused();
@@ -139,8 +174,8 @@ impl Shared {
                     Err(e) => tracing::debug!(error = %e, "SIP send failed"),
                 }
             }
-            Transport::Tcp => {
-                let existing = lock(&self.tcp).get(&target.addr).cloned();
+            Transport::Tcp | Transport::Tls => {
+                let existing = lock(&self.tcp).get(&target).cloned();
                 match existing.map(|(id, tx)| (id, tx.try_send(data.clone()))) {
                     Some((_, Ok(()))) => {}
                     Some((id, Err(mpsc::error::TrySendError::Full(_)))) => {
@@ -150,27 +185,60 @@ impl Shared {
                         // once per connection.
                         {
                             let mut map = lock(&self.tcp);
-                            if map.get(&target.addr).is_some_and(|(i, _)| *i == id) {
-                                map.remove(&target.addr);
+                            if map.get(&target).is_some_and(|(i, _)| *i == id) {
+                                map.remove(&target);
                             }
                         }
                         let closer = lock(&self.tcp_open).closers.remove(&id);
                         if let Some(closer) = closer {
                             let _ = closer.send(true);
                             lock(&self.metrics).tcp_slow_reader();
-                            tracing::warn!(peer = %target.addr, queued = WRITE_QUEUE, "closing a SIP TCP connection whose peer does not read what is sent to it");
+                            tracing::warn!(peer = %target.addr, queued = WRITE_QUEUE, "closing a SIP connection whose peer does not read what is sent to it");
                         }
                     }
                     _ => {
                         let shared = self.clone();
                         self.main.spawn(async move {
-                            match TcpStream::connect(target.addr).await {
-                                Ok(stream) => {
-                                    let tx = shared.clone().serve_tcp(stream, target.addr, None);
+                            let stream = match TcpStream::connect(target.addr).await {
+                                Ok(s) => s,
+                                Err(e) => {
+                                    tracing::warn!(error = %e, transport = target.transport.as_str(), "cannot open a SIP connection to the next hop");
+                                    return;
+                                }
+                            };
+                            let _ = stream.set_nodelay(true);
+                            if target.transport == Transport::Tcp {
+                                let tx = shared.clone().serve_stream(stream, target, None);
+                                let _ = tx.try_send(data);
+                                return;
+                            }
+                            let Some(connector) =
+                                shared.tls.as_ref().and_then(|t| t.connector.clone())
+                            else {
+                                tracing::warn!("SIP over TLS to a next hop needs sip.tls.ca");
+                                return;
+                            };
+                            let name = shared
+                                .tls
+                                .as_ref()
+                                .map(|t| t.server_name(target.addr))
+                                .expect("checked above");
+                            let limit = Duration::from_secs(u64::from(
+                                shared.tcp_limits.tcp_message_seconds,
+                            ));
+                            match tokio::time::timeout(limit, connector.connect(name, stream)).await
+                            {
+                                Ok(Ok(s)) => {
+                                    let tx = shared.clone().serve_stream(s, target, None);
                                     let _ = tx.try_send(data);
                                 }
-                                Err(e) => {
-                                    tracing::warn!(error = %e, "cannot open SIP TCP connection to next hop")
+                                Ok(Err(e)) => {
+                                    lock(&shared.metrics).tls_handshake_failed();
+                                    tracing::warn!(error = %e, "SIP TLS to the next hop failed (its certificate is checked against sip.tls.ca and its name)");
+                                }
+                                Err(_) => {
+                                    lock(&shared.metrics).tls_handshake_failed();
+                                    tracing::warn!("SIP TLS handshake with the next hop not done in time");
                                 }
                             }
                         });
@@ -185,19 +253,21 @@ impl Shared {
     /// a message started is not complete within its time (slowloris), on
     /// data that cannot be framed, or when its peer does not read what is
     /// sent to it (its write queue full: `sip_dropped{reason="tcp_slow_reader"}`).
-    fn serve_tcp(
+    fn serve_stream<S>(
         self: Arc<Self>,
-        stream: TcpStream,
-        peer: SocketAddr,
+        stream: S,
+        target: Target,
         slot: Option<TcpSlot>,
-    ) -> mpsc::Sender<Vec<u8>> {
-        let _ = stream.set_nodelay(true);
-        let (mut reader, mut writer) = stream.into_split();
+    ) -> mpsc::Sender<Vec<u8>>
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let (mut reader, mut writer) = tokio::io::split(stream);
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
         let id = self.tcp_ids.fetch_add(1, Ordering::Relaxed);
         let (closer, close) = watch::channel(false);
         lock(&self.tcp_open).closers.insert(id, closer);
-        lock(&self.tcp).insert(peer, (id, tx.clone()));
+        lock(&self.tcp).insert(target, (id, tx.clone()));
         // Both halves go when the switch is thrown, even in the middle of a
         // write the peer does not take: the connection closes.
         let mut closing = close.clone();
@@ -211,7 +281,10 @@ impl Shared {
                     () = thrown(&mut closing) => break,
                 };
                 tokio::select! {
-                    written = writer.write_all(&data) => if written.is_err() {
+                    written = async {
+                        writer.write_all(&data).await?;
+                        writer.flush().await
+                    } => if written.is_err() {
                         break;
                     },
                     () = thrown(&mut closing) => break,
@@ -224,10 +297,6 @@ impl Shared {
         let per_message = Duration::from_secs(u64::from(self.tcp_limits.tcp_message_seconds));
         tokio::spawn(async move {
             let _slot = slot;
-            let target = Target {
-                transport: Transport::Tcp,
-                addr: peer,
-            };
             let mut buf: Vec<u8> = Vec::with_capacity(8192);
             let mut chunk = vec![0u8; 8192];
             // When the message now in the buffer began, and where the
@@ -292,8 +361,8 @@ impl Shared {
             lock(&shared.tcp_open).closers.remove(&id);
             let mut map = lock(&shared.tcp);
             // A newer connection from the same address may have replaced ours.
-            if map.get(&peer).is_some_and(|(i, _)| *i == id) {
-                map.remove(&peer);
+            if map.get(&target).is_some_and(|(i, _)| *i == id) {
+                map.remove(&target);
             }
         });
         tx

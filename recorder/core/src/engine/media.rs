@@ -530,9 +530,7 @@ impl Recorder {
             if let Some(n) = note {
                 self.note_media(now, cid, n);
             }
-            let Some(call) = self.calls.get_mut(&cid) else {
-                return None;
-            };
+            let call = self.calls.get_mut(&cid)?;
             let stream = &mut call.streams[stream_idx as usize];
             let readable: Option<&[u8]> = match (&plain, secure) {
                 (Some(p), _) => Some(p),

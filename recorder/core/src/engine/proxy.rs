@@ -55,7 +55,10 @@ impl Recorder {
 
     /// Our address and port as `peer` reaches them (split horizon).
     fn facing(&self, peer: Target) -> SocketAddr {
-        SocketAddr::new(self.cfg.facing(peer.addr.ip()), self.cfg.advertised.port())
+        SocketAddr::new(
+            self.cfg.facing(peer.addr.ip()),
+            self.cfg.port_for(peer.transport),
+        )
     }
 
     /// Our Via toward `dest`.
@@ -73,6 +76,7 @@ impl Recorder {
         match peer.transport {
             Transport::Udp => format!("<sip:{at};lr>"),
             Transport::Tcp => format!("<sip:{at};transport=tcp;lr>"),
+            Transport::Tls => format!("<sip:{at};transport=tls;lr>"),
         }
     }
 
@@ -89,7 +93,7 @@ impl Recorder {
                 .parse::<IpAddr>()
                 .is_ok_and(|ip| self.cfg.is_own(ip)),
         };
-        host_is_us && port == self.cfg.advertised.port()
+        host_is_us && (port == self.cfg.advertised.port() || Some(port) == self.cfg.tls_port)
     }
 
     /// Where a URI points, for Route and Request-URI based forwarding.
@@ -103,16 +107,27 @@ impl Recorder {
                     .or_else(|| self.cfg.hosts.get(&d).copied())?
             }
         };
-        let port = uri
-            .host_with_port
-            .port
-            .as_ref()
-            .map_or(5060, |p| *p.value());
-        let tcp = uri.params.iter().any(
-            |p| matches!(p, rsip::Param::Transport(t) if t.to_string().eq_ignore_ascii_case("tcp")),
+        let param = uri.params.iter().find_map(|p| match p {
+            rsip::Param::Transport(t) => Some(t.to_string().to_ascii_lowercase()),
+            _ => None,
+        });
+        let sips = matches!(uri.scheme, Some(rsip::Scheme::Sips));
+        let transport = match param.as_deref() {
+            _ if sips => Transport::Tls,
+            Some("tls") => Transport::Tls,
+            Some("tcp") => Transport::Tcp,
+            _ => Transport::Udp,
+        };
+        let port = uri.host_with_port.port.as_ref().map_or(
+            if transport == Transport::Tls {
+                5061
+            } else {
+                5060
+            },
+            |p| *p.value(),
         );
         Some(Target {
-            transport: if tcp { Transport::Tcp } else { Transport::Udp },
+            transport,
             addr: SocketAddr::new(ip, port),
         })
     }
@@ -478,10 +493,13 @@ impl Recorder {
             return None;
         }
         // Loop detection (RFC 3261 §16.3 item 4): our own Via already in the request.
-        let port = self.cfg.advertised.port();
-        let own = std::iter::once(self.cfg.advertised.ip())
-            .chain(self.cfg.split.as_ref().map(|s| s.external))
-            .map(|ip| format!(" {};branch={BRANCH_PREFIX}", SocketAddr::new(ip, port)))
+        let ports = std::iter::once(self.cfg.advertised.port()).chain(self.cfg.tls_port);
+        let own = ports
+            .flat_map(|port| {
+                std::iter::once(self.cfg.advertised.ip())
+                    .chain(self.cfg.split.as_ref().map(|s| s.external))
+                    .map(move |ip| format!(" {};branch={BRANCH_PREFIX}", SocketAddr::new(ip, port)))
+            })
             .collect::<Vec<_>>();
         if msg
             .headers_named("Via")

@@ -45,6 +45,7 @@ pub fn mk_config() -> CoreConfig {
     CoreConfig {
         advertised: addr(RECORDER),
         split: None,
+        tls_port: None,
         peers: vec![Peer {
             name: "pbx".into(),
             sources: vec![IpNet::parse("10.0.0.0/24").unwrap()],
