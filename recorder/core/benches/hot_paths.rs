@@ -169,6 +169,43 @@ fn bench(c: &mut Criterion) {
         })
     });
 
+    // SDES-SRTP: what decrypting a copy of each packet for the recording
+    // adds to the relay of that packet (the bench above), per suite.
+    for suite in earshot_recorder_core::srtp::Suite::ALL {
+        let key = earshot_recorder_core::srtp::SdesKey::new(
+            1,
+            suite,
+            &vec![7u8; suite.master_key_len() + suite.master_salt_len()],
+        )
+        .unwrap();
+        c.bench_function(
+            &format!(
+                "srtp: decrypt a copy of one 20 ms PCMU packet ({})",
+                suite.name()
+            ),
+            |b| {
+                b.iter_custom(|iters| {
+                    let mut tx = earshot_recorder_core::srtp::SrtpSender::new(&key);
+                    let mut rx = earshot_recorder_core::srtp::SrtpReceiver::new(&key);
+                    let mut pkt = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+                    pkt.extend_from_slice(&[0xff; 160]);
+                    let packets: Vec<Vec<u8>> = (0..iters)
+                        .map(|i| {
+                            pkt[2..4].copy_from_slice(&(i as u16).to_be_bytes());
+                            pkt[4..8].copy_from_slice(&((i as u32) * 160).to_be_bytes());
+                            tx.protect_rtp(&pkt).unwrap()
+                        })
+                        .collect();
+                    let start = std::time::Instant::now();
+                    for p in &packets {
+                        black_box(rx.unprotect_rtp(black_box(p)).ok());
+                    }
+                    start.elapsed()
+                })
+            },
+        );
+    }
+
     c.bench_function("g711: decode 20 ms (160 samples)", |b| {
         let payload = [0x55u8; 160];
         let mut d = SideDecoder::new(Codec::of("PCMU").unwrap(), NARROWBAND);
