@@ -657,6 +657,12 @@ impl RecorderConfig {
                 .peers
                 .iter()
                 .any(|p| p.next_hop_transport == Transport::Tls);
+        if tls_used && !self.sip.transports.contains(&Transport::Tls) {
+            return Err(invalid(
+                "sip.transports",
+                "a peer's next hop is TLS: list TLS too, so its in-dialog requests reach the TLS port our Record-Route names",
+            ));
+        }
         if tls_used && self.sip.tls.is_none() {
             return Err(invalid(
                 "sip.tls",
@@ -687,9 +693,13 @@ impl RecorderConfig {
             None if !self.node_addresses.is_empty() => Some(String::new()),
             _ => None,
         };
-        let external = self
-            .external_address
-            .or_else(|| on_node.and_then(|a| a.external));
+        // An explicit advertised address (a VIP in front of the nodes) wins
+        // over the node's: its external one is taken only without it.
+        let external = self.external_address.or_else(|| {
+            on_node
+                .filter(|_| self.advertised_address.is_none())
+                .and_then(|a| a.external)
+        });
         let internal_networks = if self.internal_networks.is_empty() {
             DEFAULT_INTERNAL_NETWORKS
                 .iter()

@@ -264,6 +264,19 @@ fn a_change_the_recorder_cannot_reload_rolls_the_pods() {
     assert_ne!(annotation(&ports), before, "a new RTP range rolls the pods");
     let users = text.replace("mode: Never", "mode: Always");
     assert_eq!(annotation(&users), before, "users reload without a roll");
+    // Requiring client certificates is a listener setting: it rolls too.
+    let tls = std::fs::read_to_string(repo().join("config/samples/secure-trunk.yaml")).unwrap();
+    let strict = tls.replace(
+        "clientCertificate: true",
+        "clientCertificate: true
+        requireClientCertificate: true",
+    );
+    assert_ne!(strict, tls);
+    assert_ne!(
+        annotation(&strict),
+        annotation(&tls),
+        "a TLS change rolls the pods"
+    );
 }
 
 #[test]

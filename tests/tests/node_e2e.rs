@@ -303,6 +303,19 @@ impl Suite {
         let wanted: BTreeSet<&str> = self.placed.iter().map(|p| p.number.as_str()).collect();
         let by_number = wait("every placed call stored", 120, || {
             let keys = self.garage.list(PREFIX).ok()?;
+            // Nothing but recordings and their sidecars (no probe object
+            // left behind, no MP3 without its sidecar).
+            let named: BTreeSet<String> = keys
+                .iter()
+                .filter(|k| k.ends_with(".json"))
+                .map(|k| k.trim_end_matches(".json").to_owned() + ".mp3")
+                .collect();
+            if keys
+                .iter()
+                .any(|k| !k.ends_with(".json") && !named.contains(k))
+            {
+                return None;
+            }
             let mut m: BTreeMap<String, Vec<(Sidecar, Vec<u8>)>> = BTreeMap::new();
             for k in keys.iter().filter(|k| k.ends_with(".json")) {
                 let s = Sidecar::from_json(&self.garage.get(k)).expect("a sidecar");
@@ -830,8 +843,8 @@ fn the_chart_on_a_real_node_records_calls_from_outside_the_cluster() {
         s.note_ready_pods();
     }
 
-    // A drain with calls in progress: the recorder gets SIGTERM, takes no
-    // new call, lets these finish and uploads them before it goes.
+    // A drain with calls in progress: the recorder gets SIGTERM, lets
+    // these finish and uploads them before it goes.
     {
         let drains: Vec<_> = (1..=2)
             .map(|i| {

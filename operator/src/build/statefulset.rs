@@ -121,7 +121,7 @@ pub const RESTART_ANNOTATION: &str = "earshot.io/restart-config";
 pub fn restart_checksum(v: &Validated) -> String {
     use sha2::Digest;
     let c = super::recorder_config(v);
-    let restart = serde_json::json!([
+    let mut restart = serde_json::json!([
         c.sip.listen,
         c.sip.transports,
         c.advertised_address,
@@ -135,6 +135,11 @@ pub fn restart_checksum(v: &Validated) -> String {
         c.storage,
         c.instance,
     ]);
+    // TLS settings only when set: an operator upgrade rolls no pod of a
+    // policy without TLS.
+    if let (Some(tls), Some(list)) = (&c.sip.tls, restart.as_array_mut()) {
+        list.push(serde_json::json!(tls));
+    }
     hex::encode(&sha2::Sha256::digest(restart.to_string().as_bytes())[..8])
 }
 

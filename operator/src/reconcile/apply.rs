@@ -77,7 +77,7 @@ pub async fn apply_all(
         Err(Error::Kube {
             source: kube::Error::Api(status),
             ..
-        }) if status.code == 422 => {
+        }) if status.code == 422 && status.message.contains("clusterIP") => {
             services
                 .delete(&name, &DeleteParams::default())
                 .await

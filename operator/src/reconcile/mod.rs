@@ -262,7 +262,7 @@ async fn run_steps(policy: &RecordingPolicy, ctx: &Context) -> (Observed, Result
         Ok(r) => observed.replicas = r,
         Err(e) => return (observed, Err(e)),
     }
-    observed.service_address = Some(placement::service_address(&v, &observed.replicas));
+    observed.service_address = placement::service_address(&v, &observed.replicas);
 
     // 5. storage — client. First the recorders' own key: a probe object
     // written under the policy's prefix, read back and deleted, so

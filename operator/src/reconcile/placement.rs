@@ -230,9 +230,11 @@ pub async fn replicas(client: &Client, v: &Validated) -> Result<Vec<ReplicaStatu
 pub fn replica(pod: &Pod, v: &Validated) -> ReplicaStatus {
     let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
     let status = pod.status.as_ref();
-    let ready = status
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    // A pod being deleted (drained, rolled) takes no new calls.
+    let ready = pod.metadata.deletion_timestamp.is_none()
+        && status
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
     let host = v.policy.spec.recorder.network.mode == NetworkMode::Host;
     let fixed = v.advertised.map(|a| a.to_string());
     let (internal, external) = if host {
@@ -277,14 +279,14 @@ pub fn replica(pod: &Pod, v: &Validated) -> ReplicaStatus {
 /// Where peers send SIP. Pod network: the Service's name. Host network:
 /// each ready replica's address, external where it has one (peers that
 /// reach it are the reason for host network), comma-separated.
-pub fn service_address(v: &Validated, replicas: &[ReplicaStatus]) -> String {
+pub fn service_address(v: &Validated, replicas: &[ReplicaStatus]) -> Option<String> {
     let port = v.policy.spec.recorder.sip.port;
     if v.policy.spec.recorder.network.mode != NetworkMode::Host {
-        return format!(
+        return Some(format!(
             "{}.{}.svc:{port}",
             crate::build::object_name(&v.name),
             v.namespace
-        );
+        ));
     }
     let addrs: Vec<String> = replicas
         .iter()
@@ -295,7 +297,7 @@ pub fn service_address(v: &Validated, replicas: &[ReplicaStatus]) -> String {
             _ => format!("{a}:{port}"),
         })
         .collect();
-    addrs.join(",")
+    (!addrs.is_empty()).then(|| addrs.join(","))
 }
 
 #[cfg(test)]

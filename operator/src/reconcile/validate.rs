@@ -232,6 +232,11 @@ pub fn validate(policy: &RecordingPolicy, operator: &OperatorConfig) -> Result<V
         .peers
         .iter()
         .any(|p| p.next_hop_transport == earshot_crds::Transport::Tls);
+    if tls_hops && !tls_listed {
+        return Err(Invalid::Tls(
+            "spec.recorder.sip.transports must list TLS when a peer's nextHopTransport is TLS: its in-dialog requests come back to the TLS port the recorder's Record-Route names".to_owned(),
+        ));
+    }
     match &rec.sip.tls {
         None if tls_listed || tls_hops => {
             return Err(Invalid::Tls(
@@ -344,6 +349,10 @@ mod tests {
         };
         let good = sample("secure-trunk");
         assert!(validate(&good, &operator).is_ok());
+        let mut p = good.clone();
+        p.spec.recorder.sip.transports = vec![earshot_crds::Transport::Udp];
+        let e = validate(&p, &operator).unwrap_err();
+        assert!(e.to_string().contains("must list TLS"), "{e}");
         let mut p = good.clone();
         p.spec.recorder.sip.tls = None;
         let e = validate(&p, &operator).unwrap_err();

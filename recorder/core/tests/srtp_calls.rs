@@ -251,3 +251,48 @@ fn no_announcement_is_injected_into_an_encrypted_stream() {
     assert!(!outcomes.is_empty(), "the beep was due: {events:?}");
     assert!(outcomes.iter().all(|o| o == "encrypted"), "{outcomes:?}");
 }
+
+#[test]
+fn best_effort_sdes_on_rtp_avp_is_srtp_when_both_sides_give_keys() {
+    // PBXes offering optional SRTP keep `RTP/AVP` and add `a=crypto`; when
+    // the answer carries a key too, both sides encrypt.
+    let mut rec = mk_recorder();
+    let now = Instant::now();
+    let offer = key(1, Suite::AesCm128HmacSha1_80, 0x11);
+    let answer = key(1, Suite::AesCm128HmacSha1_80, 0x22);
+    let c = call(
+        &mut rec,
+        now,
+        "sdes-avp",
+        &secure_sdp("10.0.0.1", 4000, "RTP/AVP", &crypto(&[&offer])),
+        &secure_sdp("10.0.0.2", 6000, "RTP/AVP", &crypto(&[&answer])),
+    );
+    let mut caller = SrtpSender::new(&offer);
+    let packet = caller.protect_rtp(&pcmu(1, 5, 0x55)).unwrap();
+    let (relay, events) = rtp_in(&mut rec, now, c.port_for_caller, CALLER_RTP, &packet);
+    assert!(relay.is_some());
+    assert_eq!(
+        frames(&events),
+        vec![(earshot_recorder_core::Side::Caller, vec![0x55; 160])]
+    );
+    // An answer without a key: plain RTP both ways, recorded as it comes.
+    let mut rec = mk_recorder();
+    let c = call(
+        &mut rec,
+        now,
+        "sdes-declined",
+        &secure_sdp("10.0.0.1", 4000, "RTP/AVP", &crypto(&[&offer])),
+        &sdp("10.0.0.2", 6000, ""),
+    );
+    let (_, events) = rtp_in(
+        &mut rec,
+        now,
+        c.port_for_caller,
+        CALLER_RTP,
+        &pcmu(1, 5, 0x44),
+    );
+    assert_eq!(
+        frames(&events),
+        vec![(earshot_recorder_core::Side::Caller, vec![0x44; 160])]
+    );
+}

@@ -159,7 +159,7 @@ impl Config {
         let mut warnings = Vec::new();
         if let Some(node) = node_missing {
             warnings.push(format!(
-                "nodeAddresses has no entry for this node ({}={node:?}): advertising {advertised} to every peer until it has",
+                "nodeAddresses has no entry for this node ({}={node:?}): advertising {advertised} to every peer until it has one (a reload adds it for new calls)",
                 NODE_NAME_ENV
             ));
         }

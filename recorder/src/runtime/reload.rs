@@ -30,6 +30,10 @@ pub(super) async fn watch_config(
     };
     files.insert(0, path.clone());
     let mut last = stamp(&files);
+    // The addresses the recorder tells peers, as it started: they change
+    // only with a restart (an external one may be added live).
+    let faces = |c: &Config| (c.advertised, c.external);
+    let mut running_faces = Config::load(&path).ok().map(|c| faces(&c));
     loop {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let now = stamp(&files);
@@ -69,7 +73,14 @@ pub(super) async fn watch_config(
                 for w in &cfg.warnings {
                     tracing::error!("{w}");
                 }
-                let pending = cfg.file.needs_restart(&running);
+                let mut pending = cfg.file.needs_restart(&running);
+                match running_faces {
+                    Some((adv, None)) if adv == cfg.advertised => {
+                        running_faces = Some(faces(&cfg));
+                    }
+                    Some(f) if f != faces(&cfg) => pending.push("this node's addresses"),
+                    _ => {}
+                }
                 if !pending.is_empty() {
                     tracing::warn!(
                         settings = pending.join(", "),

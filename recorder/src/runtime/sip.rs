@@ -175,7 +175,29 @@ impl Shared {
                 }
             }
             Transport::Tcp | Transport::Tls => {
-                let existing = lock(&self.tcp).get(&target).cloned();
+                let existing = {
+                    let map = lock(&self.tcp);
+                    map.get(&target).cloned().or_else(|| {
+                        // A TLS peer that connected to us is reached on its
+                        // connection, whatever port its Contact names
+                        // (RFC 5923's alias): it may take none from us. A
+                        // next hop of ours is always reached where it is.
+                        let next_hop = self
+                            .tls
+                            .as_ref()
+                            .is_some_and(|t| t.is_next_hop(target.addr));
+                        (target.transport == Transport::Tls && !next_hop)
+                            .then(|| {
+                                map.iter()
+                                    .find(|(t, _)| {
+                                        t.transport == Transport::Tls
+                                            && t.addr.ip() == target.addr.ip()
+                                    })
+                                    .map(|(_, w)| w.clone())
+                            })
+                            .flatten()
+                    })
+                };
                 match existing.map(|(id, tx)| (id, tx.try_send(data.clone()))) {
                     Some((_, Ok(()))) => {}
                     Some((id, Err(mpsc::error::TrySendError::Full(_)))) => {
@@ -199,7 +221,16 @@ impl Shared {
                     _ => {
                         let shared = self.clone();
                         self.main.spawn(async move {
-                            let stream = match TcpStream::connect(target.addr).await {
+                            let limit = Duration::from_secs(u64::from(
+                                shared.tcp_limits.tcp_message_seconds,
+                            ));
+                            let connect = tokio::time::timeout(limit, TcpStream::connect(target.addr));
+                            let stream = match connect.await.unwrap_or_else(|_| {
+                                Err(std::io::Error::new(
+                                    std::io::ErrorKind::TimedOut,
+                                    "no answer in time",
+                                ))
+                            }) {
                                 Ok(s) => s,
                                 Err(e) => {
                                     tracing::warn!(error = %e, transport = target.transport.as_str(), "cannot open a SIP connection to the next hop");
@@ -223,9 +254,6 @@ impl Shared {
                                 .as_ref()
                                 .map(|t| t.server_name(target.addr))
                                 .expect("checked above");
-                            let limit = Duration::from_secs(u64::from(
-                                shared.tcp_limits.tcp_message_seconds,
-                            ));
                             match tokio::time::timeout(limit, connector.connect(name, stream)).await
                             {
                                 Ok(Ok(s)) => {

@@ -158,6 +158,11 @@ impl Tls {
         })
     }
 
+    /// Whether `addr` is a configured next hop's.
+    pub fn is_next_hop(&self, addr: SocketAddr) -> bool {
+        self.names.contains_key(&addr)
+    }
+
     /// The name a next hop at `addr` is verified by.
     pub fn server_name(&self, addr: SocketAddr) -> ServerName<'static> {
         self.names

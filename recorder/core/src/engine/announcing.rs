@@ -104,11 +104,7 @@ impl Recorder {
             }
             // SRTP: a clear packet in an encrypted stream would be dropped
             // by the receiver (or worse, shift its packet index).
-            if stream
-                .legs
-                .iter()
-                .any(|l| l.stream.as_ref().is_some_and(|m| m.is_secure()))
-            {
+            if super::media::encrypted(&stream.legs) {
                 finished.push((to, skipped(Outcome::Encrypted)));
                 continue;
             }

@@ -55,6 +55,17 @@ pub(super) struct Srtp {
 /// a wrong key, or keys that changed outside the signalling we saw.
 const SRTP_FAILURES_NOTED: u32 = 50;
 
+/// Whether a stream's media is SRTP: a secure profile (`RTP/SAVP`, ...), or
+/// best-effort SDES (`RTP/AVP` with `a=crypto` on both sides, as PBXes offer
+/// optional SRTP: both sides keyed, so both encrypt).
+pub(super) fn encrypted(legs: &[Leg; 2]) -> bool {
+    let streams = [legs[0].stream.as_ref(), legs[1].stream.as_ref()];
+    streams.iter().flatten().any(|m| m.is_secure())
+        || streams
+            .iter()
+            .all(|m| m.is_some_and(|m| !m.crypto.is_empty()))
+}
+
 /// The SDES key a leg's packets are encrypted with: of the `a=crypto`
 /// lines its SDP lists, the one whose tag the other side's single line
 /// accepted (RFC 4568 §7.1), else its first.
@@ -323,13 +334,14 @@ impl Recorder {
             leg.stream = Some(s.clone());
             // Both legs' keys: an answer settles which of the offered
             // lines the offerer uses.
+            let secure = encrypted(&stream.legs);
             for side in [Side::Caller, Side::Callee] {
                 let other = stream.legs[side.other().index()].stream.clone();
                 let leg = &mut stream.legs[side.index()];
                 let key = leg
                     .stream
                     .as_ref()
-                    .filter(|m| m.is_secure())
+                    .filter(|_| secure)
                     .and_then(|m| leg_key(m, other.as_ref()))
                     .map(str::to_owned);
                 match key {
@@ -470,10 +482,7 @@ impl Recorder {
                 Stats::bump(&mut self.stats.rtp_dropped, "rate_limited");
                 return None;
             }
-            let secure_leg = stream
-                .legs
-                .iter()
-                .any(|l| l.stream.as_ref().is_some_and(|m| m.is_secure()));
+            let secure_leg = encrypted(&stream.legs);
             // DTLS-SRTP's handshake and ICE's STUN share the port with
             // SRTP (RFC 7983: first byte 0-3 STUN, 20-63 DTLS): relayed
             // untouched, or the call would never get its keys.
@@ -492,10 +501,7 @@ impl Recorder {
             // SRTP: a decrypted copy is what the recorder reads (digits,
             // audio); the packet itself is relayed as it came. Without a
             // usable key nothing of it is read, and the recording says so.
-            let secure = stream.legs[facing.index()]
-                .stream
-                .as_ref()
-                .is_some_and(|m| m.is_secure());
+            let secure = secure_leg;
             let mut note = None;
             let plain = if secure {
                 let leg = &mut stream.legs[facing.index()];

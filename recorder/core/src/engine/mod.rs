@@ -248,6 +248,14 @@ impl Recorder {
         self.cfg.limits = cfg.limits;
         self.cfg.allow_local_media = cfg.allow_local_media;
         self.cfg.refuse_video = cfg.refuse_video;
+        // A node's external address that arrived after the start (the
+        // operator rendered the node's entry later) adds a face for new
+        // calls; calls in progress keep the address they were told, which
+        // stays ours. A changed or removed address, or another advertised
+        // one, waits for a restart (the shell says so).
+        if self.cfg.split.is_none() && cfg.advertised == self.cfg.advertised {
+            self.cfg.split = cfg.split;
+        }
     }
 
     /// Stops taking new calls: new INVITEs get 503; calls in progress go on.
