@@ -4,9 +4,11 @@
 //! volume, which uploads whatever its predecessor left. Rollouts never cut
 //! a live call: the old pod gets SIGTERM, refuses new calls with 503 (the
 //! other replicas take them) and lets its calls finish and upload within
-//! the termination grace period; then the new one starts. Config changes do
-//! not touch the pod template (the recorder reloads its mounted file), so
-//! they roll nothing. The volumes stay when the policy is deleted or scaled
+//! the termination grace period; then the new one starts. Config changes
+//! the recorder reloads from its mounted file (users, modes, peers,
+//! recording settings, node addresses) do not touch the pod template; those
+//! it cannot (ports, storage, spool, TLS) change the restart annotation and
+//! roll the pods. The volumes stay when the policy is deleted or scaled
 //! down: nothing in a spool is ever thrown away by Earshot.
 
 use earshot_contracts::Transport;
