@@ -52,6 +52,11 @@ pub enum Error {
     /// The object store refused or could not be reached.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// SIP over TLS names a Secret or CA ConfigMap that is not there.
+    #[error(
+        "spec.recorder.sip.tls: {0} in the policy's namespace; the recorders start once it does"
+    )]
+    TlsMissing(String),
     /// Host network in a namespace whose Pod Security level forbids it.
     #[error(
         "spec.recorder.network.mode Host needs host network, which this namespace's Pod Security level {0:?} (label pod-security.kubernetes.io/enforce) forbids: no recorder pod could start. Put host-mode policies in a namespace the platform labels privileged for media (docs/deploying.md), or use mode Pod"
@@ -70,6 +75,7 @@ impl Error {
             Error::Invalid(_) => "invalid_spec",
             Error::SecretMissing(_) | Error::SecretKeyMissing { .. } => "secret",
             Error::PromptMissing { .. } => "prompt",
+            Error::TlsMissing(_) => "secret",
             Error::OperatorKeyMissing(_) => "platform",
             Error::HostNetworkForbidden(_) | Error::PortClash(_) => "placement",
             Error::Storage(e) if e.transient() => "storage_unavailable",
@@ -85,6 +91,7 @@ impl Error {
             Error::SecretMissing(_) => "SecretMissing",
             Error::SecretKeyMissing { .. } => "SecretKeyMissing",
             Error::PromptMissing { .. } => "PromptMissing",
+            Error::TlsMissing(_) => "TlsSecretMissing",
             Error::OperatorKeyMissing(_) => "OperatorKeyMissing",
             Error::HostNetworkForbidden(_) => "HostNetworkForbidden",
             Error::PortClash(_) => "PortClash",

@@ -1125,3 +1125,54 @@ async fn a_recorders_key_that_cannot_write_is_storage_not_ready() {
         "no lifecycle rule before the recorders can write"
     );
 }
+
+#[tokio::test]
+async fn a_missing_tls_secret_changes_nothing_and_says_so() {
+    // SIP over TLS whose Secret lacks its key: no recorder could start, so
+    // nothing is applied and the condition names what is missing.
+    let storage = Arc::new(FakeStorage::default());
+    let (ctx, handle, _key) = mk_ctx(storage.clone());
+    let mut p = mk_policy(30, users_a());
+    p.spec.recorder.sip.transports =
+        vec![earshot_crds::Transport::Udp, earshot_crds::Transport::Tls];
+    p.spec.recorder.sip.tls =
+        serde_json::from_value(json!({"secretName": "sip-tls", "port": 5061})).unwrap();
+    let steps = vec![
+        expect("GET", "/api/v1/namespaces/acme/secrets/sip-tls", |_| {
+            Some(
+                json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "sip-tls", "namespace": "acme"},
+                        "type": "kubernetes.io/tls", "data": {"tls.crt": "Q0VSVA=="}}),
+            )
+        }),
+        event("TlsSecretMissing"),
+        expect(
+            "PATCH",
+            "/apis/earshot.io/v1alpha1/namespaces/acme/recordingpolicies/office/status",
+            |b| {
+                let rec = condition(&b, "RecorderAvailable");
+                assert_eq!(
+                    (rec["status"].as_str(), rec["reason"].as_str()),
+                    (Some("False"), Some("TlsSecretMissing"))
+                );
+                assert!(
+                    rec["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains("Secret sip-tls has no key tls.key"),
+                    "{b}"
+                );
+                None
+            },
+        ),
+    ];
+    let server = tokio::spawn(serve(handle, steps));
+    let policy = Arc::new(p);
+    let err = reconcile(policy.clone(), ctx.clone()).await.unwrap_err();
+    assert!(matches!(err, Error::TlsMissing(_)), "{err}");
+    assert_eq!(
+        error_policy(policy, &err, ctx.clone()),
+        Action::requeue(Duration::from_secs(30))
+    );
+    server.await.unwrap();
+    assert!(storage.calls.lock().unwrap().is_empty());
+}

@@ -159,6 +159,41 @@ pub async fn prompt(configmaps: &Api<ConfigMap>, v: &Validated) -> Result<(), Er
     if has { Ok(()) } else { Err(missing()) }
 }
 
+/// SIP over TLS: the `kubernetes.io/tls` Secret with `tls.crt` and
+/// `tls.key`, and the CA bundle's ConfigMap with `ca.crt` when one is
+/// named. Without them no recorder pod could start (it would wait in
+/// ContainerCreating with nothing in the policy's status).
+pub async fn tls(
+    secrets: &Api<Secret>,
+    configmaps: &Api<ConfigMap>,
+    v: &Validated,
+) -> Result<(), Error> {
+    let Some(t) = v.policy.spec.recorder.sip.tls.as_ref() else {
+        return Ok(());
+    };
+    let missing = |what: String| Error::TlsMissing(what);
+    let secret = get_opt(secrets, "Secret", &t.secret_name)
+        .await?
+        .ok_or_else(|| missing(format!("Secret {} does not exist", t.secret_name)))?;
+    for key in ["tls.crt", "tls.key"] {
+        if secret_value(&secret, key).is_none() {
+            return Err(missing(format!(
+                "Secret {} has no key {key}",
+                t.secret_name
+            )));
+        }
+    }
+    if let Some(ca) = &t.ca_config_map {
+        let cm = get_opt(configmaps, "ConfigMap", ca)
+            .await?
+            .ok_or_else(|| missing(format!("ConfigMap {ca} does not exist")))?;
+        if !cm.data.as_ref().is_some_and(|d| d.contains_key("ca.crt")) {
+            return Err(missing(format!("ConfigMap {ca} has no key ca.crt")));
+        }
+    }
+    Ok(())
+}
+
 /// When the policy's console is enabled: what is wrong with the read-only
 /// key's Secret, if anything. The console pod waits for it (Kubernetes
 /// retries); the operator says why in an Event.

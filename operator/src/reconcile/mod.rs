@@ -204,6 +204,17 @@ async fn run_steps(policy: &RecordingPolicy, ctx: &Context) -> (Observed, Result
         return (observed, Err(e));
     }
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    if let Err(e) = dereference::tls(&secrets, &configmaps, &v).await {
+        observed.recorder = Check::failed(e.reason(), e.to_string());
+        if let Error::TlsMissing(_) = e {
+            event(ctx, policy, true, e.reason(), e.to_string()).await;
+            observed.storage =
+                Check::unknown(e.reason(), "not checked until the recorders can start");
+            observed.retention =
+                Check::unknown(e.reason(), "not changed until the recorders can start");
+        }
+        return (observed, Err(e));
+    }
     let target = match dereference::storage_target(&secrets, &v).await {
         Ok(t) => Ok(t),
         Err(
@@ -445,6 +456,7 @@ pub fn error_policy(policy: Arc<RecordingPolicy>, error: &Error, ctx: Arc<Contex
         Error::SecretMissing(_)
         | Error::SecretKeyMissing { .. }
         | Error::PromptMissing { .. }
+        | Error::TlsMissing(_)
         | Error::OperatorKeyMissing(_) => Action::requeue(backoff(Duration::from_secs(30), n)),
         // Another policy or the namespace may change: look again.
         Error::HostNetworkForbidden(_) | Error::PortClash(_) => {
