@@ -207,3 +207,50 @@ fn handshakes_that_never_finish_are_closed_within_the_tcp_limits() {
     let mut good = t.connect();
     assert!(answered(&mut good));
 }
+
+#[test]
+fn a_flood_of_garbage_handshakes_costs_the_sender_and_not_the_recorder() {
+    // 300 connections from one peer, each sending bytes that are no TLS
+    // record, 50 at a time (the per-source limit): each is refused or
+    // closed on its first bytes; a proper client from the same source is
+    // served throughout and after.
+    let t = start("tls-flood", ", limits: { tcpConnectionsPerSource: 50 }");
+    let started = Instant::now();
+    for wave in 0..6 {
+        let conns: Vec<TcpStream> = (0..50)
+            .filter_map(|i| {
+                let mut s = TcpStream::connect(t.addr).ok()?;
+                let junk: Vec<u8> = (0..512u32).map(|b| (b * 31 + i * 7 + wave) as u8).collect();
+                let _ = s.write_all(&junk);
+                Some(s)
+            })
+            .collect();
+        for mut s in conns {
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            let mut buf = [0u8; 64];
+            // An alert or nothing, then the end: never a session.
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        }
+        let mut good = t.connect();
+        assert!(answered(&mut good), "served during wave {wave}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    let failed = t
+        .recorder
+        .metric("earshot_sip_dropped_total{reason=\"tls_handshake_failed\"}")
+        + t.recorder
+            .metric("earshot_sip_dropped_total{reason=\"tcp_refused\"}");
+    assert!(
+        failed >= 300.0,
+        "every garbage connection counted: {failed}"
+    );
+}
