@@ -252,15 +252,24 @@ pub struct RtpConfig {
     /// other party gets, so the call goes on with audio only).
     #[serde(default, skip_serializing_if = "VideoPolicy::is_default")]
     pub video: VideoPolicy,
+    /// What happens to a call whose audio the recorder cannot read because
+    /// it is encrypted end to end (DTLS-SRTP, or SRTP without an `a=crypto`
+    /// key it supports): `Relay` (the default: the call goes on, its
+    /// recording is marked) or `Refuse` (the offer is answered 488, as a
+    /// compliance platform that must record every call wants).
+    #[serde(default, skip_serializing_if = "VideoPolicy::is_default")]
+    pub unreadable_media: VideoPolicy,
 }
 
-/// What the relay does with a video stream.
+/// What the relay does with media it does not record (video; audio it
+/// cannot read).
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub enum VideoPolicy {
     /// Relayed (not recorded).
     #[default]
     Relay,
-    /// Refused: the stream is disabled in the SDP, the call keeps its audio.
+    /// Refused: a video stream is disabled in the SDP (the call keeps its
+    /// audio); an offer of unreadable audio is answered 488.
     Refuse,
 }
 

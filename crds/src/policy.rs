@@ -297,6 +297,14 @@ pub struct RecorderSpec {
     #[serde(default)]
     pub network: NetworkSpec,
 
+    /// A call whose audio the recorder cannot read because it is
+    /// encrypted end to end — DTLS-SRTP, or SRTP without an `a=crypto` key
+    /// it supports: `Relay` (default) lets the call go on and marks its
+    /// recording incomplete (`encrypted_dtls_srtp`); `Refuse` answers the
+    /// offer 488, for platforms that must record every call they carry.
+    #[serde(default, skip_serializing_if = "UnreadableMedia::is_relay")]
+    pub unreadable_media: UnreadableMedia,
+
     /// Port of the recorder's health and metrics endpoint. Defaults to
     /// 9090. On host network it is a port of the node: host-mode policies
     /// that may share nodes must use different ones (the operator refuses
@@ -384,6 +392,7 @@ impl Default for RecorderSpec {
             rtp_ports: PortRange::default(),
             network: NetworkSpec::default(),
             http_port: default_http_port(),
+            unreadable_media: UnreadableMedia::default(),
             placement: Placement::default(),
             resources: None,
             pause_behaviour: PauseBehaviour::default(),
@@ -400,6 +409,22 @@ fn default_replicas() -> i32 {
 
 fn default_http_port() -> i32 {
     i32::from(earshot_contracts::names::RECORDER_HTTP_PORT)
+}
+
+/// What happens to a call whose audio the recorder cannot read.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UnreadableMedia {
+    /// Relayed; the recording is marked incomplete.
+    #[default]
+    Relay,
+    /// The offer is refused with 488.
+    Refuse,
+}
+
+impl UnreadableMedia {
+    fn is_relay(&self) -> bool {
+        *self == UnreadableMedia::Relay
+    }
 }
 
 /// Node placement of the recorder pods.

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use earshot_contracts::config::{
     AnnouncementConfig, HttpConfig, PeerConfig, RecorderConfig, RecordingConfig, RtpConfig,
-    S3Config, SipConfig, SpoolConfig, StorageConfig, TlsConfig, UserConfig,
+    S3Config, SipConfig, SpoolConfig, StorageConfig, TlsConfig, UserConfig, VideoPolicy,
 };
 use earshot_contracts::names::{CONFIG_FILE, PROMPT_DIR, SPOOL_DIR};
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -62,6 +62,10 @@ pub fn recorder_config(v: &Validated) -> RecorderConfig {
             port_max: port(rec.rtp_ports.max),
             allow_local_media: rec.network.allow_local_media,
             video: Default::default(),
+            unreadable_media: match rec.unreadable_media {
+                earshot_crds::UnreadableMedia::Relay => VideoPolicy::Relay,
+                earshot_crds::UnreadableMedia::Refuse => VideoPolicy::Refuse,
+            },
         },
         // One shard per CPU the pod may use: the recorder reads its cgroup
         // quota, so the pod's CPU limit sets it.

@@ -51,6 +51,7 @@ fn mk_recorder() -> Recorder {
         limits: SipLimits::default(),
         allow_local_media: false,
         refuse_video: false,
+        refuse_unreadable_media: false,
         announcement: Default::default(),
     };
     let ports: Vec<u16> = (30000..40000).step_by(2).collect();

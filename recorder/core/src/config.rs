@@ -91,6 +91,9 @@ pub struct CoreConfig {
     pub allow_local_media: bool,
     /// Whether video streams are refused (port 0) rather than relayed.
     pub refuse_video: bool,
+    /// Whether an offer of audio the recorder could not read (DTLS-SRTP,
+    /// SRTP without a usable key) is refused (488) rather than relayed.
+    pub refuse_unreadable_media: bool,
     /// Announcements and beeps that tell the parties the call is recorded.
     pub announcement: crate::announce::AnnouncementConfig,
 }

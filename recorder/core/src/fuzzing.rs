@@ -165,6 +165,7 @@ fn config() -> CoreConfig {
         limits: SipLimits::default(),
         allow_local_media: false,
         refuse_video: false,
+        refuse_unreadable_media: false,
         announcement: crate::announce::AnnouncementConfig {
             mode: crate::AnnouncementMode::Beep,
             periodic: Some(Duration::from_secs(5)),

@@ -296,3 +296,55 @@ fn best_effort_sdes_on_rtp_avp_is_srtp_when_both_sides_give_keys() {
         vec![(earshot_recorder_core::Side::Caller, vec![0x44; 160])]
     );
 }
+
+#[test]
+fn a_policy_that_must_record_every_call_refuses_audio_it_cannot_read() {
+    let mut cfg = mk_config();
+    cfg.refuse_unreadable_media = true;
+    let ports: Vec<u16> = (30000..30100).step_by(2).collect();
+    let now = Instant::now();
+    for (id, proto, extra) in [
+        (
+            "refuse-dtls",
+            "UDP/TLS/RTP/SAVPF",
+            "a=fingerprint:sha-256 AB:CD:EF\r\na=setup:actpass\r\n".to_owned(),
+        ),
+        ("refuse-keyless", "RTP/SAVP", String::new()),
+        (
+            "refuse-unsupported",
+            "RTP/SAVP",
+            "a=crypto:1 F8_128_HMAC_SHA1_80 inline:MTIzNDU2Nzg5QUJDREUwMTIzNDU2Nzg5QUJjZGVm\r\n"
+                .to_owned(),
+        ),
+    ] {
+        let mut rec = Recorder::new(cfg.clone(), &ports);
+        let out = sip_in(
+            &mut rec,
+            now,
+            CALLER,
+            &mk_invite(
+                "008",
+                "0201234567",
+                id,
+                &secure_sdp("10.0.0.1", 4000, proto, &extra),
+            ),
+        );
+        assert_eq!(out.codes_to(CALLER), [488], "{id}");
+        assert!(out.methods_to(CALLEE).is_empty(), "{id}: not forwarded");
+    }
+    // What it can read goes through.
+    let mut rec = Recorder::new(cfg, &ports);
+    let k = key(1, Suite::AesCm128HmacSha1_80, 0x11);
+    let out = sip_in(
+        &mut rec,
+        now,
+        CALLER,
+        &mk_invite(
+            "008",
+            "0201234567",
+            "sdes-ok",
+            &secure_sdp("10.0.0.1", 4000, "RTP/SAVP", &crypto(&[&k])),
+        ),
+    );
+    assert_eq!(out.methods_to(CALLEE), ["INVITE"]);
+}

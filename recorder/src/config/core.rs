@@ -65,6 +65,8 @@ impl Config {
             limits: self.file.sip.limits,
             allow_local_media: self.file.rtp.allow_local_media,
             refuse_video: self.file.rtp.video == earshot_contracts::config::VideoPolicy::Refuse,
+            refuse_unreadable_media: self.file.rtp.unreadable_media
+                == earshot_contracts::config::VideoPolicy::Refuse,
             announcement: self.announcement.clone(),
         })
     }

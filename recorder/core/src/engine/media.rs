@@ -214,6 +214,22 @@ impl Recorder {
     pub(super) fn check_sdp(&self, body: &[u8]) -> Result<Sdp, String> {
         let sdp = Sdp::parse(body).map_err(|e| e.to_string())?;
         let allow = self.cfg.allow_local_media;
+        if self.cfg.refuse_unreadable_media
+            && sdp.streams.iter().any(|s| {
+                s.media == "audio"
+                    && s.port != 0
+                    && s.is_secure()
+                    && !s
+                        .crypto
+                        .iter()
+                        .any(|c| crate::srtp::parse_crypto(c).is_ok())
+            })
+        {
+            return Err(
+                "audio encrypted end to end (DTLS-SRTP, or SRTP without a supported a=crypto key) cannot be recorded and this policy refuses it"
+                    .to_owned(),
+            );
+        }
         if let Some(why) = sdp.streams.iter().filter_map(|s| s.rtp).find_map(|a| {
             let ip = a.ip();
             if is_link_local(ip) {

@@ -248,6 +248,7 @@ impl Recorder {
         self.cfg.limits = cfg.limits;
         self.cfg.allow_local_media = cfg.allow_local_media;
         self.cfg.refuse_video = cfg.refuse_video;
+        self.cfg.refuse_unreadable_media = cfg.refuse_unreadable_media;
         // A node's external address that arrived after the start (the
         // operator rendered the node's entry later) adds a face for new
         // calls; calls in progress keep the address they were told, which

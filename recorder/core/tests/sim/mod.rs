@@ -59,6 +59,7 @@ pub fn mk_config() -> CoreConfig {
         limits: SipLimits::default(),
         allow_local_media: false,
         refuse_video: false,
+        refuse_unreadable_media: false,
         announcement: Default::default(),
     }
 }
