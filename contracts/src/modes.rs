@@ -53,10 +53,6 @@ impl Transport {
         }
     }
 
-    /// A stream transport (TCP, TLS): messages framed by Content-Length.
-    pub fn is_stream(self) -> bool {
-        self != Transport::Udp
-    }
 }
 
 /// What a recording holds while it is paused.

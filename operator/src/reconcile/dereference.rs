@@ -98,20 +98,9 @@ pub async fn storage_target(secrets: &Api<Secret>, v: &Validated) -> Result<Targ
     })
 }
 
-/// The store as the recorders reach it, with their own key from the Secret
-/// the policy names: for the write probe ([`crate::storage::probe_write`]),
-/// which proves that the recorders can store recordings — never for
-/// lifecycle rules. Signed requests carry no secret, and the endpoint is
-/// one the platform allows (step 1 refused any other).
-pub async fn recorder_target(secrets: &Api<Secret>, v: &Validated) -> Result<S3Target, Error> {
-    let keys = &v.storage.credentials_secret;
-    let secret = get_opt(secrets, "Secret", &keys.name)
-        .await?
-        .ok_or_else(|| Error::SecretMissing(keys.name.clone()))?;
-    recorder_target_of(&v.storage, &secret)
-}
-
-/// [`recorder_target`] of a Secret already read.
+/// The store as the recorders reach it, with their own key from the
+/// policy's Secret: only for the write probe that proves they can store
+/// recordings, never for lifecycle rules.
 fn recorder_target_of(storage: &StorageSpec, secret: &Secret) -> Result<S3Target, Error> {
     let (access_key_id, secret_access_key) = tenant_key(secret, &storage.credentials_secret)?;
     Ok(S3Target {

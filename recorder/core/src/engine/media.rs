@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use crate::announce::{self, Onward, Verdict};
 use crate::dtmf::{self, DtmfMethod, EventDeduper, ToneDetector};
-use crate::event::{Event, MediaFrame, Side};
+use crate::event::{Event, MediaFrame, MediaNote, Side};
 use crate::g711::Law;
 use crate::sdp::{self, Sdp};
 
@@ -46,8 +46,7 @@ pub(super) struct Srtp {
     /// keeps the receiver, and so its rollover counter).
     key: String,
     receiver: Box<crate::srtp::SrtpReceiver>,
-    /// Packets that decrypted, and that did not since the last that did.
-    ok: u64,
+    /// Packets that did not decrypt since the last that did.
     failing: u32,
 }
 
@@ -366,7 +365,6 @@ impl Recorder {
                         leg.srtp = crate::srtp::parse_crypto(&k).ok().map(|key| Srtp {
                             receiver: Box::new(crate::srtp::SrtpReceiver::new(&key)),
                             key: k,
-                            ok: 0,
                             failing: 0,
                         });
                     }
@@ -498,76 +496,58 @@ impl Recorder {
                 Stats::bump(&mut self.stats.rtp_dropped, "rate_limited");
                 return None;
             }
-            let secure_leg = encrypted(&stream.legs);
+            let secure = encrypted(&stream.legs);
             // DTLS-SRTP's handshake and ICE's STUN share the port with
             // SRTP (RFC 7983: first byte 0-3 STUN, 20-63 DTLS): relayed
             // untouched, or the call would never get its keys.
-            if secure_leg && data.first().is_some_and(|b| *b < 64) {
+            if secure && data.first().is_some_and(|b| *b < 64) {
                 call.last_activity = now;
                 Stats::bump(&mut self.stats.rtp_packets, direction(facing));
                 return Some(Relay {
                     from_port,
                     to: dest,
                 });
-            }
-            if rtp_rs::RtpReader::new(data).is_err() {
-                Stats::bump(&mut self.stats.rtp_dropped, "malformed");
-                return None;
             }
             // SRTP: a decrypted copy is what the recorder reads (digits,
             // audio); the packet itself is relayed as it came. Without a
             // usable key nothing of it is read, and the recording says so.
-            let secure = secure_leg;
-            let mut note = None;
             let plain = if secure {
                 let leg = &mut stream.legs[facing.index()];
-                match leg.srtp.as_mut() {
+                let (plain, note) = match leg.srtp.as_mut() {
                     Some(srtp) => match srtp.receiver.unprotect_rtp(data) {
                         Ok(p) => {
-                            srtp.ok += 1;
                             srtp.failing = 0;
-                            Some(p)
+                            (Some(p), None)
                         }
                         Err(e) => {
                             Stats::bump(&mut self.stats.srtp_failed, e.reason());
                             srtp.failing = srtp.failing.saturating_add(1);
-                            if srtp.failing == SRTP_FAILURES_NOTED {
-                                note = Some(crate::event::MediaNote::SrtpUndecryptable);
-                            }
-                            None
+                            let noted = srtp.failing == SRTP_FAILURES_NOTED;
+                            (None, noted.then_some(MediaNote::SrtpUndecryptable))
                         }
                     },
-                    None => {
-                        note = Some(if leg.stream.as_ref().is_some_and(|m| m.dtls) {
-                            crate::event::MediaNote::EncryptedDtls
-                        } else {
-                            crate::event::MediaNote::SrtpNoKey
-                        });
-                        None
+                    None if leg.stream.as_ref().is_some_and(|m| m.dtls) => {
+                        (None, Some(MediaNote::EncryptedDtls))
                     }
+                    None => (None, Some(MediaNote::SrtpNoKey)),
+                };
+                if plain.is_none() {
+                    // Encrypted and not readable here: relayed untouched.
+                    call.last_activity = now;
+                    Stats::bump(&mut self.stats.rtp_packets, direction(facing));
+                    if let Some(n) = note {
+                        self.note_media(now, cid, n);
+                    }
+                    return Some(Relay {
+                        from_port,
+                        to: dest,
+                    });
                 }
+                plain
             } else {
                 None
             };
-            if let Some(n) = note {
-                self.note_media(now, cid, n);
-            }
-            let call = self.calls.get_mut(&cid)?;
-            let stream = &mut call.streams[stream_idx as usize];
-            let readable: Option<&[u8]> = match (&plain, secure) {
-                (Some(p), _) => Some(p),
-                (None, false) => Some(&*data),
-                (None, true) => None,
-            };
-            let Some(readable) = readable else {
-                // Encrypted and not readable here: relayed untouched.
-                call.last_activity = now;
-                Stats::bump(&mut self.stats.rtp_packets, direction(facing));
-                return Some(Relay {
-                    from_port,
-                    to: dest,
-                });
-            };
+            let readable: &[u8] = plain.as_deref().unwrap_or(data);
             let Ok(rtp) = rtp_rs::RtpReader::new(readable) else {
                 Stats::bump(&mut self.stats.rtp_dropped, "malformed");
                 return None;
