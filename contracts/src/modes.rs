@@ -52,7 +52,6 @@ impl Transport {
             Transport::Tls => "TLS",
         }
     }
-
 }
 
 /// What a recording holds while it is paused.

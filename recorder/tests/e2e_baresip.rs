@@ -249,8 +249,19 @@ fn a_softphone_call_over_sdes_srtp_is_recorded_in_the_clear() {
     );
     p.call(Duration::from_secs(6), |_| {});
     p.assert_each_heard_the_other("srtp");
-    let recs = p.recorder.wait_recordings(1, Duration::from_secs(20));
+    // The same recorder, a second call with new keys; the callee puts it
+    // on hold and resumes (re-INVITEs from the other side, each with its
+    // SDP and keys through the relay).
+    p.call(Duration::from_secs(8), |_| {
+        p.callee.command("hold", None).expect("hold");
+        std::thread::sleep(Duration::from_millis(1500));
+        p.callee.command("resume", None).expect("resume");
+    });
+    p.assert_each_heard_the_other("srtp after hold");
+    let recs = p.recorder.wait_recordings(2, Duration::from_secs(20));
     assert_mp3("srtp", &recs[0].0, &recs[0].1, 6.0);
+    // 8 s of talk and the 1.5 s hold in its middle (silence, kept).
+    assert_mp3("srtp, held by the callee", &recs[1].0, &recs[1].1, 9.5);
     let metrics = p.recorder.metrics_text();
     assert!(
         !metrics
@@ -345,8 +356,12 @@ fn a_call_over_tls_and_srtp_is_recorded() {
     };
     p.call(Duration::from_secs(6), |_| {});
     p.assert_each_heard_the_other("tls+srtp");
-    let recs = p.recorder.wait_recordings(1, Duration::from_secs(20));
+    // A second call on the same TLS connections, both ways.
+    p.call(Duration::from_secs(4), |_| {});
+    p.assert_each_heard_the_other("tls+srtp, second call");
+    let recs = p.recorder.wait_recordings(2, Duration::from_secs(20));
     assert_mp3("tls+srtp", &recs[0].0, &recs[0].1, 6.0);
+    assert_mp3("tls+srtp, second call", &recs[1].0, &recs[1].1, 4.0);
     assert_eq!(
         p.recorder
             .metric("earshot_sip_dropped_total{reason=\"tls_handshake_failed\"}"),
