@@ -43,22 +43,7 @@ fn a_recorded_call_lands_in_the_bucket_as_mp3_and_sidecar() {
     s.call("008", "500", &caller, &callee, 3000, None);
 
     let keys = wait_objects(&g, 2, Duration::from_secs(20));
-    let json_key = keys.iter().find(|k| k.ends_with(".json")).expect("sidecar");
-    let mp3_key = keys.iter().find(|k| k.ends_with(".mp3")).expect("mp3");
-    assert!(mp3_key.starts_with("tenant-a/office/20"), "{mp3_key}");
-    let sidecar: serde_json::Value = serde_json::from_slice(&g.get(json_key)).unwrap();
-    assert_eq!(sidecar["mp3"]["object"].as_str(), Some(mp3_key.as_str()));
-    let mp3 = g.get(mp3_key);
-    assert_eq!(sidecar["mp3"]["bytes"], mp3.len());
-    let local = s.dir.path().join("downloaded.mp3");
-    std::fs::write(&local, &mp3).unwrap();
-    let (left, right) = decode_mp3(&local);
-    let file = left.len() as f64 / 8000.0;
-    let call = sidecar["durationSeconds"].as_f64().unwrap();
-    assert!(
-        (file - call).abs() < 0.1,
-        "file {file:.3} s, call {call:.3} s"
-    );
+    let (_, left, right) = stored_recording(&g, &keys, "tenant-a/office/20", s.dir.path());
     let (l, r) = (
         &left[4000..left.len() - 4000],
         &right[4000..right.len() - 4000],

@@ -18,7 +18,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use earshot_tests::decode_mp3;
 use earshot_tests::garage::Garage;
 use earshot_tests::pcap::RtpStream;
 
@@ -82,25 +81,7 @@ fn lands_in_the_named_bucket(name: &str, path_style: bool) {
     let s = mk_setup(name, &g, "recordings", path_style);
     call(&s);
     let keys = wait_objects(&g, 2);
-    let mp3_key = keys.iter().find(|k| k.ends_with(".mp3")).expect("an MP3");
-    let json_key = keys
-        .iter()
-        .find(|k| k.ends_with(".json"))
-        .expect("a sidecar");
-    assert!(mp3_key.starts_with("tenant-a/office/20"), "{mp3_key}");
-    let sidecar: serde_json::Value = serde_json::from_slice(&g.get(json_key)).unwrap();
-    assert_eq!(sidecar["mp3"]["object"].as_str(), Some(mp3_key.as_str()));
-    let mp3 = g.get(mp3_key);
-    assert_eq!(sidecar["mp3"]["bytes"], mp3.len());
-    let local = s.dir.path().join("downloaded.mp3");
-    std::fs::write(&local, &mp3).unwrap();
-    let (left, _) = decode_mp3(&local);
-    let file = left.len() as f64 / 8000.0;
-    let duration = sidecar["durationSeconds"].as_f64().unwrap();
-    assert!(
-        (file - duration).abs() < 0.1,
-        "file {file:.3} s, call {duration:.3} s"
-    );
+    stored_recording(&g, &keys, "tenant-a/office/20", s.dir.path());
     assert_eq!(g.list_bucket(DECOY, "").unwrap(), Vec::<String>::new());
     assert_eq!(s.metric("earshot_recordings_stored_total"), 1.0);
 }

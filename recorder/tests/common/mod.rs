@@ -328,3 +328,36 @@ pub fn hold_and_resume(hold_ms: u64, after_ms: u64) -> String {
         step("3", "2353687639", "sendrecv", after_ms)
     )
 }
+
+/// The one recording among `keys` (an MP3 and its sidecar) in `g`'s
+/// bucket: under `prefix`, the sidecar naming the MP3 and its size, the MP3
+/// (decoded by ffmpeg, downloaded into `dir`) as long as the sidecar's call.
+/// Returns the sidecar and the decoded channels.
+#[allow(dead_code)] // not every suite stores to S3
+pub fn stored_recording(
+    g: &earshot_tests::garage::Garage,
+    keys: &[String],
+    prefix: &str,
+    dir: &Path,
+) -> (serde_json::Value, Vec<i16>, Vec<i16>) {
+    let mp3_key = keys.iter().find(|k| k.ends_with(".mp3")).expect("an MP3");
+    let json_key = keys
+        .iter()
+        .find(|k| k.ends_with(".json"))
+        .expect("a sidecar");
+    assert!(mp3_key.starts_with(prefix), "{mp3_key}");
+    let sidecar: serde_json::Value = serde_json::from_slice(&g.get(json_key)).unwrap();
+    assert_eq!(sidecar["mp3"]["object"].as_str(), Some(mp3_key.as_str()));
+    let mp3 = g.get(mp3_key);
+    assert_eq!(sidecar["mp3"]["bytes"], mp3.len());
+    let local = dir.join("downloaded.mp3");
+    std::fs::write(&local, &mp3).unwrap();
+    let (left, right) = earshot_tests::decode_mp3(&local);
+    let file = left.len() as f64 / 8000.0;
+    let call = sidecar["durationSeconds"].as_f64().unwrap();
+    assert!(
+        (file - call).abs() < 0.1,
+        "file {file:.3} s, call {call:.3} s"
+    );
+    (sidecar, left, right)
+}
