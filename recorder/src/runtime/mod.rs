@@ -47,6 +47,11 @@ pub struct Shared {
     tcp: Mutex<HashMap<Target, TcpWriter>>,
     /// SIP over TLS, when configured.
     tls: Option<Arc<tls::Tls>>,
+    /// Inbound TLS connections by the address their peer's requests give
+    /// as the top Via's sent-by (RFC 5923's alias: a TLS peer is reached
+    /// on its own connection, where it may take none from us). One per
+    /// connection, and only an address at the connection's own IP.
+    tls_aliases: Mutex<HashMap<SocketAddr, Target>>,
     tcp_ids: std::sync::atomic::AtomicU64,
     tcp_open: Mutex<sip::TcpOpen>,
     tcp_limits: earshot_contracts::config::SipLimits,
@@ -70,6 +75,22 @@ pub struct Shared {
     /// Whether the recording pipeline is behind (for `/readyz`).
     backlog: crate::recording::Backlog,
     ready: AtomicBool,
+}
+
+/// Each next hop's address with the host name its TLS certificate is
+/// verified by (the host its `nextHop` names).
+fn tls_names(
+    config: &Config,
+    core: &earshot_recorder_core::CoreConfig,
+) -> HashMap<SocketAddr, String> {
+    core.peers
+        .iter()
+        .zip(&config.peers)
+        .filter_map(|(p, (c, _))| {
+            let host = c.next_hop.rsplit_once(':')?.0.trim_matches(['[', ']']);
+            Some((p.next_hop.addr, host.to_owned()))
+        })
+        .collect()
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -389,18 +410,7 @@ pub async fn bind(config_path: PathBuf, config: Config) -> anyhow::Result<Server
         None
     };
     let tls = match &config.file.sip.tls {
-        Some(t) => {
-            let hops = core_cfg
-                .peers
-                .iter()
-                .zip(&config.peers)
-                .filter_map(|(p, (c, _))| {
-                    let host = c.next_hop.rsplit_once(':')?.0.trim_matches(['[', ']']);
-                    Some((p.next_hop.addr, host.to_owned()))
-                })
-                .collect();
-            Some(Arc::new(tls::Tls::new(t, hops)?))
-        }
+        Some(t) => Some(Arc::new(tls::Tls::new(t, tls_names(&config, &core_cfg))?)),
         None => None,
     };
     let tls_listener = match (&config.file.sip.tls, transports.contains(&Transport::Tls)) {
@@ -536,6 +546,7 @@ pub async fn bind(config_path: PathBuf, config: Config) -> anyhow::Result<Server
         sip_udp,
         tcp: Mutex::new(HashMap::new()),
         tls,
+        tls_aliases: Mutex::new(HashMap::new()),
         tcp_ids: std::sync::atomic::AtomicU64::new(0),
         tcp_open: Mutex::new(sip::TcpOpen::default()),
         tcp_limits: config.file.sip.limits,

@@ -67,6 +67,9 @@ pub(super) async fn watch_config(
                     );
                 }
                 *shared.acl.write().unwrap_or_else(|p| p.into_inner()) = super::acl_of(&cfg);
+                if let Some(tls) = &shared.tls {
+                    tls.set_next_hops(super::tls_names(&cfg, &core));
+                }
                 *shared.recording.write().unwrap_or_else(|e| e.into_inner()) =
                     crate::recording::Settings::from_config(&cfg.file.recording);
                 lock(&shared.metrics).reload(true);

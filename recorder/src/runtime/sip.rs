@@ -121,6 +121,9 @@ pub(super) struct TcpOpen {
 /// Messages queued toward one connection before it is closed as a reader
 /// that does not keep up.
 const WRITE_QUEUE: usize = 256;
+/// Messages of an inbound TLS connection searched for a request whose Via
+/// gives its alias (each is parsed once more for it).
+const ALIAS_TRIES: u8 = 4;
 
 /// Returns once `switch` is thrown; never if it goes without being thrown
 /// (the connection ended by itself and its last answers still go out).
@@ -179,7 +182,7 @@ impl Shared {
                     let map = lock(&self.tcp);
                     map.get(&target).cloned().or_else(|| {
                         // A TLS peer that connected to us is reached on its
-                        // connection, whatever port its Contact names
+                        // connection when its Via named this address
                         // (RFC 5923's alias): it may take none from us. A
                         // next hop of ours is always reached where it is.
                         let next_hop = self
@@ -188,12 +191,8 @@ impl Shared {
                             .is_some_and(|t| t.is_next_hop(target.addr));
                         (target.transport == Transport::Tls && !next_hop)
                             .then(|| {
-                                map.iter()
-                                    .find(|(t, _)| {
-                                        t.transport == Transport::Tls
-                                            && t.addr.ip() == target.addr.ip()
-                                    })
-                                    .map(|(_, w)| w.clone())
+                                let conn = *lock(&self.tls_aliases).get(&target.addr)?;
+                                map.get(&conn).cloned()
                             })
                             .flatten()
                     })
@@ -276,6 +275,21 @@ impl Shared {
         }
     }
 
+    /// Makes the inbound TLS connection `conn` reachable at the address the
+    /// top Via of `message` (a request) gives, if that address is at the
+    /// connection's own IP (a peer cannot claim another host's address)
+    /// and is no next hop's. Returns the address once a request named one.
+    fn tls_alias(&self, conn: Target, message: &[u8]) -> Option<std::net::SocketAddr> {
+        let msg = earshot_recorder_core::sip::Message::parse(message).ok()?;
+        msg.method()?;
+        let addr = msg.top_via_addr()?;
+        let next_hop = self.tls.as_ref().is_some_and(|t| t.is_next_hop(addr));
+        if addr.ip() == conn.addr.ip() && addr != conn.addr && !next_hop {
+            lock(&self.tls_aliases).insert(addr, conn);
+        }
+        Some(addr)
+    }
+
     /// Reads SIP messages from a TCP connection and registers its writer.
     /// The connection is closed when nothing comes for the idle time, when
     /// a message started is not complete within its time (slowloris), on
@@ -323,8 +337,16 @@ impl Shared {
         let shared = self.clone();
         let idle = Duration::from_secs(u64::from(self.tcp_limits.tcp_idle_seconds));
         let per_message = Duration::from_secs(u64::from(self.tcp_limits.tcp_message_seconds));
+        // An inbound TLS connection: the address its peer's requests name
+        // becomes its alias (tried on its first few messages).
+        let mut alias_tries = if slot.is_some() && target.transport == Transport::Tls {
+            ALIAS_TRIES
+        } else {
+            0
+        };
         tokio::spawn(async move {
             let _slot = slot;
+            let mut alias = None;
             let mut buf: Vec<u8> = Vec::with_capacity(8192);
             let mut chunk = vec![0u8; 8192];
             // When the message now in the buffer began, and where the
@@ -367,6 +389,13 @@ impl Shared {
                     }
                     match frame_stream_from(&buf, resume) {
                         Ok(Framed::Message(len)) => {
+                            if alias_tries > 0 {
+                                alias_tries -= 1;
+                                alias = shared.tls_alias(target, &buf[..len]);
+                                if alias.is_some() {
+                                    alias_tries = 0;
+                                }
+                            }
                             shared.route_sip(target, &buf[..len], None);
                             buf.drain(..len);
                             started = None;
@@ -387,6 +416,12 @@ impl Shared {
                 }
             }
             lock(&shared.tcp_open).closers.remove(&id);
+            if let Some(a) = alias {
+                let mut aliases = lock(&shared.tls_aliases);
+                if aliases.get(&a) == Some(&target) {
+                    aliases.remove(&a);
+                }
+            }
             let mut map = lock(&shared.tcp);
             // A newer connection from the same address may have replaced ours.
             if map.get(&target).is_some_and(|(i, _)| *i == id) {

@@ -59,7 +59,8 @@ pub struct Tls {
     pub connector: Option<tokio_rustls::TlsConnector>,
     /// The host name each next hop is verified by (its `nextHop` host);
     /// other addresses (a Contact's, a Record-Route's) by their IP.
-    names: HashMap<SocketAddr, String>,
+    /// Replaced when the config is reloaded.
+    names: RwLock<HashMap<SocketAddr, String>>,
 }
 
 impl std::fmt::Debug for Tls {
@@ -154,18 +155,28 @@ impl Tls {
             files: (cfg.certificate.clone(), cfg.key.clone()),
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
             connector,
-            names: hops,
+            names: RwLock::new(hops),
         })
+    }
+
+    /// The next hops of a reloaded config (new connections verify by them).
+    pub fn set_next_hops(&self, hops: HashMap<SocketAddr, String>) {
+        *self.names.write().unwrap_or_else(|p| p.into_inner()) = hops;
     }
 
     /// Whether `addr` is a configured next hop's.
     pub fn is_next_hop(&self, addr: SocketAddr) -> bool {
-        self.names.contains_key(&addr)
+        self.names
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&addr)
     }
 
     /// The name a next hop at `addr` is verified by.
     pub fn server_name(&self, addr: SocketAddr) -> ServerName<'static> {
         self.names
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
             .get(&addr)
             .and_then(|n| ServerName::try_from(n.clone()).ok())
             .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()))

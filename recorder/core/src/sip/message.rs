@@ -423,6 +423,27 @@ impl Message {
         })
     }
 
+    /// The top Via's sent-by as an address: an IP literal with its port, or
+    /// the transport's default port (5061 for TLS, else 5060). `None` for a
+    /// host name or a Via that does not parse.
+    pub fn top_via_addr(&self) -> Option<std::net::SocketAddr> {
+        let via = self.top_via()?.trim();
+        let (protocol, rest) = via.split_once(char::is_whitespace)?;
+        let sent_by = rest.trim_start().split([';', ',']).next()?.trim();
+        if let Ok(addr) = sent_by.parse() {
+            return Some(addr);
+        }
+        let port = if protocol.to_ascii_uppercase().ends_with("/TLS") {
+            5061
+        } else {
+            5060
+        };
+        let host = sent_by.trim_start_matches('[').trim_end_matches(']');
+        host.parse::<std::net::IpAddr>()
+            .ok()
+            .map(|ip| std::net::SocketAddr::new(ip, port))
+    }
+
     /// The branch parameter of the top Via.
     pub fn branch(&self) -> Option<String> {
         self.top_via().and_then(|v| param(v, "branch"))
@@ -806,6 +827,33 @@ mod tests {
             frame_stream(&INVITE.as_bytes()[..INVITE.len() - 2]).unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn the_top_via_sent_by_as_an_address() {
+        let via = |v: &str| {
+            let text = format!(
+                "OPTIONS sip:a@b SIP/2.0\r\nVia: {v}\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+            );
+            Message::parse(text.as_bytes()).unwrap().top_via_addr()
+        };
+        let addr = |s: &str| Some(s.parse().unwrap());
+        assert_eq!(
+            via("SIP/2.0/TLS 10.0.0.1:5071;branch=z9hG4bK1"),
+            addr("10.0.0.1:5071")
+        );
+        assert_eq!(
+            via("SIP/2.0/TLS 10.0.0.1;branch=z9hG4bK1"),
+            addr("10.0.0.1:5061")
+        );
+        assert_eq!(via("SIP/2.0/UDP 10.0.0.1;rport"), addr("10.0.0.1:5060"));
+        assert_eq!(
+            via("SIP/2.0/TLS [2001:db8::1]:5071"),
+            addr("[2001:db8::1]:5071")
+        );
+        assert_eq!(via("SIP/2.0/TLS [2001:db8::1]"), addr("[2001:db8::1]:5061"));
+        assert_eq!(via("SIP/2.0/TLS pbx.example.com:5061"), None);
+        assert_eq!(via("SIP/2.0/TLS"), None);
     }
 
     #[test]
