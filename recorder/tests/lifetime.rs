@@ -3,7 +3,8 @@
 //! end keying the code, CANCEL, hold and resume, the callee hanging up,
 //! challenged and retried, forked, 100rel/PRACK/UPDATE, delayed offer,
 //! session refreshes, redirected, transferred,
-//! PCMU, PCMA and G.722 with an A-law callee, one at a time and 50 at once — into a real S3 server,
+//! PCMU, PCMA and G.722 with an A-law callee, SDES-SRTP (AES-CM and
+//! AES-GCM) and SIP over TLS, one at a time and 50 at once — into a real S3 server,
 //! with a `kill -9` and restart in the middle of a burst and the store
 //! stopped for 30 s. An oracle reads the event log (each call whose
 //! recording was switched on is an expected recording; its `on` intervals
@@ -23,9 +24,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use common::*;
 use earshot_contracts::sidecar::Sidecar;
+use earshot_recorder_core::srtp::{SdesKey, Suite};
+use earshot_tests::baresip::{Baresip, BaresipConfig, Source};
 use earshot_tests::garage::Garage;
 use earshot_tests::pcap::{RtpStream, ffmpeg_encode, ffmpeg_opus_with};
-use earshot_tests::{Sipp, SippProcess, TestUser, parse_metric};
+use earshot_tests::{RecorderProcess, Sipp, SippProcess, TestUser, free_ports, parse_metric};
 
 /// Longest audio a process crash may take with it (docs/recordings.md
 /// promises at most 2 s, the disk flush interval).
@@ -77,25 +80,62 @@ struct Phase<'a> {
 struct Life {
     s: Setup,
     garage: Garage,
+    /// The test CA and the recorder's and softphones' certificates.
+    certs: std::path::PathBuf,
+    /// The recorder's SIP-over-TLS port.
+    tls_port: u16,
     /// When the recorder was killed, for the oracle.
     kills: Vec<SystemTime>,
+    /// When calls with encrypted media were made (caller 440 Hz, callee
+    /// 1 kHz): the oracle decodes their recordings.
+    secure: Vec<(SystemTime, SystemTime)>,
     calls: usize,
     round: usize,
 }
 
 impl Life {
     fn start(name: &str) -> Life {
+        earshot_tests::require("sipp");
+        earshot_tests::require("baresip");
         let dir = earshot_tests::TempDir::new(&format!("{name}-garage"));
         let garage = Garage::start(&dir.path().join("garage"), "recordings");
         let storage = garage.storage_yaml(PREFIX);
         let env = garage.env();
-        let s = setup_with(name, &lifetime_users(), Some(&storage), &env);
+        // The recorder listens for SIP over TLS too (the TLS phase).
+        let work = earshot_tests::TempDir::new(name);
+        let certs = work.path().join("certs");
+        earshot_tests::test_certificates(&certs, &["recorder", "callee", "caller"]);
+        let tls_port = free_ports(1);
+        let tls = format!(
+            "{{ port: {tls_port}, certificate: \"{}\", key: \"{}\", ca: \"{}\" }}",
+            certs.join("recorder.crt").display(),
+            certs.join("recorder.key").display(),
+            certs.join("ca.crt").display()
+        );
+        let ports = free_ports(32);
+        let recorder = RecorderProcess::start_with_tls(
+            Path::new(BINARY),
+            work.path(),
+            SocketAddr::from(([127, 0, 0, 1], ports)),
+            &lifetime_users(),
+            Some(&storage),
+            &env,
+            &tls,
+        );
+        let s = Setup {
+            dir: work,
+            recorder,
+            ports,
+        };
         // The Garage data directory lives as long as the test.
         std::mem::forget(dir);
         Life {
             s,
             garage,
+            certs,
+            tls_port,
             kills: Vec::new(),
+            secure: Vec::new(),
             calls: 0,
             round: 0,
         }
@@ -177,6 +217,76 @@ impl Life {
         uas.stop();
         self.calls += phase.calls;
         self.s.recorder.restart(Path::new(BINARY));
+    }
+
+    /// `calls` softphone calls (baresip: its own packet clock, its own SDES
+    /// keys) over SIP over TLS on both hops with SDES-SRTP, each talking
+    /// `talk`: the
+    /// recorder's next hop is switched to the callee's TLS port by a config
+    /// reload, and back to SIPp after.
+    fn run_tls(&mut self, calls: usize, talk: Duration) {
+        let config = self.s.dir.path().join("recorder.yaml");
+        let base = free_ports(40);
+        let callee_tls = SocketAddr::from(([127, 0, 0, 1], base + 1));
+        let sipp_hop = format!(
+            "nextHop: \"127.0.0.1:{}\", nextHopTransport: UDP",
+            self.s.ports
+        );
+        let tls_hop = format!("nextHop: \"{callee_tls}\", nextHopTransport: TLS");
+        self.reconfigure(&config, &sipp_hop, &tls_hop);
+        let dir = self.s.dir.path().join(format!("tls-{}", self.round));
+        let (ca, callee_pem, caller_pem) = (
+            self.certs.join("ca.crt"),
+            self.certs.join("callee.pem"),
+            self.certs.join("caller.pem"),
+        );
+        let (callee_dir, caller_dir) = (dir.join("callee"), dir.join("caller"));
+        std::fs::create_dir_all(&callee_dir).unwrap();
+        std::fs::create_dir_all(&caller_dir).unwrap();
+        let callee = Baresip::start(
+            &callee_dir,
+            &BaresipConfig {
+                source: Source::Tone(1000),
+                auto_answer: true,
+                mediaenc: Some("srtp-mand"),
+                tls: Some((&callee_pem, &ca)),
+                ..BaresipConfig::new("500", base)
+            },
+        );
+        let caller = Baresip::start(
+            &caller_dir,
+            &BaresipConfig {
+                source: Source::Tone(440),
+                outbound_proxy: Some(SocketAddr::from(([127, 0, 0, 1], self.tls_port))),
+                mediaenc: Some("srtp-mand"),
+                tls: Some((&caller_pem, &ca)),
+                ..BaresipConfig::new("008", base + 20)
+            },
+        );
+        for _ in 0..calls {
+            caller.dial(&callee.uri());
+            caller.expect_event("CALL_ESTABLISHED", Duration::from_secs(10));
+            std::thread::sleep(talk);
+            caller.hangup();
+            caller.expect_event("CALL_CLOSED", Duration::from_secs(10));
+            callee.expect_event("CALL_CLOSED", Duration::from_secs(10));
+        }
+        drop((caller, callee));
+        self.reconfigure(&config, &tls_hop, &sipp_hop);
+        self.calls += calls;
+    }
+
+    /// Replaces `from` by `to` in the config file and waits for the
+    /// recorder to apply it.
+    fn reconfigure(&self, path: &Path, from: &str, to: &str) {
+        let applied = "earshot_config_reloads_total{result=\"applied\"}";
+        let before = self.metric(applied);
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(text.contains(from), "{from} in the config");
+        std::fs::write(path, text.replace(from, to)).unwrap();
+        wait_for_within("the config reloaded", Duration::from_secs(15), || {
+            self.metric(applied) > before
+        });
     }
 
     fn metric(&self, series: &str) -> f64 {
@@ -322,6 +432,47 @@ fn round(life: &mut Life, with_kill: bool, with_outage: bool) {
         uac: "uac_wait.xml",
         ..always("callee-hangs-up", 20, 10, 2000)
     });
+    // Secure media as PBXes and trunks offer it: SDES-SRTP both ways from
+    // pcaps encrypted under the key each side's SDP announces (AES-CM with
+    // HMAC-SHA1-80, then AES-128-GCM), and optional keys (`RTP/AVP` with
+    // `a=crypto`) answered without one, so plain RTP both ways. Every
+    // packet decrypts; a recording that did not would be marked incomplete
+    // and fail the oracle.
+    let failures = "earshot_srtp_unprotect_failures_total";
+    let encrypted = "earshot_recordings_total{result=\"encrypted\"}";
+    let (failed_before, encrypted_before) = (life.metric(failures), life.metric(encrypted));
+    let secure_from = SystemTime::now();
+    let sdes = |suite: Suite, byte: u8| {
+        let bytes = vec![byte; suite.master_key_len() + suite.master_salt_len()];
+        SdesKey::new(1, suite, &bytes).unwrap()
+    };
+    let secure = |profile: &str, key: &SdesKey| {
+        vec![
+            ("PROFILE", profile.to_owned()),
+            ("SDP_EXTRA", format!("\na=crypto:{}", key.to_attribute())),
+        ]
+    };
+    for (name, suite, ssrc) in [
+        ("srtp-aes-cm", Suite::AesCm128HmacSha1_80, 14),
+        ("srtp-aes-gcm", Suite::AeadAes128Gcm, 16),
+    ] {
+        let (offer, answer) = (sdes(suite, 0x11), sdes(suite, 0x22));
+        life.run(Phase {
+            caller_sdp: secure("RTP/SAVP", &offer),
+            callee_sdp: secure("RTP/SAVP", &answer),
+            caller: tone(ssrc, 440.0, 2500).protected(&offer),
+            callee: tone(ssrc + 1, 1000.0, 2500).protected(&answer),
+            ..always(name, 10, 5, 2400)
+        });
+    }
+    life.run(Phase {
+        caller_sdp: secure("RTP/AVP", &sdes(Suite::AesCm128HmacSha1_80, 0x33)),
+        ..always("sdes-declined", 10, 5, 2000)
+    });
+    life.run_tls(2, Duration::from_secs(3));
+    life.secure.push((secure_from, SystemTime::now()));
+    assert_eq!(life.metric(failures), failed_before, "SRTP failures");
+    assert_eq!(life.metric(encrypted), encrypted_before, "marked encrypted");
     // SIP as the field sends it, through the same process.
     let vars = |v: &[(&'static str, &str)]| -> Vec<(&'static str, String)> {
         v.iter().map(|(k, x)| (*k, (*x).to_owned())).collect()
@@ -461,12 +612,15 @@ struct Verdict {
     truncated: usize,
     /// Stored recordings by the caller's codec, as the sidecar names it.
     codecs: BTreeMap<String, usize>,
+    /// Recordings of calls with encrypted media decoded and heard right.
+    secure_heard: usize,
 }
 
 fn check(life: &Life) -> Verdict {
     let want = expected(&life.s.recorder.events(), &life.kills);
     let keys = life.garage.list(PREFIX).unwrap();
     let mut stored: BTreeMap<String, Vec<Sidecar>> = BTreeMap::new();
+    let mut v_secure_heard = 0;
     for key in keys.iter().filter(|k| k.ends_with(".json")) {
         let s = Sidecar::from_json(&life.garage.get(key)).expect("a sidecar");
         let mp3 = life.garage.get(&s.mp3.object);
@@ -486,6 +640,27 @@ fn check(life: &Life) -> Verdict {
             "{key}: {seconds:.3} s of MP3 frames, the sidecar says {:.3}",
             s.audio.duration_seconds
         );
+        let secure = s
+            .started_at
+            .is_some_and(|t| life.secure.iter().any(|(a, b)| (*a..=*b).contains(&t)));
+        if secure {
+            // Decrypted right: the caller's tone on the left, the callee's
+            // on the right (noise from a wrong key would have neither).
+            let file = life.s.dir.path().join("secure-check.mp3");
+            std::fs::write(&file, &mp3).unwrap();
+            let (left, right) = earshot_tests::decode_mp3_at(&file, 8000);
+            let (l, r) = (
+                &left[4000..left.len() - 4000],
+                &right[4000..right.len() - 4000],
+            );
+            let power = |x: &[i16], hz| earshot_tests::tone_power_at(x, hz, 8000.0);
+            assert!(
+                power(l, 440.0) > 10.0 * power(l, 1000.0)
+                    && power(r, 1000.0) > 10.0 * power(r, 440.0),
+                "{key}: caller's tone left, callee's right"
+            );
+            v_secure_heard += 1;
+        }
         stored.entry(s.call.clone()).or_default().push(s);
     }
     let mut v = Verdict {
@@ -500,6 +675,7 @@ fn check(life: &Life) -> Verdict {
                 *m.entry(c).or_default() += 1;
                 m
             }),
+        secure_heard: v_secure_heard,
         ..Verdict::default()
     };
     for (call, x) in &want {
@@ -588,6 +764,10 @@ fn one_recorder_through_hundreds_of_calls_a_kill_and_a_store_outage_loses_nothin
     assert_eq!(v.codecs.get("PCMA"), Some(&30), "{:?}", v.codecs);
     assert_eq!(v.codecs.get("G722"), Some(&20), "{:?}", v.codecs);
     assert_eq!(v.codecs.get("OPUS"), Some(&20), "{:?}", v.codecs);
+    assert_eq!(
+        v.secure_heard, 32,
+        "SRTP, declined-SDES and TLS recordings decoded"
+    );
     let text = life.s.recorder.metrics_text();
     assert_eq!(
         parse_metric(&text, "earshot_recordings_expected_total")

@@ -248,6 +248,32 @@ impl RecorderProcess {
         )
     }
 
+    /// Like [`start_with`](Self::start_with) (a store, an environment),
+    /// with a TLS listener as [`start_tls`](Self::start_tls) gives it; the
+    /// next hop over UDP until a test rewrites the config.
+    pub fn start_with_tls(
+        binary: &Path,
+        dir: &Path,
+        next_hop: SocketAddr,
+        users: &[TestUser],
+        storage: Option<&str>,
+        env: &[(&str, &str)],
+        tls_yaml: &str,
+    ) -> Self {
+        Self::start_full(
+            binary,
+            dir,
+            next_hop,
+            users,
+            storage,
+            env,
+            1020,
+            "",
+            &format!(", transports: [UDP, TCP, TLS], tls: {tls_yaml}"),
+            "UDP",
+        )
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn start_full(
         binary: &Path,
@@ -567,7 +593,9 @@ impl<'a> Sipp<'a> {
             .replace("@PT@", "0")
             .replace("@CODEC@", "PCMU")
             .replace("@CLOCK@", "8000")
-            .replace("@EVENT_CLOCK@", "8000");
+            .replace("@EVENT_CLOCK@", "8000")
+            .replace("@PROFILE@", "RTP/AVP")
+            .replace("@SDP_EXTRA@", "");
         // Any `@NAME@` left means the test forgot a value.
         let parts: Vec<&str> = xml.split('@').collect();
         // Only text with an `@` on both sides can be a placeholder.

@@ -179,6 +179,22 @@ impl RtpStream {
         self
     }
 
+    /// The stream as SRTP under `key` (RFC 3711; the last step, after any
+    /// loss is made): what a peer sends that announced `key` in its SDP
+    /// (`a=crypto:` + [`SdesKey::to_attribute`]). Every call that replays
+    /// the pcap sends the same packets, as SIPp replays it unchanged.
+    ///
+    /// [`SdesKey::to_attribute`]: earshot_recorder_core::srtp::SdesKey::to_attribute
+    pub fn protected(mut self, key: &earshot_recorder_core::srtp::SdesKey) -> Self {
+        let mut sender = earshot_recorder_core::srtp::SrtpSender::new(key);
+        for p in &mut self.packets {
+            p.rtp = sender
+                .protect_rtp(&p.rtp)
+                .expect("a well-formed RTP packet protects");
+        }
+        self
+    }
+
     /// Number of packets.
     pub fn len(&self) -> usize {
         self.packets.len()
