@@ -8,9 +8,13 @@
 //! every call produced one MP3 of the right length, and the delay the relay
 //! adds (a probe call with its own SSRC, captured by tcpdump on both sides).
 //!
+//! Target `earshot-srtp` is the same load as `earshot` with SDES-SRTP
+//! (`AES_CM_128_HMAC_SHA1_80`) both ways: the pcaps encrypted under the keys
+//! the SDP announces, the recorder decrypting a copy of every packet.
+//!
 //! `EARSHOT_BENCH_STEPS=50,100,200`, `EARSHOT_BENCH_CALL_SECONDS=30` and
-//! `EARSHOT_BENCH_TARGETS=earshot,rtpengine` tune it; results go to stdout
-//! and `target/bench/results.json`.
+//! `EARSHOT_BENCH_TARGETS=earshot,rtpengine` (or `earshot,earshot-srtp`)
+//! tune it; results go to stdout and `target/bench/results.json`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,6 +26,9 @@ use earshot_tests::{RecorderProcess, Sipp, SippProcess, TestUser, free_ports, re
 use serde_json::{Value, json};
 
 const PROBE_SSRC: u32 = 0x7e57;
+
+/// Values of a SIPp scenario's SDP placeholders.
+type SdpValues = Vec<(&'static str, String)>;
 
 fn proc_field(pid: u32, file: &str, key: &str) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
@@ -54,6 +61,8 @@ struct Load<'a> {
     probe: &'a RtpStream,
     pcaps: (PathBuf, PathBuf, PathBuf),
     capture: bool,
+    /// SDP values of the caller's and the callee's scenario (SRTP keys).
+    sdp: (SdpValues, SdpValues),
 }
 
 /// Runs `n` calls plus the probe through `sip`; samples `rss_pid` for peak
@@ -68,7 +77,10 @@ fn drive(
 ) -> (u64, Option<(usize, f64, f64, f64)>) {
     let mut uas = Sipp {
         scenario: "uas.xml",
-        vars: vec![("PCAP", load.pcaps.1.display().to_string())],
+        vars: [("PCAP", load.pcaps.1.display().to_string())]
+            .into_iter()
+            .chain(load.sdp.1.iter().cloned())
+            .collect(),
         args: vec!["-m".into(), (n + 1).to_string()],
         port: ports,
         media_port: ports + 2,
@@ -80,11 +92,14 @@ fn drive(
     let uac = |pcap: &Path, calls: usize, port: u16, name: &str| -> SippProcess {
         Sipp {
             scenario: "uac.xml",
-            vars: vec![
+            vars: [
                 ("FROM", "008".into()),
                 ("PCAP", pcap.display().to_string()),
                 ("TALK_MS", (load.call_s * 1000).to_string()),
-            ],
+            ]
+            .into_iter()
+            .chain(load.sdp.0.iter().cloned())
+            .collect(),
             args: vec![
                 "-rsa".into(),
                 sip.to_string(),
@@ -174,7 +189,7 @@ fn report(
     })
 }
 
-fn step_earshot(load: &Load, binary: &Path, dir: &Path, n: usize) -> Value {
+fn step_earshot(name: &str, load: &Load, binary: &Path, dir: &Path, n: usize) -> Value {
     let ports = free_ports(32);
     let users = [TestUser {
         extension: "008",
@@ -219,14 +234,22 @@ fn step_earshot(load: &Load, binary: &Path, dir: &Path, n: usize) -> Value {
         .take(3)
         .all(|(mp3, _)| earshot_tests::decode_mp3(mp3).0.len() > 8000);
     let rss_per_call = peak.saturating_sub(rss0) / n as u64;
+    let srtp_failures = earshot_tests::parse_metric(&text, "earshot_srtp_unprotect_failures_total");
+    if srtp_failures > 0.0 {
+        println!("{name}: {srtp_failures} SRTP packets did not decrypt");
+    }
     report(
-        "earshot",
+        name,
         n,
         load,
         cpu,
         relayed,
         rss_per_call,
-        if decodes { good } else { 0 },
+        if decodes && srtp_failures == 0.0 {
+            good
+        } else {
+            0
+        },
         latency,
     )
 }
@@ -313,6 +336,31 @@ fn main() {
     caller.write(&pcaps.0).unwrap();
     callee.write(&pcaps.1).unwrap();
     probe.write(&pcaps.2).unwrap();
+    // The same streams under SDES-SRTP keys, for `earshot-srtp`.
+    let suite = earshot_recorder_core::srtp::Suite::AesCm128HmacSha1_80;
+    let key = |byte: u8| {
+        let bytes = vec![byte; suite.master_key_len() + suite.master_salt_len()];
+        earshot_recorder_core::srtp::SdesKey::new(1, suite, &bytes).unwrap()
+    };
+    let (offer, answer) = (key(0x11), key(0x22));
+    let secure = |k: &earshot_recorder_core::srtp::SdesKey| {
+        vec![
+            ("PROFILE", "RTP/SAVP".to_owned()),
+            ("SDP_EXTRA", format!("\na=crypto:{}", k.to_attribute())),
+        ]
+    };
+    let srtp_pcaps = (
+        out_dir.join("caller-srtp.pcap"),
+        out_dir.join("callee-srtp.pcap"),
+        out_dir.join("probe-srtp.pcap"),
+    );
+    for (stream, k, path) in [
+        (&caller, &offer, &srtp_pcaps.0),
+        (&callee, &answer, &srtp_pcaps.1),
+        (&probe, &offer, &srtp_pcaps.2),
+    ] {
+        stream.clone().protected(k).write(path).unwrap();
+    }
     let capture = std::process::Command::new("sh")
         .arg("-c")
         .arg("command -v tcpdump")
@@ -328,6 +376,16 @@ fn main() {
         probe: &probe,
         pcaps,
         capture,
+        sdp: (Vec::new(), Vec::new()),
+    };
+    let srtp_load = Load {
+        call_s,
+        caller: &caller,
+        callee: &callee,
+        probe: &probe,
+        pcaps: srtp_pcaps,
+        capture,
+        sdp: (secure(&offer), secure(&answer)),
     };
 
     let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
@@ -365,29 +423,35 @@ fn main() {
             let dir = out_dir.join(format!("{target}-{n}"));
             std::fs::create_dir_all(&dir).unwrap();
             let r = match target.as_str() {
-                "earshot" => step_earshot(&load, &binary, &dir, n),
+                "earshot" => step_earshot("earshot", &load, &binary, &dir, n),
+                "earshot-srtp" => step_earshot("earshot-srtp", &srtp_load, &binary, &dir, n),
                 "rtpengine" => step_rtpengine(&load, &dir, n),
                 other => panic!("unknown target {other}"),
             };
             stop |= r["valid"] != true;
             results.push(r);
         }
-        if targets.len() == 2 {
-            let per = |t: &str| {
-                results
-                    .iter()
-                    .rev()
-                    .find(|r| r["target"] == t && r["concurrent_calls"] == n)
-                    .and_then(|r| r["cpu_seconds_per_call_minute"].as_f64())
-            };
-            if let (Some(e), Some(r)) = (per("earshot"), per("rtpengine")) {
-                println!(
-                    "{:>10} {n:>6}   Earshot/rtpengine CPU per call-minute {:.2}, calls per core {:.2}",
-                    "ratio",
-                    e / r,
-                    r / e
-                );
-            }
+        let per = |t: &str| {
+            results
+                .iter()
+                .rev()
+                .find(|r| r["target"] == t && r["concurrent_calls"] == n)
+                .and_then(|r| r["cpu_seconds_per_call_minute"].as_f64())
+        };
+        if let (Some(e), Some(r)) = (per("earshot"), per("rtpengine")) {
+            println!(
+                "{:>10} {n:>6}   Earshot/rtpengine CPU per call-minute {:.2}, calls per core {:.2}",
+                "ratio",
+                e / r,
+                r / e
+            );
+        }
+        if let (Some(e), Some(x)) = (per("earshot"), per("earshot-srtp")) {
+            println!(
+                "{:>10} {n:>6}   SRTP/plain CPU per call-minute {:.2}",
+                "ratio",
+                x / e
+            );
         }
         if stop {
             println!("stopping the ramp at {n} calls: RTP loss or invalid recordings");
