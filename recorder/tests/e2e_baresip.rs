@@ -32,7 +32,8 @@ fn phones(
     codecs: &'static [&'static str],
     hop: impl FnOnce(&Path, SocketAddr) -> SocketAddr,
     auth: Option<(&'static str, &'static str)>,
-    mediaenc: Option<&'static str>,
+    // The caller's and the callee's media encryption.
+    (caller_enc, callee_enc): (Option<&'static str>, Option<&'static str>),
 ) -> Phones {
     earshot_tests::require("baresip");
     let dir = TempDir::new(name);
@@ -50,7 +51,7 @@ fn phones(
             codecs,
             source: Source::Tone(1000),
             auto_answer: true,
-            mediaenc,
+            mediaenc: callee_enc,
             ..BaresipConfig::new("500", base)
         },
     );
@@ -61,7 +62,7 @@ fn phones(
             source: Source::Tone(440),
             outbound_proxy: Some(recorder.sip),
             auth,
-            mediaenc,
+            mediaenc: caller_enc,
             ..BaresipConfig::new(from, base + 20)
         },
     );
@@ -159,7 +160,7 @@ fn a_softphone_call_in_pcmu_g722_and_opus_is_recorded() {
             codecs,
             |_, callee| callee,
             None,
-            None,
+            (None, None),
         );
         p.call(Duration::from_secs(4), |_| {});
         p.assert_each_heard_the_other(codec);
@@ -180,7 +181,7 @@ fn a_softphone_user_keys_the_shortcode() {
         &["pcmu/8000/1"],
         |_, callee| callee,
         None,
-        None,
+        (None, None),
     );
     p.call(Duration::from_secs(6), |caller| caller.send_dtmf("*5"));
     let events = p.recorder.events();
@@ -218,7 +219,7 @@ fn a_softphone_through_a_trunk_that_challenges() {
             sip
         },
         Some(("pbx", "s3cret")),
-        None,
+        (None, None),
     );
     p.call(Duration::from_secs(12), |_| {});
     p.assert_each_heard_the_other("challenged");
@@ -245,7 +246,7 @@ fn a_softphone_call_over_sdes_srtp_is_recorded_in_the_clear() {
         &["pcmu/8000/1"],
         |_, callee| callee,
         None,
-        Some("srtp-mand"),
+        (Some("srtp-mand"), Some("srtp-mand")),
     );
     p.call(Duration::from_secs(6), |_| {});
     p.assert_each_heard_the_other("srtp");
@@ -271,6 +272,53 @@ fn a_softphone_call_over_sdes_srtp_is_recorded_in_the_clear() {
     );
 }
 
+/// SRTP on one side only, as keys kept end to end allow it (docs/sip.md):
+/// a caller offering optional SDES (`mediaenc=srtp`: `RTP/AVP` with
+/// `a=crypto`) to a callee without SRTP is answered without a key, so both
+/// send plain RTP — relayed, heard, recorded complete. A caller that
+/// insists (`srtp-mand`: `RTP/SAVP` only) is refused by the plain callee;
+/// the recorder relays the refusal and records nothing.
+#[test]
+fn srtp_offered_by_one_side_only() {
+    let p = phones(
+        "baresip-srtp-one-side",
+        "008",
+        &["pcmu/8000/1"],
+        |_, callee| callee,
+        None,
+        (Some("srtp"), None),
+    );
+    p.call(Duration::from_secs(5), |_| {});
+    p.assert_each_heard_the_other("optional srtp declined");
+    let recs = p.recorder.wait_recordings(1, Duration::from_secs(20));
+    assert_mp3("optional srtp declined", &recs[0].0, &recs[0].1, 5.0);
+    drop(p);
+    let p = phones(
+        "baresip-srtp-mandatory-to-plain",
+        "008",
+        &["pcmu/8000/1"],
+        |_, callee| callee,
+        None,
+        (Some("srtp-mand"), None),
+    );
+    p.caller.dial(&p.callee.uri());
+    let closed = p
+        .caller
+        .expect_event("CALL_CLOSED", Duration::from_secs(10));
+    assert!(
+        closed.to_string().contains("488"),
+        "the plain callee refuses RTP/SAVP: {closed}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    for series in [
+        "earshot_calls_active",
+        "earshot_recordings_expected_total",
+        "earshot_srtp_unprotect_failures_total",
+    ] {
+        assert_eq!(p.recorder.metric(series), 0.0, "{series}");
+    }
+}
+
 /// DTLS-SRTP: the keys never pass the recorder. The handshake and the
 /// media are relayed untouched (each party hears the other); the
 /// recording holds no ciphertext and says why it is incomplete.
@@ -282,7 +330,7 @@ fn a_dtls_srtp_call_is_relayed_and_its_recording_says_it_is_encrypted() {
         &["pcmu/8000/1"],
         |_, callee| callee,
         None,
-        Some("dtls_srtp"),
+        (Some("dtls_srtp"), Some("dtls_srtp")),
     );
     p.call(Duration::from_secs(6), |_| {});
     p.assert_each_heard_the_other("dtls-srtp");
