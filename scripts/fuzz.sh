@@ -16,7 +16,7 @@ if ! grep -q "${CARGO_FUZZ_VERSION}" <<<"$(cargo fuzz --version 2>/dev/null)"; t
 fi
 export RUSTC_BOOTSTRAP=1
 cargo fuzz build -O
-for t in framing message sdp rtp engine srtp; do
+for t in framing message sdp rtp engine srtp siprec; do
   mkdir -p "corpus/$t"
   start=$(date +%s)
   out=$(cargo fuzz run -O "$t" "corpus/$t" -- -max_total_time="${SECONDS_EACH}" -print_final_stats=1 2>&1) || {

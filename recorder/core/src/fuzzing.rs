@@ -381,3 +381,30 @@ pub fn engine(data: &[u8]) {
         }
     }
 }
+
+/// SIPREC bodies: the multipart framing, each part (and the whole input)
+/// read as recording metadata, its label lookups, user parts and updates.
+pub fn siprec(data: &[u8]) {
+    use crate::siprec::{MAX_PARTS, Metadata, multipart};
+    let metadata = |bytes: &[u8]| {
+        let Ok(m) = Metadata::parse(bytes) else {
+            return;
+        };
+        for s in &m.streams {
+            let _ = m.senders_of_label(&s.label);
+        }
+        for p in &m.participants {
+            let _ = p.user();
+        }
+        let mut merged = m.clone();
+        merged.apply(m);
+    };
+    if let Ok(parts) = multipart("multipart/mixed;boundary=foobar", data) {
+        assert!(parts.len() <= MAX_PARTS, "parts are bounded");
+        for p in parts {
+            assert!(p.body.len() <= data.len(), "a part is inside the body");
+            metadata(p.body);
+        }
+    }
+    metadata(data);
+}

@@ -14,6 +14,7 @@ pub mod fuzzing;
 pub mod g711;
 pub mod sdp;
 pub mod sip;
+pub mod siprec;
 pub mod srtp;
 pub mod stats;
 pub mod timeline;

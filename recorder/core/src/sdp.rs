@@ -80,6 +80,8 @@ pub struct MediaStream {
     /// DTLS-SRTP: an `a=fingerprint` (here or at session level); keys are
     /// agreed end to end and never seen in signalling.
     pub dtls: bool,
+    /// `a=label` (RFC 4574): how SIPREC metadata names this stream.
+    pub label: Option<String>,
 }
 
 /// `a=crypto` lines kept per stream: offers list a few suites.
@@ -211,6 +213,7 @@ impl Sdp {
                     rtcp_mux: false,
                     crypto: Vec::new(),
                     dtls: session_dtls,
+                    label: None,
                 });
                 stream_conn.push(None);
             } else if let Some(v) = line.strip_prefix("a=") {
@@ -241,6 +244,7 @@ impl Sdp {
                 } else if let Some(s) = streams.last_mut() {
                     match name {
                         "rtcp-mux" => s.rtcp_mux = true,
+                        "label" if value.len() <= 128 => s.label = Some(value.trim().to_owned()),
                         "crypto" if s.crypto.len() < MAX_CRYPTO && value.len() <= 512 => {
                             s.crypto.push(value.trim().to_owned());
                         }

@@ -54,3 +54,8 @@ fn srtp_corpus() {
         }
     });
 }
+
+#[test]
+fn siprec_corpus() {
+    replay("siprec", fuzzing::siprec);
+}
