@@ -28,6 +28,8 @@ use roxmltree::{Document, Node, ParsingOptions};
 pub const NAMESPACE: &str = "urn:ietf:params:xml:ns:recording:1";
 /// The namespace of the drafts before RFC 7865, still sent by many SRCs.
 pub const LEGACY_NAMESPACE: &str = "urn:ietf:params:xml:ns:recording";
+/// An earlier draft's, with the root `recording_metadata` (BroadWorks).
+pub const SIPREC_NAMESPACE: &str = "urn:ietf:params:xml:ns:siprec";
 
 /// Largest SIPREC body read (the SDP and the metadata together).
 pub const MAX_BODY: usize = 64 * 1024;
@@ -221,6 +223,8 @@ pub enum Namespace {
     Rfc7865,
     /// The drafts' (no `:1`).
     Legacy,
+    /// An earlier draft's (`...:siprec`, root `recording_metadata`).
+    Siprec,
 }
 
 /// What one metadata document says (RFC 7865 §6).
@@ -253,6 +257,9 @@ pub struct Participant {
     pub aor: Option<String>,
     /// Display name.
     pub name: Option<String>,
+    /// Whether the SRC says this party placed the call (Oracle's
+    /// `callingParty` extension), when it says.
+    pub calling: Option<bool>,
     /// Ids of the streams that carry this participant's audio.
     pub send: Vec<String>,
     /// Ids of the streams this participant hears.
@@ -306,9 +313,10 @@ impl Metadata {
         let namespace = match root.tag_name().namespace() {
             Some(NAMESPACE) => Namespace::Rfc7865,
             Some(LEGACY_NAMESPACE) => Namespace::Legacy,
+            Some(SIPREC_NAMESPACE) => Namespace::Siprec,
             _ => return Err(SiprecError::NotRecording),
         };
-        if root.tag_name().name() != "recording" {
+        if !matches!(root.tag_name().name(), "recording" | "recording_metadata") {
             return Err(SiprecError::NotRecording);
         }
         let ns = root.tag_name().namespace();
@@ -329,14 +337,20 @@ impl Metadata {
                 continue;
             }
             match node.tag_name().name() {
-                "datamode" => m.partial = text_of(node)?.eq_ignore_ascii_case("partial"),
+                // `dataMode` in some SRCs' metadata (Avaya, BroadWorks).
+                n if n.eq_ignore_ascii_case("datamode") => {
+                    m.partial = text_of(node)?.eq_ignore_ascii_case("partial")
+                }
                 "session" => {
                     m.sessions.push(Session {
                         id: id_of(node, &["session_id", "id"], "session")?,
                         sip_session_ids: children_text(node, ours, "sipSessionID")?,
                     });
-                    // A session's vendor children are the call's ids (a UCID).
-                    for c in node.children().filter(|c| c.is_element() && !ours(c)) {
+                    // A session's extension data and vendor children are the
+                    // call's ids (Oracle's UCID, Avaya's).
+                    for c in node.children().filter(|c| {
+                        c.is_element() && (!ours(c) || c.tag_name().name() == "extensiondata")
+                    }) {
                         collect_identifiers(c, &mut m.identifiers)?;
                     }
                 }
@@ -355,10 +369,17 @@ impl Metadata {
                         Some(n) => children_text(n, ours, "name")?.into_iter().next(),
                         None => children_text(node, ours, "name")?.into_iter().next(),
                     };
+                    // Oracle's extension data says who placed the call.
+                    let calling = node
+                        .descendants()
+                        .find(|d| d.is_element() && d.tag_name().name() == "callingParty")
+                        .and_then(|d| d.text())
+                        .map(|t| t.trim().eq_ignore_ascii_case("true"));
                     m.participants.push(Participant {
                         id: id_of(node, &["participant_id", "id"], "participant")?,
                         aor,
                         name,
+                        calling,
                         send: children_text(node, ours, "send")?,
                         recv: children_text(node, ours, "recv")?,
                     });
@@ -412,6 +433,7 @@ impl Metadata {
                         id,
                         aor: None,
                         name: None,
+                        calling: None,
                         send,
                         recv,
                     })
@@ -519,7 +541,9 @@ fn bounded(s: &str) -> Result<String, SiprecError> {
     Ok(s.to_owned())
 }
 
-/// The text of an element (its text children, trimmed).
+/// The text of an element (its text children, trimmed); an element with
+/// no text of its own gives its first child element's (BroadWorks'
+/// `<send><id>...</id></send>`).
 fn text_of(node: Node) -> Result<String, SiprecError> {
     let mut out = String::new();
     for t in node.children().filter(|c| c.is_text()) {
@@ -528,7 +552,23 @@ fn text_of(node: Node) -> Result<String, SiprecError> {
             return Err(SiprecError::ValueTooLong);
         }
     }
-    bounded(&out)
+    let own = bounded(&out)?;
+    if !own.is_empty() {
+        return Ok(own);
+    }
+    match node.children().find(|c| c.is_element()) {
+        Some(child) => {
+            let mut text = String::new();
+            for t in child.children().filter(|c| c.is_text()) {
+                text.push_str(t.text().unwrap_or(""));
+                if text.len() > MAX_VALUE * 2 {
+                    return Err(SiprecError::ValueTooLong);
+                }
+            }
+            bounded(&text)
+        }
+        None => Ok(own),
+    }
 }
 
 /// The non-empty texts of `node`'s children named `name` (ours), at most
@@ -615,6 +655,7 @@ mod tests {
             id: "p".into(),
             aor: Some(aor.into()),
             name: None,
+            calling: None,
             send: vec![],
             recv: vec![],
         };
