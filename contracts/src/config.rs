@@ -316,6 +316,11 @@ pub struct PeerConfig {
     /// Transport to the next hop.
     #[serde(default = "default_udp")]
     pub next_hop_transport: Transport,
+    /// A session recording client (an SBC or PBX speaking SIPREC, RFC
+    /// 7866): its SIPREC INVITEs are recording sessions the recorder
+    /// answers and records, out of the call's media path.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub siprec: bool,
 }
 
 fn default_udp() -> Transport {

@@ -81,6 +81,8 @@ pub fn recorder_config(v: &Validated) -> RecorderConfig {
                 sources: p.sources.clone(),
                 next_hop: p.next_hop.clone(),
                 next_hop_transport: p.next_hop_transport,
+                // SIPREC peers are not in the CRD yet (issue #28).
+                siprec: false,
             })
             .collect(),
         default_mode: spec.default_mode,

@@ -39,6 +39,7 @@ fn mk_recorder() -> Recorder {
         split: None,
         tls_port: None,
         peers: vec![Peer {
+            siprec: false,
             name: "pbx".into(),
             sources: vec![IpNet::parse("10.0.0.0/24").unwrap()],
             next_hop: udp("10.0.0.2:5060"),

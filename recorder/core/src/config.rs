@@ -27,6 +27,10 @@ pub struct Peer {
     pub sources: Vec<IpNet>,
     /// Where this peer's initial requests go.
     pub next_hop: Target,
+    /// A session recording client (RFC 7866): its SIPREC INVITEs (`Require:
+    /// siprec`, or a Contact with `+sip.src`) start recording sessions
+    /// here, answered by the recorder, instead of being proxied.
+    pub siprec: bool,
 }
 
 /// SIP timers (RFC 3261 §17, Table 4) and housekeeping intervals.

@@ -136,6 +136,7 @@ fn config() -> CoreConfig {
         tls_port: None,
         peers: vec![
             Peer {
+                siprec: false,
                 name: "pbx".into(),
                 sources: vec![IpNet::parse("10.0.0.0/24").expect("a CIDR")],
                 next_hop: Target {
@@ -144,6 +145,7 @@ fn config() -> CoreConfig {
                 },
             },
             Peer {
+                siprec: false,
                 name: "trunk".into(),
                 sources: vec![IpNet::parse("10.0.1.0/24").expect("a CIDR")],
                 next_hop: Target {

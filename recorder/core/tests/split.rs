@@ -26,11 +26,13 @@ fn mk_split_recorder() -> Recorder {
     });
     cfg.peers = vec![
         Peer {
+            siprec: false,
             name: "pbx".into(),
             sources: vec![IpNet::parse("10.0.0.0/24").unwrap()],
             next_hop: udp(TRUNK),
         },
         Peer {
+            siprec: false,
             name: "trunk".into(),
             sources: vec![IpNet::parse("203.0.113.0/24").unwrap()],
             next_hop: udp(PBX),

@@ -25,6 +25,7 @@ impl Config {
                 hosts.insert(host.to_owned(), addr.ip());
             }
             peers.push(Peer {
+                siprec: p.siprec,
                 name: p.name.clone(),
                 sources: nets.clone(),
                 next_hop: Target {

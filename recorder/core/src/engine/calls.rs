@@ -34,6 +34,8 @@ const SWEEP: Duration = Duration::from_secs(5);
 pub(super) enum CallTimer {
     /// Housekeeping.
     Sweep,
+    /// A recording session's 2xx, sent again until its ACK.
+    SrsOk(u64),
 }
 
 pub(super) struct Involved {
@@ -80,6 +82,8 @@ pub(super) struct Call {
     /// What the recording was said not to hold (a fax, encrypted media):
     /// each said once.
     pub(super) notes: Vec<crate::event::MediaNote>,
+    /// A SIPREC recording session (answered here, nothing relayed).
+    pub(super) srs: Option<Box<super::srs::SrsState>>,
 }
 
 /// A call waiting for its caller to retry a refused INVITE.
@@ -457,6 +461,7 @@ impl Recorder {
                 dialogs: Dialogs::default(),
                 retry: None,
                 notes: Vec::new(),
+                srs: None,
             },
         );
         self.loads
@@ -662,6 +667,7 @@ impl Recorder {
     pub(super) fn fire_call(&mut self, now: Instant, timer: CallTimer) {
         let t = self.cfg.timers;
         match timer {
+            CallTimer::SrsOk(cid) => self.srs_resend(now, cid),
             CallTimer::Sweep => {
                 self.sweep_armed = false;
                 let idle = t.call_idle;

@@ -87,7 +87,7 @@ const MAX_AUDIO_PPS: u32 = 250;
 
 impl Leg {
     /// Counts a packet; false when the leg is over its rate this second.
-    fn within_rate(&mut self, now: Instant) -> bool {
+    pub(super) fn within_rate(&mut self, now: Instant) -> bool {
         let (start, n) = &mut self.rate;
         if start
             .is_none_or(|s| now.saturating_duration_since(s) >= std::time::Duration::from_secs(1))
@@ -430,6 +430,10 @@ impl Recorder {
             Stats::bump(&mut self.stats.rtp_dropped, "unknown_port");
             return None;
         };
+        if call.srs.is_some() {
+            // A SIPREC session's forked media: received, never relayed.
+            return self.srs_media(now, cid, stream_idx as usize, rtcp_port, source, data);
+        }
         let stream = &mut call.streams[stream_idx as usize];
         let mux = stream.legs[facing.index()]
             .stream
@@ -631,7 +635,7 @@ impl Recorder {
 }
 
 /// The `rtp_packets` label of media from `facing`.
-fn direction(facing: Side) -> &'static str {
+pub(super) fn direction(facing: Side) -> &'static str {
     match facing {
         Side::Caller => "caller_to_callee",
         Side::Callee => "callee_to_caller",

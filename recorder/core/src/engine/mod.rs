@@ -21,13 +21,16 @@
 //!   and which one the callee's media leg follows;
 //! * [`media`] — media streams and their ports: SDP through the relay, the
 //!   RTP/RTCP relay with latching, DTMF and audio taps;
-//! * [`announcing`] — announcements and reminder beeps in the call's streams.
+//! * [`announcing`] — announcements and reminder beeps in the call's streams;
+//! * [`srs`] — SIPREC recording sessions from a session recording client,
+//!   answered here and recorded out of the call's media path.
 
 mod announcing;
 mod calls;
 mod dialog;
 mod media;
 mod proxy;
+mod srs;
 mod transaction;
 
 use std::cmp::Reverse;

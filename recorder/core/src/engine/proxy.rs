@@ -33,7 +33,7 @@ pub(super) const BRANCH_PREFIX: &str = "z9hG4bK-es";
 /// Most transactions held at once; beyond that new requests get 503.
 const MAX_TRANSACTIONS: usize = 50_000;
 /// Most calls held at once; beyond that new INVITEs get 503.
-const MAX_CALLS: usize = 20_000;
+pub(super) const MAX_CALLS: usize = 20_000;
 
 impl Recorder {
     pub(super) fn send(&mut self, target: Target, msg: &Message) -> Vec<u8> {
@@ -312,6 +312,10 @@ impl Recorder {
         }
         if method == "CANCEL" {
             self.on_cancel(now, source, msg);
+            return;
+        }
+        // A SIPREC session from a session recording client: answered here.
+        if self.srs_request(now, source, peer, &msg, &method) {
             return;
         }
         let Some(attempt) = self.attempt_of(source, &msg, &method, in_dialog) else {

@@ -47,6 +47,7 @@ pub fn mk_config() -> CoreConfig {
         split: None,
         tls_port: None,
         peers: vec![Peer {
+            siprec: false,
             name: "pbx".into(),
             sources: vec![IpNet::parse("10.0.0.0/24").unwrap()],
             next_hop: udp(CALLEE),

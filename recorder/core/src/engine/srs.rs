@@ -1,0 +1,701 @@
+//! The recording server (SRS) side of SIPREC (RFC 7866): a session
+//! recording client (an SBC or PBX, a peer marked `siprec`) sends an INVITE
+//! whose body holds the SDP of the forked streams and the recording
+//! metadata (`crate::siprec`); the recorder answers it itself — each audio
+//! stream `recvonly` on a port of its own, nothing relayed, nothing sent
+//! back — and records the session as it would a call in its path: the
+//! policy's users found among the participants by their AoR's user part,
+//! Always / OnDemand / Never, the shortcode from the user's own stream,
+//! the caller on the left.
+//!
+//! Which stream is whose comes from the metadata through each m-line's
+//! `a=label`, never from the order of the m-lines: the caller is the
+//! participant the SRC marks as calling (Oracle's `callingParty`), else the
+//! first participant the metadata lists; a stream its sender(s) include the
+//! caller in is the left channel (a mixed stream too), any other the right.
+//! A stream the metadata does not map is received and not recorded
+//! (`rtp_dropped{reason="siprec_unmapped"}`) until an update maps it.
+//! Re-INVITEs and UPDATEs bring new SDP and metadata (`datamode` partial
+//! or complete); a stream keeps its channel once it has one.
+//!
+//! Over UDP the 200 OK is sent again (T1 doubling to T2) until the ACK
+//! comes, for at most 64·T1 (RFC 3261 §13.3.1.4). Not built yet: SRTP on
+//! the recording session, a mixed stream said as such in the sidecar.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::config::{RecordingMode, Target, Transport};
+use crate::dtmf::{self, DtmfMethod};
+use crate::event::{CallRef, EndReason, Event, InvolvedUser, MediaFrame, Party, Side};
+use crate::g711::Law;
+use crate::sdp::{MediaStream, Sdp};
+use crate::sip::message::Message;
+use crate::siprec::{Metadata, Namespace, Participant, split_body};
+use crate::stats::Stats;
+use earshot_contracts::layout::call_hash;
+
+use super::calls::{Call, CallTimer, Involved};
+use super::dialog::Dialogs;
+use super::media::{Leg, Stream};
+use super::{Output, Recorder, Relay, Timer};
+
+/// What a recording session adds to a call.
+pub(super) struct SrsState {
+    /// What the SRC said so far.
+    metadata: Metadata,
+    /// Our To tag.
+    tag: String,
+    /// The SRC, where responses go.
+    src: Target,
+    /// The last 2xx to an INVITE, sent again until its ACK (UDP).
+    ok: Option<Vec<u8>>,
+    /// CSeq of that INVITE.
+    ok_cseq: u32,
+    /// When the 2xx was first sent, and the current interval.
+    resend: Option<(Instant, Duration)>,
+    /// Each m-line's channel: `None` while the metadata does not say.
+    sides: Vec<Option<Side>>,
+}
+
+/// Whether `msg` asks for a recording session: `Require: siprec`, or a
+/// Contact with the `+sip.src` feature tag (RFC 7866 §6.1.1).
+pub(super) fn is_siprec(msg: &Message) -> bool {
+    msg.headers_named("Require")
+        .iter()
+        .chain(msg.headers_named("k").iter())
+        .any(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("siprec"))
+        })
+        || msg
+            .headers_named("Contact")
+            .iter()
+            .chain(msg.headers_named("m").iter())
+            .any(|v| v.to_ascii_lowercase().contains("+sip.src"))
+}
+
+/// The SDP and metadata of a SIPREC request's body: multipart, or an SDP
+/// alone (a re-INVITE that changes only the media).
+fn body_of(msg: &Message) -> Result<(Option<Sdp>, Option<Metadata>), String> {
+    if msg.body.is_empty() {
+        return Ok((None, None));
+    }
+    let content_type = msg.header("Content-Type").unwrap_or_default();
+    let (sdp, metadata) = match msg.content_type().as_deref() {
+        Some("application/sdp") => (Some(msg.body.as_slice()), None),
+        Some("multipart/mixed") => {
+            let b = split_body(&content_type, &msg.body).map_err(|e| e.to_string())?;
+            (b.sdp, b.metadata)
+        }
+        _ => return Err("a SIPREC body is multipart/mixed or application/sdp".into()),
+    };
+    let sdp = sdp
+        .map(Sdp::parse)
+        .transpose()
+        .map_err(|e| format!("SDP: {e}"))?;
+    let metadata = metadata
+        .map(Metadata::parse)
+        .transpose()
+        .map_err(|e| format!("metadata: {e}"))?;
+    Ok((sdp, metadata))
+}
+
+/// No metadata yet: nothing mapped.
+fn no_metadata() -> Metadata {
+    Metadata {
+        namespace: Namespace::Rfc7865,
+        partial: false,
+        sessions: Vec::new(),
+        participants: Vec::new(),
+        streams: Vec::new(),
+        identifiers: Vec::new(),
+    }
+}
+
+/// The participant recorded on the left: the one the SRC marks as calling,
+/// else the first listed.
+fn caller_of(meta: &Metadata) -> Option<&Participant> {
+    meta.participants
+        .iter()
+        .find(|p| p.calling == Some(true))
+        .or(meta.participants.first())
+}
+
+/// The channel of the m-line labelled `label`: left when its senders
+/// include the caller, right when they do not, unknown when nobody sends.
+fn side_of_label(meta: &Metadata, label: Option<&str>) -> Option<Side> {
+    let senders = meta.senders_of_label(label?);
+    let caller = caller_of(meta)?;
+    match senders.as_slice() {
+        [] => None,
+        s if s.iter().any(|p| p.id == caller.id) => Some(Side::Caller),
+        _ => Some(Side::Callee),
+    }
+}
+
+fn party(p: Option<&Participant>) -> Party {
+    Party {
+        number: p.and_then(Participant::user).map(str::to_owned),
+        display_name: p.and_then(|p| p.name.clone()),
+    }
+}
+
+impl Recorder {
+    /// A request of a recording session, or one that starts one, from
+    /// `peer`: handled here (true), or not a SIPREC request (false).
+    pub(super) fn srs_request(
+        &mut self,
+        now: Instant,
+        source: Target,
+        peer: &str,
+        msg: &Message,
+        method: &str,
+    ) -> bool {
+        let session = msg
+            .call_id()
+            .and_then(|id| self.call_ids.get(&id).copied())
+            .filter(|cid| self.calls.get(cid).is_some_and(|c| c.srs.is_some()));
+        if let Some(cid) = session {
+            self.srs_in_session(now, source, cid, msg, method);
+            return true;
+        }
+        let src = self.cfg.peers.iter().any(|p| p.name == peer && p.siprec);
+        if !src || method != "INVITE" || msg.to_tag().is_some() || !is_siprec(msg) {
+            return false;
+        }
+        self.srs_start(now, source, peer, msg);
+        true
+    }
+
+    fn srs_start(&mut self, now: Instant, source: Target, peer: &str, msg: &Message) {
+        if self.draining {
+            self.refuse(source, msg, 503, "Service Unavailable (draining)", &[]);
+            return;
+        }
+        let (sdp, metadata) = match body_of(msg) {
+            Ok(b) => b,
+            Err(e) => {
+                let reason = format!("Bad Request (SIPREC body: {e})");
+                self.refuse(source, msg, 400, &reason, &[]);
+                return;
+            }
+        };
+        let Some(sdp) = sdp else {
+            // An offer is needed: the SRC's media is what is recorded.
+            self.refuse(source, msg, 488, "Not Acceptable Here (no SDP offer)", &[]);
+            return;
+        };
+        let audio = sdp.streams.iter().filter(|m| m.media == "audio").count();
+        if audio > 0 && self.may_divert && !self.diverted_input && self.ports.free.len() < audio {
+            // No ports here: another shard takes the session.
+            self.out.push_back(Output::Divert {
+                source,
+                data: msg.to_bytes(),
+            });
+            return;
+        }
+        if audio == 0
+            || self.ports.free.len() < audio
+            || self.calls.len() >= super::proxy::MAX_CALLS
+        {
+            // The SRC tries its next recording server.
+            self.refuse(
+                source,
+                msg,
+                503,
+                "Service Unavailable (no media ports)",
+                &[],
+            );
+            return;
+        }
+        let Some(call_id) = msg.call_id() else {
+            self.refuse(source, msg, 400, "Bad Request (no Call-ID)", &[]);
+            return;
+        };
+        let metadata = metadata.unwrap_or_else(no_metadata);
+        let id = self.id();
+        let r = CallRef {
+            id,
+            hash: call_hash(&call_id),
+        };
+        let caller = party(caller_of(&metadata));
+        let callee = party(
+            metadata
+                .participants
+                .iter()
+                .find(|p| Some(p.id.as_str()) != caller_of(&metadata).map(|c| c.id.as_str())),
+        );
+        let involved = self.srs_involved(&metadata, &[]);
+        let users = involved
+            .iter()
+            .map(|u| InvolvedUser {
+                extension: u.extension.clone(),
+                display_name: u.display_name.clone(),
+                mode: u.mode,
+                side: u.side,
+            })
+            .collect();
+        let resp = self.local_response(msg, 200, "OK", &[]);
+        let tag = resp.to_tag().unwrap_or_default();
+        self.calls.insert(
+            id,
+            Call {
+                r: r.clone(),
+                call_id: call_id.clone(),
+                caller_tag: msg.from_tag(),
+                involved,
+                streams: Vec::new(),
+                matchers: Default::default(),
+                answered: false,
+                ended: None,
+                recording: false,
+                last_activity: now,
+                inject_gen: 0,
+                periodic_gen: 0,
+                peer: peer.to_owned(),
+                caller_from: source,
+                callee_at: None,
+                dialogs: Dialogs::default(),
+                retry: None,
+                notes: Vec::new(),
+                srs: Some(Box::new(SrsState {
+                    metadata,
+                    tag,
+                    src: source,
+                    ok: None,
+                    ok_cseq: 0,
+                    resend: None,
+                    sides: Vec::new(),
+                })),
+            },
+        );
+        self.loads
+            .with(|l| l.entry(peer.to_owned()).or_default().calls += 1);
+        self.call_ids.insert(call_id, id);
+        self.stats.calls_active += 1;
+        self.emit(Event::CallStarted {
+            call: r.clone(),
+            at: now,
+            caller,
+            callee,
+            users,
+            replaces: None,
+        });
+        self.srs_offer(now, id, &sdp);
+        self.srs_answer(now, id, msg);
+        if let Some(call) = self.calls.get_mut(&id) {
+            call.answered = true;
+        }
+        self.emit(Event::CallAnswered { call: r, at: now });
+        self.update_recording(now, id, None);
+    }
+
+    /// The policy users among the participants, on the channel of the
+    /// streams they send; `kept` are users already on the session (their
+    /// toggles stay).
+    fn srs_involved(&self, meta: &Metadata, kept: &[Involved]) -> Vec<Involved> {
+        let caller = caller_of(meta).map(|p| p.id.clone());
+        let mut out: Vec<Involved> = Vec::new();
+        for p in &meta.participants {
+            let Some(ext) = p.user() else { continue };
+            let side = if Some(&p.id) == caller.as_ref() {
+                Side::Caller
+            } else {
+                Side::Callee
+            };
+            if out.iter().any(|u| u.extension == ext && u.side == side) {
+                continue;
+            }
+            if let Some(k) = kept.iter().find(|u| u.extension == ext && u.side == side) {
+                out.push(Involved {
+                    extension: k.extension.clone(),
+                    display_name: k.display_name.clone(),
+                    mode: k.mode,
+                    shortcode: k.shortcode,
+                    side,
+                    on: k.on,
+                    toggled_at: k.toggled_at,
+                });
+                continue;
+            }
+            let Some(user) = self.cfg.users.get(ext) else {
+                continue;
+            };
+            if user.mode == RecordingMode::Never {
+                continue;
+            }
+            out.push(Involved {
+                extension: ext.to_owned(),
+                display_name: user.display_name.clone(),
+                mode: user.mode,
+                shortcode: user.shortcode,
+                side,
+                on: false,
+                toggled_at: None,
+            });
+        }
+        out
+    }
+
+    /// Takes the SRC's offer: a port for each audio m-line (a new one
+    /// where the m-line is new), the SRC's addresses, each m-line's channel.
+    fn srs_offer(&mut self, _now: Instant, cid: u64, sdp: &Sdp) {
+        let Some(call) = self.calls.get_mut(&cid) else {
+            return;
+        };
+        for (i, m) in sdp.streams.iter().enumerate().take(crate::sdp::MAX_STREAMS) {
+            if i >= call.streams.len() {
+                let wanted = m.media == "audio" && m.port != 0 && m.is_rtp() && !m.is_secure();
+                let port = if wanted {
+                    self.ports.take((cid, i as u8, Side::Caller))
+                } else {
+                    None
+                };
+                call.streams.push(Stream {
+                    ports: [port.unwrap_or(0), 0],
+                    legs: Default::default(),
+                });
+            }
+            let stream = &mut call.streams[i];
+            let leg: &mut Leg = &mut stream.legs[0];
+            if leg.negotiated != m.rtp {
+                leg.latched = None;
+            }
+            leg.negotiated = m.rtp;
+            leg.stream = Some(m.clone());
+        }
+        let Some(srs) = call.srs.as_mut() else { return };
+        srs.sides = sdp
+            .streams
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                // A stream keeps its channel once it has one.
+                srs.sides
+                    .get(i)
+                    .copied()
+                    .flatten()
+                    .or_else(|| side_of_label(&srs.metadata, m.label.as_deref()))
+            })
+            .collect();
+        // In-band digits on a stream whose user may key a shortcode and
+        // whose SDP has no telephone-event.
+        let sides = srs.sides.clone();
+        for (i, stream) in call.streams.iter_mut().enumerate() {
+            let listens = sides.get(i).copied().flatten().is_some_and(|s| {
+                call.involved.iter().any(|u| {
+                    u.side == s && u.mode == RecordingMode::OnDemand && u.shortcode.is_some()
+                })
+            });
+            let leg = &mut stream.legs[0];
+            let te = leg
+                .stream
+                .as_ref()
+                .is_some_and(|s| s.telephone_event().is_some());
+            if listens && !te {
+                leg.tones.get_or_insert_with(Default::default);
+            } else {
+                leg.tones = None;
+            }
+        }
+    }
+
+    /// The 200 OK with our SDP answer: each audio m-line `recvonly` on its
+    /// port with the SRC's codecs and label, anything else refused (port 0).
+    fn srs_answer(&mut self, now: Instant, cid: u64, msg: &Message) {
+        let Some(call) = self.calls.get(&cid) else {
+            return;
+        };
+        let Some(srs) = call.srs.as_ref() else { return };
+        let (src, tag) = (srs.src, srs.tag.clone());
+        let ip = self.cfg.facing(src.addr.ip());
+        let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
+        let mut sdp = format!(
+            "v=0\r\no=earshot {id} {id} IN {family} {ip}\r\ns=earshot\r\nc=IN {family} {ip}\r\nt=0 0\r\n",
+            id = call.r.id
+        );
+        for stream in &call.streams {
+            let Some(m) = stream.legs[0].stream.as_ref() else {
+                continue;
+            };
+            let formats: Vec<String> = m.formats.iter().map(u8::to_string).collect();
+            let formats = if formats.is_empty() {
+                "0".to_owned()
+            } else {
+                formats.join(" ")
+            };
+            sdp.push_str(&format!(
+                "m={} {} {} {formats}\r\n",
+                m.media, stream.ports[0], m.proto
+            ));
+            if stream.ports[0] == 0 {
+                continue;
+            }
+            for c in &m.codecs {
+                sdp.push_str(&format!(
+                    "a=rtpmap:{} {}/{}\r\n",
+                    c.payload_type, c.name, c.clock_rate
+                ));
+            }
+            if let Some(label) = &m.label {
+                sdp.push_str(&format!("a=label:{label}\r\n"));
+            }
+            sdp.push_str("a=recvonly\r\n");
+        }
+        let contact = self.our_uri(src).replace(";lr>", ">");
+        let mut resp = self.local_response(
+            msg,
+            200,
+            "OK",
+            &[
+                ("Contact", contact),
+                ("Content-Type", "application/sdp".to_owned()),
+            ],
+        );
+        // Our tag, the same on every answer of the session.
+        if let Some(to) = resp.header("To") {
+            let bare = to.split(";tag=").next().unwrap_or(&to).to_owned();
+            resp.set_header("To", format!("{bare};tag={tag}"));
+        }
+        resp.body = sdp.into_bytes();
+        let data = self.send(src, &resp);
+        let invite = msg.method() == Some("INVITE");
+        let udp = src.transport == Transport::Udp;
+        let cseq = msg.cseq().map_or(0, |(n, _)| n);
+        let t1 = self.cfg.timers.t1;
+        if let Some(srs) = self.calls.get_mut(&cid).and_then(|c| c.srs.as_mut())
+            && invite
+        {
+            srs.ok = Some(data);
+            srs.ok_cseq = cseq;
+            srs.resend = udp.then_some((now, t1));
+            if udp {
+                self.arm(now + t1, Timer::Call(CallTimer::SrsOk(cid)));
+            }
+        }
+    }
+
+    /// The 2xx again, until its ACK (UDP; RFC 3261 §13.3.1.4).
+    pub(super) fn srs_resend(&mut self, now: Instant, cid: u64) {
+        let t = self.cfg.timers;
+        let Some(srs) = self.calls.get_mut(&cid).and_then(|c| {
+            if c.ended.is_some() {
+                None
+            } else {
+                c.srs.as_mut()
+            }
+        }) else {
+            return;
+        };
+        let (Some(data), Some((since, interval))) = (srs.ok.clone(), srs.resend) else {
+            return;
+        };
+        if now >= since + t.t1 * 64 {
+            // Never acknowledged: the SRC is gone.
+            srs.resend = None;
+            self.end_call(now, cid, EndReason::Timeout);
+            return;
+        }
+        let next = (interval * 2).min(t.t2);
+        srs.resend = Some((since, next));
+        let src = srs.src;
+        self.send_bytes(src, data, "INVITE");
+        self.arm(now + next, Timer::Call(CallTimer::SrsOk(cid)));
+    }
+
+    /// A request in a recording session.
+    fn srs_in_session(
+        &mut self,
+        now: Instant,
+        source: Target,
+        cid: u64,
+        msg: &Message,
+        method: &str,
+    ) {
+        let Some(call) = self.calls.get_mut(&cid) else {
+            return;
+        };
+        let Some(srs) = call.srs.as_mut() else { return };
+        // Only the SRC speaks in its session.
+        if source.addr.ip() != srs.src.addr.ip() {
+            Stats::bump(&mut self.stats.sip_dropped, "siprec_not_the_src");
+            self.refuse(source, msg, 403, "Forbidden (not this session's SRC)", &[]);
+            return;
+        }
+        call.last_activity = now;
+        let ours = msg.to_tag().as_deref() == Some(srs.tag.as_str());
+        let cseq = msg.cseq().map_or(0, |(n, _)| n);
+        if method == "ACK" {
+            if cseq == srs.ok_cseq {
+                srs.resend = None;
+            }
+            return;
+        }
+        if method == "INVITE" && !ours && msg.to_tag().is_none() && cseq == srs.ok_cseq {
+            // The initial INVITE again: the same answer.
+            if let Some(ok) = srs.ok.clone() {
+                self.send_bytes(source, ok, "INVITE");
+            }
+            return;
+        }
+        if call.ended.is_some() || !ours {
+            self.refuse(source, msg, 481, "Call/Transaction Does Not Exist", &[]);
+            return;
+        }
+        match method {
+            "BYE" => {
+                let resp = self.local_response(msg, 200, "OK", &[]);
+                self.send(source, &resp);
+                self.end_call(now, cid, EndReason::Bye(Side::Caller));
+            }
+            "INVITE" | "UPDATE" => {
+                let (sdp, metadata) = match body_of(msg) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let reason = format!("Bad Request (SIPREC body: {e})");
+                        self.refuse(source, msg, 400, &reason, &[]);
+                        return;
+                    }
+                };
+                if let Some(m) = metadata {
+                    self.srs_metadata(now, cid, m);
+                }
+                match sdp {
+                    Some(sdp) => {
+                        self.srs_offer(now, cid, &sdp);
+                        self.srs_answer(now, cid, msg);
+                    }
+                    None => {
+                        let resp = self.local_response(msg, 200, "OK", &[]);
+                        self.send(source, &resp);
+                    }
+                }
+            }
+            "OPTIONS" | "INFO" => {
+                let resp = self.local_response(msg, 200, "OK", &[]);
+                self.send(source, &resp);
+            }
+            _ => self.refuse(
+                source,
+                msg,
+                405,
+                "Method Not Allowed",
+                &[("Allow", "INVITE, ACK, BYE, UPDATE, OPTIONS, INFO".into())],
+            ),
+        }
+    }
+
+    /// New metadata: applied (partial or complete), the users and the
+    /// channels of unmapped streams found again, recording decided again.
+    fn srs_metadata(&mut self, now: Instant, cid: u64, later: Metadata) {
+        let Some(call) = self.calls.get_mut(&cid) else {
+            return;
+        };
+        let Some(srs) = call.srs.as_mut() else { return };
+        srs.metadata.apply(later);
+        let labels: Vec<Option<String>> = call
+            .streams
+            .iter()
+            .map(|s| s.legs[0].stream.as_ref().and_then(|m| m.label.clone()))
+            .collect();
+        for (i, label) in labels.iter().enumerate() {
+            if srs.sides.get(i).copied().flatten().is_none()
+                && let Some(slot) = srs.sides.get_mut(i)
+            {
+                *slot = side_of_label(&srs.metadata, label.as_deref());
+            }
+        }
+        let meta = srs.metadata.clone();
+        let kept = std::mem::take(&mut call.involved);
+        let involved = self.srs_involved(&meta, &kept);
+        if let Some(call) = self.calls.get_mut(&cid) {
+            call.involved = involved;
+        }
+        self.update_recording(now, cid, None);
+    }
+
+    /// A packet on a recording session's port: received, read, never
+    /// relayed.
+    pub(super) fn srs_media(
+        &mut self,
+        now: Instant,
+        cid: u64,
+        idx: usize,
+        rtcp: bool,
+        source: SocketAddr,
+        data: &[u8],
+    ) -> Option<Relay> {
+        let call = self.calls.get_mut(&cid)?;
+        let side = call.srs.as_ref()?.sides.get(idx).copied().flatten();
+        let stream = call.streams.get_mut(idx)?;
+        let leg = &mut stream.legs[0];
+        if rtcp || (data.len() >= 2 && (200..=204).contains(&data[1])) {
+            // The SRC's RTCP: nothing to record.
+            return None;
+        }
+        match (leg.latched, leg.negotiated) {
+            (Some(l), _) if l == source => {}
+            (None, Some(n)) if n.ip() == source.ip() => leg.latched = Some(source),
+            _ => {
+                Stats::bump(&mut self.stats.rtp_dropped, "wrong_source");
+                return None;
+            }
+        }
+        if !leg.within_rate(now) {
+            Stats::bump(&mut self.stats.rtp_dropped, "rate_limited");
+            return None;
+        }
+        call.last_activity = now;
+        let Some(side) = side else {
+            Stats::bump(&mut self.stats.rtp_dropped, "siprec_unmapped");
+            return None;
+        };
+        let Ok(rtp) = rtp_rs::RtpReader::new(data) else {
+            Stats::bump(&mut self.stats.rtp_dropped, "malformed");
+            return None;
+        };
+        let m: Option<&MediaStream> = leg.stream.as_ref();
+        let pt = rtp.payload_type();
+        let event = m.is_some_and(|s| s.is_telephone_event(pt));
+        let (codec, clock_rate) = m
+            .and_then(|s| s.codec(pt))
+            .map_or((None, 0), |c| (Some(c.name.clone()), c.clock_rate));
+        let mut digit = None;
+        if event {
+            if let Some(ev) = dtmf::parse_telephone_event(rtp.payload())
+                && leg.dedupe.is_new(rtp.ssrc(), rtp.timestamp())
+            {
+                digit = dtmf::event_digit(ev.event).map(|d| (d, DtmfMethod::Rfc4733));
+            }
+        } else if let Some(tones) = leg.tones.as_mut() {
+            digit = codec
+                .as_deref()
+                .and_then(Law::of)
+                .and_then(|law| tones.push(rtp.payload().iter().map(|&b| law.decode(b))))
+                .map(|d| (d, DtmfMethod::InBand));
+        }
+        let audio = !event && codec.as_deref() != Some("CN");
+        if call.recording && audio {
+            let frame = MediaFrame {
+                call: call.r.clone(),
+                at: now,
+                side,
+                stream: idx as u8,
+                ssrc: rtp.ssrc(),
+                seq: u16::from_be_bytes([data[2], data[3]]),
+                timestamp: rtp.timestamp(),
+                payload_type: pt,
+                codec,
+                clock_rate,
+                payload: rtp.payload().to_vec(),
+            };
+            self.out.push_back(Output::Event(Event::Media(frame)));
+        }
+        Stats::bump(&mut self.stats.rtp_packets, super::media::direction(side));
+        if let Some((d, method)) = digit {
+            self.on_digit(now, cid, side, d, method);
+        }
+        None
+    }
+}
