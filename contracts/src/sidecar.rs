@@ -67,6 +67,54 @@ pub struct Sidecar {
     pub incomplete_reasons: Vec<String>,
     /// Which recorder made it.
     pub recorder: Recorder,
+    /// A SIPREC recording session's: what its session recording client
+    /// said about the call (`None` for a call recorded in the media path).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub siprec: Option<Siprec>,
+}
+
+/// What a session recording client (RFC 7866) said about the recorded
+/// call, from its recording metadata (RFC 7865).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Siprec {
+    /// The recorded call's Session-IDs (RFC 7989, `sipSessionID`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub session_ids: Vec<String>,
+    /// The call's parties, as the metadata names them.
+    pub participants: Vec<SiprecParticipant>,
+    /// The SRC's own identifiers found in its extension data (element
+    /// name and value: a UCID, a Cisco session id, a Genesys call UUID,
+    /// BroadWorks' extTrackingID), so a search finds the call by the
+    /// SBC's id.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub identifiers: Vec<SiprecIdentifier>,
+    /// Each metadata document as received, in order (at most 8).
+    pub metadata: Vec<String>,
+}
+
+/// A party of a SIPREC session.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SiprecParticipant {
+    /// Address of record (`sip:`, `sips:` or `tel:` URI).
+    pub aor: Option<String>,
+    /// Display name.
+    pub name: Option<String>,
+    /// `caller` (recorded on the left) or `callee`.
+    pub role: String,
+    /// The channel its audio is on, when a stream it sends is mapped.
+    pub channel: Option<Side>,
+}
+
+/// One identifier of the SRC's.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SiprecIdentifier {
+    /// The element's local name.
+    pub name: String,
+    /// Its value.
+    pub value: String,
 }
 
 /// A number on the call.
@@ -293,6 +341,7 @@ mod tests {
                 instance: "earshot-office-0".into(),
                 version: "0.1.0".into(),
             },
+            siprec: None,
         }
     }
 

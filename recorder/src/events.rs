@@ -131,6 +131,11 @@ pub fn to_json(clock: &Clock, event: &Event, digits: DtmfDigits) -> Option<Value
             "time": clock.rfc3339(*at), "event": "transfer", "call": call.hash,
             "by": by.as_str(),
         }),
+        Event::Siprec { call, at, session } => json!({
+            "time": clock.rfc3339(*at), "event": "siprec", "call": call.hash,
+            "participants": session.participants.len(),
+            "identifiers": session.identifiers.len(),
+        }),
         Event::MediaNote { call, at, note } => json!({
             "time": clock.rfc3339(*at), "event": "media_note", "call": call.hash,
             "note": note.label(),

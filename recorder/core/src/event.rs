@@ -181,6 +181,16 @@ pub enum Event {
         /// What happened.
         note: MediaNote,
     },
+    /// A SIPREC session's metadata, as it stands now (at the start and
+    /// after each update).
+    Siprec {
+        /// The call.
+        call: CallRef,
+        /// When.
+        at: Instant,
+        /// What the SRC said.
+        session: earshot_contracts::sidecar::Siprec,
+    },
     /// The call is over.
     CallEnded {
         /// The call.

@@ -138,6 +138,31 @@ fn an_srcs_session_is_answered_and_each_stream_recorded_on_its_participants_chan
         if caller.number.as_deref() == Some("008") && users.len() == 1))
     );
     assert_eq!(out.recording(), vec![true], "008 is Always");
+    let session = out
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::Siprec { session, .. } => Some(session),
+            _ => None,
+        })
+        .expect("the SRC's metadata is told");
+    assert_eq!(
+        session.session_ids,
+        vec!["0123456789abcdef0123456789abcdef"]
+    );
+    let roles: Vec<(&str, Option<Side>)> = session
+        .participants
+        .iter()
+        .map(|p| (p.role.as_str(), p.channel))
+        .collect();
+    assert_eq!(
+        roles,
+        vec![
+            ("caller", Some(Side::Caller)),
+            ("callee", Some(Side::Callee))
+        ]
+    );
+    assert_eq!(session.metadata.len(), 1);
     // The ACK stops the 2xx; nothing is resent after it.
     let out = sip_in(
         &mut rec,

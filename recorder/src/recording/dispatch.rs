@@ -400,6 +400,7 @@ impl Dispatcher {
                     answered_at: None,
                     recording_started_at: None,
                     replaces,
+                    siprec: None,
                 };
                 self.calls.insert(
                     call.id,
@@ -522,6 +523,21 @@ impl Dispatcher {
                             record,
                         },
                     );
+                }
+            }
+            Event::Siprec { call, session, .. } => {
+                if let Some(p) = self.calls.get_mut(&call.id) {
+                    p.meta.siprec = Some(Box::new(session.clone()));
+                    if p.recording && !p.refused {
+                        let worker = p.worker;
+                        self.send(
+                            worker,
+                            Job::Siprec {
+                                call: call.id,
+                                session,
+                            },
+                        );
+                    }
                 }
             }
             Event::MediaNote { call, note, .. } => {

@@ -87,6 +87,7 @@ fn recover_one(shared: &Shared, stem: &str, id: &RecordingId) -> std::io::Result
         answered_at: None,
         recording_started_at: None,
         replaces: None,
+        siprec: None,
     });
     let recording_start = meta.recording_started_at.unwrap_or_else(SystemTime::now);
     let meta = CallMeta {

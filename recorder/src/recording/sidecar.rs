@@ -39,6 +39,9 @@ pub struct CallMeta {
     /// The call this one replaces (an attended transfer).
     #[serde(default)]
     pub replaces: Option<String>,
+    /// A SIPREC session's metadata, as its SRC said it.
+    #[serde(default)]
+    pub siprec: Option<Box<earshot_contracts::sidecar::Siprec>>,
 }
 
 /// An announcement toward one party of a recorded call, for its sidecar.
@@ -161,5 +164,6 @@ pub fn build(
             instance: instance.to_owned(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
         },
+        siprec: meta.siprec.as_deref().cloned(),
     }
 }

@@ -764,6 +764,7 @@ fn crashed_recording(spool: &std::path::Path, call_id: &str, nonce: u32) -> Stri
         answered_at: Some(t),
         recording_started_at: Some(t),
         replaces: None,
+        siprec: None,
     };
     std::fs::write(spool.join(format!("{stem}.mp3")), [0x55; 4000]).unwrap();
     std::fs::write(

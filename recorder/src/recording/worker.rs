@@ -61,6 +61,13 @@ pub enum Job {
         /// What (`fax`).
         note: &'static str,
     },
+    /// A SIPREC session's metadata changed, for the sidecar.
+    Siprec {
+        /// The call.
+        call: u64,
+        /// What the SRC says now.
+        session: earshot_contracts::sidecar::Siprec,
+    },
     /// An announcement, for the sidecar.
     Announced {
         /// The call.
@@ -362,6 +369,11 @@ fn run_job(shared: &Shared, active: &mut HashMap<u64, Active>, job: Job) {
                 && !a.notes.contains(&note)
             {
                 a.notes.push(note);
+            }
+        }
+        Job::Siprec { call, session } => {
+            if let Some(a) = active.get_mut(&call) {
+                a.meta.siprec = Some(Box::new(session));
             }
         }
     }

@@ -44,6 +44,12 @@ pub(super) fn log_event(e: &Event) {
         Event::MediaNote { call, note, .. } => {
             tracing::info!(call = %call.hash, note = note.label(), "media the recording cannot hold (relayed)")
         }
+        Event::Siprec { call, session, .. } => tracing::info!(
+            call = %call.hash,
+            participants = session.participants.len(),
+            identifiers = session.identifiers.len(),
+            "SIPREC session metadata"
+        ),
         Event::Media(_) => {}
     }
 }

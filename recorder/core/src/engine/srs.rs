@@ -56,7 +56,12 @@ pub(super) struct SrsState {
     resend: Option<(Instant, Duration)>,
     /// Each m-line's channel: `None` while the metadata does not say.
     sides: Vec<Option<Side>>,
+    /// The metadata documents as received (the first [`KEPT_DOCUMENTS`]).
+    received: Vec<String>,
 }
+
+/// Metadata documents of a session kept as received, for the sidecar.
+const KEPT_DOCUMENTS: usize = 8;
 
 /// Whether `msg` asks for a recording session: `Require: siprec`, or a
 /// Contact with the `+sip.src` feature tag (RFC 7866 §6.1.1).
@@ -77,7 +82,10 @@ pub(super) fn is_siprec(msg: &Message) -> bool {
 
 /// The SDP and metadata of a SIPREC request's body: multipart, or an SDP
 /// alone (a re-INVITE that changes only the media).
-fn body_of(msg: &Message) -> Result<(Option<Sdp>, Option<Metadata>), String> {
+/// A SIPREC request's SDP and metadata (with the document as received).
+type Parts = (Option<Sdp>, Option<(Metadata, String)>);
+
+fn body_of(msg: &Message) -> Result<Parts, String> {
     if msg.body.is_empty() {
         return Ok((None, None));
     }
@@ -95,7 +103,7 @@ fn body_of(msg: &Message) -> Result<(Option<Sdp>, Option<Metadata>), String> {
         .transpose()
         .map_err(|e| format!("SDP: {e}"))?;
     let metadata = metadata
-        .map(Metadata::parse)
+        .map(|raw| Metadata::parse(raw).map(|m| (m, String::from_utf8_lossy(raw).into_owned())))
         .transpose()
         .map_err(|e| format!("metadata: {e}"))?;
     Ok((sdp, metadata))
@@ -213,7 +221,10 @@ impl Recorder {
             self.refuse(source, msg, 400, "Bad Request (no Call-ID)", &[]);
             return;
         };
-        let metadata = metadata.unwrap_or_else(no_metadata);
+        let (metadata, received) = match metadata {
+            Some((m, raw)) => (m, vec![raw]),
+            None => (no_metadata(), Vec::new()),
+        };
         let id = self.id();
         let r = CallRef {
             id,
@@ -267,6 +278,7 @@ impl Recorder {
                     ok_cseq: 0,
                     resend: None,
                     sides: Vec::new(),
+                    received,
                 })),
             },
         );
@@ -284,6 +296,7 @@ impl Recorder {
         });
         self.srs_offer(now, id, &sdp);
         self.srs_answer(now, id, msg);
+        self.srs_tell(now, id);
         if let Some(call) = self.calls.get_mut(&id) {
             call.answered = true;
         }
@@ -558,8 +571,9 @@ impl Recorder {
                         return;
                     }
                 };
-                if let Some(m) = metadata {
-                    self.srs_metadata(now, cid, m);
+                let updated = metadata.is_some();
+                if let Some((m, raw)) = metadata {
+                    self.srs_metadata(now, cid, m, raw);
                 }
                 match sdp {
                     Some(sdp) => {
@@ -570,6 +584,9 @@ impl Recorder {
                         let resp = self.local_response(msg, 200, "OK", &[]);
                         self.send(source, &resp);
                     }
+                }
+                if updated {
+                    self.srs_tell(now, cid);
                 }
             }
             "OPTIONS" | "INFO" => {
@@ -588,12 +605,15 @@ impl Recorder {
 
     /// New metadata: applied (partial or complete), the users and the
     /// channels of unmapped streams found again, recording decided again.
-    fn srs_metadata(&mut self, now: Instant, cid: u64, later: Metadata) {
+    fn srs_metadata(&mut self, now: Instant, cid: u64, later: Metadata, raw: String) {
         let Some(call) = self.calls.get_mut(&cid) else {
             return;
         };
         let Some(srs) = call.srs.as_mut() else { return };
         srs.metadata.apply(later);
+        if srs.received.len() < KEPT_DOCUMENTS {
+            srs.received.push(raw);
+        }
         let labels: Vec<Option<String>> = call
             .streams
             .iter()
@@ -613,6 +633,67 @@ impl Recorder {
             call.involved = involved;
         }
         self.update_recording(now, cid, None);
+    }
+
+    /// Tells the recording what the SRC said about the call so far.
+    fn srs_tell(&mut self, now: Instant, cid: u64) {
+        let Some(call) = self.calls.get(&cid) else {
+            return;
+        };
+        let Some(srs) = call.srs.as_ref() else { return };
+        let meta = &srs.metadata;
+        let caller = caller_of(meta).map(|p| p.id.clone());
+        let labels: Vec<Option<&str>> = call
+            .streams
+            .iter()
+            .map(|s| s.legs[0].stream.as_ref().and_then(|m| m.label.as_deref()))
+            .collect();
+        let channel = |p: &Participant| {
+            labels.iter().zip(&srs.sides).find_map(|(label, side)| {
+                let sends =
+                    label.is_some_and(|l| meta.senders_of_label(l).iter().any(|s| s.id == p.id));
+                if sends { *side } else { None }
+            })
+        };
+        let session = earshot_contracts::sidecar::Siprec {
+            session_ids: meta
+                .sessions
+                .iter()
+                .flat_map(|s| s.sip_session_ids.iter().cloned())
+                .collect(),
+            participants: meta
+                .participants
+                .iter()
+                .map(|p| earshot_contracts::sidecar::SiprecParticipant {
+                    aor: p.aor.clone(),
+                    name: p.name.clone(),
+                    role: if Some(&p.id) == caller.as_ref() {
+                        "caller"
+                    } else {
+                        "callee"
+                    }
+                    .to_owned(),
+                    channel: channel(p),
+                })
+                .collect(),
+            identifiers: meta
+                .identifiers
+                .iter()
+                .map(
+                    |(name, value)| earshot_contracts::sidecar::SiprecIdentifier {
+                        name: name.clone(),
+                        value: value.clone(),
+                    },
+                )
+                .collect(),
+            metadata: srs.received.clone(),
+        };
+        let r = call.r.clone();
+        self.emit(Event::Siprec {
+            call: r,
+            at: now,
+            session,
+        });
     }
 
     /// A packet on a recording session's port: received, read, never
