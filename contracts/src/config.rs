@@ -311,7 +311,10 @@ pub struct PeerConfig {
     pub name: String,
     /// Source networks (CIDR).
     pub sources: Vec<String>,
-    /// `host:port` of the next hop for this peer's new requests.
+    /// `host:port` of the next hop for this peer's new requests; may be
+    /// empty for a SIPREC client (`siprec`), which only sends recording
+    /// sessions.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub next_hop: String,
     /// Transport to the next hop.
     #[serde(default = "default_udp")]
@@ -787,10 +790,17 @@ impl RecorderConfig {
                     "at least one source network",
                 ));
             }
-            if p.next_hop
-                .rsplit_once(':')
-                .and_then(|(_, port)| port.parse::<u16>().ok())
-                .is_none()
+            if p.next_hop.is_empty() && !p.siprec {
+                return Err(invalid(
+                    format!("peers[{i}].nextHop"),
+                    "required (only a SIPREC client, siprec: true, may have none)",
+                ));
+            }
+            if !p.next_hop.is_empty()
+                && p.next_hop
+                    .rsplit_once(':')
+                    .and_then(|(_, port)| port.parse::<u16>().ok())
+                    .is_none()
             {
                 return Err(invalid(
                     format!("peers[{i}].nextHop"),

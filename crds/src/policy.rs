@@ -529,6 +529,7 @@ fn default_transports() -> Vec<Transport> {
 /// A SIP peer: where its requests come from and where they are sent on.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.siprec) && self.siprec) || has(self.nextHop)").message("peers[].nextHop is required unless the peer is a SIPREC client (siprec: true)"))]
 pub struct SipPeer {
     /// Name of the peer, e.g. `pbx` or `trunk`. Unique within the policy.
     #[schemars(regex(pattern = r"^[a-z0-9]([a-z0-9\-]{0,61}[a-z0-9])?$"))]
@@ -541,11 +542,21 @@ pub struct SipPeer {
     pub sources: Vec<String>,
     /// Where this peer's new requests are forwarded: `host:port` of the
     /// next hop, e.g. `trunk.example.net:5060` or `10.0.5.2:5060`.
+    /// Required unless the peer is a SIPREC client (`siprec`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[A-Za-z0-9.\-]+:[0-9]{1,5}$"))]
-    pub next_hop: String,
+    pub next_hop: Option<String>,
     /// Transport towards the next hop. Defaults to `UDP`.
     #[serde(default = "default_transport")]
     pub next_hop_transport: Transport,
+    /// This peer is a session recording client (SIPREC, RFC 7866): an SBC
+    /// or PBX that forks its calls' media to a recording server. Its
+    /// SIPREC INVITEs (`Require: siprec`) are answered by the recorder and
+    /// recorded out of the call's media path: a recorder that fails never
+    /// drops a call. Streams are matched to participants through the
+    /// metadata; the policy's users by their AoR's user part.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub siprec: bool,
 }
 
 fn default_transport() -> Transport {

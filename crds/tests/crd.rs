@@ -226,7 +226,7 @@ fn cel_rules_compile_and_stay_in_scope() {
             rules += 1;
         }
     });
-    assert_eq!(rules, 8, "every CEL rule of the CRD was analysed");
+    assert_eq!(rules, 9, "every CEL rule of the CRD was analysed");
 }
 
 fn yaml_files(dir: &Path) -> Vec<PathBuf> {
@@ -355,6 +355,12 @@ const REFUSALS: &[(&str, ViolationSource, &str, &str)] = &[
         ViolationSource::Rule,
         "sources",
         "must be CIDRs",
+    ),
+    (
+        "peer-without-next-hop",
+        ViolationSource::Rule,
+        "peers",
+        "nextHop is required",
     ),
     (
         "periodic-beep-too-short",

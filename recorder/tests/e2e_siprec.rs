@@ -178,7 +178,7 @@ fn an_sbcs_recording_sessions_are_recorded_with_the_caller_left_and_its_ids_kept
     let config = std::fs::read_to_string(&recorder.config).unwrap();
     let config = config.replacen(
         "peers:\n",
-        "peers:\n  - { name: sbc, sources: [\"127.0.0.2/32\"], nextHop: \"127.0.0.1:9\", siprec: true }\n",
+        "peers:\n  - { name: sbc, sources: [\"127.0.0.2/32\"], siprec: true }\n",
         1,
     );
     std::fs::write(&recorder.config, config).unwrap();

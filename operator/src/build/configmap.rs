@@ -79,10 +79,9 @@ pub fn recorder_config(v: &Validated) -> RecorderConfig {
             .map(|p| PeerConfig {
                 name: p.name.clone(),
                 sources: p.sources.clone(),
-                next_hop: p.next_hop.clone(),
+                next_hop: p.next_hop.clone().unwrap_or_default(),
                 next_hop_transport: p.next_hop_transport,
-                // SIPREC peers are not in the CRD yet (issue #28).
-                siprec: false,
+                siprec: p.siprec,
             })
             .collect(),
         default_mode: spec.default_mode,

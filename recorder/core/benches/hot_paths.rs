@@ -42,7 +42,7 @@ fn mk_recorder() -> Recorder {
             siprec: false,
             name: "pbx".into(),
             sources: vec![IpNet::parse("10.0.0.0/24").unwrap()],
-            next_hop: udp("10.0.0.2:5060"),
+            next_hop: Some(udp("10.0.0.2:5060")),
         }],
         users,
         hosts: BTreeMap::new(),

@@ -25,8 +25,9 @@ pub struct Peer {
     pub name: String,
     /// Source networks.
     pub sources: Vec<IpNet>,
-    /// Where this peer's initial requests go.
-    pub next_hop: Target,
+    /// Where this peer's initial requests go; `None` for a session
+    /// recording client that only sends recording sessions.
+    pub next_hop: Option<Target>,
     /// A session recording client (RFC 7866): its SIPREC INVITEs (`Require:
     /// siprec`, or a Contact with `+sip.src`) start recording sessions
     /// here, answered by the recorder, instead of being proxied.

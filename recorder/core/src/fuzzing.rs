@@ -139,19 +139,19 @@ fn config() -> CoreConfig {
                 siprec: false,
                 name: "pbx".into(),
                 sources: vec![IpNet::parse("10.0.0.0/24").expect("a CIDR")],
-                next_hop: Target {
+                next_hop: Some(Target {
                     transport: Transport::Udp,
                     addr: SOURCES[1].parse().expect("an address"),
-                },
+                }),
             },
             Peer {
                 siprec: false,
                 name: "trunk".into(),
                 sources: vec![IpNet::parse("10.0.1.0/24").expect("a CIDR")],
-                next_hop: Target {
+                next_hop: Some(Target {
                     transport: Transport::Tcp,
                     addr: SOURCES[0].parse().expect("an address"),
-                },
+                }),
             },
         ],
         users: [

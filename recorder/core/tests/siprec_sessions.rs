@@ -22,7 +22,8 @@ fn mk_srs() -> Recorder {
         siprec: true,
         name: "sbc".into(),
         sources: vec![earshot_recorder_core::IpNet::parse("10.0.2.0/24").unwrap()],
-        next_hop: udp("10.0.2.6:5060"),
+        // Only recording sessions come from it.
+        next_hop: None,
     });
     let ports: Vec<u16> = (30000..30100).step_by(2).collect();
     Recorder::new(cfg, &ports)
@@ -319,6 +320,12 @@ fn only_configured_srcs_get_a_session_and_a_session_needs_an_offer() {
         "not answered here: {:?}",
         out.sip
     );
+    // The SRC's own INVITE that asks for no recording session: it has
+    // no next hop to go to.
+    let plain = request("INVITE", "rs-8", 1, None, "")
+        .replace("Require: siprec\r\n", "")
+        .replace(";+sip.src", "");
+    assert_eq!(sip_in(&mut rec, now, SRC, &plain).codes_to(SRC), vec![403]);
     // No SDP part: 488.
     let only_meta = format!(
         "--b1\r\nContent-Type: application/rs-metadata+xml\r\n\r\n{}\r\n--b1--\r\n",

@@ -29,13 +29,13 @@ fn mk_split_recorder() -> Recorder {
             siprec: false,
             name: "pbx".into(),
             sources: vec![IpNet::parse("10.0.0.0/24").unwrap()],
-            next_hop: udp(TRUNK),
+            next_hop: Some(udp(TRUNK)),
         },
         Peer {
             siprec: false,
             name: "trunk".into(),
             sources: vec![IpNet::parse("203.0.113.0/24").unwrap()],
-            next_hop: udp(PBX),
+            next_hop: Some(udp(PBX)),
         },
     ];
     let ports: Vec<u16> = (30000..30100).step_by(2).collect();
@@ -174,10 +174,10 @@ fn a_tls_next_hop_gets_our_tls_face_and_a_record_route_of_its_own() {
     // TLS port in Via and its Record-Route, the PBX our UDP one.
     let mut cfg = mk_config();
     cfg.tls_port = Some(5061);
-    cfg.peers[0].next_hop = earshot_recorder_core::Target {
+    cfg.peers[0].next_hop = Some(earshot_recorder_core::Target {
         transport: earshot_recorder_core::Transport::Tls,
         addr: addr("10.0.0.2:5061"),
-    };
+    });
     let mut rec = Recorder::new(cfg, &(30000..30100).step_by(2).collect::<Vec<u16>>());
     let now = Instant::now();
     let out = sip_in(

@@ -14,24 +14,30 @@ impl Config {
         let mut peers = Vec::new();
         let mut hosts = BTreeMap::new();
         for (p, nets) in &self.peers {
-            let addr = tokio::net::lookup_host(p.next_hop.as_str())
-                .await
-                .map_err(|e| format!("peer {}: cannot resolve next hop: {e}", p.name))?
-                .next()
-                .ok_or_else(|| format!("peer {}: next hop resolves to nothing", p.name))?;
-            if let Some((host, _)) = p.next_hop.rsplit_once(':')
-                && host.parse::<IpAddr>().is_err()
-            {
-                hosts.insert(host.to_owned(), addr.ip());
-            }
+            // A session recording client may have no next hop.
+            let next_hop = if p.next_hop.is_empty() && p.siprec {
+                None
+            } else {
+                let addr = tokio::net::lookup_host(p.next_hop.as_str())
+                    .await
+                    .map_err(|e| format!("peer {}: cannot resolve next hop: {e}", p.name))?
+                    .next()
+                    .ok_or_else(|| format!("peer {}: next hop resolves to nothing", p.name))?;
+                if let Some((host, _)) = p.next_hop.rsplit_once(':')
+                    && host.parse::<IpAddr>().is_err()
+                {
+                    hosts.insert(host.to_owned(), addr.ip());
+                }
+                Some(Target {
+                    transport: p.next_hop_transport,
+                    addr,
+                })
+            };
             peers.push(Peer {
                 siprec: p.siprec,
                 name: p.name.clone(),
                 sources: nets.clone(),
-                next_hop: Target {
-                    transport: p.next_hop_transport,
-                    addr,
-                },
+                next_hop,
             });
         }
         Ok(CoreConfig {

@@ -88,7 +88,7 @@ fn tls_names(
         .zip(&config.peers)
         .filter_map(|(p, (c, _))| {
             let host = c.next_hop.rsplit_once(':')?.0.trim_matches(['[', ']']);
-            Some((p.next_hop.addr, host.to_owned()))
+            Some((p.next_hop?.addr, host.to_owned()))
         })
         .collect()
 }

@@ -559,7 +559,19 @@ impl Recorder {
         if !in_dialog && method != "ACK" {
             // An initial request goes to its peer's configured next hop,
             // whatever its Route or Request-URI say.
-            return self.cfg.peer_of(source.addr.ip()).map(|p| p.next_hop);
+            let hop = self.cfg.peer_of(source.addr.ip()).and_then(|p| p.next_hop);
+            if hop.is_none() {
+                // A session recording client without a next hop: only its
+                // recording sessions are taken.
+                self.refuse(
+                    source,
+                    msg,
+                    403,
+                    "Forbidden (this peer only sends SIPREC recording sessions)",
+                    &[],
+                );
+            }
+            return hop;
         }
         let dest = match msg.routes().first() {
             Some(route) => message::name_addr_uri(route).and_then(|u| self.resolve(&u)),

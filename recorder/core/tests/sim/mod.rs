@@ -50,7 +50,7 @@ pub fn mk_config() -> CoreConfig {
             siprec: false,
             name: "pbx".into(),
             sources: vec![IpNet::parse("10.0.0.0/24").unwrap()],
-            next_hop: udp(CALLEE),
+            next_hop: Some(udp(CALLEE)),
         }],
         users,
         hosts: BTreeMap::new(),
