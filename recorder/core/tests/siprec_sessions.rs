@@ -357,3 +357,144 @@ fn only_configured_srcs_get_a_session_and_a_session_needs_an_offer() {
     );
     assert_eq!(out.codes_to(SRC), vec![503]);
 }
+
+/// A session's dialog as RFC 3261 has it: a re-INVITE sent again gets the
+/// same answer (not a second update), an older CSeq 500, a stream
+/// re-offered with port 0 gives its port back and stays refused, an
+/// `inactive` offer is answered `inactive` with the SDP version up, and a
+/// session never acknowledged over TCP ends with our BYE to the SRC.
+#[test]
+fn a_sessions_dialog_keeps_rfc_3261s_rules() {
+    let mut rec = mk_srs();
+    let now = Instant::now();
+    let (tag, port_b, _port_a, first) = start(&mut rec, now, "rs-10", "008", "500");
+    let version = |m: &earshot_recorder_core::sip::Message| -> String {
+        let body = String::from_utf8_lossy(&m.body).into_owned();
+        body.lines()
+            .find(|l| l.starts_with("o="))
+            .unwrap()
+            .split(' ')
+            .nth(2)
+            .unwrap()
+            .to_owned()
+    };
+    let v1 = version(first.to(SRC));
+    sip_in(
+        &mut rec,
+        now,
+        SRC,
+        &request("ACK", "rs-10", 1, Some(&tag), ""),
+    );
+    let free = rec.free_port_pairs();
+    // The callee's stream (first m-line) re-offered with port 0, the rest inactive.
+    let sdp = offer_sdp()
+        .replacen("m=audio 40002", "m=audio 0", 1)
+        .replace("a=sendonly", "a=inactive");
+    let body = multipart(&sdp, &metadata("008", "500"));
+    let reinvite = request("INVITE", "rs-10", 2, Some(&tag), &body);
+    let out = sip_in(&mut rec, now, SRC, &reinvite);
+    let ok = out.to(SRC).clone();
+    let ports = answer_ports(&ok);
+    assert_eq!(ports[0], 0, "a zeroed stream stays zeroed");
+    assert_ne!(ports[1], 0);
+    assert!(String::from_utf8_lossy(&ok.body).contains("a=inactive"));
+    assert_ne!(version(&ok), v1, "a changed answer has a new version");
+    assert_eq!(rec.free_port_pairs(), free + 1, "its port is given back");
+    let (_, events) = rtp_in(
+        &mut rec,
+        now,
+        port_b,
+        SRC_RTP_B,
+        &rtp(0, 5, 800, 0xb, &[0x55; 160]),
+    );
+    assert!(sides_of(&events).is_empty(), "nothing on a freed port");
+    // The same re-INVITE again: the same answer, nothing applied twice.
+    let again = sip_in(&mut rec, now, SRC, &reinvite);
+    assert_eq!(again.to(SRC).to_bytes(), ok.to_bytes());
+    assert!(again.events.is_empty(), "{:?}", again.events);
+    sip_in(
+        &mut rec,
+        now,
+        SRC,
+        &request("ACK", "rs-10", 2, Some(&tag), ""),
+    );
+    // An older CSeq: out of order.
+    let old = request("UPDATE", "rs-10", 1, Some(&tag), "");
+    assert_eq!(sip_in(&mut rec, now, SRC, &old).codes_to(SRC), vec![500]);
+
+    // Over TCP, an INVITE never acknowledged: the session ends after
+    // 64·T1 with a BYE from us.
+    let body = multipart(&offer_sdp(), &metadata("008", "500"));
+    let tcp = earshot_recorder_core::Target {
+        transport: earshot_recorder_core::Transport::Tcp,
+        addr: addr(SRC),
+    };
+    rec.handle_sip(
+        now,
+        tcp,
+        request("INVITE", "rs-11", 1, None, &body)
+            .replace("SIP/2.0/UDP", "SIP/2.0/TCP")
+            .as_bytes(),
+    );
+    assert_eq!(drain(&mut rec).codes_to(SRC), vec![200]);
+    rec.handle_timeout(now + Duration::from_secs(1));
+    assert!(drain(&mut rec).sip.is_empty(), "nothing is resent over TCP");
+    rec.handle_timeout(now + Duration::from_secs(33));
+    let out = drain(&mut rec);
+    assert_eq!(out.methods_to(SRC), vec!["BYE".to_owned()], "{:?}", out.sip);
+    let bye = out.to(SRC);
+    assert_eq!(bye.call_id().as_deref(), Some("rs-11"));
+    assert!(bye.header("From").unwrap().contains(";tag=es"));
+    assert!(
+        out.events
+            .iter()
+            .any(|e| matches!(e, Event::CallEnded { .. }))
+    );
+}
+
+/// What a session may not do: take a live call's Call-ID; be made of
+/// nothing the recorder can read; and an SRC's keep-alive OPTIONS and a
+/// request for a forgotten session are answered here.
+#[test]
+fn collisions_unreadable_offers_keepalives_and_forgotten_sessions() {
+    let mut rec = mk_srs();
+    let now = Instant::now();
+    // A call the PBX makes through the recorder, in progress.
+    let out = sip_in(
+        &mut rec,
+        now,
+        CALLER,
+        &mk_invite("008", "500", "rs-20", &sdp("10.0.0.1", 4000, "")),
+    );
+    assert_eq!(out.methods_to(CALLEE), vec!["INVITE".to_owned()]);
+    // A recording session with its Call-ID never takes it over.
+    let body = multipart(&offer_sdp(), &metadata("008", "500"));
+    let clash = request("INVITE", "rs-20", 1, None, &body);
+    assert_eq!(sip_in(&mut rec, now, SRC, &clash).codes_to(SRC), vec![482]);
+    // Nor does a second INVITE of a session's Call-ID from its SRC.
+    start(&mut rec, now, "rs-22", "008", "500");
+    let merged = request("INVITE", "rs-22", 7, None, &body);
+    assert_eq!(sip_in(&mut rec, now, SRC, &merged).codes_to(SRC), vec![482]);
+    // Only SRTP: nothing to record here or elsewhere.
+    let srtp = offer_sdp().replace(
+        "RTP/AVP 0 101\r\n",
+        "RTP/SAVP 0 101\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n",
+    );
+    let body = multipart(&srtp, &metadata("008", "500"));
+    let out = sip_in(
+        &mut rec,
+        now,
+        SRC,
+        &request("INVITE", "rs-21", 1, None, &body),
+    );
+    assert_eq!(out.codes_to(SRC), vec![488]);
+    // Keep-alive.
+    let options = request("OPTIONS", "ka-1", 1, None, "");
+    assert_eq!(
+        sip_in(&mut rec, now, SRC, &options).codes_to(SRC),
+        vec![200]
+    );
+    // A BYE for a session long gone (our tag, no session).
+    let late = request("BYE", "rs-gone", 2, Some("es1234"), "");
+    assert_eq!(sip_in(&mut rec, now, SRC, &late).codes_to(SRC), vec![481]);
+}

@@ -38,6 +38,10 @@ impl Recorder {
         let Some(call) = self.calls.get_mut(&cid) else {
             return;
         };
+        if call.srs.is_some() {
+            // A recording session: the recorder sends nothing to anyone.
+            return;
+        }
         call.periodic_gen = call.periodic_gen.wrapping_add(1);
         let g = call.periodic_gen;
         if on {

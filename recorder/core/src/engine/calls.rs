@@ -34,8 +34,8 @@ const SWEEP: Duration = Duration::from_secs(5);
 pub(super) enum CallTimer {
     /// Housekeeping.
     Sweep,
-    /// A recording session's 2xx, sent again until its ACK.
-    SrsOk(u64),
+    /// A recording session's 2xx (of a generation), sent again until its ACK.
+    SrsOk(u64, u32),
 }
 
 pub(super) struct Involved {
@@ -493,6 +493,13 @@ impl Recorder {
             return;
         }
         call.ended = Some(now);
+        // A recording session we end ourselves: the SRC is told.
+        if call.srs.is_some() && !matches!(reason, EndReason::Bye(_)) {
+            self.srs_bye(cid);
+        }
+        let Some(call) = self.calls.get_mut(&cid) else {
+            return;
+        };
         self.loads.with(|loads| {
             if let Some(l) = loads.get_mut(&call.peer) {
                 l.calls = l.calls.saturating_sub(1);
@@ -667,7 +674,7 @@ impl Recorder {
     pub(super) fn fire_call(&mut self, now: Instant, timer: CallTimer) {
         let t = self.cfg.timers;
         match timer {
-            CallTimer::SrsOk(cid) => self.srs_resend(now, cid),
+            CallTimer::SrsOk(cid, generation) => self.srs_resend(now, cid, generation),
             CallTimer::Sweep => {
                 self.sweep_armed = false;
                 let idle = t.call_idle;

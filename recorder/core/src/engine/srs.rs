@@ -29,7 +29,7 @@ use crate::config::{RecordingMode, Target, Transport};
 use crate::dtmf::{self, DtmfMethod};
 use crate::event::{CallRef, EndReason, Event, InvolvedUser, MediaFrame, Party, Side};
 use crate::g711::Law;
-use crate::sdp::{MediaStream, Sdp};
+use crate::sdp::{Direction, MediaStream, Sdp};
 use crate::sip::message::Message;
 use crate::siprec::{Metadata, Namespace, Participant, split_body};
 use crate::stats::Stats;
@@ -46,38 +46,57 @@ pub(super) struct SrsState {
     metadata: Metadata,
     /// Our To tag.
     tag: String,
-    /// The SRC, where responses go.
+    /// The SRC: where its requests came from last (responses go there).
     src: Target,
+    /// The SRC's Contact and its From (ours to address a BYE).
+    src_contact: Option<String>,
+    src_from: String,
+    /// Our SDP answer's version (RFC 3264 §8: up by one when it changes).
+    version: u32,
     /// The last 2xx to an INVITE, sent again until its ACK (UDP).
     ok: Option<Vec<u8>>,
     /// CSeq of that INVITE.
     ok_cseq: u32,
-    /// When the 2xx was first sent, and the current interval.
+    /// When the 2xx was first sent, the current interval, and the timer's
+    /// generation (a timer of an earlier 2xx is stale).
     resend: Option<(Instant, Duration)>,
+    resend_gen: u32,
+    /// The SRC's last in-dialog CSeq and our answer to it, for a
+    /// retransmission (RFC 3261 §12.2.2).
+    last: Option<(u32, String, Vec<u8>)>,
+    /// Our own CSeq toward the SRC (a BYE of ours).
+    our_cseq: u32,
     /// Each m-line's channel: `None` while the metadata does not say.
     sides: Vec<Option<Side>>,
     /// The metadata documents as received (the first [`KEPT_DOCUMENTS`]).
     received: Vec<String>,
 }
 
+/// What a recording session answers to.
+const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, UPDATE, OPTIONS, INFO";
+
 /// Metadata documents of a session kept as received, for the sidecar.
 const KEPT_DOCUMENTS: usize = 8;
+/// Audio streams one session may take ports for: a party's stream each
+/// (two), a few more for a conference the SRC records stream by stream.
+const MAX_SESSION_STREAMS: usize = 4;
+/// Our To tags start with this (`local_response`): an in-dialog request
+/// carrying one is for a session of ours, known or forgotten.
+const OUR_TAG: &str = "es";
 
 /// Whether `msg` asks for a recording session: `Require: siprec`, or a
 /// Contact with the `+sip.src` feature tag (RFC 7866 §6.1.1).
 pub(super) fn is_siprec(msg: &Message) -> bool {
-    msg.headers_named("Require")
-        .iter()
-        .chain(msg.headers_named("k").iter())
-        .any(|v| {
-            v.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("siprec"))
-        })
-        || msg
-            .headers_named("Contact")
-            .iter()
-            .chain(msg.headers_named("m").iter())
-            .any(|v| v.to_ascii_lowercase().contains("+sip.src"))
+    msg.headers_named("Require").iter().any(|v| {
+        v.split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case("siprec"))
+    }) || msg.headers_named("Contact").iter().any(|v| {
+        // A Contact parameter `+sip.src` (after the URI's `>`).
+        v.rsplit_once('>')
+            .map_or(v.as_str(), |(_, params)| params)
+            .split(';')
+            .any(|p| p.trim().eq_ignore_ascii_case("+sip.src"))
+    })
 }
 
 /// The SDP and metadata of a SIPREC request's body: multipart, or an SDP
@@ -107,6 +126,12 @@ fn body_of(msg: &Message) -> Result<Parts, String> {
         .transpose()
         .map_err(|e| format!("metadata: {e}"))?;
     Ok((sdp, metadata))
+}
+
+/// Whether an offered m-line is one the recorder records: plain RTP audio
+/// with a port.
+fn readable(m: &MediaStream) -> bool {
+    m.media == "audio" && m.port != 0 && m.is_rtp() && !m.is_secure()
 }
 
 /// No metadata yet: nothing mapped.
@@ -160,20 +185,46 @@ impl Recorder {
         msg: &Message,
         method: &str,
     ) -> bool {
+        let src_peer = self.cfg.peers.iter().any(|p| p.name == peer && p.siprec);
+        // A session takes only its own SRC's requests: a proxied call's
+        // with the same Call-ID from elsewhere goes its own way.
         let session = msg
             .call_id()
             .and_then(|id| self.call_ids.get(&id).copied())
-            .filter(|cid| self.calls.get(cid).is_some_and(|c| c.srs.is_some()));
+            .filter(|cid| {
+                self.calls.get(cid).is_some_and(|c| {
+                    c.srs
+                        .as_ref()
+                        .is_some_and(|s| s.src.addr.ip() == source.addr.ip())
+                })
+            });
         if let Some(cid) = session {
             self.srs_in_session(now, source, cid, msg, method);
             return true;
         }
-        let src = self.cfg.peers.iter().any(|p| p.name == peer && p.siprec);
-        if !src || method != "INVITE" || msg.to_tag().is_some() || !is_siprec(msg) {
+        if !src_peer {
             return false;
         }
-        self.srs_start(now, source, peer, msg);
-        true
+        let ours = msg.to_tag().is_some_and(|t| t.starts_with(OUR_TAG));
+        match method {
+            // A request in a session that is over (forgotten after its
+            // linger): nothing to route it to.
+            _ if ours => {
+                self.refuse(source, msg, 481, "Call/Transaction Does Not Exist", &[]);
+                true
+            }
+            // SRCs check that their recording servers are alive.
+            "OPTIONS" if msg.to_tag().is_none() => {
+                let resp = self.local_response(msg, 200, "OK", &[("Allow", ALLOW.to_owned())]);
+                self.send(source, &resp);
+                true
+            }
+            "INVITE" if msg.to_tag().is_none() && is_siprec(msg) => {
+                self.srs_start(now, source, peer, msg);
+                true
+            }
+            _ => false,
+        }
     }
 
     fn srs_start(&mut self, now: Instant, source: Target, peer: &str, msg: &Message) {
@@ -194,8 +245,20 @@ impl Recorder {
             self.refuse(source, msg, 488, "Not Acceptable Here (no SDP offer)", &[]);
             return;
         };
-        let audio = sdp.streams.iter().filter(|m| m.media == "audio").count();
-        if audio > 0 && self.may_divert && !self.diverted_input && self.ports.free.len() < audio {
+        let usable = sdp.streams.iter().filter(|m| readable(m)).count();
+        if usable == 0 {
+            // Nothing here could be recorded anywhere better: not a 503.
+            self.refuse(
+                source,
+                msg,
+                488,
+                "Not Acceptable Here (no plain RTP audio stream)",
+                &[],
+            );
+            return;
+        }
+        let wanted = usable.min(MAX_SESSION_STREAMS);
+        if self.may_divert && !self.diverted_input && self.ports.free.len() < wanted {
             // No ports here: another shard takes the session.
             self.out.push_back(Output::Divert {
                 source,
@@ -203,8 +266,31 @@ impl Recorder {
             });
             return;
         }
-        if audio == 0
-            || self.ports.free.len() < audio
+        let Some(call_id) = msg.call_id() else {
+            self.refuse(source, msg, 400, "Bad Request (no Call-ID)", &[]);
+            return;
+        };
+        if self
+            .call_ids
+            .get(&call_id)
+            .and_then(|cid| self.calls.get(cid))
+            .is_some_and(|c| c.ended.is_none())
+        {
+            // A call in progress has this Call-ID: never taken over.
+            self.refuse(source, msg, 482, "Loop Detected (Call-ID in use)", &[]);
+            return;
+        }
+        let limits = self.cfg.limits;
+        let peer_full = self.loads.with(|loads| {
+            let load = loads.entry(peer.to_owned()).or_default();
+            load.calls >= limits.calls_per_peer
+                || !load.take_invite(now, limits.invites_per_second_per_peer)
+        });
+        if peer_full {
+            Stats::bump(&mut self.stats.sip_dropped, "peer_limit");
+        }
+        if peer_full
+            || self.ports.free.len() < wanted
             || self.calls.len() >= super::proxy::MAX_CALLS
         {
             // The SRC tries its next recording server.
@@ -212,15 +298,11 @@ impl Recorder {
                 source,
                 msg,
                 503,
-                "Service Unavailable (no media ports)",
-                &[],
+                "Service Unavailable",
+                &[("Retry-After", "5".to_owned())],
             );
             return;
         }
-        let Some(call_id) = msg.call_id() else {
-            self.refuse(source, msg, 400, "Bad Request (no Call-ID)", &[]);
-            return;
-        };
         let (metadata, received) = match metadata {
             Some((m, raw)) => (m, vec![raw]),
             None => (no_metadata(), Vec::new()),
@@ -274,9 +356,18 @@ impl Recorder {
                     metadata,
                     tag,
                     src: source,
+                    src_contact: msg
+                        .header("Contact")
+                        .and_then(|c| crate::sip::message::name_addr_uri(&c))
+                        .map(|u| u.to_string()),
+                    src_from: msg.header("From").unwrap_or_default(),
+                    version: 0,
                     ok: None,
                     ok_cseq: 0,
                     resend: None,
+                    resend_gen: 0,
+                    last: None,
+                    our_cseq: 0,
                     sides: Vec::new(),
                     received,
                 })),
@@ -295,7 +386,7 @@ impl Recorder {
             replaces: None,
         });
         self.srs_offer(now, id, &sdp);
-        self.srs_answer(now, id, msg);
+        self.srs_answer(now, id, msg, source);
         self.srs_tell(now, id);
         if let Some(call) = self.calls.get_mut(&id) {
             call.answered = true;
@@ -358,19 +449,23 @@ impl Recorder {
             return;
         };
         for (i, m) in sdp.streams.iter().enumerate().take(crate::sdp::MAX_STREAMS) {
+            let taken = call.streams.iter().filter(|s| s.ports[0] != 0).count();
             if i >= call.streams.len() {
-                let wanted = m.media == "audio" && m.port != 0 && m.is_rtp() && !m.is_secure();
-                let port = if wanted {
-                    self.ports.take((cid, i as u8, Side::Caller))
-                } else {
-                    None
-                };
                 call.streams.push(Stream {
-                    ports: [port.unwrap_or(0), 0],
+                    ports: [0, 0],
                     legs: Default::default(),
                 });
             }
             let stream = &mut call.streams[i];
+            // Each offer says anew which m-lines are taken (RFC 3264 §8): a
+            // stream re-offered with port 0 gives its port back, one
+            // refused before and offered now as plain RTP gets one.
+            if readable(m) && stream.ports[0] == 0 && taken < MAX_SESSION_STREAMS {
+                stream.ports[0] = self.ports.take((cid, i as u8, Side::Caller)).unwrap_or(0);
+            } else if !readable(m) && stream.ports[0] != 0 {
+                self.ports.give(stream.ports[0]);
+                stream.ports[0] = 0;
+            }
             let leg: &mut Leg = &mut stream.legs[0];
             if leg.negotiated != m.rtp {
                 leg.latched = None;
@@ -392,8 +487,16 @@ impl Recorder {
                     .or_else(|| side_of_label(&srs.metadata, m.label.as_deref()))
             })
             .collect();
-        // In-band digits on a stream whose user may key a shortcode and
-        // whose SDP has no telephone-event.
+        self.srs_listen(cid);
+    }
+
+    /// In-band digit detection on each stream whose channel has a user who
+    /// may key a shortcode and whose SDP has no telephone-event.
+    fn srs_listen(&mut self, cid: u64) {
+        let Some(call) = self.calls.get_mut(&cid) else {
+            return;
+        };
+        let Some(srs) = call.srs.as_ref() else { return };
         let sides = srs.sides.clone();
         for (i, stream) in call.streams.iter_mut().enumerate() {
             let listens = sides.get(i).copied().flatten().is_some_and(|s| {
@@ -414,18 +517,25 @@ impl Recorder {
         }
     }
 
-    /// The 200 OK with our SDP answer: each audio m-line `recvonly` on its
-    /// port with the SRC's codecs and label, anything else refused (port 0).
-    fn srs_answer(&mut self, now: Instant, cid: u64, msg: &Message) {
-        let Some(call) = self.calls.get(&cid) else {
-            return;
+    /// The 200 OK with our SDP answer (to `source`, where the request came
+    /// from): each plain RTP audio m-line on its port with the SRC's codecs
+    /// and label, `recvonly` (`inactive` to an `inactive` or `recvonly`
+    /// offer), anything else refused (port 0). Returns what was sent.
+    fn srs_answer(&mut self, now: Instant, cid: u64, msg: &Message, source: Target) -> Vec<u8> {
+        let t1 = self.cfg.timers.t1;
+        let Some(call) = self.calls.get_mut(&cid) else {
+            return Vec::new();
         };
-        let Some(srs) = call.srs.as_ref() else { return };
-        let (src, tag) = (srs.src, srs.tag.clone());
-        let ip = self.cfg.facing(src.addr.ip());
+        let Some(srs) = call.srs.as_mut() else {
+            return Vec::new();
+        };
+        srs.src = source;
+        srs.version = srs.version.wrapping_add(1);
+        let (tag, version) = (srs.tag.clone(), srs.version);
+        let ip = self.cfg.facing(source.addr.ip());
         let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
         let mut sdp = format!(
-            "v=0\r\no=earshot {id} {id} IN {family} {ip}\r\ns=earshot\r\nc=IN {family} {ip}\r\nt=0 0\r\n",
+            "v=0\r\no=earshot {id} {version} IN {family} {ip}\r\ns=earshot\r\nc=IN {family} {ip}\r\nt=0 0\r\n",
             id = call.r.id
         );
         for stream in &call.streams {
@@ -454,43 +564,49 @@ impl Recorder {
             if let Some(label) = &m.label {
                 sdp.push_str(&format!("a=label:{label}\r\n"));
             }
-            sdp.push_str("a=recvonly\r\n");
+            let direction = match m.direction {
+                Direction::Inactive | Direction::RecvOnly => "inactive",
+                Direction::SendOnly | Direction::SendRecv => "recvonly",
+            };
+            sdp.push_str(&format!("a={direction}\r\n"));
         }
-        let contact = self.our_uri(src).replace(";lr>", ">");
-        let mut resp = self.local_response(
-            msg,
-            200,
-            "OK",
-            &[
-                ("Contact", contact),
-                ("Content-Type", "application/sdp".to_owned()),
-            ],
-        );
+        let contact = self.our_uri(source).replace(";lr>", ">");
+        let mut extra = vec![
+            ("Contact", contact),
+            ("Content-Type", "application/sdp".to_owned()),
+            ("Allow", ALLOW.to_owned()),
+        ];
+        // A proxy between the SRC and us stays in the dialog.
+        let record_route = msg.headers_named("Record-Route");
+        if !record_route.is_empty() {
+            extra.push(("Record-Route", record_route.join(", ")));
+        }
+        let mut resp = self.local_response(msg, 200, "OK", &extra);
         // Our tag, the same on every answer of the session.
         if let Some(to) = resp.header("To") {
             let bare = to.split(";tag=").next().unwrap_or(&to).to_owned();
             resp.set_header("To", format!("{bare};tag={tag}"));
         }
         resp.body = sdp.into_bytes();
-        let data = self.send(src, &resp);
-        let invite = msg.method() == Some("INVITE");
-        let udp = src.transport == Transport::Udp;
-        let cseq = msg.cseq().map_or(0, |(n, _)| n);
-        let t1 = self.cfg.timers.t1;
-        if let Some(srs) = self.calls.get_mut(&cid).and_then(|c| c.srs.as_mut())
-            && invite
-        {
-            srs.ok = Some(data);
-            srs.ok_cseq = cseq;
-            srs.resend = udp.then_some((now, t1));
-            if udp {
-                self.arm(now + t1, Timer::Call(CallTimer::SrsOk(cid)));
+        let data = self.send(source, &resp);
+        if msg.method() == Some("INVITE") {
+            let cseq = msg.cseq().map_or(0, |(n, _)| n);
+            if let Some(srs) = self.calls.get_mut(&cid).and_then(|c| c.srs.as_mut()) {
+                srs.ok = Some(data.clone());
+                srs.ok_cseq = cseq;
+                srs.resend = Some((now, t1));
+                srs.resend_gen = srs.resend_gen.wrapping_add(1);
+                let g = srs.resend_gen;
+                self.arm(now + t1, Timer::Call(CallTimer::SrsOk(cid, g)));
             }
         }
+        data
     }
 
-    /// The 2xx again, until its ACK (UDP; RFC 3261 §13.3.1.4).
-    pub(super) fn srs_resend(&mut self, now: Instant, cid: u64) {
+    /// The 2xx again until its ACK (over UDP; RFC 3261 §13.3.1.4); with no
+    /// ACK after 64·T1, whatever the transport, the session ends with our
+    /// BYE.
+    pub(super) fn srs_resend(&mut self, now: Instant, cid: u64, generation: u32) {
         let t = self.cfg.timers;
         let Some(srs) = self.calls.get_mut(&cid).and_then(|c| {
             if c.ended.is_some() {
@@ -501,23 +617,57 @@ impl Recorder {
         }) else {
             return;
         };
+        if srs.resend_gen != generation {
+            return;
+        }
         let (Some(data), Some((since, interval))) = (srs.ok.clone(), srs.resend) else {
             return;
         };
         if now >= since + t.t1 * 64 {
-            // Never acknowledged: the SRC is gone.
             srs.resend = None;
             self.end_call(now, cid, EndReason::Timeout);
             return;
         }
+        let src = srs.src;
+        if src.transport != Transport::Udp {
+            // Reliable: nothing to send again, only the deadline to keep.
+            self.arm(
+                since + t.t1 * 64,
+                Timer::Call(CallTimer::SrsOk(cid, generation)),
+            );
+            return;
+        }
         let next = (interval * 2).min(t.t2);
         srs.resend = Some((since, next));
-        let src = srs.src;
         self.send_bytes(src, data, "INVITE");
-        self.arm(now + next, Timer::Call(CallTimer::SrsOk(cid)));
+        self.arm(now + next, Timer::Call(CallTimer::SrsOk(cid, generation)));
     }
 
-    /// A request in a recording session.
+    /// Ends a session from our side (no ACK, idle, shutting down): a BYE to
+    /// the SRC, so it knows the call is no longer recorded here.
+    pub(super) fn srs_bye(&mut self, cid: u64) {
+        let branch = format!("{}{:016x}", super::proxy::BRANCH_PREFIX, self.random());
+        let Some(call) = self.calls.get_mut(&cid) else {
+            return;
+        };
+        let call_id = call.call_id.clone();
+        let Some(srs) = call.srs.as_mut() else { return };
+        srs.our_cseq = srs.our_cseq.wrapping_add(1).max(1);
+        let (src, cseq, from) = (srs.src, srs.our_cseq, srs.src_from.clone());
+        let uri = srs
+            .src_contact
+            .clone()
+            .unwrap_or_else(|| format!("sip:{}", src.addr));
+        let tag = srs.tag.clone();
+        let via = self.our_via(src, &branch);
+        let me = self.our_uri(src).replace(";lr>", ">");
+        let text = format!(
+            "BYE {uri} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\nFrom: {me};tag={tag}\r\nTo: {from}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} BYE\r\nContent-Length: 0\r\n\r\n"
+        );
+        self.send_bytes(src, text.into_bytes(), "BYE");
+    }
+
+    /// A request in a recording session, from its SRC.
     fn srs_in_session(
         &mut self,
         now: Instant,
@@ -530,12 +680,6 @@ impl Recorder {
             return;
         };
         let Some(srs) = call.srs.as_mut() else { return };
-        // Only the SRC speaks in its session.
-        if source.addr.ip() != srs.src.addr.ip() {
-            Stats::bump(&mut self.stats.sip_dropped, "siprec_not_the_src");
-            self.refuse(source, msg, 403, "Forbidden (not this session's SRC)", &[]);
-            return;
-        }
         call.last_activity = now;
         let ours = msg.to_tag().as_deref() == Some(srs.tag.as_str());
         let cseq = msg.cseq().map_or(0, |(n, _)| n);
@@ -545,22 +689,47 @@ impl Recorder {
             }
             return;
         }
-        if method == "INVITE" && !ours && msg.to_tag().is_none() && cseq == srs.ok_cseq {
-            // The initial INVITE again: the same answer.
-            if let Some(ok) = srs.ok.clone() {
-                self.send_bytes(source, ok, "INVITE");
+        if method == "INVITE" && msg.to_tag().is_none() {
+            if cseq == srs.ok_cseq {
+                // The initial INVITE again: the same answer.
+                if let Some(ok) = srs.ok.clone() {
+                    self.send_bytes(source, ok, "INVITE");
+                }
+            } else {
+                // Another INVITE with the session's Call-ID (§8.2.2.2).
+                self.refuse(source, msg, 482, "Loop Detected (merged request)", &[]);
             }
             return;
+        }
+        // RFC 3261 §12.2.2: the same CSeq again is a retransmission (our
+        // answer again), a lower one is out of order.
+        if let Some((last, last_method, answer)) = &srs.last {
+            if cseq == *last && method == last_method {
+                let answer = answer.clone();
+                self.send_bytes(source, answer, method);
+                return;
+            }
+            if cseq < *last {
+                self.refuse(
+                    source,
+                    msg,
+                    500,
+                    "Server Internal Error (CSeq out of order)",
+                    &[],
+                );
+                return;
+            }
         }
         if call.ended.is_some() || !ours {
             self.refuse(source, msg, 481, "Call/Transaction Does Not Exist", &[]);
             return;
         }
-        match method {
+        let answer = match method {
             "BYE" => {
                 let resp = self.local_response(msg, 200, "OK", &[]);
-                self.send(source, &resp);
+                let data = self.send(source, &resp);
                 self.end_call(now, cid, EndReason::Bye(Side::Caller));
+                data
             }
             "INVITE" | "UPDATE" => {
                 let (sdp, metadata) = match body_of(msg) {
@@ -575,31 +744,38 @@ impl Recorder {
                 if let Some((m, raw)) = metadata {
                     self.srs_metadata(now, cid, m, raw);
                 }
-                match sdp {
-                    Some(sdp) => {
-                        self.srs_offer(now, cid, &sdp);
-                        self.srs_answer(now, cid, msg);
-                    }
-                    None => {
-                        let resp = self.local_response(msg, 200, "OK", &[]);
-                        self.send(source, &resp);
-                    }
+                if let Some(sdp) = &sdp {
+                    self.srs_offer(now, cid, sdp);
                 }
+                // An offer answered; no offer (a re-INVITE without SDP):
+                // ours is the offer (RFC 3261 §14.2), the current streams.
+                let data = if sdp.is_some() || method == "INVITE" {
+                    self.srs_answer(now, cid, msg, source)
+                } else {
+                    let resp = self.local_response(msg, 200, "OK", &[]);
+                    self.send(source, &resp)
+                };
                 if updated {
                     self.srs_tell(now, cid);
                 }
+                data
             }
             "OPTIONS" | "INFO" => {
-                let resp = self.local_response(msg, 200, "OK", &[]);
-                self.send(source, &resp);
+                let resp = self.local_response(msg, 200, "OK", &[("Allow", ALLOW.to_owned())]);
+                self.send(source, &resp)
             }
-            _ => self.refuse(
-                source,
-                msg,
-                405,
-                "Method Not Allowed",
-                &[("Allow", "INVITE, ACK, BYE, UPDATE, OPTIONS, INFO".into())],
-            ),
+            _ => {
+                let resp = self.local_response(
+                    msg,
+                    405,
+                    "Method Not Allowed",
+                    &[("Allow", ALLOW.to_owned())],
+                );
+                self.send(source, &resp)
+            }
+        };
+        if let Some(srs) = self.calls.get_mut(&cid).and_then(|c| c.srs.as_mut()) {
+            srs.last = Some((cseq, method.to_owned(), answer));
         }
     }
 
@@ -632,6 +808,7 @@ impl Recorder {
         if let Some(call) = self.calls.get_mut(&cid) {
             call.involved = involved;
         }
+        self.srs_listen(cid);
         self.update_recording(now, cid, None);
     }
 
