@@ -82,6 +82,9 @@ pub struct FilterArgs {
     /// Caller or callee number containing this.
     #[arg(long)]
     number: Option<String>,
+    /// An SBC's id of the call containing this (SIPREC: a Session-ID, a UCID, ...).
+    #[arg(long)]
+    src_id: Option<String>,
     /// Complete or truncated recordings only.
     #[arg(long, value_enum, default_value_t = Status::All)]
     status: Status,
@@ -188,6 +191,7 @@ impl FilterArgs {
             from: self.from.clone(),
             to: self.to.clone(),
             number: self.number.clone(),
+            src_id: self.src_id.clone(),
             complete: match self.status {
                 Status::All => None,
                 Status::Complete => Some(true),

@@ -110,6 +110,8 @@ pub struct ListQuery {
     from: Option<String>,
     to: Option<String>,
     number: Option<String>,
+    /// An SBC's id (SIPREC).
+    srcid: Option<String>,
     status: Option<String>,
     page: Option<usize>,
     day: Option<String>,
@@ -129,6 +131,7 @@ impl ListQuery {
             from: self.from.clone(),
             to: self.to.clone(),
             number: self.number.clone(),
+            src_id: self.srcid.clone(),
             complete: match self.status.as_deref() {
                 Some("complete") => Some(true),
                 Some("truncated") => Some(false),
@@ -145,6 +148,7 @@ impl ListQuery {
             ("from", &self.from),
             ("to", &self.to),
             ("number", &self.number),
+            ("srcid", &self.srcid),
             ("status", &self.status),
         ] {
             if let Some(v) = nonempty(v) {
@@ -261,6 +265,7 @@ async fn index(
             label { "From" input type="date" name="from" value=(v(&q.from)); }
             label { "To" input type="date" name="to" value=(v(&q.to)); }
             label { "Caller or callee number" input name="number" value=(v(&q.number)) size="14"; }
+            label title="SIPREC: a Session-ID or an id of the SBC's (UCID, Cisco session id)" { "SBC call id" input name="srcid" value=(v(&q.srcid)) size="14"; }
             label { "Status" select name="status" {
                 option value="" selected[status.is_empty()] { "all" }
                 option value="complete" selected[status == "complete"] { "complete" }
@@ -289,7 +294,11 @@ async fn index(
                             }
                             tr data-id=(r.id) {
                                 td { input type="checkbox" name="id" value=(r.id) aria-label="select"; }
-                                td { (party(r.caller(), r.caller_name())) }
+                                td {
+                                    (party(r.caller(), r.caller_name()))
+                                    @let ids: Vec<&str> = r.src_ids().collect();
+                                    @if !ids.is_empty() { " " span.muted title=(ids.join(" ")) { "SIPREC" } }
+                                }
                                 td { (party(r.callee(), r.callee_name())) }
                                 td { (hms(r.duration())) }
                                 td { (clock(r.started())) }

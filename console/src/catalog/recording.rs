@@ -29,6 +29,9 @@ pub struct Recording {
     sha256: Box<str>,
     extensions: Box<[Box<str>]>,
     intervals: Box<[(f64, Option<f64>)]>,
+    /// A SIPREC session's ids from its SRC: Session-IDs and identifier
+    /// values (a UCID, a Cisco session id); empty otherwise.
+    src_ids: Box<[Box<str>]>,
 }
 
 impl Recording {
@@ -61,7 +64,24 @@ impl Recording {
                 .map(|u| u.extension.as_str().into())
                 .collect(),
             intervals: v.recorded.iter().map(|r| (r.from, r.to)).collect(),
+            src_ids: v
+                .siprec
+                .iter()
+                .flat_map(|s| {
+                    s.session_ids
+                        .iter()
+                        .map(String::as_str)
+                        .chain(s.identifiers.iter().map(|i| i.value.as_str()))
+                })
+                .map(Into::into)
+                .collect(),
         }
+    }
+
+    /// A SIPREC recording's SRC ids (Session-IDs, UCIDs, ...); empty for a
+    /// call recorded in the media path.
+    pub fn src_ids(&self) -> impl Iterator<Item = &str> {
+        self.src_ids.iter().map(|s| &**s)
     }
 
     /// Caller number.
