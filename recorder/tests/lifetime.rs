@@ -122,6 +122,16 @@ impl Life {
             &env,
             &tls,
         );
+        // SIPp is also a session recording client (the SIPREC phases).
+        std::fs::write(
+            &recorder.config,
+            std::fs::read_to_string(&recorder.config).unwrap().replacen(
+                "nextHopTransport: UDP }",
+                "nextHopTransport: UDP, siprec: true }",
+                1,
+            ),
+        )
+        .unwrap();
         let s = Setup {
             dir: work,
             recorder,
@@ -273,6 +283,40 @@ impl Life {
         }
         drop((caller, callee));
         self.reconfigure(&config, &tls_hop, &sipp_hop);
+        self.calls += calls;
+    }
+
+    /// `calls` SIPREC recording sessions, `at_once` at a time, from SIPp
+    /// as a session recording client (the SIPp peer is marked `siprec`):
+    /// the caller `from` talks `talk_ms` on the stream labelled 1.
+    fn run_siprec(&mut self, name: &str, from: &str, calls: usize, at_once: usize, talk_ms: u64) {
+        let tag = format!("{}-{name}", self.round);
+        let pcap = self.s.dir.path().join(format!("{tag}.pcap"));
+        tone(20, 440.0, talk_ms).write(&pcap).unwrap();
+        let ports = self.s.ports;
+        let mut src = Sipp {
+            scenario: "uac_siprec.xml",
+            vars: vec![
+                ("FROM", from.to_owned()),
+                ("CALLEE", "+15550100999".to_owned()),
+                ("PCAP", pcap.display().to_string()),
+                ("TALK_MS", talk_ms.to_string()),
+            ],
+            args: vec![
+                "-m".into(),
+                calls.to_string(),
+                "-l".into(),
+                at_once.to_string(),
+                "-r".into(),
+                (at_once / 2).max(1).to_string(),
+                self.s.recorder.sip.to_string(),
+            ],
+            port: ports + 8,
+            media_port: ports + 10,
+            control_port: ports + 14,
+        }
+        .spawn(self.s.dir.path(), &format!("src-{tag}"));
+        src.wait_success(Duration::from_secs(120));
         self.calls += calls;
     }
 
@@ -519,6 +563,17 @@ fn round(life: &mut Life, with_kill: bool, with_outage: bool) {
         callee_sdp: vars(&[("REFER_TARGET", "600")]),
         ..always("transferred", 10, 5, 2000)
     });
+    // SIPREC: SIPp as an SBC forking its calls to the recorder, many
+    // sessions at once, the same process recording them out of the path;
+    // sessions of a Never user answered and not recorded.
+    let sessions = life.metric("earshot_calls_total{result=\"answered\"}");
+    life.run_siprec("siprec", "008", 20, 10, 2000);
+    life.run_siprec("siprec-never", "003", 10, 10, 1000);
+    assert_eq!(
+        life.metric("earshot_calls_total{result=\"answered\"}") - sessions,
+        30.0,
+        "every recording session answered"
+    );
     if with_kill {
         life.run_killed(always("killed", 20, 20, 10_000), Duration::from_secs(6));
     }
@@ -614,6 +669,9 @@ struct Verdict {
     codecs: BTreeMap<String, usize>,
     /// Recordings of calls with encrypted media decoded and heard right.
     secure_heard: usize,
+    /// Recordings of SIPREC sessions (their sidecar names the SRC's
+    /// participants).
+    siprec: usize,
 }
 
 fn check(life: &Life) -> Verdict {
@@ -676,6 +734,11 @@ fn check(life: &Life) -> Verdict {
                 m
             }),
         secure_heard: v_secure_heard,
+        siprec: stored
+            .values()
+            .flatten()
+            .filter(|s| s.siprec.as_ref().is_some_and(|x| x.participants.len() == 2))
+            .count(),
         ..Verdict::default()
     };
     for (call, x) in &want {
@@ -764,6 +827,7 @@ fn one_recorder_through_hundreds_of_calls_a_kill_and_a_store_outage_loses_nothin
     assert_eq!(v.codecs.get("PCMA"), Some(&30), "{:?}", v.codecs);
     assert_eq!(v.codecs.get("G722"), Some(&20), "{:?}", v.codecs);
     assert_eq!(v.codecs.get("OPUS"), Some(&20), "{:?}", v.codecs);
+    assert_eq!(v.siprec, 20, "the Always user's SIPREC sessions");
     assert_eq!(
         v.secure_heard, 32,
         "SRTP, declined-SDES and TLS recordings decoded"
