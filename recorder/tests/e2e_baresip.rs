@@ -372,30 +372,8 @@ fn a_call_over_tls_and_srtp_is_recorded() {
         ),
         "TLS",
     );
-    let ca = certs.join("ca.crt");
-    let (callee_pem, caller_pem) = (certs.join("callee.pem"), certs.join("caller.pem"));
-    let callee_dir = dir.path().join("callee");
-    let caller_dir = dir.path().join("caller");
-    let callee = Baresip::start(
-        &callee_dir,
-        &BaresipConfig {
-            source: Source::Tone(1000),
-            auto_answer: true,
-            mediaenc: Some("srtp-mand"),
-            tls: Some((&callee_pem, &ca)),
-            ..BaresipConfig::new("500", base)
-        },
-    );
-    let caller = Baresip::start(
-        &caller_dir,
-        &BaresipConfig {
-            source: Source::Tone(440),
-            outbound_proxy: Some(SocketAddr::from(([127, 0, 0, 1], tls_port))),
-            mediaenc: Some("srtp-mand"),
-            tls: Some((&caller_pem, &ca)),
-            ..BaresipConfig::new("008", base + 20)
-        },
-    );
+    let proxy = SocketAddr::from(([127, 0, 0, 1], tls_port));
+    let (callee, caller) = earshot_tests::baresip::tls_srtp_pair(dir.path(), &certs, base, proxy);
     let p = Phones {
         _dir: dir,
         recorder,

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 use common::*;
 use earshot_contracts::sidecar::Sidecar;
 use earshot_recorder_core::srtp::{SdesKey, Suite};
-use earshot_tests::baresip::{Baresip, BaresipConfig, Source};
+use earshot_tests::baresip::tls_srtp_pair;
 use earshot_tests::garage::Garage;
 use earshot_tests::pcap::{RtpStream, ffmpeg_encode, ffmpeg_opus_with};
 use earshot_tests::{RecorderProcess, Sipp, SippProcess, TestUser, free_ports, parse_metric};
@@ -245,34 +245,8 @@ impl Life {
         let tls_hop = format!("nextHop: \"{callee_tls}\", nextHopTransport: TLS");
         self.reconfigure(&config, &sipp_hop, &tls_hop);
         let dir = self.s.dir.path().join(format!("tls-{}", self.round));
-        let (ca, callee_pem, caller_pem) = (
-            self.certs.join("ca.crt"),
-            self.certs.join("callee.pem"),
-            self.certs.join("caller.pem"),
-        );
-        let (callee_dir, caller_dir) = (dir.join("callee"), dir.join("caller"));
-        std::fs::create_dir_all(&callee_dir).unwrap();
-        std::fs::create_dir_all(&caller_dir).unwrap();
-        let callee = Baresip::start(
-            &callee_dir,
-            &BaresipConfig {
-                source: Source::Tone(1000),
-                auto_answer: true,
-                mediaenc: Some("srtp-mand"),
-                tls: Some((&callee_pem, &ca)),
-                ..BaresipConfig::new("500", base)
-            },
-        );
-        let caller = Baresip::start(
-            &caller_dir,
-            &BaresipConfig {
-                source: Source::Tone(440),
-                outbound_proxy: Some(SocketAddr::from(([127, 0, 0, 1], self.tls_port))),
-                mediaenc: Some("srtp-mand"),
-                tls: Some((&caller_pem, &ca)),
-                ..BaresipConfig::new("008", base + 20)
-            },
-        );
+        let proxy = SocketAddr::from(([127, 0, 0, 1], self.tls_port));
+        let (callee, caller) = tls_srtp_pair(&dir, &self.certs, base, proxy);
         for _ in 0..calls {
             caller.dial(&callee.uri());
             caller.expect_event("CALL_ESTABLISHED", Duration::from_secs(10));
@@ -289,10 +263,29 @@ impl Life {
     /// `calls` SIPREC recording sessions, `at_once` at a time, from SIPp
     /// as a session recording client (the SIPp peer is marked `siprec`):
     /// the caller `from` talks `talk_ms` on the stream labelled 1.
-    fn run_siprec(&mut self, name: &str, from: &str, calls: usize, at_once: usize, talk_ms: u64) {
+    fn run_siprec(
+        &mut self,
+        name: &str,
+        from: &str,
+        calls: usize,
+        at_once: usize,
+        talk_ms: u64,
+        srtp: Option<&SdesKey>,
+    ) {
         let tag = format!("{}-{name}", self.round);
         let pcap = self.s.dir.path().join(format!("{tag}.pcap"));
-        tone(20, 440.0, talk_ms).write(&pcap).unwrap();
+        let stream = tone(20, 440.0, talk_ms);
+        match srtp {
+            Some(key) => stream.protected(key),
+            None => stream,
+        }
+        .write(&pcap)
+        .unwrap();
+        let mut sdp = Vec::new();
+        if let Some(key) = srtp {
+            sdp.push(("PROFILE", "RTP/SAVP".to_owned()));
+            sdp.push(("SDP_EXTRA", format!("\na=crypto:{}", key.to_attribute())));
+        }
         let ports = self.s.ports;
         let mut src = Sipp {
             scenario: "uac_siprec.xml",
@@ -301,7 +294,10 @@ impl Life {
                 ("CALLEE", "+15550100999".to_owned()),
                 ("PCAP", pcap.display().to_string()),
                 ("TALK_MS", talk_ms.to_string()),
-            ],
+            ]
+            .into_iter()
+            .chain(sdp)
+            .collect(),
             args: vec![
                 "-m".into(),
                 calls.to_string(),
@@ -567,12 +563,20 @@ fn round(life: &mut Life, with_kill: bool, with_outage: bool) {
     // sessions at once, the same process recording them out of the path;
     // sessions of a Never user answered and not recorded.
     let sessions = life.metric("earshot_calls_total{result=\"answered\"}");
-    life.run_siprec("siprec", "008", 20, 10, 2000);
-    life.run_siprec("siprec-never", "003", 10, 10, 1000);
+    let failed = life.metric("earshot_srtp_unprotect_failures_total");
+    life.run_siprec("siprec", "008", 20, 10, 2000, None);
+    life.run_siprec("siprec-never", "003", 10, 10, 1000, None);
+    let key = SdesKey::new(1, Suite::AesCm128HmacSha1_80, &[0x44; 30]).unwrap();
+    life.run_siprec("siprec-srtp", "008", 10, 5, 2000, Some(&key));
     assert_eq!(
         life.metric("earshot_calls_total{result=\"answered\"}") - sessions,
-        30.0,
+        40.0,
         "every recording session answered"
+    );
+    assert_eq!(
+        life.metric("earshot_srtp_unprotect_failures_total"),
+        failed,
+        "the SRC's SRTP decrypted"
     );
     if with_kill {
         life.run_killed(always("killed", 20, 20, 10_000), Duration::from_secs(6));
@@ -827,7 +831,7 @@ fn one_recorder_through_hundreds_of_calls_a_kill_and_a_store_outage_loses_nothin
     assert_eq!(v.codecs.get("PCMA"), Some(&30), "{:?}", v.codecs);
     assert_eq!(v.codecs.get("G722"), Some(&20), "{:?}", v.codecs);
     assert_eq!(v.codecs.get("OPUS"), Some(&20), "{:?}", v.codecs);
-    assert_eq!(v.siprec, 20, "the Always user's SIPREC sessions");
+    assert_eq!(v.siprec, 30, "the Always user's SIPREC sessions");
     assert_eq!(
         v.secure_heard, 32,
         "SRTP, declined-SDES and TLS recordings decoded"

@@ -805,6 +805,41 @@ impl Baresip {
     }
 }
 
+/// Two softphones on a secure trunk, as the TLS tests place them: the
+/// callee `500` (a 1 kHz tone, answering by itself) listening from `base`,
+/// and the caller `008` (440 Hz) from `base + 20` sending everything to
+/// the recorder's TLS port `proxy`; both SIP over TLS with the
+/// certificates `test_certificates` made in `certs` (`callee`, `caller`,
+/// `ca`) and SDES-SRTP mandatory. Each phone's files go under `dir`.
+pub fn tls_srtp_pair(dir: &Path, certs: &Path, base: u16, proxy: SocketAddr) -> (Baresip, Baresip) {
+    let ca = certs.join("ca.crt");
+    let (callee_pem, caller_pem) = (certs.join("callee.pem"), certs.join("caller.pem"));
+    let (callee_dir, caller_dir) = (dir.join("callee"), dir.join("caller"));
+    std::fs::create_dir_all(&callee_dir).unwrap();
+    std::fs::create_dir_all(&caller_dir).unwrap();
+    let callee = Baresip::start(
+        &callee_dir,
+        &BaresipConfig {
+            source: Source::Tone(1000),
+            auto_answer: true,
+            mediaenc: Some("srtp-mand"),
+            tls: Some((&callee_pem, &ca)),
+            ..BaresipConfig::new("500", base)
+        },
+    );
+    let caller = Baresip::start(
+        &caller_dir,
+        &BaresipConfig {
+            source: Source::Tone(440),
+            outbound_proxy: Some(proxy),
+            mediaenc: Some("srtp-mand"),
+            tls: Some((&caller_pem, &ca)),
+            ..BaresipConfig::new("008", base + 20)
+        },
+    );
+    (callee, caller)
+}
+
 impl Drop for Baresip {
     fn drop(&mut self) {
         self.stop();

@@ -475,10 +475,10 @@ fn collisions_unreadable_offers_keepalives_and_forgotten_sessions() {
     start(&mut rec, now, "rs-22", "008", "500");
     let merged = request("INVITE", "rs-22", 7, None, &body);
     assert_eq!(sip_in(&mut rec, now, SRC, &merged).codes_to(SRC), vec![482]);
-    // Only SRTP: nothing to record here or elsewhere.
+    // Only DTLS-SRTP (keys never seen): nothing to record here or elsewhere.
     let srtp = offer_sdp().replace(
         "RTP/AVP 0 101\r\n",
-        "RTP/SAVP 0 101\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n",
+        "UDP/TLS/RTP/SAVPF 0 101\r\na=fingerprint:sha-256 AB:CD\r\n",
     );
     let body = multipart(&srtp, &metadata("008", "500"));
     let out = sip_in(
@@ -497,4 +497,68 @@ fn collisions_unreadable_offers_keepalives_and_forgotten_sessions() {
     // A BYE for a session long gone (our tag, no session).
     let late = request("BYE", "rs-gone", 2, Some("es1234"), "");
     assert_eq!(sip_in(&mut rec, now, SRC, &late).codes_to(SRC), vec![481]);
+}
+
+/// SRTP on the recording session (SDES): the SRC's packets decrypt with
+/// the key of its offer; the answer accepts that line with a key of ours;
+/// a packet that does not decrypt is not recorded, and counted.
+#[test]
+fn an_srtp_recording_session_is_decrypted_and_recorded() {
+    use earshot_recorder_core::srtp::{SdesKey, SrtpSender, Suite};
+    let mut rec = mk_srs();
+    let now = Instant::now();
+    let suite = Suite::AesCm128HmacSha1_80;
+    let key = |b: u8| SdesKey::new(1, suite, &[b; 30]).unwrap();
+    let (a, b) = (key(0x11), key(0x22));
+    let sdp = "v=0\r\no=SRC 1 1 IN IP4 10.0.2.5\r\ns=-\r\nc=IN IP4 10.0.2.5\r\nt=0 0\r\n"
+        .to_owned()
+        + &format!(
+            "m=audio 40002 RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\na=crypto:{}\r\na=label:2\r\na=sendonly\r\n",
+            b.to_attribute()
+        )
+        + &format!(
+            "m=audio 40000 RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\na=crypto:{}\r\na=label:1\r\na=sendonly\r\n",
+            a.to_attribute()
+        );
+    let body = multipart(&sdp, &metadata("008", "500"));
+    let out = sip_in(
+        &mut rec,
+        now,
+        SRC,
+        &request("INVITE", "rs-srtp", 1, None, &body),
+    );
+    let ok = out.to(SRC);
+    assert_eq!(ok.code(), Some(200));
+    let text = String::from_utf8_lossy(&ok.body).into_owned();
+    assert_eq!(text.matches("RTP/SAVP").count(), 2, "{text}");
+    let crypto: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"))
+        .collect();
+    assert_eq!(crypto.len(), 2, "{text}");
+    assert!(
+        !text.contains(&a.to_attribute()),
+        "our own key, not the SRC's"
+    );
+    let ports = answer_ports(ok);
+    let (port_b, port_a) = (ports[0], ports[1]);
+    let mut caller = SrtpSender::new(&a);
+    let packet = caller
+        .protect_rtp(&rtp(0, 1, 160, 0xa, &[0x11; 160]))
+        .unwrap();
+    let (_, events) = rtp_in(&mut rec, now, port_a, SRC_RTP_A, &packet);
+    assert_eq!(sides_of(&events), vec![(Side::Caller, 0x11)]);
+    let mut callee = SrtpSender::new(&b);
+    let packet = callee
+        .protect_rtp(&rtp(0, 1, 160, 0xb, &[0x22; 160]))
+        .unwrap();
+    let (_, events) = rtp_in(&mut rec, now, port_b, SRC_RTP_B, &packet);
+    assert_eq!(sides_of(&events), vec![(Side::Callee, 0x22)]);
+    // Under the other stream's key: not read, counted.
+    let packet = callee
+        .protect_rtp(&rtp(0, 2, 320, 0xb, &[0x33; 160]))
+        .unwrap();
+    let (_, events) = rtp_in(&mut rec, now, port_a, SRC_RTP_A, &packet);
+    assert!(sides_of(&events).is_empty());
+    assert_eq!(rec.stats().srtp_failed.values().sum::<u64>(), 1);
 }

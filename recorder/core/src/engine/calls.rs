@@ -49,6 +49,34 @@ pub(super) struct Involved {
     pub(super) toggled_at: Option<Instant>,
 }
 
+/// The policy users on a call, as events name them.
+pub(super) fn users_of(involved: &[Involved]) -> Vec<InvolvedUser> {
+    involved
+        .iter()
+        .map(|u| InvolvedUser {
+            extension: u.extension.clone(),
+            display_name: u.display_name.clone(),
+            mode: u.mode,
+            side: u.side,
+        })
+        .collect()
+}
+
+impl Involved {
+    /// A policy user found on a call, on `side`, not recording yet.
+    pub(super) fn new(extension: String, user: &crate::config::EffectiveUser, side: Side) -> Self {
+        Involved {
+            extension,
+            display_name: user.display_name.clone(),
+            mode: user.mode,
+            shortcode: user.shortcode,
+            side,
+            on: false,
+            toggled_at: None,
+        }
+    }
+}
+
 /// Shortest time between two toggles of one user: a shortcode keyed faster
 /// is a machine, and each toggle costs a pause in the recording.
 const TOGGLE_EVERY: Duration = Duration::from_secs(1);
@@ -114,6 +142,40 @@ pub(super) enum Misfit {
 }
 
 impl Call {
+    /// A call just started from `source` (the caller's leg), nothing
+    /// answered, negotiated or recorded yet.
+    pub(super) fn new(
+        r: CallRef,
+        call_id: &str,
+        caller_tag: Option<String>,
+        involved: Vec<Involved>,
+        now: Instant,
+        peer: &str,
+        source: Target,
+    ) -> Call {
+        Call {
+            r,
+            call_id: call_id.to_owned(),
+            caller_tag,
+            involved,
+            streams: Vec::new(),
+            matchers: Default::default(),
+            answered: false,
+            ended: None,
+            recording: false,
+            last_activity: now,
+            inject_gen: 0,
+            periodic_gen: 0,
+            peer: peer.to_owned(),
+            caller_from: source,
+            callee_at: None,
+            dialogs: Dialogs::default(),
+            retry: None,
+            notes: Vec::new(),
+            srs: None,
+        }
+    }
+
     /// Whether a request from `source` really comes from the `side` leg:
     /// the caller's requests come from where its INVITE came from, the
     /// callee's from where the INVITE went. When both legs share an
@@ -415,15 +477,7 @@ impl Recorder {
                     if user.mode == RecordingMode::Never {
                         continue;
                     }
-                    involved.push(Involved {
-                        extension: ext,
-                        display_name: user.display_name.clone(),
-                        mode: user.mode,
-                        shortcode: user.shortcode,
-                        side,
-                        on: false,
-                        toggled_at: None,
-                    });
+                    involved.push(Involved::new(ext, user, side));
                 }
             }
         }
@@ -431,43 +485,16 @@ impl Recorder {
             id,
             hash: call_hash(call_id),
         };
-        let users = involved
-            .iter()
-            .map(|u| InvolvedUser {
-                extension: u.extension.clone(),
-                display_name: u.display_name.clone(),
-                mode: u.mode,
-                side: u.side,
-            })
-            .collect();
-        self.calls.insert(
-            id,
-            Call {
-                r: r.clone(),
-                call_id: call_id.to_owned(),
-                caller_tag: msg.from_tag(),
-                involved,
-                streams: Vec::new(),
-                matchers: Default::default(),
-                answered: false,
-                ended: None,
-                recording: false,
-                last_activity: now,
-                inject_gen: 0,
-                periodic_gen: 0,
-                peer: peer.to_owned(),
-                caller_from: source,
-                callee_at: None,
-                dialogs: Dialogs::default(),
-                retry: None,
-                notes: Vec::new(),
-                srs: None,
-            },
-        );
-        self.loads
-            .with(|l| l.entry(peer.to_owned()).or_default().calls += 1);
-        self.call_ids.insert(call_id.to_owned(), id);
-        self.stats.calls_active += 1;
+        let users = users_of(&involved);
+        self.register_call(Call::new(
+            r.clone(),
+            call_id,
+            msg.from_tag(),
+            involved,
+            now,
+            peer,
+            source,
+        ));
         // An attended transfer's INVITE names the call it replaces.
         let replaces = msg
             .header("Replaces")
@@ -483,6 +510,15 @@ impl Recorder {
             replaces,
         });
         id
+    }
+
+    /// A new call (or recording session) in the tables, counted for its peer.
+    pub(super) fn register_call(&mut self, call: Call) {
+        self.loads
+            .with(|l| l.entry(call.peer.clone()).or_default().calls += 1);
+        self.call_ids.insert(call.call_id.clone(), call.r.id);
+        self.stats.calls_active += 1;
+        self.calls.insert(call.r.id, call);
     }
 
     pub(super) fn end_call(&mut self, now: Instant, cid: u64, reason: EndReason) {

@@ -50,6 +50,42 @@ pub(super) struct Srtp {
     failing: u32,
 }
 
+impl Srtp {
+    /// A receiver for the key an `a=crypto:` value gives.
+    pub(super) fn from_line(line: &str) -> Option<Srtp> {
+        let key = crate::srtp::parse_crypto(line).ok()?;
+        Some(Srtp {
+            receiver: Box::new(crate::srtp::SrtpReceiver::new(&key)),
+            key: line.to_owned(),
+            failing: 0,
+        })
+    }
+
+    /// Whether it was made from this `a=crypto:` value.
+    pub(super) fn is_for(&self, line: &str) -> bool {
+        self.key == line
+    }
+
+    /// A packet decrypted, or why not; `true` beside the error when it is
+    /// the [`SRTP_FAILURES_NOTED`]th failure in a row (time to mark the
+    /// recording).
+    pub(super) fn read(
+        &mut self,
+        packet: &[u8],
+    ) -> Result<Vec<u8>, (crate::srtp::SrtpError, bool)> {
+        match self.receiver.unprotect_rtp(packet) {
+            Ok(p) => {
+                self.failing = 0;
+                Ok(p)
+            }
+            Err(e) => {
+                self.failing = self.failing.saturating_add(1);
+                Err((e, self.failing == SRTP_FAILURES_NOTED))
+            }
+        }
+    }
+}
+
 /// Packets in a row that fail to decrypt before the recording is marked:
 /// a wrong key, or keys that changed outside the signalling we saw.
 const SRTP_FAILURES_NOTED: u32 = 50;

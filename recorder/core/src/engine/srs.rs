@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{RecordingMode, Target, Transport};
 use crate::dtmf::{self, DtmfMethod};
-use crate::event::{CallRef, EndReason, Event, InvolvedUser, MediaFrame, Party, Side};
+use crate::event::{CallRef, EndReason, Event, MediaFrame, Party, Side};
 use crate::g711::Law;
 use crate::sdp::{Direction, MediaStream, Sdp};
 use crate::sip::message::Message;
@@ -36,7 +36,6 @@ use crate::stats::Stats;
 use earshot_contracts::layout::call_hash;
 
 use super::calls::{Call, CallTimer, Involved};
-use super::dialog::Dialogs;
 use super::media::{Leg, Stream};
 use super::{Output, Recorder, Relay, Timer};
 
@@ -68,6 +67,9 @@ pub(super) struct SrsState {
     our_cseq: u32,
     /// Each m-line's channel: `None` while the metadata does not say.
     sides: Vec<Option<Side>>,
+    /// Our `a=crypto:` line for each SRTP m-line (SDES needs one in the
+    /// answer; the recorder never sends, so it is never used), made once.
+    answer_keys: Vec<Option<String>>,
     /// The metadata documents as received (the first [`KEPT_DOCUMENTS`]).
     received: Vec<String>,
 }
@@ -131,7 +133,22 @@ fn body_of(msg: &Message) -> Result<Parts, String> {
 /// Whether an offered m-line is one the recorder records: plain RTP audio
 /// with a port.
 fn readable(m: &MediaStream) -> bool {
-    m.media == "audio" && m.port != 0 && m.is_rtp() && !m.is_secure()
+    m.media == "audio"
+        && m.port != 0
+        && m.is_rtp()
+        && !m.dtls
+        && (!m.is_secure() || session_key(m).is_some())
+}
+
+/// The SRC's SDES key for a secure m-line: its first `a=crypto:` line of a
+/// suite the recorder supports (the one the answer accepts).
+fn session_key(m: &MediaStream) -> Option<(&str, crate::srtp::SdesKey)> {
+    if !m.is_secure() {
+        return None;
+    }
+    m.crypto
+        .iter()
+        .find_map(|line| Some((line.as_str(), crate::srtp::parse_crypto(line).ok()?)))
 }
 
 /// No metadata yet: nothing mapped.
@@ -227,18 +244,25 @@ impl Recorder {
         }
     }
 
+    /// The request's SDP and metadata, or a 400 saying what is wrong.
+    fn srs_body(&mut self, source: Target, msg: &Message) -> Option<Parts> {
+        match body_of(msg) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                let reason = format!("Bad Request (SIPREC body: {e})");
+                self.refuse(source, msg, 400, &reason, &[]);
+                None
+            }
+        }
+    }
+
     fn srs_start(&mut self, now: Instant, source: Target, peer: &str, msg: &Message) {
         if self.draining {
             self.refuse(source, msg, 503, "Service Unavailable (draining)", &[]);
             return;
         }
-        let (sdp, metadata) = match body_of(msg) {
-            Ok(b) => b,
-            Err(e) => {
-                let reason = format!("Bad Request (SIPREC body: {e})");
-                self.refuse(source, msg, 400, &reason, &[]);
-                return;
-            }
+        let Some((sdp, metadata)) = self.srs_body(source, msg) else {
+            return;
         };
         let Some(sdp) = sdp else {
             // An offer is needed: the SRC's media is what is recorded.
@@ -320,63 +344,39 @@ impl Recorder {
                 .find(|p| Some(p.id.as_str()) != caller_of(&metadata).map(|c| c.id.as_str())),
         );
         let involved = self.srs_involved(&metadata, &[]);
-        let users = involved
-            .iter()
-            .map(|u| InvolvedUser {
-                extension: u.extension.clone(),
-                display_name: u.display_name.clone(),
-                mode: u.mode,
-                side: u.side,
-            })
-            .collect();
+        let users = super::calls::users_of(&involved);
         let resp = self.local_response(msg, 200, "OK", &[]);
         let tag = resp.to_tag().unwrap_or_default();
-        self.calls.insert(
-            id,
-            Call {
-                r: r.clone(),
-                call_id: call_id.clone(),
-                caller_tag: msg.from_tag(),
-                involved,
-                streams: Vec::new(),
-                matchers: Default::default(),
-                answered: false,
-                ended: None,
-                recording: false,
-                last_activity: now,
-                inject_gen: 0,
-                periodic_gen: 0,
-                peer: peer.to_owned(),
-                caller_from: source,
-                callee_at: None,
-                dialogs: Dialogs::default(),
-                retry: None,
-                notes: Vec::new(),
-                srs: Some(Box::new(SrsState {
-                    metadata,
-                    tag,
-                    src: source,
-                    src_contact: msg
-                        .header("Contact")
-                        .and_then(|c| crate::sip::message::name_addr_uri(&c))
-                        .map(|u| u.to_string()),
-                    src_from: msg.header("From").unwrap_or_default(),
-                    version: 0,
-                    ok: None,
-                    ok_cseq: 0,
-                    resend: None,
-                    resend_gen: 0,
-                    last: None,
-                    our_cseq: 0,
-                    sides: Vec::new(),
-                    received,
-                })),
-            },
+        let mut call = Call::new(
+            r.clone(),
+            &call_id,
+            msg.from_tag(),
+            involved,
+            now,
+            peer,
+            source,
         );
-        self.loads
-            .with(|l| l.entry(peer.to_owned()).or_default().calls += 1);
-        self.call_ids.insert(call_id, id);
-        self.stats.calls_active += 1;
+        call.srs = Some(Box::new(SrsState {
+            metadata,
+            tag,
+            src: source,
+            src_contact: msg
+                .header("Contact")
+                .and_then(|c| crate::sip::message::name_addr_uri(&c))
+                .map(|u| u.to_string()),
+            src_from: msg.header("From").unwrap_or_default(),
+            version: 0,
+            ok: None,
+            ok_cseq: 0,
+            resend: None,
+            resend_gen: 0,
+            last: None,
+            our_cseq: 0,
+            sides: Vec::new(),
+            answer_keys: Vec::new(),
+            received,
+        }));
+        self.register_call(call);
         self.emit(Event::CallStarted {
             call: r.clone(),
             at: now,
@@ -429,15 +429,7 @@ impl Recorder {
             if user.mode == RecordingMode::Never {
                 continue;
             }
-            out.push(Involved {
-                extension: ext.to_owned(),
-                display_name: user.display_name.clone(),
-                mode: user.mode,
-                shortcode: user.shortcode,
-                side,
-                on: false,
-                toggled_at: None,
-            });
+            out.push(Involved::new(ext.to_owned(), user, side));
         }
         out
     }
@@ -472,7 +464,51 @@ impl Recorder {
             }
             leg.negotiated = m.rtp;
             leg.stream = Some(m.clone());
+            // SRTP: the SRC's packets decrypt with the key of its line the
+            // answer accepts (a re-offer of the same key keeps the receiver
+            // and its rollover counter).
+            match session_key(m) {
+                Some((line, _)) if leg.srtp.as_ref().is_some_and(|s| s.is_for(line)) => {}
+                Some((line, _)) => leg.srtp = super::media::Srtp::from_line(line),
+                None => leg.srtp = None,
+            }
         }
+        // Our own key line for each SRTP m-line, in the answer.
+        let mut fresh = Vec::new();
+        if let Some(srs) = call.srs.as_mut() {
+            for (i, m) in sdp.streams.iter().enumerate() {
+                if srs.answer_keys.len() <= i {
+                    srs.answer_keys.push(None);
+                }
+                match session_key(m) {
+                    Some((_, key)) => {
+                        let stale = srs.answer_keys[i]
+                            .as_deref()
+                            .is_none_or(|l| !l.starts_with(&format!("{} {} ", key.tag, key.suite)));
+                        if stale {
+                            fresh.push((i, key.tag, key.suite));
+                        }
+                    }
+                    None => srs.answer_keys[i] = None,
+                }
+            }
+        }
+        for (i, tag, suite) in fresh {
+            let mut bytes = vec![0u8; suite.master_key_len() + suite.master_salt_len()];
+            for chunk in bytes.chunks_mut(8) {
+                let r = self.random().to_be_bytes();
+                chunk.copy_from_slice(&r[..chunk.len()]);
+            }
+            let line = crate::srtp::SdesKey::new(tag, suite, &bytes)
+                .ok()
+                .map(|k| k.to_attribute());
+            if let Some(srs) = self.calls.get_mut(&cid).and_then(|c| c.srs.as_mut()) {
+                srs.answer_keys[i] = line;
+            }
+        }
+        let Some(call) = self.calls.get_mut(&cid) else {
+            return;
+        };
         let Some(srs) = call.srs.as_mut() else { return };
         srs.sides = sdp
             .streams
@@ -538,7 +574,8 @@ impl Recorder {
             "v=0\r\no=earshot {id} {version} IN {family} {ip}\r\ns=earshot\r\nc=IN {family} {ip}\r\nt=0 0\r\n",
             id = call.r.id
         );
-        for stream in &call.streams {
+        let answer_keys = srs.answer_keys.clone();
+        for (i, stream) in call.streams.iter().enumerate() {
             let Some(m) = stream.legs[0].stream.as_ref() else {
                 continue;
             };
@@ -563,6 +600,9 @@ impl Recorder {
             }
             if let Some(label) = &m.label {
                 sdp.push_str(&format!("a=label:{label}\r\n"));
+            }
+            if let Some(Some(line)) = answer_keys.get(i) {
+                sdp.push_str(&format!("a=crypto:{line}\r\n"));
             }
             let direction = match m.direction {
                 Direction::Inactive | Direction::RecvOnly => "inactive",
@@ -732,13 +772,8 @@ impl Recorder {
                 data
             }
             "INVITE" | "UPDATE" => {
-                let (sdp, metadata) = match body_of(msg) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        let reason = format!("Bad Request (SIPREC body: {e})");
-                        self.refuse(source, msg, 400, &reason, &[]);
-                        return;
-                    }
+                let Some((sdp, metadata)) = self.srs_body(source, msg) else {
+                    return;
                 };
                 let updated = metadata.is_some();
                 if let Some((m, raw)) = metadata {
@@ -908,6 +943,26 @@ impl Recorder {
         let Some(side) = side else {
             Stats::bump(&mut self.stats.rtp_dropped, "siprec_unmapped");
             return None;
+        };
+        // SRTP: what is read is the decrypted copy (STUN and DTLS, first
+        // byte under 64, are not media).
+        let plain;
+        let data: &[u8] = match leg.srtp.as_mut() {
+            Some(_) if data.first().is_some_and(|b| *b < 64) => return None,
+            Some(srtp) => match srtp.read(data) {
+                Ok(p) => {
+                    plain = p;
+                    &plain
+                }
+                Err((e, noted)) => {
+                    Stats::bump(&mut self.stats.srtp_failed, e.reason());
+                    if noted {
+                        self.note_media(now, cid, crate::event::MediaNote::SrtpUndecryptable);
+                    }
+                    return None;
+                }
+            },
+            None => data,
         };
         let Ok(rtp) = rtp_rs::RtpReader::new(data) else {
             Stats::bump(&mut self.stats.rtp_dropped, "malformed");
