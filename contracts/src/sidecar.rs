@@ -91,6 +91,11 @@ pub struct Siprec {
     pub identifiers: Vec<SiprecIdentifier>,
     /// Each metadata document as received, in order (at most 8).
     pub metadata: Vec<String>,
+    /// One stream carries both parties, mixed by the SRC (Metaswitch,
+    /// BroadWorks' mixed mode): recorded on the left channel, the parties
+    /// not apart.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub mixed: bool,
 }
 
 /// A party of a SIPREC session.

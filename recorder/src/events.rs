@@ -85,6 +85,7 @@ pub fn to_json(clock: &Clock, event: &Event, digits: DtmfDigits) -> Option<Value
                     ("shortcode", Some(extension), Some(*on))
                 }
                 RecordingReason::CallEnded => ("call_ended", None, None),
+                RecordingReason::SrcPaused => ("src_paused", None, None),
             };
             json!({
                 "time": clock.rfc3339(*at), "event": "recording", "call": call.hash, "on": on,

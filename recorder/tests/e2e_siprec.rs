@@ -251,3 +251,335 @@ fn an_sbcs_recording_sessions_are_recorded_with_the_caller_left_and_its_ids_kept
         0.0
     );
 }
+
+/// A re-INVITE of the SRC's (CSeq `cseq`) with the m-lines `media` and, when
+/// given, metadata of type `kind`; then its ACK.
+fn reinvite(cseq: u32, media: &str, metadata: Option<(&str, &str)>) -> String {
+    let meta = metadata
+        .map(|(kind, xml)| {
+            format!(
+                "--vendorboundary\nContent-Type: {kind}\nContent-Disposition: recording-session\n\n{xml}\n"
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        r#"<send retrans="500"><![CDATA[
+      INVITE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [routes]
+      From: <sip:src@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      [last_To:]
+      Call-ID: [call_id]
+      CSeq: {cseq} INVITE
+      Contact: <sip:src@[local_ip]:[local_port]>;+sip.src
+      Require: siprec
+      Max-Forwards: 70
+      Content-Type: multipart/mixed;boundary=vendorboundary
+      Content-Length: [len]
+
+      --vendorboundary
+      Content-Type: application/sdp
+
+      v=0
+      o=src 1 {cseq} IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      {media}
+      {meta}--vendorboundary--
+    ]]></send>
+  <recv response="200"/>
+  <send><![CDATA[
+      ACK [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [routes]
+      From: <sip:src@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      [last_To:]
+      Call-ID: [call_id]
+      CSeq: {cseq} ACK
+      Contact: <sip:src@[local_ip]:[local_port]>;+sip.src
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]></send>"#
+    )
+}
+
+/// An m-line SIPp owns, labelled `label`, in direction `dir`.
+fn mline(port: &str, label: &str, dir: &str) -> String {
+    format!(
+        "m=audio [{port}] RTP/AVP 0 101\na=rtpmap:0 PCMU/8000\na=rtpmap:101 telephone-event/8000\na=label:{label}\na={dir}"
+    )
+}
+
+/// RFC 7865 metadata: the caller `caller` sends stream `a` (label 1), the
+/// callee 500 stream `b` (label 2) — or, `mixed`, both send `a`.
+fn rfc_metadata(caller: &str, mixed: bool) -> String {
+    let b = if mixed { "a" } else { "b" };
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<recording xmlns="urn:ietf:params:xml:ns:recording:1">
+<datamode>complete</datamode>
+<session session_id="s1"><sipSessionID>[call_id]</sipSessionID></session>
+<participant participant_id="pa"><nameID aor="sip:{caller}@pbx.example.com"><name>Caller</name></nameID></participant>
+<participant participant_id="pb"><nameID aor="sip:500@trunk.example.net"/></participant>
+<stream stream_id="a" session_id="s1"><label>1</label></stream>
+<stream stream_id="b" session_id="s1"><label>2</label></stream>
+<participantstreamassoc participant_id="pa"><send>a</send></participantstreamassoc>
+<participantstreamassoc participant_id="pb"><send>{b}</send></participantstreamassoc>
+</recording>"#
+    )
+}
+
+/// The SIPREC example config run as is (its own ports, its store under the
+/// working directory), and SIPp as SRCs of several vendors' shapes through
+/// it, each recording checked as an in-path one is: RFC 7866's; AudioCodes'
+/// older type and namespace with an `ac:` Genesys id; label order unlike
+/// participant order; one mixed stream; a metadata update on a transfer; a
+/// pause by `a=inactive`.
+#[test]
+fn the_siprec_example_config_records_vendor_shaped_sessions_from_sipp() {
+    earshot_tests::require("sipp");
+    earshot_tests::hold_ports(&[15062, 19092, 31400, 31599]);
+    let dir = TempDir::new("siprec-example");
+    let config = earshot_tests::repo().join("config/recorder.siprec.example.yaml");
+    let log = std::fs::File::create(dir.path().join("recorder.log")).unwrap();
+    let mut recorder = std::process::Command::new(BINARY)
+        .arg("--config")
+        .arg(&config)
+        .current_dir(dir.path())
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let http = SocketAddr::from(([127, 0, 0, 1], 19092));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while earshot_tests::http_get(http, "/readyz")
+        .map(|r| r.0)
+        .unwrap_or(0)
+        != 200
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the example config did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ports = earshot_tests::free_ports(16);
+    let run = |name: &str, talk_ms: u64, after_ms: u64, vars: Vec<(&'static str, String)>| {
+        let pcap = dir.path().join(format!("{name}.pcap"));
+        RtpStream::new(0xca11)
+            .tone(440.0, talk_ms + after_ms + 2000)
+            .write(&pcap)
+            .unwrap();
+        let mut all = vec![
+            ("PCAP", pcap.display().to_string()),
+            ("TALK_MS", talk_ms.to_string()),
+            ("AFTER_MS", after_ms.to_string()),
+        ];
+        all.extend(vars);
+        let mut src = earshot_tests::Sipp {
+            scenario: "uac_siprec_vendor.xml",
+            vars: all,
+            args: vec!["-m".into(), "1".into(), "127.0.0.1:15062".into()],
+            port: ports,
+            media_port: ports + 2,
+            control_port: ports + 6,
+        }
+        .spawn(dir.path(), name);
+        src.wait_success(Duration::from_secs(60));
+    };
+    let rfc_type = ("METADATA_TYPE", "application/rs-metadata+xml".to_owned());
+    let two = format!(
+        "{}\n{}",
+        mline("media_port", "1", "sendonly"),
+        mline("media_port+2", "2", "sendonly")
+    );
+    // 1. RFC 7866's shape.
+    run(
+        "rfc7866",
+        2500,
+        0,
+        vec![
+            ("MEDIA", two.clone()),
+            rfc_type.clone(),
+            ("METADATA", rfc_metadata("008", false)),
+            ("MIDCALL", String::new()),
+        ],
+    );
+    // 2. AudioCodes (in front of Genesys): the older content type and
+    //    namespace, the Genesys call UUID in an `ac:` element.
+    let audiocodes = r#"<?xml version="1.0" encoding="UTF-8"?>
+<recording xmlns="urn:ietf:params:xml:ns:recording">
+<datamode>complete</datamode>
+<session id="s1"><ac:GenesysUUID xmlns:ac="http://AudioCodes">4BOKLLA3VH66JF112M1CC9VHKS14F0KP</ac:GenesysUUID></session>
+<participant id="pa" session="s1"><nameID aor="sip:008@pbx.example.com"/><send>a</send></participant>
+<participant id="pb" session="s1"><nameID aor="sip:500@trunk.example.net"/><send>b</send></participant>
+<stream id="a" session="s1"><label>1</label></stream>
+<stream id="b" session="s1"><label>2</label></stream>
+</recording>"#;
+    run(
+        "audiocodes",
+        2500,
+        0,
+        vec![
+            ("MEDIA", two.clone()),
+            ("METADATA_TYPE", "application/rs-metadata".to_owned()),
+            ("METADATA", audiocodes.to_owned()),
+            ("MIDCALL", String::new()),
+        ],
+    );
+    // 3. The callee's stream (label 2) first: SIPp plays into it.
+    let swapped = format!(
+        "{}\n{}",
+        mline("media_port", "2", "sendonly"),
+        mline("media_port+2", "1", "sendonly")
+    );
+    run(
+        "label-order",
+        2500,
+        0,
+        vec![
+            ("MEDIA", swapped),
+            rfc_type.clone(),
+            ("METADATA", rfc_metadata("008", false)),
+            ("MIDCALL", String::new()),
+        ],
+    );
+    // 4. One mixed stream.
+    run(
+        "mixed",
+        2500,
+        0,
+        vec![
+            ("MEDIA", mline("media_port", "1", "sendonly")),
+            rfc_type.clone(),
+            ("METADATA", rfc_metadata("008", true)),
+            ("MIDCALL", String::new()),
+        ],
+    );
+    // 5. A transfer: 013 takes over the callee's stream (partial update).
+    let transfer = r#"<recording xmlns="urn:ietf:params:xml:ns:recording:1"><datamode>partial</datamode>
+<participant participant_id="pc"><nameID aor="sip:013@pbx.example.com"><name>Transferred to</name></nameID></participant>
+<participantstreamassoc participant_id="pc"><send>b</send></participantstreamassoc>
+<participantstreamassoc participant_id="pb"><recv>a</recv></participantstreamassoc></recording>"#;
+    run(
+        "transfer",
+        1500,
+        1500,
+        vec![
+            ("MEDIA", two.clone()),
+            rfc_type.clone(),
+            ("METADATA", rfc_metadata("008", false)),
+            (
+                "MIDCALL",
+                reinvite(2, &two, Some(("application/rs-metadata+xml", transfer))),
+            ),
+        ],
+    );
+    // 6. A pause: every stream inactive for a second, then sending again.
+    let inactive = format!(
+        "{}\n{}",
+        mline("media_port", "1", "inactive"),
+        mline("media_port+2", "2", "inactive")
+    );
+    let pause = format!(
+        "{}\n<pause milliseconds=\"1000\"/>\n{}",
+        reinvite(2, &inactive, None),
+        reinvite(3, &two, None)
+    );
+    run(
+        "pause",
+        1500,
+        1500,
+        vec![
+            ("MEDIA", two.clone()),
+            rfc_type,
+            ("METADATA", rfc_metadata("008", false)),
+            ("MIDCALL", pause),
+        ],
+    );
+
+    let store = dir.path().join("recordings");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let recs = loop {
+        let r = earshot_tests::sidecars_in(&store);
+        if r.len() >= 6 {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "{} of 6 recordings", r.len());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = recorder.kill();
+    let _ = recorder.wait();
+    let names = [
+        "rfc7866",
+        "audiocodes",
+        "label-order",
+        "mixed",
+        "transfer",
+        "pause",
+    ];
+    for ((mp3, side), name) in recs.iter().zip(names) {
+        let (left, right) = decode_mp3_at(mp3, 8000);
+        let seconds = left.len() as f64 / 8000.0;
+        let recorded = side["audio"]["durationSeconds"].as_f64().unwrap();
+        assert!(
+            (seconds - recorded).abs() < 0.1,
+            "{name}: {seconds:.2} s of MP3, sidecar {recorded:.2}"
+        );
+        assert_eq!(side["complete"], true, "{name}: {side}");
+        let (l, r) = (
+            &left[1000..left.len() - 1000],
+            &right[1000..right.len() - 1000],
+        );
+        let tone = |x: &[i16]| tone_power_at(x, 440.0, 8000.0);
+        let siprec = &side["siprec"];
+        match name {
+            "label-order" => assert!(
+                tone(r) > 10.0 * tone(l),
+                "{name}: the callee's stream is right"
+            ),
+            _ => assert!(
+                tone(l) > 10.0 * tone(r),
+                "{name}: the caller's stream is left"
+            ),
+        }
+        match name {
+            "audiocodes" => assert!(
+                siprec["identifiers"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|i| i["value"] == "4BOKLLA3VH66JF112M1CC9VHKS14F0KP"),
+                "{name}: {siprec}"
+            ),
+            "mixed" => assert_eq!(siprec["mixed"], true, "{name}: {siprec}"),
+            "transfer" => {
+                let aors: Vec<&str> = siprec["participants"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter_map(|p| p["aor"].as_str())
+                    .collect();
+                assert!(
+                    aors.contains(&"sip:013@pbx.example.com"),
+                    "{name}: {aors:?}"
+                );
+                assert_eq!(siprec["metadata"].as_array().unwrap().len(), 2, "{name}");
+                assert!((2.6..3.6).contains(&seconds), "{name}: {seconds:.2} s");
+            }
+            "pause" => {
+                // Skip (the example's pauseBehaviour): the paused second is
+                // left out of the file.
+                assert_eq!(
+                    side["recorded"].as_array().unwrap().len(),
+                    2,
+                    "{name}: {side}"
+                );
+                assert!((2.6..3.6).contains(&seconds), "{name}: {seconds:.2} s");
+            }
+            _ => assert!((2.3..3.2).contains(&seconds), "{name}: {seconds:.2} s"),
+        }
+    }
+}

@@ -90,6 +90,27 @@ pub fn free_ports(count: u16) -> u16 {
     panic!("no block of {count} free ports on 127.0.0.1 below 32700");
 }
 
+/// Holds the blocks of ports that `ports` fall in (a config with fixed
+/// ports, such as an example config run as is), waiting up to a minute for
+/// tests that hold them; released when the test process ends.
+pub fn hold_ports(ports: &[u16]) {
+    static HELD: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
+    let dir = std::env::temp_dir().join("earshot-ports");
+    std::fs::create_dir_all(&dir).expect("creating the port-lock directory");
+    let mut blocks: Vec<u16> = ports.iter().map(|p| p / 100 * 100).collect();
+    blocks.sort_unstable();
+    blocks.dedup();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for b in blocks {
+        let file = std::fs::File::create(dir.join(b.to_string())).unwrap();
+        while file.try_lock().is_err() {
+            assert!(Instant::now() < deadline, "ports {b}..{} stay held", b + 99);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        HELD.lock().unwrap_or_else(|e| e.into_inner()).push(file);
+    }
+}
+
 /// The recordings of a filesystem store under `root`: (MP3 path,
 /// sidecar), in name order (oldest first).
 pub fn sidecars_in(root: &Path) -> Vec<(PathBuf, serde_json::Value)> {

@@ -58,6 +58,10 @@ pub enum RecordingReason {
     },
     /// The call ended.
     CallEnded,
+    /// A SIPREC client paused the recording session (every stream
+    /// `inactive` or gone, as SRCs do for a card number): nothing of the
+    /// pause is recorded; the recording goes on when the streams do.
+    SrcPaused,
 }
 
 /// Why a call ended.

@@ -17,6 +17,7 @@ pub(super) fn log_event(e: &Event) {
                 earshot_recorder_core::RecordingReason::Answered { .. } => "always",
                 earshot_recorder_core::RecordingReason::Shortcode { .. } => "shortcode",
                 earshot_recorder_core::RecordingReason::CallEnded => "call_ended",
+                earshot_recorder_core::RecordingReason::SrcPaused => "src_paused",
             };
             tracing::info!(call = %call.hash, recording = on, reason = why, "recording changed");
         }

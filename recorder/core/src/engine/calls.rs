@@ -240,7 +240,7 @@ impl Call {
     }
 
     pub(super) fn wants_recording(&self) -> Option<RecordingReason> {
-        if !self.answered || self.ended.is_some() {
+        if !self.answered || self.ended.is_some() || self.srs.as_ref().is_some_and(|s| s.paused()) {
             return None;
         }
         if let Some(u) = self

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{RecordingMode, Target, Transport};
 use crate::dtmf::{self, DtmfMethod};
-use crate::event::{CallRef, EndReason, Event, MediaFrame, Party, Side};
+use crate::event::{CallRef, EndReason, Event, MediaFrame, Party, RecordingReason, Side};
 use crate::g711::Law;
 use crate::sdp::{Direction, MediaStream, Sdp};
 use crate::sip::message::Message;
@@ -67,6 +67,8 @@ pub(super) struct SrsState {
     our_cseq: u32,
     /// Each m-line's channel: `None` while the metadata does not say.
     sides: Vec<Option<Side>>,
+    /// The SRC paused the session: no stream it offers sends.
+    paused: bool,
     /// Our `a=crypto:` line for each SRTP m-line (SDES needs one in the
     /// answer; the recorder never sends, so it is never used), made once.
     answer_keys: Vec<Option<String>>,
@@ -76,6 +78,13 @@ pub(super) struct SrsState {
 
 /// What a recording session answers to.
 const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, UPDATE, OPTIONS, INFO";
+
+impl SrsState {
+    /// Whether the SRC paused the session.
+    pub(super) fn paused(&self) -> bool {
+        self.paused
+    }
+}
 
 /// Metadata documents of a session kept as received, for the sidecar.
 const KEPT_DOCUMENTS: usize = 8;
@@ -374,6 +383,7 @@ impl Recorder {
             our_cseq: 0,
             sides: Vec::new(),
             answer_keys: Vec::new(),
+            paused: false,
             received,
         }));
         self.register_call(call);
@@ -510,6 +520,10 @@ impl Recorder {
             return;
         };
         let Some(srs) = call.srs.as_mut() else { return };
+        // A pause (PCI): no readable stream the SRC still sends on.
+        srs.paused = !sdp.streams.iter().any(|m| {
+            readable(m) && matches!(m.direction, Direction::SendOnly | Direction::SendRecv)
+        });
         srs.sides = sdp
             .streams
             .iter()
@@ -781,6 +795,8 @@ impl Recorder {
                 }
                 if let Some(sdp) = &sdp {
                     self.srs_offer(now, cid, sdp);
+                    // Paused or resumed by the SRC.
+                    self.update_recording(now, cid, Some(RecordingReason::SrcPaused));
                 }
                 // An offer answered; no offer (a re-INVITE without SDP):
                 // ours is the offer (RFC 3261 §14.2), the current streams.
@@ -899,6 +915,10 @@ impl Recorder {
                 )
                 .collect(),
             metadata: srs.received.clone(),
+            mixed: labels
+                .iter()
+                .flatten()
+                .any(|l| meta.senders_of_label(l).len() > 1),
         };
         let r = call.r.clone();
         self.emit(Event::Siprec {
