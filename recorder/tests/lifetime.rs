@@ -271,10 +271,20 @@ impl Life {
         at_once: usize,
         talk_ms: u64,
         srtp: Option<&SdesKey>,
+        g722: bool,
     ) {
         let tag = format!("{}-{name}", self.round);
         let pcap = self.s.dir.path().join(format!("{tag}.pcap"));
-        let stream = tone(20, 440.0, talk_ms);
+        let stream = if g722 {
+            let seconds = talk_ms as f64 / 1000.0;
+            RtpStream::new(21).encoded(
+                9,
+                &ffmpeg_encode("0.3*sin(2*PI*440*t)", 16000, seconds, "g722", "g722"),
+                160,
+            )
+        } else {
+            tone(20, 440.0, talk_ms)
+        };
         match srtp {
             Some(key) => stream.protected(key),
             None => stream,
@@ -282,6 +292,9 @@ impl Life {
         .write(&pcap)
         .unwrap();
         let mut sdp = Vec::new();
+        if g722 {
+            sdp.extend(self::sdp(9, "G722"));
+        }
         if let Some(key) = srtp {
             sdp.push(("PROFILE", "RTP/SAVP".to_owned()));
             sdp.push(("SDP_EXTRA", format!("\na=crypto:{}", key.to_attribute())));
@@ -564,13 +577,15 @@ fn round(life: &mut Life, with_kill: bool, with_outage: bool) {
     // sessions of a Never user answered and not recorded.
     let sessions = life.metric("earshot_calls_total{result=\"answered\"}");
     let failed = life.metric("earshot_srtp_unprotect_failures_total");
-    life.run_siprec("siprec", "008", 20, 10, 2000, None);
-    life.run_siprec("siprec-never", "003", 10, 10, 1000, None);
+    life.run_siprec("siprec", "008", 20, 10, 2000, None, false);
+    life.run_siprec("siprec-never", "003", 10, 10, 1000, None, false);
     let key = SdesKey::new(1, Suite::AesCm128HmacSha1_80, &[0x44; 30]).unwrap();
-    life.run_siprec("siprec-srtp", "008", 10, 5, 2000, Some(&key));
+    life.run_siprec("siprec-srtp", "008", 10, 5, 2000, Some(&key), false);
+    // Wideband: G.722 from the SRC, a 16 kHz recording.
+    life.run_siprec("siprec-g722", "008", 10, 5, 2400, None, true);
     assert_eq!(
         life.metric("earshot_calls_total{result=\"answered\"}") - sessions,
-        40.0,
+        50.0,
         "every recording session answered"
     );
     assert_eq!(
@@ -829,9 +844,10 @@ fn one_recorder_through_hundreds_of_calls_a_kill_and_a_store_outage_loses_nothin
     // Every A-law call was decoded as A-law (a stream that says PCMA but
     // sends another payload type is an incomplete recording, caught above).
     assert_eq!(v.codecs.get("PCMA"), Some(&30), "{:?}", v.codecs);
-    assert_eq!(v.codecs.get("G722"), Some(&20), "{:?}", v.codecs);
+    // 20 in the media path, 10 SIPREC sessions.
+    assert_eq!(v.codecs.get("G722"), Some(&30), "{:?}", v.codecs);
     assert_eq!(v.codecs.get("OPUS"), Some(&20), "{:?}", v.codecs);
-    assert_eq!(v.siprec, 30, "the Always user's SIPREC sessions");
+    assert_eq!(v.siprec, 40, "the Always user's SIPREC sessions");
     assert_eq!(
         v.secure_heard, 32,
         "SRTP, declined-SDES and TLS recordings decoded"
