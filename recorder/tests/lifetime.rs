@@ -263,6 +263,7 @@ impl Life {
     /// `calls` SIPREC recording sessions, `at_once` at a time, from SIPp
     /// as a session recording client (the SIPp peer is marked `siprec`):
     /// the caller `from` talks `talk_ms` on the stream labelled 1.
+    #[allow(clippy::too_many_arguments)]
     fn run_siprec(
         &mut self,
         name: &str,
