@@ -211,7 +211,8 @@ impl Recorder {
         msg: &Message,
         method: &str,
     ) -> bool {
-        let src_peer = self.cfg.peers.iter().any(|p| p.name == peer && p.siprec);
+        let src = self.cfg.peers.iter().find(|p| p.name == peer && p.siprec);
+        let (src_peer, src_only) = (src.is_some(), src.is_some_and(|p| p.next_hop.is_none()));
         // A session takes only its own SRC's requests: a proxied call's
         // with the same Call-ID from elsewhere goes its own way.
         let session = msg
@@ -239,8 +240,10 @@ impl Recorder {
                 self.refuse(source, msg, 481, "Call/Transaction Does Not Exist", &[]);
                 true
             }
-            // SRCs check that their recording servers are alive.
-            "OPTIONS" if msg.to_tag().is_none() => {
+            // SRCs check that their recording servers are alive (an SRC
+            // that is also a proxied peer: the proxy answers OPTIONS for
+            // us and forwards the others).
+            "OPTIONS" if msg.to_tag().is_none() && src_only => {
                 let resp = self.local_response(msg, 200, "OK", &[("Allow", ALLOW.to_owned())]);
                 self.send(source, &resp);
                 true
