@@ -260,6 +260,9 @@ pub struct Participant {
     /// Whether the SRC says this party placed the call (Oracle's
     /// `callingParty` extension), when it says.
     pub calling: Option<bool>,
+    /// The SRC says this party left the session (a `disassociate-time` in
+    /// its `participantsessionassoc`, or in the older `<participant>`).
+    pub left: bool,
     /// Ids of the streams that carry this participant's audio.
     pub send: Vec<String>,
     /// Ids of the streams this participant hears.
@@ -331,6 +334,8 @@ impl Metadata {
         };
         // Stream associations of RFC 7865, applied once every participant is known.
         let mut assocs: Vec<(String, Vec<String>, Vec<String>)> = Vec::new();
+        // Participants the SRC says left.
+        let mut departed: Vec<String> = Vec::new();
         for node in root.children().filter(|n| n.is_element()) {
             if !ours(&node) {
                 collect_identifiers(node, &mut m.identifiers)?;
@@ -380,6 +385,9 @@ impl Metadata {
                         aor,
                         name,
                         calling,
+                        left: node
+                            .children()
+                            .any(|c| ours(&c) && c.tag_name().name() == "disassociate-time"),
                         send: children_text(node, ours, "send")?,
                         recv: children_text(node, ours, "recv")?,
                     });
@@ -397,6 +405,21 @@ impl Metadata {
                             None => None,
                         },
                     });
+                }
+                "participantsessionassoc" => {
+                    let gone = node
+                        .children()
+                        .any(|c| ours(&c) && c.tag_name().name() == "disassociate-time");
+                    if gone {
+                        if departed.len() == MAX_PARTICIPANTS {
+                            return Err(SiprecError::TooMany(MAX_PARTICIPANTS, "participants"));
+                        }
+                        departed.push(id_of(
+                            node,
+                            &["participant_id", "id"],
+                            "participantsessionassoc",
+                        )?);
+                    }
                 }
                 "participantstreamassoc" => {
                     if assocs.len() == MAX_PARTICIPANTS {
@@ -434,8 +457,26 @@ impl Metadata {
                         aor: None,
                         name: None,
                         calling: None,
+                        left: false,
                         send,
                         recv,
+                    })
+                }
+                None => return Err(SiprecError::TooMany(MAX_PARTICIPANTS, "participants")),
+            }
+        }
+        for id in departed {
+            match m.participants.iter().position(|p| p.id == id) {
+                Some(i) => m.participants[i].left = true,
+                None if m.participants.len() < MAX_PARTICIPANTS => {
+                    m.participants.push(Participant {
+                        id,
+                        aor: None,
+                        name: None,
+                        calling: None,
+                        left: true,
+                        send: Vec::new(),
+                        recv: Vec::new(),
                     })
                 }
                 None => return Err(SiprecError::TooMany(MAX_PARTICIPANTS, "participants")),
@@ -493,6 +534,7 @@ impl Metadata {
                     if p.name.is_some() {
                         q.name = p.name;
                     }
+                    q.left |= p.left;
                     // A partial update states the associations it changes.
                     if !p.send.is_empty() || !p.recv.is_empty() {
                         q.send = p.send;
@@ -656,6 +698,7 @@ mod tests {
             aor: Some(aor.into()),
             name: None,
             calling: None,
+            left: false,
             send: vec![],
             recv: vec![],
         };

@@ -562,3 +562,33 @@ fn an_srtp_recording_session_is_decrypted_and_recorded() {
     assert!(sides_of(&events).is_empty());
     assert_eq!(rec.stats().srtp_failed.values().sum::<u64>(), 1);
 }
+
+/// A participant the SRC says left (RFC 7865 `disassociate-time`, as after
+/// a transfer) is no longer a user of the session: the Always user who
+/// left does not keep it recorded.
+#[test]
+fn a_user_who_left_the_session_stops_its_recording() {
+    let mut rec = mk_srs();
+    let now = Instant::now();
+    let (tag, _, _, out) = start(&mut rec, now, "rs-40", "008", "500");
+    assert_eq!(out.recording(), vec![true]);
+    sip_in(
+        &mut rec,
+        now,
+        SRC,
+        &request("ACK", "rs-40", 1, Some(&tag), ""),
+    );
+    let left = r#"<recording xmlns="urn:ietf:params:xml:ns:recording:1"><datamode>partial</datamode>
+      <participantsessionassoc participant_id="pa" session_id="s1">
+        <disassociate-time>2026-12-06T10:00:05Z</disassociate-time>
+      </participantsessionassoc></recording>"#;
+    let body = multipart(&offer_sdp(), left);
+    let out = sip_in(
+        &mut rec,
+        now,
+        SRC,
+        &request("INVITE", "rs-40", 2, Some(&tag), &body),
+    );
+    assert_eq!(out.codes_to(SRC), vec![200]);
+    assert_eq!(out.recording(), vec![false], "{:?}", out.events);
+}

@@ -414,7 +414,9 @@ impl Recorder {
     fn srs_involved(&self, meta: &Metadata, kept: &[Involved]) -> Vec<Involved> {
         let caller = caller_of(meta).map(|p| p.id.clone());
         let mut out: Vec<Involved> = Vec::new();
-        for p in &meta.participants {
+        // A participant who left (a transfer) is no longer on the session:
+        // an Always user who left does not keep it recorded.
+        for p in meta.participants.iter().filter(|p| !p.left) {
             let Some(ext) = p.user() else { continue };
             let side = if Some(&p.id) == caller.as_ref() {
                 Side::Caller
