@@ -39,6 +39,10 @@ pub fn require(tool: &str) {
     );
 }
 
+/// Port blocks of `config/recorder.siprec.example.yaml` (SIP 15062, HTTP
+/// 19092, RTP 31400–31599), which a test runs as is.
+const FIXED_BLOCKS: [u16; 4] = [15000, 19000, 31400, 31500];
+
 /// A block of consecutive free UDP+TCP ports on 127.0.0.1, reserved for the
 /// rest of this process across every test process on the machine.
 ///
@@ -61,6 +65,12 @@ pub fn free_ports(count: u16) -> u16 {
     for step in 0..BLOCKS {
         let first = (start + step) % BLOCKS;
         if first + need > BLOCKS {
+            continue;
+        }
+        // The fixed ports of the example configs a test runs as is
+        // (`hold_ports`) are never handed out here: that test would wait
+        // on whatever long test holds them.
+        if (first..first + need).any(|b| FIXED_BLOCKS.contains(&(FIRST + b * BLOCK))) {
             continue;
         }
         let mut locks = Vec::new();
@@ -91,8 +101,10 @@ pub fn free_ports(count: u16) -> u16 {
 }
 
 /// Holds the blocks of ports that `ports` fall in (a config with fixed
-/// ports, such as an example config run as is), waiting up to a minute for
-/// tests that hold them; released when the test process ends.
+/// ports, such as an example config run as is: list its blocks in
+/// `FIXED_BLOCKS` so `free_ports` never hands them out), waiting up to a
+/// minute for another test that holds them; released when the test
+/// process ends.
 pub fn hold_ports(ports: &[u16]) {
     static HELD: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
     let dir = std::env::temp_dir().join("earshot-ports");
