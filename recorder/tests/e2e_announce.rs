@@ -281,10 +281,12 @@ fn reminder_beeps_every_ten_seconds_in_a_35_second_call() {
         for b in &beeps {
             assert!((9..=10).contains(&b.1), "{who}: 200 ms each, got {b:?}");
         }
-        // 10 s apart: 500 packets, give or take one.
+        // 10 s apart: 500 packets, give or take three (the timer that
+        // starts a beep may fire a packet or two late on a loaded machine;
+        // a CI run beside the lifetime test saw 502).
         for w in beeps.windows(2) {
             let apart = w[1].0 - w[0].0;
-            assert!((499..=501).contains(&apart), "{who}: {apart} packets apart");
+            assert!((497..=503).contains(&apart), "{who}: {apart} packets apart");
         }
     }
     let recs = s.recorder.wait_recordings(1, Duration::from_secs(20));
