@@ -513,16 +513,7 @@ impl Recorder {
             self.refuse(source, msg, 482, "Loop Detected", &[]);
             return None;
         }
-        let limits = self.cfg.limits;
-        let peer_full = self.loads.with(|loads| {
-            let load = loads.entry(peer.to_owned()).or_default();
-            load.transactions >= limits.transactions_per_peer
-                || (new_call && load.calls >= limits.calls_per_peer)
-                || (new_call && !load.take_invite(now, limits.invites_per_second_per_peer))
-        });
-        if peer_full {
-            Stats::bump(&mut self.stats.sip_dropped, "peer_limit");
-        }
+        let peer_full = self.peer_full(now, peer, new_call);
         if (new_call && self.draining)
             || peer_full
             || self.servers.len() >= MAX_TRANSACTIONS
@@ -538,6 +529,23 @@ impl Recorder {
             return None;
         }
         Some(max_forwards)
+    }
+
+    /// Whether `peer` is over its limits (transactions; for a new call or
+    /// recording session also calls, and INVITEs per second — taking one);
+    /// counted when it is.
+    pub(super) fn peer_full(&mut self, now: Instant, peer: &str, new_call: bool) -> bool {
+        let limits = self.cfg.limits;
+        let full = self.loads.with(|loads| {
+            let load = loads.entry(peer.to_owned()).or_default();
+            load.transactions >= limits.transactions_per_peer
+                || (new_call && load.calls >= limits.calls_per_peer)
+                || (new_call && !load.take_invite(now, limits.invites_per_second_per_peer))
+        });
+        if full {
+            Stats::bump(&mut self.stats.sip_dropped, "peer_limit");
+        }
+        full
     }
 
     /// Route processing (§16.4): the Route entries naming us are stripped;

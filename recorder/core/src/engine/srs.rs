@@ -316,16 +316,7 @@ impl Recorder {
             self.refuse(source, msg, 482, "Loop Detected (Call-ID in use)", &[]);
             return;
         }
-        let limits = self.cfg.limits;
-        let peer_full = self.loads.with(|loads| {
-            let load = loads.entry(peer.to_owned()).or_default();
-            load.calls >= limits.calls_per_peer
-                || !load.take_invite(now, limits.invites_per_second_per_peer)
-        });
-        if peer_full {
-            Stats::bump(&mut self.stats.sip_dropped, "peer_limit");
-        }
-        if peer_full
+        if self.peer_full(now, peer, true)
             || self.ports.free.len() < wanted
             || self.calls.len() >= super::proxy::MAX_CALLS
         {
