@@ -266,6 +266,7 @@ fn default_secret_key_key() -> String {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.rtpPorts.min <= self.rtpPorts.max").message("recorder.rtpPorts.min must not be greater than recorder.rtpPorts.max").field_path(".rtpPorts"))]
 #[x_kube(validation = Rule::new("self.rtpPorts.min > self.rtpPorts.max || self.rtpPorts.max - self.rtpPorts.min >= 3").message("recorder.rtpPorts must hold at least 4 ports: each recorded media stream uses an RTP/RTCP pair per side").field_path(".rtpPorts"))]
+#[x_kube(validation = Rule::new("!has(self.network) || !has(self.network.kernelFastPath) || self.network.kernelFastPath == 'Off' || (has(self.network.mode) && self.network.mode == 'Host')").message("recorder.network.kernelFastPath needs network.mode Host: the program attaches to the node's interfaces").field_path(".network.kernelFastPath"))]
 pub struct RecorderSpec {
     /// Number of recorder pods. Calls are spread over them by the SIP
     /// Service; each call stays on the pod that took it. Defaults to 1.
@@ -626,6 +627,36 @@ pub struct NetworkSpec {
     /// Link-local addresses are refused always.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_local_media: bool,
+    /// The kernel fast path (`Host` only): an eBPF program at the node's
+    /// interfaces relays each established stream in the kernel and hands
+    /// the recorder a copy of every packet, instead of a receive and a send
+    /// per packet in userspace. `Off` (the default), `Auto` (used where the
+    /// node allows it: kernel 6.6 or later; else userspace, which the
+    /// recorder logs at start and reports in `earshot_kernel_fast_path`) or
+    /// `Required` (a recorder that cannot load it does not start). Asking
+    /// for it runs the recorder container as root with only the
+    /// capabilities BPF and NET_ADMIN (and a namespace that admits host
+    /// network already allows them).
+    #[serde(default, skip_serializing_if = "KernelFastPath::is_off")]
+    pub kernel_fast_path: KernelFastPath,
+}
+
+/// Whether the recorders relay established streams in the kernel.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KernelFastPath {
+    /// Userspace only.
+    #[default]
+    Off,
+    /// The kernel where it can be loaded, else userspace.
+    Auto,
+    /// The kernel, or no recorder.
+    Required,
+}
+
+impl KernelFastPath {
+    fn is_off(&self) -> bool {
+        *self == KernelFastPath::Off
+    }
 }
 
 /// Network attachment of recorder pods.

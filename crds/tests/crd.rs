@@ -226,7 +226,7 @@ fn cel_rules_compile_and_stay_in_scope() {
             rules += 1;
         }
     });
-    assert_eq!(rules, 9, "every CEL rule of the CRD was analysed");
+    assert_eq!(rules, 10, "every CEL rule of the CRD was analysed");
 }
 
 fn yaml_files(dir: &Path) -> Vec<PathBuf> {
@@ -331,6 +331,12 @@ const REFUSALS: &[(&str, ViolationSource, &str, &str)] = &[
         ViolationSource::Schema,
         "spec.users[0].extension",
         "in body should match",
+    ),
+    (
+        "kernel-fast-path-without-host-network",
+        ViolationSource::Rule,
+        "network.kernelFastPath",
+        "needs network.mode Host",
     ),
     (
         "mode-enum",

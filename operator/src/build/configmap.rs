@@ -66,6 +66,10 @@ pub fn recorder_config(v: &Validated) -> RecorderConfig {
                 earshot_crds::UnreadableMedia::Relay => VideoPolicy::Relay,
                 earshot_crds::UnreadableMedia::Refuse => VideoPolicy::Refuse,
             },
+            kernel_fast_path: super::statefulset::kernel_fast_path(rec),
+            // Every interface of the node that is up when the pod starts.
+            kernel_interfaces: Vec::new(),
+            kernel_ring_bytes: 0,
         },
         // One shard per CPU the pod may use: the recorder reads its cgroup
         // quota, so the pod's CPU limit sets it.

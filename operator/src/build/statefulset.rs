@@ -97,6 +97,39 @@ pub fn hardened() -> SecurityContext {
     }
 }
 
+/// The fast path the recorders are told to use: only with host network (a
+/// rule of the CRD says so too).
+pub fn kernel_fast_path(
+    rec: &earshot_crds::RecorderSpec,
+) -> earshot_contracts::config::KernelFastPath {
+    use earshot_contracts::config::KernelFastPath as K;
+    if rec.network.mode != earshot_crds::NetworkMode::Host {
+        return K::Off;
+    }
+    match rec.network.kernel_fast_path {
+        earshot_crds::KernelFastPath::Off => K::Off,
+        earshot_crds::KernelFastPath::Auto => K::Auto,
+        earshot_crds::KernelFastPath::Required => K::Required,
+    }
+}
+
+/// The recorder container's security context: [`hardened`], and for the
+/// kernel fast path root with CAP_BPF and CAP_NET_ADMIN alone (Kubernetes
+/// does not raise added capabilities for a non-root user: they would stay
+/// in the bounding set, unusable).
+fn recorder_security(rec: &earshot_crds::RecorderSpec) -> SecurityContext {
+    let mut ctx = hardened();
+    if kernel_fast_path(rec) != earshot_contracts::config::KernelFastPath::Off {
+        ctx.run_as_user = Some(0);
+        ctx.run_as_group = Some(0);
+        ctx.run_as_non_root = Some(false);
+        if let Some(caps) = ctx.capabilities.as_mut() {
+            caps.add = Some(vec!["BPF".to_owned(), "NET_ADMIN".to_owned()]);
+        }
+    }
+    ctx
+}
+
 /// The pod security context of Earshot's pods.
 pub fn pod_security(fs_group: bool) -> PodSecurityContext {
     PodSecurityContext {
@@ -350,7 +383,7 @@ pub fn build_statefulset(v: &Validated) -> StatefulSet {
                 .clone()
                 .unwrap_or_else(|| default_resources(rec.rtp_ports.min, rec.rtp_ports.max)),
         ),
-        security_context: Some(hardened()),
+        security_context: Some(recorder_security(rec)),
         volume_mounts: Some(mounts),
         ..Container::default()
     };
