@@ -25,6 +25,10 @@
 #                                   the recorder, and the benchmark's proxy
 #   baresip (Debian baresip, baresip-core)
 #                                   a real softphone at either end of a call
+#   clang 14, libbpf-dev (Debian)   build the kernel fast path's eBPF program
+#                                   (recorder/bpf/, compiled by recorder/build.rs)
+#   iproute2, ethtool (Debian)      the fast path's tests: network namespaces,
+#                                   veth pairs with checksum offload off
 #   Kubernetes v1.35.4, etcd 3.6.5  a real control plane, built from Go
 #                                   modules once (scripts/controlplane.sh,
 #                                   ~8 min on 2 cores)
@@ -50,6 +54,10 @@ command -v openssl >/dev/null || need_apt+=(openssl)
 command -v cmake >/dev/null || need_apt+=(cmake)
 command -v kamailio >/dev/null || need_apt+=(kamailio)
 command -v baresip >/dev/null || need_apt+=(baresip)
+command -v clang >/dev/null || need_apt+=(clang)
+[ -e /usr/include/bpf/bpf_helpers.h ] || need_apt+=(libbpf-dev)
+command -v ip >/dev/null || need_apt+=(iproute2)
+command -v ethtool >/dev/null || need_apt+=(ethtool)
 # The codecs and ctrl_tcp live in baresip-core, which `baresip` alone may lack.
 [ -e /usr/lib/baresip/modules/ctrl_tcp.so ] || need_apt+=(baresip-core)
 

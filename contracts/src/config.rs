@@ -259,6 +259,46 @@ pub struct RtpConfig {
     /// compliance platform that must record every call wants).
     #[serde(default, skip_serializing_if = "VideoPolicy::is_default")]
     pub unreadable_media: VideoPolicy,
+    /// The kernel fast path: established streams relayed by an eBPF program
+    /// at the interfaces' ingress, with a copy of each packet for the
+    /// recording. `Off` (the default), `Auto` (used when the process may
+    /// load it: CAP_BPF and CAP_NET_ADMIN, a kernel with TCX, a build with
+    /// the program; else userspace, said at start and in `/metrics`) or
+    /// `Required` (the recorder does not start without it).
+    #[serde(default, skip_serializing_if = "KernelFastPath::is_off")]
+    pub kernel_fast_path: KernelFastPath,
+    /// Interfaces the fast path watches; empty: every interface up at start
+    /// (one added later is relayed in userspace).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kernel_interfaces: Vec<String>,
+    /// Bytes of each shard's ring of copies (rounded up to a power of two,
+    /// at least a page); 0: 4 MiB, about 4 000 packets, 0.4 s of 100 calls
+    /// at 20 ms. A full ring loses copies (counted, the recordings marked),
+    /// never packets.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub kernel_ring_bytes: u32,
+}
+
+fn is_zero_u32(v: &u32) -> bool {
+    *v == 0
+}
+
+/// Whether the relay uses the kernel fast path.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub enum KernelFastPath {
+    /// Userspace only.
+    #[default]
+    Off,
+    /// The kernel when it can be loaded, else userspace.
+    Auto,
+    /// The kernel, or no recorder.
+    Required,
+}
+
+impl KernelFastPath {
+    fn is_off(&self) -> bool {
+        *self == KernelFastPath::Off
+    }
 }
 
 /// What the relay does with media it does not record (video; audio it

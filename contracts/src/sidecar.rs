@@ -62,7 +62,9 @@ pub struct Sidecar {
     /// The same, as names a program can filter on: `fax` (the call
     /// switched to T.38, relayed and not recorded), `undecodable` (audio in
     /// a codec the recorder cannot decode), `spool_full`, `crashed` (cut
-    /// short by a crash and recovered). Empty when complete.
+    /// short by a crash and recovered), `kernel_copies_lost` (the kernel
+    /// fast path relayed packets whose copies the recorder could not take
+    /// in time). Empty when complete.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub incomplete_reasons: Vec<String>,
     /// Which recorder made it.

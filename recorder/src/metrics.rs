@@ -75,6 +75,11 @@ pub struct Metrics {
     recordings_active: Gauge,
     config_reloads: Family<Labels, Counter>,
     draining: Gauge<i64, std::sync::atomic::AtomicI64>,
+    kernel_state: Family<Labels, Gauge>,
+    kernel_packets: Family<Labels, Counter>,
+    kernel_streams: Gauge,
+    kernel_handoffs: Family<Labels, Counter>,
+    kernel_last: [u64; 5],
     /// The recording pipeline's metrics.
     pub recording: RecordingMetrics,
     last: Stats,
@@ -122,6 +127,11 @@ impl Metrics {
             recordings_active: Gauge::default(),
             config_reloads: Family::default(),
             draining: Gauge::default(),
+            kernel_state: Family::default(),
+            kernel_packets: Family::default(),
+            kernel_streams: Gauge::default(),
+            kernel_handoffs: Family::default(),
+            kernel_last: [0; 5],
             recording: RecordingMetrics::default(),
             last: Stats::default(),
         };
@@ -164,6 +174,26 @@ impl Metrics {
             "rtp_packets",
             "RTP and RTCP packets relayed, by direction",
             m.rtp_packets.clone(),
+        );
+        registry.register(
+            "kernel_fast_path",
+            "What relays established streams: 1 for the state in force (active: the eBPF fast path; unavailable: asked for and not possible here, relayed in userspace; off)",
+            m.kernel_state.clone(),
+        );
+        registry.register(
+            "kernel_packets",
+            "Packets the kernel fast path saw for its streams, by result (relayed; to_userspace: not recognised, left to the socket; copies_lost: relayed, its copy for the recording lost to a full ring; no_route: left to userspace; rate_limited: dropped)",
+            m.kernel_packets.clone(),
+        );
+        registry.register(
+            "kernel_streams",
+            "Streams the kernel fast path relays now",
+            m.kernel_streams.clone(),
+        );
+        registry.register(
+            "kernel_handoffs",
+            "Streams handed to the kernel fast path (offloaded) and taken back, by why (announcement, changed, call_ended)",
+            m.kernel_handoffs.clone(),
         );
         registry.register(
             "rtp_dropped_packets",
@@ -328,6 +358,16 @@ impl Metrics {
         );
         zero(&m.dtmf_digits, "method", &["rfc4733", "sip_info", "inband"]);
         zero(
+            &m.kernel_packets,
+            "result",
+            &crate::runtime::fastpath::TOTALS,
+        );
+        zero(
+            &m.kernel_handoffs,
+            "event",
+            &["offloaded", "announcement", "changed", "call_ended"],
+        );
+        zero(
             &m.sip_dropped,
             "reason",
             &[
@@ -451,7 +491,35 @@ impl Metrics {
                 .get_or_create(&vec![("kind", k.to_string()), ("result", r.to_string())])
                 .inc_by(d);
         });
+        delta(&s.kernel, &self.last.kernel, |k, d| {
+            self.kernel_handoffs
+                .get_or_create(&vec![("event", k.to_string())])
+                .inc_by(d);
+        });
         self.last = s.clone();
+    }
+
+    /// Brings the kernel fast path's figures up to date.
+    pub fn set_kernel(
+        &mut self,
+        state: &crate::runtime::fastpath::State,
+        totals: [u64; 5],
+        streams: usize,
+    ) {
+        for s in ["active", "unavailable", "off"] {
+            let v = i64::from(state.label() == s);
+            self.kernel_state
+                .get_or_create(&vec![("state", s.to_owned())])
+                .set(v);
+        }
+        for (i, name) in crate::runtime::fastpath::TOTALS.iter().enumerate() {
+            let d = totals[i].saturating_sub(self.kernel_last[i]);
+            self.kernel_packets
+                .get_or_create(&vec![("result", (*name).to_owned())])
+                .inc_by(d);
+        }
+        self.kernel_last = totals;
+        self.kernel_streams.set(streams as i64);
     }
 
     /// Counts a config reload.

@@ -15,6 +15,7 @@ pub mod baresip;
 pub mod controlplane;
 pub mod garage;
 pub mod kamailio;
+pub mod netns;
 pub mod node;
 pub mod pcap;
 pub mod rtpengine;
@@ -338,19 +339,40 @@ impl RecorderProcess {
                 )
             })
             .collect();
+        // `EARSHOT_KERNEL_FAST_PATH=Required` runs a suite's recorders
+        // with the kernel fast path (make test runs some suites both ways).
+        let fast_path = std::env::var("EARSHOT_KERNEL_FAST_PATH")
+            .map(|v| format!(", kernelFastPath: {v}"))
+            .unwrap_or_default();
+        let yaml = format!(
+            "sip: {{ listen: \"{sip}\"{sip_extra} }}\nadvertisedAddress: 127.0.0.1\nrtp: {{ bind: 127.0.0.1, portMin: {}, portMax: {}, allowLocalMedia: true{fast_path} }}\nhttp: {{ listen: \"{http}\" }}\npeers:\n  - {{ name: sipp, sources: [\"127.0.0.1/32\"], nextHop: \"{next_hop}\", nextHopTransport: {hop_transport} }}\nusers:\n{users_yaml}events: {{ path: \"{}\" }}\nshutdownGrace: 30s\nspool: {{ dir: \"{}\" }}\nstorage: {}\n{extra_yaml}",
+            base + 2,
+            base + 1 + rtp_ports,
+            events.display(),
+            dir.join("spool").display(),
+            storage.unwrap_or(&format!(
+                "{{ filesystem: {{ path: \"{}\" }}, prefix: \"acme/office/\" }}",
+                dir.join("store").display()
+            )),
+        );
+        Self::launch(binary, dir, &yaml, sip, http, env)
+    }
+
+    /// Writes `yaml` as `dir/recorder.yaml` (its events at
+    /// `dir/events.jsonl`, spool `dir/spool`, store `dir/store`, as the
+    /// config says) and starts `binary` on it; returns when `/readyz` at
+    /// `http` answers 200.
+    pub fn launch(
+        binary: &Path,
+        dir: &Path,
+        yaml: &str,
+        sip: SocketAddr,
+        http: SocketAddr,
+        env: &[(&str, &str)],
+    ) -> Self {
         let config = dir.join("recorder.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "sip: {{ listen: \"{sip}\"{sip_extra} }}\nadvertisedAddress: 127.0.0.1\nrtp: {{ bind: 127.0.0.1, portMin: {}, portMax: {}, allowLocalMedia: true }}\nhttp: {{ listen: \"{http}\" }}\npeers:\n  - {{ name: sipp, sources: [\"127.0.0.1/32\"], nextHop: \"{next_hop}\", nextHopTransport: {hop_transport} }}\nusers:\n{users_yaml}events: {{ path: \"{}\" }}\nshutdownGrace: 30s\nspool: {{ dir: \"{}\" }}\nstorage: {}\n{extra_yaml}",
-                base + 2,
-                base + 1 + rtp_ports,
-                events.display(),
-                dir.join("spool").display(),
-                storage.unwrap_or(&format!("{{ filesystem: {{ path: \"{}\" }}, prefix: \"acme/office/\" }}", dir.join("store").display())),
-            ),
-        )
-        .unwrap();
+        let events = dir.join("events.jsonl");
+        std::fs::write(&config, yaml).unwrap();
         let log = dir.join("recorder.log");
         let child = Command::new(binary)
             .arg("--config")

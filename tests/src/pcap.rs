@@ -371,6 +371,32 @@ pub struct Captured {
     pub dst_port: u16,
     /// UDP payload.
     pub payload: Vec<u8>,
+    /// Whether the UDP checksum is right (or absent: zero), computed
+    /// here over the pseudo-header, header and payload. Only meaningful
+    /// where checksum offload is off (not on `lo`).
+    pub checksum_ok: bool,
+}
+
+/// The UDP checksum of a datagram (RFC 768) from its IPv4 header and UDP
+/// bytes: true when it verifies or is absent.
+fn udp_checksum_ok(ip: &[u8], udp: &[u8]) -> bool {
+    if udp[6] == 0 && udp[7] == 0 {
+        return true;
+    }
+    let mut sum: u32 = 0;
+    let mut add = |b: &[u8]| {
+        for c in b.chunks(2) {
+            sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+        }
+    };
+    add(&ip[12..20]);
+    add(&[0, 17]);
+    add(&(udp.len() as u16).to_be_bytes());
+    add(udp);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum == 0xffff
 }
 
 /// Reads the IPv4/UDP datagrams of a pcap file (Ethernet or Linux loopback
@@ -415,11 +441,15 @@ pub fn read_udp(path: &Path) -> std::io::Result<Vec<Captured>> {
         if udp.len() < 8 {
             continue;
         }
+        // The datagram as its header says (frames may carry padding).
+        let udp_len = usize::from(u16::from_be_bytes([udp[4], udp[5]]));
+        let udp = &udp[..udp_len.clamp(8, udp.len())];
         out.push(Captured {
             nanos,
             src_port: u16::from_be_bytes([udp[0], udp[1]]),
             dst_port: u16::from_be_bytes([udp[2], udp[3]]),
             payload: udp[8..].to_vec(),
+            checksum_ok: udp_checksum_ok(ip, udp),
         });
     }
     Ok(out)
@@ -473,12 +503,26 @@ impl Tcpdump {
     /// Starts capturing packets matching `filter` (tcpdump syntax) into
     /// `file`; returns once tcpdump is listening.
     pub fn start(file: &Path, filter: &str) -> Tcpdump {
+        Self::start_on(None, "lo", file, filter)
+    }
+
+    /// Like [`start`](Self::start), on interface `iface` of network
+    /// namespace `netns` (the machine's own when `None`).
+    pub fn start_on(netns: Option<&str>, iface: &str, file: &Path, filter: &str) -> Tcpdump {
         crate::require("tcpdump");
         let log = file.with_extension("log");
-        let child = std::process::Command::new("tcpdump")
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = std::process::Command::new("ip");
+                c.args(["netns", "exec", ns, "tcpdump"]);
+                c
+            }
+            None => std::process::Command::new("tcpdump"),
+        };
+        let child = cmd
             .args([
                 "-i",
-                "lo",
+                iface,
                 "-n",
                 "-U",
                 "-B",
@@ -545,6 +589,30 @@ mod tests {
         let path = dir.join("s.pcap");
         RtpStream::new(9).tone(440.0, 100).write(&path).unwrap();
         let packets = read_udp(&path).unwrap();
+        // A datagram of RFC 768's layout: its checksum verifies, and fails
+        // once one byte of it (or of an address) changes.
+        let ip = [
+            0x45, 0, 0, 32, 0, 0, 0, 0, 64, 17, 0, 0, 10, 250, 1, 2, 10, 250, 1, 1,
+        ];
+        let mut udp = vec![0x13, 0x88, 0x17, 0x70, 0, 12, 0, 0, 0x80, 0, 0x12, 0x34];
+        let sum = {
+            let mut s: u32 = 0x0afa + 0x0102 + 0x0afa + 0x0101 + 17 + 12;
+            for c in udp.chunks(2) {
+                s += u32::from(u16::from_be_bytes([c[0], c[1]]));
+            }
+            while s > 0xffff {
+                s = (s & 0xffff) + (s >> 16);
+            }
+            !(s as u16)
+        };
+        udp[6..8].copy_from_slice(&sum.to_be_bytes());
+        assert!(udp_checksum_ok(&ip, &udp));
+        udp[11] ^= 1;
+        assert!(!udp_checksum_ok(&ip, &udp));
+        udp[11] ^= 1;
+        let mut other = ip;
+        other[19] = 9;
+        assert!(!udp_checksum_ok(&other, &udp));
         assert_eq!(packets.len(), 5);
         assert_eq!((packets[0].src_port, packets[0].dst_port), (5000, 6000));
         // The same packets "relayed" 3 ms later from port 7000 to 8000.
@@ -555,6 +623,7 @@ mod tests {
                 src_port: 7000,
                 dst_port: 8000,
                 payload: p.payload.clone(),
+                checksum_ok: true,
             });
         }
         assert_eq!(relay_delays(&both, 9, 5000, 8000), vec![3_000_000; 5]);

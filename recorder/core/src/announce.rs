@@ -354,6 +354,60 @@ impl Onward {
             && self.play.is_none()
     }
 
+    /// The numbering packets get while nothing plays and nothing is about
+    /// to continue after an announcement: (SSRC, sequence offset, timestamp
+    /// offset). `None` while one plays or the next packet resynchronises.
+    pub fn steady(&self) -> Option<(Option<u32>, u16, u32)> {
+        (self.play.is_none() && !self.resync).then_some((
+            self.n.ssrc,
+            self.n.seq_off,
+            self.n.ts_off,
+        ))
+    }
+
+    /// One of the sender's packets that was relayed already (by the
+    /// kernel), with the numbering [`steady`](Self::steady) gave when it
+    /// was handed over. Read as [`original`](Self::original) reads a packet
+    /// it forwards; if an announcement started meanwhile, its packets
+    /// continue after this one instead of taking its place.
+    pub fn relayed(&mut self, now: Instant, packet: &mut [u8], audio: bool) {
+        if self.play.is_none() && !self.resync {
+            self.original(now, packet, audio);
+            return;
+        }
+        let pt = packet[1] & 0x7f;
+        let ssrc = be32(packet, 8);
+        if audio {
+            self.audio_pt = Some(pt);
+        }
+        let (seq, ts) = if self.n.ssrc == Some(ssrc) {
+            (
+                be16(packet, 2).wrapping_add(self.n.seq_off),
+                be32(packet, 4).wrapping_add(self.n.ts_off),
+            )
+        } else {
+            (be16(packet, 2), be32(packet, 4))
+        };
+        let step = self.step;
+        if let Some(play) = self.play.as_mut()
+            && play.frames == 0
+            && let Some((at, seq0, _)) = play.first
+            && (seq.wrapping_sub(seq0) as i16) >= 0
+        {
+            play.first = Some((
+                at.max(now + PTIME),
+                seq.wrapping_add(1),
+                ts.wrapping_add(step),
+            ));
+        }
+        if self
+            .last
+            .is_none_or(|l| (seq.wrapping_sub(l.seq) as i16) > 0)
+        {
+            self.last = Some(Sent { seq, ts, at: now });
+        }
+    }
+
     /// One of the sender's own RTP packets (at least a 12-byte header,
     /// already validated). `audio` tells whether it carries audio (not a
     /// telephone-event or comfort noise). Rewrites the header in place.
@@ -369,9 +423,25 @@ impl Onward {
             let mut verdict = Verdict::Hold;
             if play.first.is_none() {
                 // The sender's first packet: the announcement takes its place
-                // and the sender's stream continues after it.
-                self.n = Numbering::fresh(ssrc);
-                play.first = Some((now, seq, ts));
+                // and the sender's stream continues after it. A stream the
+                // receiver already gets (relayed elsewhere until now: by
+                // the kernel) keeps its numbering; any other starts afresh.
+                match self.last {
+                    Some(last) if self.n.ssrc == Some(ssrc) => {
+                        play.first = Some((
+                            now,
+                            last.seq.wrapping_add(1),
+                            last.ts.wrapping_add(ts_step(
+                                now.saturating_duration_since(last.at),
+                                self.step,
+                            )),
+                        ));
+                    }
+                    _ => {
+                        self.n = Numbering::fresh(ssrc);
+                        play.first = Some((now, seq, ts));
+                    }
+                }
                 verdict = Verdict::HoldAndStart;
             }
             if self.n.ssrc == Some(ssrc) {
@@ -469,6 +539,18 @@ impl Onward {
             frames: 0,
         });
         Ok(cut)
+    }
+
+    /// Makes the announcement just started wait for the sender's next
+    /// packet to reach the core before it takes the stream's place: while
+    /// the kernel relayed the stream, packets it sent may not have been
+    /// read yet, and the announcement must continue after the last of them.
+    pub fn start_at_next_packet(&mut self) {
+        if let Some(p) = self.play.as_mut()
+            && p.frames == 0
+        {
+            p.first = None;
+        }
     }
 
     /// Ends the announcement now, if one plays.

@@ -223,6 +223,10 @@ pub enum MediaNote {
     /// wrong key, keys changed outside this signalling): what did not
     /// decrypt is missing from the recording.
     SrtpUndecryptable,
+    /// The kernel fast path relayed packets whose copies the recorder could
+    /// not take in time (its ring was full): they are missing from the
+    /// recording, though the parties heard them.
+    CopiesLost,
 }
 
 impl MediaNote {
@@ -233,6 +237,7 @@ impl MediaNote {
             MediaNote::EncryptedDtls => "encrypted_dtls_srtp",
             MediaNote::SrtpNoKey => "encrypted_srtp_without_key",
             MediaNote::SrtpUndecryptable => "srtp_not_decrypting",
+            MediaNote::CopiesLost => "kernel_copies_lost",
         }
     }
 }

@@ -198,6 +198,8 @@ pub fn engine(data: &[u8]) {
     let cfg = config();
     let ports: Vec<u16> = BOUND.step_by(2).collect();
     let mut rec = Recorder::new(cfg.clone(), &ports);
+    // What it would hand the kernel is checked like what it relays.
+    rec.set_kernel_relay(true);
     let t0 = Instant::now();
     let mut now = t0;
     let mut forwarded: Vec<Message> = Vec::new();
@@ -373,6 +375,11 @@ pub fn engine(data: &[u8]) {
                     }
                 }
                 Output::Rtp { relay, .. } => check_rtp(relay.to),
+                Output::Kernel { forward, .. } => {
+                    if let Some(f) = forward {
+                        check_rtp(SocketAddr::V4(f.to));
+                    }
+                }
                 Output::Event(_) => {}
                 // A new call handed to another shard: this core kept nothing of it.
                 Output::Divert { source, .. } => {

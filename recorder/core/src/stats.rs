@@ -40,6 +40,9 @@ pub struct Stats {
     /// 422, 491, ...), by (`awaited` when the call waits for the retry,
     /// `retried` when it came) and the refusal's status code.
     pub invite_retries: BTreeMap<(&'static str, u16), u64>,
+    /// The kernel fast path: legs handed to it (`offloaded`) and taken
+    /// back, by why (`announcement`, `changed`, `call_ended`).
+    pub kernel: BTreeMap<&'static str, u64>,
 }
 
 impl Stats {
@@ -68,6 +71,7 @@ impl Stats {
             recordings_active,
             recordings_started,
             invite_retries,
+            kernel,
         } = other;
         add(&mut self.sip_messages, sip_messages);
         self.sip_parse_errors += sip_parse_errors;
@@ -81,6 +85,7 @@ impl Stats {
         add(&mut self.recording_toggles, recording_toggles);
         add(&mut self.announcements, announcements);
         add(&mut self.calls, calls);
+        add(&mut self.kernel, kernel);
         self.calls_active += calls_active;
         self.recordings_active += recordings_active;
         self.recordings_started += recordings_started;

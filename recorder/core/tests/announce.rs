@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use earshot_recorder_core::announce::{Kind, Outcome, WAIT_FOR_MEDIA};
+use earshot_recorder_core::engine::{KernelForward, KernelStream};
 use earshot_recorder_core::{
     AnnouncementConfig, AnnouncementMode, AnnouncementTarget, Event, Output, Recorder, Side, g711,
 };
@@ -90,6 +91,47 @@ struct Sim {
     /// What the caller (0) and the callee (1) received.
     heard: [Vec<Heard>; 2],
     events: Vec<Event>,
+    /// The kernel fast path as the program behaves, when on: what the core
+    /// installed, and copies of what it relayed, handed to the core only
+    /// after the timers of the same instant ran (the ring is read later).
+    kernel: Option<KernelSim>,
+}
+
+#[derive(Default)]
+struct KernelSim {
+    streams: std::collections::HashMap<KernelStream, KernelForward>,
+    copies: Vec<(u16, std::net::SocketAddr, Vec<u8>)>,
+    relayed: usize,
+}
+
+impl KernelSim {
+    /// What the program does with a packet: relays it (shifted) and keeps
+    /// a copy, or leaves it to userspace (`None`).
+    fn relay(&mut self, port: u16, from: std::net::SocketAddr, packet: &[u8]) -> Option<Vec<u8>> {
+        let std::net::SocketAddr::V4(source) = from else {
+            return None;
+        };
+        let f = self.streams.get(&KernelStream {
+            local_port: port,
+            source,
+        })?;
+        let ssrc = u32::from_be_bytes(packet[8..12].try_into().unwrap());
+        let mut out = packet.to_vec();
+        match f.shift {
+            Some(s) if s.ssrc != ssrc => return None,
+            Some(s) => {
+                let seq = u16::from_be_bytes([out[2], out[3]]).wrapping_add(s.seq);
+                let ts =
+                    u32::from_be_bytes(out[4..8].try_into().unwrap()).wrapping_add(s.timestamp);
+                out[2..4].copy_from_slice(&seq.to_be_bytes());
+                out[4..8].copy_from_slice(&ts.to_be_bytes());
+            }
+            None => {}
+        }
+        self.copies.push((port, from, packet.to_vec()));
+        self.relayed += 1;
+        Some(out)
+    }
 }
 
 fn receiver_of(addr_to: std::net::SocketAddr) -> usize {
@@ -166,6 +208,7 @@ impl Sim {
             ],
             heard: [Vec::new(), Vec::new()],
             events,
+            kernel: None,
         }
     }
 
@@ -177,6 +220,20 @@ impl Sim {
                     self.heard[who].push(parse(&data, self.now, true));
                 }
                 Output::Event(e) => self.events.push(e),
+                Output::Kernel { stream, forward } => {
+                    let k = self
+                        .kernel
+                        .as_mut()
+                        .expect("no kernel output while it is off");
+                    match forward {
+                        Some(f) => {
+                            k.streams.insert(stream, f);
+                        }
+                        None => {
+                            k.streams.remove(&stream);
+                        }
+                    }
+                }
                 Output::Sip { .. } | Output::Divert { .. } => {}
                 Output::Timeout(_) => return,
             }
@@ -191,6 +248,14 @@ impl Sim {
                 continue;
             };
             let (port, from) = (self.parties[i].port, self.parties[i].from);
+            if let Some(out) = self
+                .kernel
+                .as_mut()
+                .and_then(|k| k.relay(port, addr(from), &packet))
+            {
+                self.heard[1 - i].push(parse(&out, self.now, false));
+                continue;
+            }
             let relay = self.rec.handle_rtp(self.now, port, addr(from), &mut packet);
             if let Some(r) = relay {
                 let who = receiver_of(r.to);
@@ -201,6 +266,23 @@ impl Sim {
         }
         self.rec.handle_timeout(self.now);
         self.drain();
+        let copies = self
+            .kernel
+            .as_mut()
+            .map(|k| std::mem::take(&mut k.copies))
+            .unwrap_or_default();
+        for (port, from, mut packet) in copies {
+            self.rec
+                .handle_rtp_copy(self.now, port, from, &mut packet, 0);
+            self.drain();
+        }
+    }
+
+    /// Turns the kernel fast path on.
+    fn with_kernel(mut self) -> Self {
+        self.rec.set_kernel_relay(true);
+        self.kernel = Some(KernelSim::default());
+        self
     }
 
     fn run(&mut self, d: Duration) {
@@ -668,4 +750,117 @@ fn without_media_from_the_sender_the_announcement_starts_its_own_stream() {
     sim.run(Duration::from_millis(100));
     assert_eq!(sim.heard[1].last().unwrap().ssrc, 0xca11);
     assert_ne!(to_callee[0].ssrc, 0xca11);
+}
+
+/// Runs of announcement packets a party heard: (first index, length).
+fn injected_runs(h: &[Heard]) -> Vec<(usize, usize)> {
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for (i, x) in h.iter().enumerate() {
+        if x.injected {
+            match runs.last_mut() {
+                Some((start, len)) if *start + *len == i => *len += 1,
+                _ => runs.push((i, 1)),
+            }
+        }
+    }
+    runs
+}
+
+/// The kernel fast path changes nothing anybody hears or what is recorded
+/// but when an announcement starts: the same call (an on-demand user
+/// toggling twice, periodic beeps, the far end keying) with the core
+/// handing streams to a kernel that relays them as the program does
+/// (copies read only after the timers of the same instant, the worst
+/// order) gives both parties one continuous stream with the same
+/// announcements, each starting at most one packet later than in
+/// userspace (the packet the kernel relayed before the core knew), and the
+/// recording the same frames; the kernel relayed most of it.
+#[test]
+fn the_kernel_fast_path_changes_nothing_heard_or_recorded() {
+    let cfg = AnnouncementConfig {
+        mode: AnnouncementMode::Beep,
+        to: AnnouncementTarget::Both,
+        stop_tone: true,
+        periodic: Some(Duration::from_secs(5)),
+        ..Default::default()
+    };
+    let run = |kernel: bool| {
+        let mut sim = Sim::new(cfg.clone(), "012", "500");
+        if kernel {
+            sim = sim.with_kernel();
+        }
+        sim.run(Duration::from_secs(2));
+        sim.parties[1].key("*5");
+        sim.run(Duration::from_secs(2));
+        sim.parties[0].key("*5");
+        sim.run(Duration::from_secs(12));
+        sim.parties[0].key("*5");
+        sim.run(Duration::from_secs(3));
+        sim.parties[0].key("*5");
+        sim.run(Duration::from_secs(7));
+        sim
+    };
+    let (user, kernel) = (run(false), run(true));
+    for who in 0..2 {
+        assert_continuous(&kernel.heard[who], "with the kernel");
+        assert_eq!(
+            kernel.heard[who].len(),
+            user.heard[who].len(),
+            "party {who}: packets heard"
+        );
+        let (k, u) = (
+            injected_runs(&kernel.heard[who]),
+            injected_runs(&user.heard[who]),
+        );
+        assert_eq!(k.len(), u.len(), "party {who}: announcements heard");
+        for ((ks, kl), (us, ul)) in k.iter().zip(&u) {
+            assert_eq!(kl, ul, "party {who}: an announcement's length");
+            assert!(
+                (*us..=us + 1).contains(ks),
+                "party {who}: started at {ks}, in userspace at {us}"
+            );
+        }
+    }
+    let media = |s: &Sim, side: Side| {
+        s.events
+            .iter()
+            .filter(|e| matches!(e, Event::Media(f) if f.side == side))
+            .count()
+    };
+    for side in [Side::Caller, Side::Callee] {
+        assert_eq!(
+            media(&kernel, side),
+            media(&user, side),
+            "{side:?}: frames recorded"
+        );
+    }
+    // The same announcements (one may end a packet after the other's).
+    let sorted = |s: &Sim| {
+        let mut a: Vec<String> = s.announcements().iter().map(|a| format!("{a:?}")).collect();
+        a.sort();
+        a
+    };
+    assert_eq!(sorted(&kernel), sorted(&user));
+    assert!(
+        kernel.announcements().len() >= 5,
+        "{:?}",
+        kernel.announcements()
+    );
+    let k = kernel.kernel.as_ref().unwrap();
+    let all = kernel.heard[0].len() + kernel.heard[1].len();
+    assert!(
+        k.relayed * 10 > all * 8,
+        "the kernel relayed {} of {all}",
+        k.relayed
+    );
+    assert!(
+        kernel
+            .rec
+            .stats()
+            .kernel
+            .get("announcement")
+            .copied()
+            .unwrap_or(0)
+            >= 5
+    );
 }

@@ -481,6 +481,12 @@ fn incomplete(a: &Active) -> Option<String> {
                 .to_owned(),
         );
     }
+    if a.notes.contains(&"kernel_copies_lost") {
+        why.push(
+            "the kernel fast path relayed packets whose copies the recorder could not take in time (its ring was full: earshot_kernel_packets_total{result=\"copies_lost\"}): the parties heard them, the file has silence there"
+                .to_owned(),
+        );
+    }
     if let Some(e) = a.file.failed() {
         why.push(format!(
             "the spool could not take more of the recording ({e}); it ends there"

@@ -34,6 +34,8 @@ pub(super) async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener
                         let spool = shared.spool.usage(SystemTime::now());
                         let mut m = lock(&shared.metrics);
                         m.sync(&stats);
+                        let f = &shared.fastpath;
+                        m.set_kernel(f.state(), f.totals(), f.streams());
                         m.set_spool(&spool);
                         (
                             [(

@@ -8,6 +8,7 @@
 //! by its own thread (and briefly by a metrics scrape), never across an
 //! `.await`; every send happens after it is released.
 
+pub mod fastpath;
 mod http;
 mod log;
 mod reload;
@@ -75,6 +76,8 @@ pub struct Shared {
     /// Whether the recording pipeline is behind (for `/readyz`).
     backlog: crate::recording::Backlog,
     ready: AtomicBool,
+    /// The kernel fast path (or why there is none).
+    fastpath: fastpath::FastPath,
 }
 
 /// Each next hop's address with the host name its TLS certificate is
@@ -460,6 +463,7 @@ pub async fn bind(config_path: PathBuf, config: Config) -> anyhow::Result<Server
     // of the range, each on its own runtime.
     let count = shard_count(config.file.shards, bound.len());
     let pairs = bound.len();
+    let fastpath = fastpath::FastPath::start(&config.file.rtp, count, wanted.len())?;
     let mut split: Vec<Vec<_>> = (0..count).map(|_| Vec::new()).collect();
     for (k, pair) in bound.into_iter().enumerate() {
         split[k % count].push(pair);
@@ -522,7 +526,7 @@ pub async fn bind(config_path: PathBuf, config: Config) -> anyhow::Result<Server
         // Each shard its own branch and tag generator, seeded by the system.
         let mut cfg = core_cfg.clone();
         cfg.seed = rand::random();
-        let core = Recorder::new_shard(
+        let mut core = Recorder::new_shard(
             cfg,
             &ports,
             earshot_recorder_core::Shard {
@@ -531,6 +535,9 @@ pub async fn bind(config_path: PathBuf, config: Config) -> anyhow::Result<Server
                 loads: loads.clone(),
             },
         );
+        // A shard without a ring of its own relays in userspace.
+        let kernel = matches!(fastpath.state(), fastpath::State::Active(_));
+        core.set_kernel_relay(kernel && index < fastpath::RINGS);
         let (shard, inbox) = Shard::new(index, core);
         shards.push(Arc::new(shard));
         shard_parts.push(ShardParts {
@@ -561,6 +568,7 @@ pub async fn bind(config_path: PathBuf, config: Config) -> anyhow::Result<Server
         recording: dispatcher.settings(),
         backlog: dispatcher.backlog(),
         ready: AtomicBool::new(false),
+        fastpath,
     });
     tracing::info!(
         sip = %config.file.sip.listen,
@@ -571,6 +579,16 @@ pub async fn bind(config_path: PathBuf, config: Config) -> anyhow::Result<Server
         users = config.users.len(),
         "recorder listening"
     );
+    match shared.fastpath.state() {
+        fastpath::State::Active(ifaces) => tracing::info!(
+            interfaces = %ifaces.join(","),
+            "relay: established streams in the kernel (eBPF fast path), the rest in userspace"
+        ),
+        fastpath::State::Unavailable(why) => {
+            tracing::warn!(reason = %why, "relay: userspace only (kernel fast path unavailable)")
+        }
+        fastpath::State::Off => tracing::info!("relay: userspace only (kernel fast path off)"),
+    }
     for w in &config.warnings {
         tracing::error!("{w}");
     }

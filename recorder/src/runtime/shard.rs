@@ -140,6 +140,9 @@ impl ShardRun {
                 let local = tokio::task::LocalSet::new();
                 runtime.block_on(local.run_until(async move {
                     super::rtp::spawn_relays(&run);
+                    if let Some(ring) = run.shared.fastpath.take_ring(run.shard.index) {
+                        tokio::task::spawn_local(run.clone().copy_loop(ring));
+                    }
                     tokio::spawn(run.clone().timer_loop());
                     run.inbox_loop(inbox).await;
                 }))
@@ -149,14 +152,23 @@ impl ShardRun {
 
     /// Runs `f` on the shard's core, then carries out what it produced.
     pub(super) fn with_core<R>(&self, f: impl FnOnce(&mut Recorder) -> R) -> R {
+        let mut f = Some(f);
+        let mut r = None;
+        self.run_core(&mut |rec| r = f.take().map(|f| f(rec)));
+        r.expect("run_core calls its function once")
+    }
+
+    /// [`with_core`](Self::with_core), not generic (it calls itself).
+    fn run_core(&self, f: &mut dyn FnMut(&mut Recorder)) {
         let mut outs = Vec::new();
-        let (r, sooner) = {
+        let mut lost_copies = Vec::new();
+        let sooner = {
             let mut rec = lock(&self.shard.core);
             let before = rec.next_timeout();
-            let r = f(&mut rec);
+            f(&mut rec);
             let after = rec.next_timeout();
             drain_outputs(&mut rec, &mut outs);
-            (r, after.is_some_and(|a| before.is_none_or(|b| a < b)))
+            after.is_some_and(|a| before.is_none_or(|b| a < b))
         };
         if sooner {
             // A timer earlier than the timer task sleeps for (an announcement
@@ -174,10 +186,54 @@ impl ShardRun {
                 Output::Divert { source, data } => {
                     self.shared.divert(self.shard.index, source, data)
                 }
+                Output::Kernel { stream, forward } => {
+                    let lost = self
+                        .shared
+                        .fastpath
+                        .apply(self.shard.index, stream, forward);
+                    if let Some(n) = lost.filter(|&n| n > 0) {
+                        lost_copies.push((stream, n));
+                    }
+                }
                 Output::Timeout(_) => {}
             }
         }
-        r
+        if !lost_copies.is_empty() {
+            // Copies the kernel lost for streams just taken back.
+            let now = Instant::now();
+            self.run_core(&mut |rec| {
+                for &(stream, n) in &lost_copies {
+                    rec.kernel_copies_lost(now, stream, n);
+                }
+            });
+        }
+    }
+
+    /// Reads the shard's ring every [`READ_EVERY`](super::fastpath::READ_EVERY)
+    /// and gives the core the copies of what the kernel relayed, in batches.
+    async fn copy_loop(self: Arc<Self>, mut ring: aya::maps::RingBuf<aya::maps::MapData>) {
+        let mut arena = Vec::with_capacity(256 * 1024);
+        let mut copies = Vec::with_capacity(1024);
+        loop {
+            tokio::time::sleep(super::fastpath::READ_EVERY).await;
+            loop {
+                arena.clear();
+                copies.clear();
+                super::fastpath::read_copies(&mut ring, &mut arena, &mut copies, 1024);
+                if copies.is_empty() {
+                    break;
+                }
+                self.with_core(|rec| {
+                    for c in copies.iter() {
+                        let data = &mut arena[c.range.clone()];
+                        rec.handle_rtp_copy(c.at, c.local_port, c.source, data, c.lost);
+                    }
+                });
+                if copies.len() < 1024 {
+                    break;
+                }
+            }
+        }
     }
 
     fn note_active(&self, rec: &Recorder) {

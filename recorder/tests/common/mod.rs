@@ -280,6 +280,18 @@ impl Setup {
             "every callee packet relayed\n{text}"
         );
         assert_eq!(dropped, 0.0, "no packet dropped\n{text}");
+        if std::env::var_os("EARSHOT_KERNEL_FAST_PATH").is_some() {
+            // With the fast path, the kernel relayed most of it: all but
+            // the first packets of each stream, which latch it.
+            let kernel = parse_metric(&text, "earshot_kernel_packets_total{result=\"relayed\"}");
+            let all = up + down;
+            let userspace_at_most =
+                (2 * earshot_recorder_core::engine::OFFLOAD_AFTER as usize + 4) * calls;
+            assert!(
+                kernel >= all - userspace_at_most as f64,
+                "the kernel relayed {kernel} of {all} packets\n{text}"
+            );
+        }
     }
 }
 

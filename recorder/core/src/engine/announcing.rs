@@ -145,9 +145,13 @@ impl Recorder {
                 finished.push((to, skipped(Outcome::UnsupportedCodec)));
                 continue;
             };
+            let relayed_by_kernel = stream.legs[sender.index()].kernel.installed.is_some();
             let onward = &mut stream.legs[sender.index()].onward;
             match onward.start(now, kind, samples.clone(), pt, enc) {
                 Ok(cut) => {
+                    if relayed_by_kernel {
+                        onward.start_at_next_packet();
+                    }
                     started = true;
                     if let Some(cut) = cut {
                         finished.push((to, cut));
@@ -159,6 +163,10 @@ impl Recorder {
         if started {
             let timer = call.inject_timer();
             self.arm(now, timer);
+            if self.kernel_relay {
+                // The kernel relays no packet an announcement replaces.
+                self.kernel_sync(cid, super::Handback::Announcement);
+            }
         }
         for (to, f) in finished {
             self.announced(&r, to, f);

@@ -544,6 +544,7 @@ impl Recorder {
         let answered = call.answered;
         let r = call.r.clone();
         self.cut_announcements(cid);
+        self.kernel_forget(cid);
         self.update_recording(now, cid, Some(RecordingReason::CallEnded));
         self.stats.calls_active = self.stats.calls_active.saturating_sub(1);
         Stats::bump(&mut self.stats.calls, reason.result_label(answered));

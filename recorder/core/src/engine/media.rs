@@ -38,6 +38,8 @@ pub(super) struct Leg {
     /// SRTP with an SDES key: what decrypts a copy of this leg's packets
     /// for the recording (the relayed packets go on as they came).
     pub(super) srtp: Option<Srtp>,
+    /// Its part in the kernel fast path.
+    pub(super) kernel: super::kernel::LegKernel,
 }
 
 /// One leg's SRTP receiver and how it fares.
@@ -161,7 +163,7 @@ impl Stream {
 
     /// Whether the stream carries RTP (not T.38's UDPTL, say): what is not
     /// RTP is relayed as it comes, never parsed or recorded.
-    fn is_rtp(&self) -> bool {
+    pub(super) fn is_rtp(&self) -> bool {
         self.legs
             .iter()
             .filter_map(|l| l.stream.as_ref())
@@ -380,6 +382,7 @@ impl Recorder {
             if leg.negotiated != s.rtp {
                 leg.latched = None;
                 leg.latched_rtcp = None;
+                leg.kernel.userspace = 0;
             }
             leg.negotiated = s.rtp;
             leg.stream = Some(s.clone());
@@ -424,6 +427,9 @@ impl Recorder {
                 }
             }
         }
+        if self.kernel_relay {
+            self.kernel_sync(cid, super::Handback::Changed);
+        }
     }
 
     /// The first stream's port pairs, taken when the call starts (its
@@ -458,6 +464,27 @@ impl Recorder {
         source: SocketAddr,
         data: &mut [u8],
     ) -> Option<Relay> {
+        let relay = self.rtp_in(now, local_port, source, data, false);
+        if self.kernel_relay && relay.is_some() {
+            // A leg relayed here may have become one the kernel can take.
+            if let Some(((cid, _, _), false)) = self.ports.owner(local_port) {
+                self.kernel_sync(cid, super::Handback::Changed);
+            }
+        }
+        relay
+    }
+
+    /// A packet relayed here, or (`copy`) a copy of one the kernel relayed:
+    /// read the same way, and for a copy nothing is relayed or rate-limited
+    /// (the kernel did both).
+    pub(super) fn rtp_in(
+        &mut self,
+        now: Instant,
+        local_port: u16,
+        source: SocketAddr,
+        data: &mut [u8],
+        copy: bool,
+    ) -> Option<Relay> {
         let Some(((cid, stream_idx, facing), rtcp_port)) = self.ports.owner(local_port) else {
             Stats::bump(&mut self.stats.rtp_dropped, "unknown_port");
             return None;
@@ -487,7 +514,10 @@ impl Recorder {
         };
         match (*latched, leg.negotiated) {
             (Some(l), _) if l == source => {}
-            (None, Some(n)) if n.ip() == source.ip() => *latched = Some(source),
+            (None, Some(n)) if n.ip() == source.ip() => {
+                *latched = Some(source);
+                leg.kernel.userspace = 0;
+            }
             _ => {
                 Stats::bump(&mut self.stats.rtp_dropped, "wrong_source");
                 return None;
@@ -532,7 +562,11 @@ impl Recorder {
             // relay does not parse: relayed as it comes, never recorded.
             call.last_activity = now;
         } else {
-            if stream.is_audio(facing) && !stream.legs[facing.index()].within_rate(now) {
+            if !copy {
+                let leg = &mut stream.legs[facing.index()];
+                leg.kernel.userspace = leg.kernel.userspace.saturating_add(1);
+            }
+            if !copy && stream.is_audio(facing) && !stream.legs[facing.index()].within_rate(now) {
                 Stats::bump(&mut self.stats.rtp_dropped, "rate_limited");
                 return None;
             }
@@ -626,6 +660,10 @@ impl Recorder {
             // none is started there).
             let verdict = if secure {
                 Verdict::Forward
+            } else if copy {
+                // Relayed already, with the numbering the kernel was given.
+                stream.legs[facing.index()].onward.relayed(now, data, audio);
+                Verdict::Forward
             } else {
                 stream.legs[facing.index()]
                     .onward
@@ -663,6 +701,9 @@ impl Recorder {
             }
         }
         Stats::bump(&mut self.stats.rtp_packets, direction(facing));
+        if copy {
+            return None;
+        }
         Some(Relay {
             from_port,
             to: dest,

@@ -28,6 +28,7 @@
 mod announcing;
 mod calls;
 mod dialog;
+mod kernel;
 mod media;
 mod proxy;
 mod srs;
@@ -50,6 +51,8 @@ use crate::stats::Stats;
 use announcing::AnnounceTimer;
 use calls::{Call, CallTimer};
 use media::PortPool;
+
+pub use kernel::{Handback, KernelForward, KernelStream, OFFLOAD_AFTER, Shift};
 use transaction::{ClientTxn, ServerTxn, TxnTimer};
 
 /// What the shell must do next.
@@ -81,6 +84,15 @@ pub enum Output {
         source: Target,
         /// The message as received.
         data: Vec<u8>,
+    },
+    /// Hand a stream to the kernel fast path (`forward`), change how it
+    /// relays it, or take it back (`None`). Only when the shell turned the
+    /// fast path on ([`Recorder::set_kernel_relay`]).
+    Kernel {
+        /// The stream as the kernel recognises its packets.
+        stream: KernelStream,
+        /// How to relay them; `None`: leave them to userspace again.
+        forward: Option<KernelForward>,
     },
     /// Nothing more to do until this instant (or new input); `None`: until
     /// new input.
@@ -134,6 +146,8 @@ pub struct Recorder {
     may_divert: bool,
     /// The message being handled was diverted here: it is not handed on.
     diverted_input: bool,
+    /// Streams may be handed to the kernel fast path.
+    kernel_relay: bool,
 }
 
 /// Which of a process's shards a core is, and what the shards share.
@@ -236,6 +250,7 @@ impl Recorder {
             id_step: step,
             may_divert: step > 1,
             diverted_input: false,
+            kernel_relay: false,
         }
     }
 

@@ -197,6 +197,11 @@ pub struct Out {
     pub rtp: Vec<(Relay, Vec<u8>)>,
     /// Messages handed to another shard.
     pub diverted: Vec<(Target, Vec<u8>)>,
+    /// Streams handed to the kernel fast path or taken back.
+    pub kernel: Vec<(
+        earshot_recorder_core::engine::KernelStream,
+        Option<earshot_recorder_core::engine::KernelForward>,
+    )>,
 }
 
 impl Out {
@@ -261,6 +266,7 @@ pub fn drain(rec: &mut Recorder) -> Out {
             Output::Event(e) => out.events.push(e),
             Output::Rtp { relay, data } => out.rtp.push((relay, data)),
             Output::Divert { source, data } => out.diverted.push((source, data)),
+            Output::Kernel { stream, forward } => out.kernel.push((stream, forward)),
             Output::Timeout(_) => return out,
         }
     }
