@@ -80,6 +80,9 @@ pub struct Metrics {
     kernel_streams: Gauge,
     kernel_handoffs: Family<Labels, Counter>,
     kernel_last: [u64; 5],
+    kernel_runs: Counter,
+    kernel_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    kernel_time_last: (u64, std::time::Duration),
     /// The recording pipeline's metrics.
     pub recording: RecordingMetrics,
     last: Stats,
@@ -132,6 +135,9 @@ impl Metrics {
             kernel_streams: Gauge::default(),
             kernel_handoffs: Family::default(),
             kernel_last: [0; 5],
+            kernel_runs: Counter::default(),
+            kernel_seconds: Counter::default(),
+            kernel_time_last: (0, std::time::Duration::ZERO),
             recording: RecordingMetrics::default(),
             last: Stats::default(),
         };
@@ -184,6 +190,16 @@ impl Metrics {
             "kernel_packets",
             "Packets the kernel fast path saw for its streams, by result (relayed; to_userspace: not recognised, left to the socket; copies_lost: relayed, its copy for the recording lost to a full ring; no_route: left to userspace; rate_limited: dropped)",
             m.kernel_packets.clone(),
+        );
+        registry.register(
+            "kernel_program_runs",
+            "Times the kernel fast path's program ran (every UDP packet on the interfaces it watches)",
+            m.kernel_runs.clone(),
+        );
+        registry.register(
+            "kernel_program_seconds",
+            "CPU time the kernel fast path's program took, as the kernel counts it",
+            m.kernel_seconds.clone(),
         );
         registry.register(
             "kernel_streams",
@@ -505,7 +521,17 @@ impl Metrics {
         state: &crate::runtime::fastpath::State,
         totals: [u64; 5],
         streams: usize,
+        program: (u64, std::time::Duration),
     ) {
+        self.kernel_runs
+            .inc_by(program.0.saturating_sub(self.kernel_time_last.0));
+        self.kernel_seconds.inc_by(
+            program
+                .1
+                .saturating_sub(self.kernel_time_last.1)
+                .as_secs_f64(),
+        );
+        self.kernel_time_last = program;
         for s in ["active", "unavailable", "off"] {
             let v = i64::from(state.label() == s);
             self.kernel_state

@@ -480,3 +480,87 @@ fn a_full_ring_loses_copies_not_packets_and_the_recordings_say_so() {
         "every recording either complete or marked"
     );
 }
+
+/// A loopback config with the fast path `mode`, for a process without the
+/// capabilities.
+fn unprivileged_config(dir: &Path, mode: &str) -> (String, SocketAddr, SocketAddr) {
+    let base = free_ports(16);
+    let (sip, http) = (
+        SocketAddr::from(([127, 0, 0, 1], base)),
+        SocketAddr::from(([127, 0, 0, 1], base + 1)),
+    );
+    let yaml = format!(
+        "sip: {{ listen: \"{sip}\" }}
+advertisedAddress: 127.0.0.1
+rtp: {{ bind: 127.0.0.1, portMin: {}, portMax: {}, kernelFastPath: {mode} }}
+http: {{ listen: \"{http}\" }}
+peers:
+  - {{ name: pbx, sources: [\"127.0.0.1/32\"], nextHop: \"127.0.0.1:{}\" }}
+users:
+  - {{ extension: \"008\", mode: Always }}
+events: {{ path: \"{}\" }}
+spool: {{ dir: \"{}\" }}
+storage: {{ filesystem: {{ path: \"{}\" }} }}
+",
+        base + 2,
+        base + 9,
+        base + 12,
+        dir.join("events.jsonl").display(),
+        dir.join("spool").display(),
+        dir.join("store").display(),
+    );
+    (yaml, sip, http)
+}
+
+/// Without CAP_BPF and CAP_NET_ADMIN (the recorder as `nobody`): `Auto`
+/// relays in userspace and says so at start and in `/metrics`; `Required`
+/// does not start, and says why.
+#[test]
+fn without_the_capabilities_auto_falls_back_and_required_does_not_start() {
+    earshot_tests::require("setpriv");
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("fastpath-unprivileged");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let wrapper = dir.path().join("as-nobody.sh");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all --bounding-set=-all {} \"$@\"\n",
+            Path::new(BINARY).display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let (yaml, sip, http) = unprivileged_config(dir.path(), "Auto");
+    let mut auto = RecorderProcess::launch(&wrapper, dir.path(), &yaml, sip, http, &[]);
+    assert_eq!(
+        auto.metric("earshot_kernel_fast_path{state=\"unavailable\"}"),
+        1.0
+    );
+    assert_eq!(
+        auto.metric("earshot_kernel_fast_path{state=\"active\"}"),
+        0.0
+    );
+    let log = auto.log_text();
+    assert!(
+        log.contains("kernel fast path unavailable") && log.contains("userspace"),
+        "{log}"
+    );
+    auto.terminate();
+
+    let (yaml, _, _) = unprivileged_config(dir.path(), "Required");
+    let config = dir.path().join("required.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let out = std::process::Command::new(&wrapper)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("run the recorder");
+    assert!(!out.status.success(), "a Required fast path it cannot load");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("kernelFastPath is Required") && err.contains("CAP_BPF"),
+        "{err}"
+    );
+}

@@ -121,6 +121,9 @@ impl Life {
             Some(&storage),
             &env,
             &tls,
+            // The whole life with established streams relayed in the
+            // kernel (on loopback: rewritten and delivered, no route).
+            "Required",
         );
         // SIPp is also a session recording client (the SIPREC phases).
         std::fs::write(
@@ -865,6 +868,33 @@ fn one_recorder_through_hundreds_of_calls_a_kill_and_a_store_outage_loses_nothin
     );
     assert_eq!(parse_metric(&text, "earshot_spool_bytes"), 0.0);
     assert!(!life.s.recorder.log_text().contains("spool is full"));
+    // The kernel relayed established plain-RTP streams the whole life
+    // (since the restart: the counters are the second process's); SRTP,
+    // SIPREC sessions and announcements stayed in userspace.
+    let kernel = parse_metric(&text, "earshot_kernel_packets_total{result=\"relayed\"}");
+    let all = parse_metric(
+        &text,
+        "earshot_rtp_packets_total{direction=\"caller_to_callee\"}",
+    ) + parse_metric(
+        &text,
+        "earshot_rtp_packets_total{direction=\"callee_to_caller\"}",
+    );
+    eprintln!(
+        "lifetime: the kernel relayed {kernel} of the {all} packets counted since the restart"
+    );
+    assert!(kernel > all * 0.3, "the kernel relayed {kernel} of {all}");
+    assert_eq!(
+        parse_metric(&text, "earshot_kernel_streams"),
+        0.0,
+        "every stream taken back"
+    );
+    assert_eq!(
+        parse_metric(
+            &text,
+            "earshot_kernel_packets_total{result=\"copies_lost\"}"
+        ),
+        0.0
+    );
 }
 
 /// `make soak`: the same mix, round after round, for

@@ -253,7 +253,7 @@ impl RecorderProcess {
         extra_yaml: &str,
     ) -> Self {
         Self::start_full(
-            binary, dir, next_hop, users, storage, env, rtp_ports, extra_yaml, "", "UDP",
+            binary, dir, next_hop, users, storage, env, rtp_ports, extra_yaml, "", "UDP", None,
         )
     }
 
@@ -279,12 +279,15 @@ impl RecorderProcess {
             "",
             &format!(", transports: [UDP, TCP, TLS], tls: {tls_yaml}"),
             hop_transport,
+            None,
         )
     }
 
     /// Like [`start_with`](Self::start_with) (a store, an environment),
     /// with a TLS listener as [`start_tls`](Self::start_tls) gives it; the
-    /// next hop over UDP until a test rewrites the config.
+    /// next hop over UDP until a test rewrites the config. `fast_path`:
+    /// the relay's `kernelFastPath`.
+    #[allow(clippy::too_many_arguments)]
     pub fn start_with_tls(
         binary: &Path,
         dir: &Path,
@@ -293,6 +296,7 @@ impl RecorderProcess {
         storage: Option<&str>,
         env: &[(&str, &str)],
         tls_yaml: &str,
+        fast_path: &str,
     ) -> Self {
         Self::start_full(
             binary,
@@ -305,6 +309,7 @@ impl RecorderProcess {
             "",
             &format!(", transports: [UDP, TCP, TLS], tls: {tls_yaml}"),
             "UDP",
+            Some(fast_path),
         )
     }
 
@@ -320,6 +325,7 @@ impl RecorderProcess {
         extra_yaml: &str,
         sip_extra: &str,
         hop_transport: &str,
+        fast_path: Option<&str>,
     ) -> Self {
         // SIP, HTTP, then the RTP/RTCP ports (1020 by default: 255 concurrent calls, split across the shards; ended calls hold theirs for up to 10 s).
         let base = free_ports(rtp_ports + 2);
@@ -341,7 +347,9 @@ impl RecorderProcess {
             .collect();
         // `EARSHOT_KERNEL_FAST_PATH=Required` runs a suite's recorders
         // with the kernel fast path (make test runs some suites both ways).
-        let fast_path = std::env::var("EARSHOT_KERNEL_FAST_PATH")
+        let fast_path = fast_path
+            .map(str::to_owned)
+            .or_else(|| std::env::var("EARSHOT_KERNEL_FAST_PATH").ok())
             .map(|v| format!(", kernelFastPath: {v}"))
             .unwrap_or_default();
         let yaml = format!(

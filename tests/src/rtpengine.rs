@@ -32,6 +32,11 @@ pub struct RtpengineProxy {
 impl RtpengineProxy {
     /// Starts both with their control and RTP ports from `ports` (needs 4) and `rtp` (a range).
     pub fn start(dir: &Path, ports: u16, rtp: (u16, u16)) -> Self {
+        Self::start_on(dir, ports, rtp, std::net::Ipv4Addr::LOCALHOST)
+    }
+
+    /// Like [`start`](Self::start), SIP and media on `ip` (control stays on loopback).
+    pub fn start_on(dir: &Path, ports: u16, rtp: (u16, u16), ip: std::net::Ipv4Addr) -> Self {
         crate::require("rtpengine");
         crate::require("kamailio");
         let recordings = dir.join("rtpengine-recordings");
@@ -41,7 +46,7 @@ impl RtpengineProxy {
             .args([
                 "--config-file=none",
                 "--table=-1",
-                "--interface=127.0.0.1",
+                &format!("--interface={ip}"),
                 "--foreground",
                 "--log-stderr",
                 "--log-level=4",
@@ -62,6 +67,10 @@ impl RtpengineProxy {
         std::fs::write(
             &cfg,
             KAMAILIO_CFG
+                .replace(
+                    "listen=udp:127.0.0.1:@SIP@",
+                    &format!("listen=udp:{ip}:@SIP@"),
+                )
                 .replace("@SIP@", &sip.to_string())
                 .replace("@NG@", &ng.to_string()),
         )
@@ -78,7 +87,7 @@ impl RtpengineProxy {
         Self {
             rtpengine: Some(rtpengine),
             kamailio: Some(kamailio),
-            sip: SocketAddr::from(([127, 0, 0, 1], sip)),
+            sip: SocketAddr::from((ip, sip)),
             cli: SocketAddr::from(([127, 0, 0, 1], cli)),
             recordings,
         }

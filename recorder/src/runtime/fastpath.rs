@@ -124,7 +124,11 @@ impl State {
 
 struct Loaded {
     /// The program and its links: dropped with the process, which detaches it.
-    _ebpf: aya::Ebpf,
+    ebpf: Mutex<aya::Ebpf>,
+    /// Keeps the kernel counting the program's runs and their time
+    /// (`BPF_ENABLE_STATS`) while the process lives: about two clock reads
+    /// per packet, for `earshot_kernel_program_seconds_total`.
+    _stats: Option<std::os::fd::OwnedFd>,
     streams: Mutex<BpfHashMap<MapData, Key, Fwd>>,
     totals: Mutex<PerCpuArray<MapData, u64>>,
     rings: Mutex<Vec<Option<RingBuf<MapData>>>>,
@@ -249,10 +253,12 @@ impl FastPath {
             IpAddr::V4(v4) if !v4.is_unspecified() => Some(v4),
             _ => None,
         };
+        let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).ok();
         Ok(FastPath {
             state: State::Active(attached),
             loaded: Some(Loaded {
-                _ebpf: ebpf,
+                ebpf: Mutex::new(ebpf),
+                _stats: stats,
                 streams: Mutex::new(streams),
                 totals: Mutex::new(totals),
                 rings: Mutex::new(rings),
@@ -328,6 +334,18 @@ impl FastPath {
             }
         }
         out
+    }
+
+    /// The program's runs and the CPU time they took, as the kernel counts
+    /// them (zero where it cannot).
+    pub fn program_time(&self) -> (u64, Duration) {
+        let Some(loaded) = self.loaded.as_ref() else {
+            return (0, Duration::ZERO);
+        };
+        let ebpf = lock(&loaded.ebpf);
+        ebpf.program("earshot_fastpath")
+            .and_then(|p| p.info().ok())
+            .map_or((0, Duration::ZERO), |i| (i.run_count(), i.run_time()))
     }
 
     /// Streams the kernel relays now.

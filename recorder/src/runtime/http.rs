@@ -35,7 +35,7 @@ pub(super) async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener
                         let mut m = lock(&shared.metrics);
                         m.sync(&stats);
                         let f = &shared.fastpath;
-                        m.set_kernel(f.state(), f.totals(), f.streams());
+                        m.set_kernel(f.state(), f.totals(), f.streams(), f.program_time());
                         m.set_spool(&spool);
                         (
                             [(

@@ -8,21 +8,34 @@
 //! every call produced one MP3 of the right length, and the delay the relay
 //! adds (a probe call with its own SSRC, captured by tcpdump on both sides).
 //!
+//! The parties (SIPp) live in a network namespace of their own, joined to
+//! the machine (where the targets run) by a veth pair with checksum offload
+//! off: every packet crosses a real interface, as from a PBX on another
+//! host, so the kernel fast path applies. Target `earshot-kernel` is
+//! Earshot with `kernelFastPath: Required`; its CPU is the recorder
+//! process's plus its eBPF program's run time as the kernel counts it
+//! (`earshot_kernel_program_seconds_total`). Kernel work outside the
+//! targets' processes (the veth and socket paths in softirq context, charged
+//! to whichever process runs) is in the second CPU column: the whole
+//! machine's busy time (user, system, irq, softirq) during the step, SIPp
+//! included, the same load for every target.
+//!
 //! Target `earshot-srtp` is the same load as `earshot` with SDES-SRTP
 //! (`AES_CM_128_HMAC_SHA1_80`) both ways: the pcaps encrypted under the keys
 //! the SDP announces, the recorder decrypting a copy of every packet.
 //!
 //! `EARSHOT_BENCH_STEPS=50,100,200`, `EARSHOT_BENCH_CALL_SECONDS=30` and
-//! `EARSHOT_BENCH_TARGETS=earshot,rtpengine` (or `earshot,earshot-srtp`)
+//! `EARSHOT_BENCH_TARGETS=earshot-kernel,earshot,rtpengine` (or `earshot,earshot-srtp`)
 //! tune it; results go to stdout and `target/bench/results.json`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use earshot_tests::netns::Veths;
 use earshot_tests::pcap::{RtpStream, Tcpdump};
 use earshot_tests::rtpengine::{RtpengineProxy, pcap_to_mp3};
-use earshot_tests::{RecorderProcess, Sipp, SippProcess, TestUser, free_ports, repo};
+use earshot_tests::{RecorderProcess, Sipp, SippProcess, free_ports, repo};
 use serde_json::{Value, json};
 
 const PROBE_SSRC: u32 = 0x7e57;
@@ -54,6 +67,38 @@ fn cpu_of(pids: &[u32]) -> f64 {
     pids.iter().map(|p| cpu_seconds(&p.to_string())).sum()
 }
 
+/// The machine's busy CPU time so far (user, nice, system, irq, softirq,
+/// steal from /proc/stat), in seconds.
+fn machine_busy() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let cpu = stat.lines().next().unwrap_or("");
+    let f: Vec<u64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let busy: u64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| f.get(i)).sum();
+    busy as f64 / 100.0
+}
+
+/// Where the parties and the targets are: the parties in a namespace of
+/// their own, the targets on the machine's side of its veth pair.
+struct Where {
+    veths: Veths,
+}
+
+impl Where {
+    fn ns(&self) -> &str {
+        &self.veths.caller_ns
+    }
+    fn phones(&self) -> std::net::Ipv4Addr {
+        self.veths.caller
+    }
+    fn host(&self) -> std::net::Ipv4Addr {
+        self.veths.host_caller
+    }
+}
+
 struct Load<'a> {
     call_s: u64,
     caller: &'a RtpStream,
@@ -63,6 +108,7 @@ struct Load<'a> {
     capture: bool,
     /// SDP values of the caller's and the callee's scenario (SRTP keys).
     sdp: (SdpValues, SdpValues),
+    at: &'a Where,
 }
 
 /// Runs `n` calls plus the probe through `sip`; samples `rss_pid` for peak
@@ -86,7 +132,7 @@ fn drive(
         media_port: ports + 2,
         control_port: ports + 6,
     }
-    .spawn(dir, "uas");
+    .spawn_in(dir, "uas", Some(load.at.ns()), load.at.phones().into());
     std::thread::sleep(Duration::from_millis(300));
     let rate = (n / 5).max(10);
     let uac = |pcap: &Path, calls: usize, port: u16, name: &str| -> SippProcess {
@@ -111,13 +157,13 @@ fn drive(
                 calls.to_string(),
                 "-r".into(),
                 rate.to_string(),
-                format!("127.0.0.1:{ports}"),
+                format!("{}:{ports}", load.at.phones()),
             ],
             port,
             media_port: port + 2,
             control_port: port + 6,
         }
-        .spawn(dir, name)
+        .spawn_in(dir, name, Some(load.at.ns()), load.at.phones().into())
     };
     let mut calls = uac(&load.pcaps.0, n, ports + 8, "uac");
     let started = Instant::now();
@@ -128,7 +174,9 @@ fn drive(
         peak = peak.max(proc_field(rss_pid, "status", "VmRSS:").unwrap_or(0));
         if probe_run.is_none() && started.elapsed() >= ramp {
             let capture = load.capture.then(|| {
-                Tcpdump::start(
+                Tcpdump::start_on(
+                    Some(load.at.ns()),
+                    "eth0",
                     &dir.join("probe-capture.pcap"),
                     &format!("udp and (port {} or port {})", ports + 18, ports + 2),
                 )
@@ -163,6 +211,7 @@ fn report(
     n: usize,
     load: &Load,
     cpu: f64,
+    machine: f64,
     relayed: f64,
     rss_per_call: u64,
     good: usize,
@@ -172,46 +221,71 @@ fn report(
     let expected =
         (n * (load.caller.len() + load.callee.len()) + load.probe.len() + load.callee.len()) as f64;
     let per_min = cpu / (total as f64 * load.call_s as f64 / 60.0);
+    let machine_per_min = machine / (total as f64 * load.call_s as f64 / 60.0);
     let per_core = 60.0 / per_min;
     let lat = latency.map_or("-".to_owned(), |(_, a, b, c)| {
         format!("{a:.0}/{b:.0}/{c:.0}")
     });
     println!(
-        "{target:>10} {n:>6} {per_min:>12.4} {per_core:>11.0} {relayed:>10.0} {expected:>10.0} {rss_per_call:>12} {:>9} {lat:>22}",
+        "{target:>14} {n:>6} {per_min:>12.4} {machine_per_min:>12.4} {per_core:>11.0} {relayed:>10.0} {expected:>10.0} {rss_per_call:>12} {:>9} {lat:>22}",
         format!("{good}/{total}")
     );
     json!({
         "target": target, "concurrent_calls": n, "call_seconds": load.call_s, "cpu_seconds": cpu,
-        "cpu_seconds_per_call_minute": per_min, "calls_per_core": per_core, "rtp_relayed": relayed,
+        "cpu_seconds_per_call_minute": per_min, "machine_cpu_seconds": machine, "machine_cpu_seconds_per_call_minute": machine_per_min, "calls_per_core": per_core, "rtp_relayed": relayed,
         "rtp_expected": expected, "rss_kib_per_call": rss_per_call, "recordings_valid": good, "recordings_expected": total,
         "valid": good == total && relayed >= expected,
         "latency_us": latency.map(|(count, p50, p99, max)| json!({"packets": count, "p50": p50, "p99": p99, "max": max})),
     })
 }
 
-fn step_earshot(name: &str, load: &Load, binary: &Path, dir: &Path, n: usize) -> Value {
+fn step_earshot(
+    name: &str,
+    load: &Load,
+    binary: &Path,
+    dir: &Path,
+    n: usize,
+    fast_path: &str,
+) -> Value {
     let ports = free_ports(32);
-    let users = [TestUser {
-        extension: "008",
-        mode: "Always",
-        shortcode: None,
-    }];
-    let rec = RecorderProcess::start_sized(
-        binary,
-        dir,
-        SocketAddr::from(([127, 0, 0, 1], ports)),
-        &users,
-        None,
-        &[],
-        (n as u16) * 4 + 64,
+    let rtp_ports = (n as u16) * 4 + 64;
+    let base = free_ports(rtp_ports + 2);
+    let (host, phones) = (load.at.host(), load.at.phones());
+    let sip = SocketAddr::from((host, base));
+    let http = SocketAddr::from(([127, 0, 0, 1], base + 1));
+    let yaml = format!(
+        "sip: {{ listen: \"{sip}\" }}
+advertisedAddress: {host}
+rtp: {{ bind: 0.0.0.0, portMin: {}, portMax: {}, kernelFastPath: {fast_path}, kernelInterfaces: [{}] }}
+http: {{ listen: \"{http}\" }}
+peers:
+  - {{ name: sipp, sources: [\"{phones}/32\"], nextHop: \"{phones}:{ports}\" }}
+users:
+  - {{ extension: \"008\", mode: Always }}
+events: {{ path: \"{}\" }}
+spool: {{ dir: \"{}\" }}
+storage: {{ filesystem: {{ path: \"{}\" }}, prefix: \"acme/office/\" }}
+",
+        base + 2,
+        base + 1 + rtp_ports,
+        load.at.veths.host_ifaces[0],
+        dir.join("events.jsonl").display(),
+        dir.join("spool").display(),
+        dir.join("store").display(),
     );
+    let rec = RecorderProcess::launch(binary, dir, &yaml, sip, http, &[]);
     let pid = rec.pid().expect("the recorder is running");
     let rss0 = proc_field(pid, "status", "VmRSS:").unwrap_or(0);
+    let program = |t: &str| earshot_tests::parse_metric(t, "earshot_kernel_program_seconds_total");
+    let program0 = program(&rec.metrics_text());
     let cpu0 = cpu_seconds(&pid.to_string());
+    let busy0 = machine_busy();
     let (peak, latency) = drive(load, dir, ports, rec.sip, n, pid);
     let recs = rec.wait_recordings(n + 1, Duration::from_secs(120));
-    let cpu = cpu_seconds(&pid.to_string()) - cpu0;
+    let machine = machine_busy() - busy0;
     let text = rec.metrics_text();
+    let kernel_cpu = program(&text) - program0;
+    let cpu = cpu_seconds(&pid.to_string()) - cpu0 + kernel_cpu;
     let relayed = earshot_tests::parse_metric(
         &text,
         "earshot_rtp_packets_total{direction=\"caller_to_callee\"}",
@@ -238,11 +312,14 @@ fn step_earshot(name: &str, load: &Load, binary: &Path, dir: &Path, n: usize) ->
     if srtp_failures > 0.0 {
         println!("{name}: {srtp_failures} SRTP packets did not decrypt");
     }
-    report(
+    let kernel_relayed =
+        earshot_tests::parse_metric(&text, "earshot_kernel_packets_total{result=\"relayed\"}");
+    let mut v = report(
         name,
         n,
         load,
         cpu,
+        machine,
         relayed,
         rss_per_call,
         if decodes && srtp_failures == 0.0 {
@@ -251,20 +328,32 @@ fn step_earshot(name: &str, load: &Load, binary: &Path, dir: &Path, n: usize) ->
             0
         },
         latency,
-    )
+    );
+    v["cpu_seconds_kernel_program"] = json!(kernel_cpu);
+    v["kernel_relayed"] = json!(kernel_relayed);
+    if fast_path != "Off" {
+        println!(
+            "{:>14} {n:>6}   the kernel relayed {kernel_relayed:.0} of {relayed:.0} packets; its program took {kernel_cpu:.3} CPU-s",
+            ""
+        );
+    }
+    v
 }
 
 fn step_rtpengine(load: &Load, dir: &Path, n: usize) -> Value {
     let ports = free_ports(32);
     let rtp_count = (n as u16) * 4 + 64;
     let rtp = free_ports(rtp_count);
-    let proxy = RtpengineProxy::start(dir, ports + 26, (rtp, rtp + rtp_count - 1));
+    let proxy =
+        RtpengineProxy::start_on(dir, ports + 26, (rtp, rtp + rtp_count - 1), load.at.host());
     let rtpe = proxy.rtpengine_pid().expect("rtpengine runs");
     let rss0 = proc_field(rtpe, "status", "VmRSS:").unwrap_or(0);
     let pids = proxy.pids();
     let cpu0 = cpu_of(&pids);
+    let busy0 = machine_busy();
     let (peak, latency) = drive(load, dir, ports, proxy.sip, n, rtpe);
     std::thread::sleep(Duration::from_secs(2));
+    let machine = machine_busy() - busy0;
     let relay_cpu = cpu_of(&pids) - cpu0;
     let relayed = proxy.relayed_packets().unwrap_or(0) as f64;
     // The recordings: rtpengine's pcaps made into the same MP3s, CPU counted.
@@ -291,6 +380,7 @@ fn step_rtpengine(load: &Load, dir: &Path, n: usize) -> Value {
         n,
         load,
         relay_cpu + convert_cpu,
+        machine + convert_cpu,
         relayed,
         rss_per_call,
         good,
@@ -309,7 +399,7 @@ fn main() {
         .filter_map(|s| s.trim().parse().ok())
         .collect();
     let targets: Vec<String> = std::env::var("EARSHOT_BENCH_TARGETS")
-        .unwrap_or_else(|_| "earshot,rtpengine".into())
+        .unwrap_or_else(|_| "earshot-kernel,earshot,rtpengine".into())
         .split(',')
         .map(|s| s.trim().to_owned())
         .collect();
@@ -369,7 +459,11 @@ fn main() {
     if !capture {
         println!("tcpdump not installed: relay latency not measured (make bench installs it)");
     }
+    let at = Where {
+        veths: Veths::new(),
+    };
     let load = Load {
+        at: &at,
         call_s,
         caller: &caller,
         callee: &callee,
@@ -379,6 +473,7 @@ fn main() {
         sdp: (Vec::new(), Vec::new()),
     };
     let srtp_load = Load {
+        at: &at,
         call_s,
         caller: &caller,
         callee: &callee,
@@ -405,10 +500,11 @@ fn main() {
     );
     println!();
     println!(
-        "{:>10} {:>6} {:>12} {:>11} {:>10} {:>10} {:>12} {:>9} {:>22}",
+        "{:>14} {:>6} {:>12} {:>12} {:>11} {:>10} {:>10} {:>12} {:>9} {:>22}",
         "target",
         "calls",
         "CPU s/callmin",
+        "machine s/cm",
         "calls/core",
         "relayed",
         "expected",
@@ -423,8 +519,11 @@ fn main() {
             let dir = out_dir.join(format!("{target}-{n}"));
             std::fs::create_dir_all(&dir).unwrap();
             let r = match target.as_str() {
-                "earshot" => step_earshot("earshot", &load, &binary, &dir, n),
-                "earshot-srtp" => step_earshot("earshot-srtp", &srtp_load, &binary, &dir, n),
+                "earshot" => step_earshot("earshot", &load, &binary, &dir, n, "Off"),
+                "earshot-kernel" => {
+                    step_earshot("earshot-kernel", &load, &binary, &dir, n, "Required")
+                }
+                "earshot-srtp" => step_earshot("earshot-srtp", &srtp_load, &binary, &dir, n, "Off"),
                 "rtpengine" => step_rtpengine(&load, &dir, n),
                 other => panic!("unknown target {other}"),
             };
@@ -444,6 +543,20 @@ fn main() {
                 "ratio",
                 e / r,
                 r / e
+            );
+        }
+        if let (Some(k), Some(r)) = (per("earshot-kernel"), per("rtpengine")) {
+            println!(
+                "{:>14} {n:>6}   Earshot with the kernel fast path / rtpengine CPU per call-minute {:.2}",
+                "ratio",
+                k / r
+            );
+        }
+        if let (Some(k), Some(e)) = (per("earshot-kernel"), per("earshot")) {
+            println!(
+                "{:>14} {n:>6}   kernel fast path / userspace CPU per call-minute {:.2}",
+                "ratio",
+                k / e
             );
         }
         if let (Some(e), Some(x)) = (per("earshot"), per("earshot-srtp")) {

@@ -112,7 +112,13 @@ impl Stream {
     ) -> Option<(KernelStream, KernelForward)> {
         let leg = &self.legs[sender.index()];
         let other = &self.legs[sender.other().index()];
-        if self.ports[0] == 0 || !self.is_rtp() || encrypted(&self.legs) {
+        // Audio only: the program applies the audio rate limit, and video
+        // is relayed, never recorded, so there is no copy to read.
+        let audio = self
+            .legs
+            .iter()
+            .all(|l| l.stream.as_ref().is_some_and(|s| s.media == "audio"));
+        if self.ports[0] == 0 || !audio || !self.is_rtp() || encrypted(&self.legs) {
             return None;
         }
         if leg.kernel.userspace < OFFLOAD_AFTER {
