@@ -29,4 +29,24 @@ for codec in PCMU G722 G729 OPUS; do
   echo "instructions: $codec: $per per recorded call-minute (${ratio}× PCMU)"
   rows+=("\"$codec\": {\"instructionsPerRecordedCallMinute\": $per, \"timesPcmu\": $ratio}")
 done
+# The core's own work per RTP packet of a recorded call: relayed in
+# userspace, or read as the kernel fast path's copy (the socket calls, and
+# the kernel's relaying, are kernel work callgrind does not see).
+cargo build --release -q -p earshot-recorder-core --example relay_instructions
+relay=target/release/examples/relay_instructions
+relay_count() {
+  local out
+  out=$(mktemp)
+  valgrind --tool=callgrind --callgrind-out-file="$out" "$relay" "$1" "$2" >/dev/null 2>"$out.log"
+  grep -o 'Collected : [0-9]*' "$out.log" | grep -o '[0-9]*$'
+  rm -f "$out" "$out.log"
+}
+for mode in userspace kernel; do
+  small=$(relay_count "$mode" 1500)
+  large=$(relay_count "$mode" 4500)
+  # 3000 more packets a side; a call-minute is 3000 packets a side.
+  per=$(( large - small ))
+  echo "instructions: core per recorded call-minute, packets $mode: $per ($(( per / 6000 )) per packet)"
+  rows+=("\"relay-$mode\": {\"coreInstructionsPerRecordedCallMinute\": $per}")
+done
 (IFS=,; printf '{%s}\n' "${rows[*]}") > target/instructions.json

@@ -37,6 +37,7 @@ struct Net {
 
 fn net(name: &str, fast_path: &str, extra_rtp: &str, extra_yaml: &str) -> Net {
     earshot_tests::require("sipp");
+    earshot_tests::require("setpriv");
     let veths = Veths::new();
     let dir = TempDir::new(name);
     let base = free_ports(96);
@@ -71,8 +72,24 @@ storage: {{ filesystem: {{ path: \"{store}\" }}, prefix: \"acme/office/\" }}
         spool = dir.path().join("spool").display(),
         store = dir.path().join("store").display(),
     );
+    // With the capabilities the operator grants a recorder pod and no
+    // other (root, CAP_BPF and CAP_NET_ADMIN: no CAP_SYS_ADMIN or
+    // CAP_PERFMON, so the verifier's stricter rules apply).
+    let wrapper = dir.path().join("as-a-pod.sh");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec setpriv --bounding-set=-all,+bpf,+net_admin --inh-caps=-all {} \"$@\"\n",
+            Path::new(BINARY).display()
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
     let recorder = RecorderProcess::launch(
-        Path::new(BINARY),
+        &wrapper,
         dir.path(),
         &yaml,
         SocketAddr::from(([127, 0, 0, 1], sip)),

@@ -591,6 +591,7 @@ fn the_chart_on_a_real_node_records_calls_from_outside_the_cluster() {
     network:
       mode: Host
       internalNetworks: ["198.18.{n}.0/25"]
+      kernelFastPath: Required
 {PLACEMENT}    peers:
       - {{ name: pbx, sources: ["{pbx_ip}/32", "{host_ip}/32"], nextHop: "{trunk_ip}:5060" }}
       - {{ name: trunk, sources: ["{trunk_ip}/32"], nextHop: "{pbx_ip}:5060" }}
@@ -689,6 +690,24 @@ fn the_chart_on_a_real_node_records_calls_from_outside_the_cluster() {
     for mut uac in calls {
         uac.wait_success(Duration::from_secs(60));
     }
+    // The policy asked for the kernel fast path (`Required`): the pod the
+    // operator made (root with CAP_BPF and CAP_NET_ADMIN only, seccomp
+    // RuntimeDefault) loaded it at the node's interfaces, and the kernel
+    // relayed the calls from outside.
+    let metrics = earshot_tests::http_get(std::net::SocketAddr::from((internal, 9190)), "/metrics")
+        .expect("the recorder's metrics on the node's address")
+        .1;
+    assert_eq!(
+        earshot_tests::parse_metric(&metrics, "earshot_kernel_fast_path{state=\"active\"}"),
+        1.0,
+        "{metrics}"
+    );
+    let relayed =
+        earshot_tests::parse_metric(&metrics, "earshot_kernel_packets_total{result=\"relayed\"}");
+    assert!(
+        relayed > 400.0,
+        "the kernel relayed {relayed} packets of three 4 s calls"
+    );
 
     // Split horizon: a PBX on the internal network (the host) calls the
     // trunk outside through the node's internal address; each side is

@@ -126,8 +126,9 @@ struct Loaded {
     /// The program and its links: dropped with the process, which detaches it.
     ebpf: Mutex<aya::Ebpf>,
     /// Keeps the kernel counting the program's runs and their time
-    /// (`BPF_ENABLE_STATS`) while the process lives: about two clock reads
-    /// per packet, for `earshot_kernel_program_seconds_total`.
+    /// (`BPF_ENABLE_STATS`, which needs CAP_SYS_ADMIN: `None` in a pod)
+    /// while the process lives: about two clock reads per packet, for
+    /// `earshot_kernel_program_seconds_total`.
     _stats: Option<std::os::fd::OwnedFd>,
     streams: Mutex<BpfHashMap<MapData, Key, Fwd>>,
     totals: Mutex<PerCpuArray<MapData, u64>>,
