@@ -10,7 +10,6 @@
 //!
 //! `relay_instructions <userspace|kernel> <packets per side>`
 
-#[allow(dead_code)]
 #[path = "../tests/sim/mod.rs"]
 mod sim;
 
