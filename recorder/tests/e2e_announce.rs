@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use earshot_recorder_core::g711;
 use earshot_tests::pcap::{Captured, RtpStream};
-use earshot_tests::{decode_mp3, rms, tone_power};
+use earshot_tests::{decode_mp3, rms, tone_power, tone_share};
 
 const CALLER_HZ: f64 = 440.0;
 const CALLEE_HZ: f64 = 660.0;
@@ -42,19 +42,12 @@ fn received(packets: &[Captured], port: u16) -> Vec<Got> {
         .collect()
 }
 
-/// Share of the audio's power at `hz` (1.0 for a pure tone).
-fn share(samples: &[i16], hz: f64) -> f64 {
-    let total = rms(samples).powi(2);
-    if total == 0.0 {
-        0.0
-    } else {
-        tone_power(samples, hz) * 2.0 / total
-    }
-}
-
 /// Which of `freqs` carries most of a packet's audio, if any does.
 fn dominant(samples: &[i16], freqs: &[f64]) -> Option<f64> {
-    freqs.iter().copied().find(|&f| share(samples, f) > 0.5)
+    freqs
+        .iter()
+        .copied()
+        .find(|&f| tone_share(samples, f) > 0.5)
 }
 
 /// One SSRC, sequence numbers +1 each packet, timestamps +160 (20 ms) or more.
@@ -243,9 +236,12 @@ fn a_spoken_prompt_is_heard_by_the_far_end_only() {
     // Left is what the caller sent as the callee heard it: the prompt first.
     let spoken = &left[400..400 + prompt.len().min(8000) - 400];
     assert!(rms(spoken) > 500.0, "the prompt is in the recording");
-    assert!(share(spoken, CALLER_HZ) < 0.1, "and not the caller's tone");
     assert!(
-        share(&right[800..4000], CALLEE_HZ) > 0.5,
+        tone_share(spoken, CALLER_HZ) < 0.1,
+        "and not the caller's tone"
+    );
+    assert!(
+        tone_share(&right[800..4000], CALLEE_HZ) > 0.5,
         "the callee from the start"
     );
     let a = &sidecar["announcements"][0];

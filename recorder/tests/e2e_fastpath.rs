@@ -18,7 +18,7 @@ use earshot_tests::netns::Veths;
 use earshot_tests::pcap::{Captured, RtpStream, Tcpdump};
 use earshot_tests::{
     RecorderProcess, Sipp, SippProcess, TempDir, decode_mp3, free_ports, parse_metric, rms,
-    tone_power,
+    tone_share,
 };
 
 const CALLER_HZ: f64 = 440.0;
@@ -33,6 +33,22 @@ struct Net {
     sip: u16,
     callee_port: u16,
     caller_port: u16,
+}
+
+/// A script in `dir` that runs the recorder under `setpriv` with `args`.
+fn setpriv_wrapper(dir: &Path, name: &str, args: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let wrapper = dir.join(name);
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec setpriv {args} {} \"$@\"\n",
+            Path::new(BINARY).display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    wrapper
 }
 
 fn net(name: &str, fast_path: &str, extra_rtp: &str, extra_yaml: &str) -> Net {
@@ -75,19 +91,11 @@ storage: {{ filesystem: {{ path: \"{store}\" }}, prefix: \"acme/office/\" }}
     // With the capabilities the operator grants a recorder pod and no
     // other (root, CAP_BPF and CAP_NET_ADMIN: no CAP_SYS_ADMIN or
     // CAP_PERFMON, so the verifier's stricter rules apply).
-    let wrapper = dir.path().join("as-a-pod.sh");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nexec setpriv --bounding-set=-all,+bpf,+net_admin --inh-caps=-all {} \"$@\"\n",
-            Path::new(BINARY).display()
-        ),
-    )
-    .unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    let wrapper = setpriv_wrapper(
+        dir.path(),
+        "as-a-pod.sh",
+        "--bounding-set=-all,+bpf,+net_admin --inh-caps=-all",
+    );
     let recorder = RecorderProcess::launch(
         &wrapper,
         dir.path(),
@@ -235,16 +243,6 @@ fn only_recording(n: &Net) -> (serde_json::Value, Vec<i16>, Vec<i16>) {
     (sidecar, left, right)
 }
 
-/// Share of a channel's power in a tone.
-fn share(samples: &[i16], hz: f64) -> f64 {
-    let total = rms(samples).powi(2);
-    if total == 0.0 {
-        0.0
-    } else {
-        tone_power(samples, hz) * 2.0 / total
-    }
-}
-
 /// The same call through the relay in userspace and through the kernel:
 /// the parties get every packet with good checksums, the recordings are
 /// the same, and the kernel relayed all but each stream's first packets.
@@ -309,11 +307,11 @@ fn the_kernel_relays_established_streams_and_the_recording_is_the_one_userspace_
         let (sidecar, left, right) = only_recording(&n);
         assert_eq!(sidecar["complete"], true, "{mode}: {sidecar}");
         assert!(
-            share(&left, CALLER_HZ) > 0.8,
+            tone_share(&left, CALLER_HZ) > 0.8,
             "{mode}: the caller on the left"
         );
         assert!(
-            share(&right, CALLEE_HZ) > 0.8,
+            tone_share(&right, CALLEE_HZ) > 0.8,
             "{mode}: the callee on the right"
         );
         made.push((sidecar, left, right));
@@ -383,7 +381,7 @@ fn announcements_take_the_stream_back_and_the_kernel_continues_its_numbering() {
     }
     let beeps = got
         .iter()
-        .filter(|(_, _, s)| share(s, 1400.0) > 0.5)
+        .filter(|(_, _, s)| tone_share(s, 1400.0) > 0.5)
         .count();
     // Two beeps of 200 ms (10 packets) at 5 and 10 s.
     assert!((15..=25).contains(&beeps), "{beeps} beep packets");
@@ -441,7 +439,7 @@ fn a_packet_from_an_unlatched_source_is_refused_while_the_kernel_relays() {
     assert!(wrong >= 1.0, "the caller's port refused it");
     let (sidecar, left, _) = only_recording(&n);
     assert_eq!(sidecar["complete"], true);
-    assert!(share(&left, CALLER_HZ) > 0.8);
+    assert!(tone_share(&left, CALLER_HZ) > 0.8);
 }
 
 /// A ring far too small for the load loses copies: every packet still
@@ -538,16 +536,11 @@ fn without_the_capabilities_auto_falls_back_and_required_does_not_start() {
     use std::os::unix::fs::PermissionsExt;
     let dir = TempDir::new("fastpath-unprivileged");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let wrapper = dir.path().join("as-nobody.sh");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nexec setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all --bounding-set=-all {} \"$@\"\n",
-            Path::new(BINARY).display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let wrapper = setpriv_wrapper(
+        dir.path(),
+        "as-nobody.sh",
+        "--reuid=65534 --regid=65534 --clear-groups --inh-caps=-all --bounding-set=-all",
+    );
 
     let (yaml, sip, http) = unprivileged_config(dir.path(), "Auto");
     let mut auto = RecorderProcess::launch(&wrapper, dir.path(), &yaml, sip, http, &[]);

@@ -864,6 +864,16 @@ pub fn tone_power(samples: &[i16], freq: f64) -> f64 {
     tone_power_at(samples, freq, 8000.0)
 }
 
+/// Share of 8 kHz audio's power at `freq` (1.0 for a pure tone, 0 for silence).
+pub fn tone_share(samples: &[i16], freq: f64) -> f64 {
+    let total = rms(samples).powi(2);
+    if total == 0.0 {
+        0.0
+    } else {
+        tone_power(samples, freq) * 2.0 / total
+    }
+}
+
 /// Power of one frequency in samples at `rate` (Goertzel), normalised by length.
 pub fn tone_power_at(samples: &[i16], freq: f64, rate: f64) -> f64 {
     let coeff = 2.0 * (2.0 * std::f64::consts::PI * freq / rate).cos();

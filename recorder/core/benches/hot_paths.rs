@@ -162,29 +162,28 @@ fn bench(c: &mut Criterion) {
     // Time moves 20 ms a packet, as the packets do: at a constant instant
     // the leg's rate limit (250 a second) would drop all but the first.
     let mut now = t0;
+    let mut seq = 0u16;
+    let mut pkt = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    pkt.extend_from_slice(&[0xff; 160]);
+    let mut next = move || {
+        seq = seq.wrapping_add(1);
+        now += std::time::Duration::from_millis(20);
+        pkt[2..4].copy_from_slice(&seq.to_be_bytes());
+        (now, pkt.clone())
+    };
     c.bench_function("rtp: relay one packet of a recorded call", |b| {
-        let mut seq = 0u16;
-        let mut pkt = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-        pkt.extend_from_slice(&[0xff; 160]);
         b.iter(|| {
-            seq = seq.wrapping_add(1);
-            now += std::time::Duration::from_millis(20);
-            pkt[2..4].copy_from_slice(&seq.to_be_bytes());
-            black_box(rec.handle_rtp(now, port, src, &mut pkt));
+            let (at, mut p) = next();
+            black_box(rec.handle_rtp(at, port, src, &mut p));
             black_box(drain(&mut rec));
         })
     });
     // The kernel fast path: the core reads the copy of a packet the kernel
     // relayed (recording, DTMF, numbering), relays nothing.
     c.bench_function("rtp: read the copy of a packet the kernel relayed", |b| {
-        let mut seq = 0u16;
-        let mut pkt = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-        pkt.extend_from_slice(&[0xff; 160]);
         b.iter(|| {
-            seq = seq.wrapping_add(1);
-            now += std::time::Duration::from_millis(20);
-            pkt[2..4].copy_from_slice(&seq.to_be_bytes());
-            rec.handle_rtp_copy(now, port, src, &mut pkt, 0);
+            let (at, mut p) = next();
+            rec.handle_rtp_copy(at, port, src, &mut p, 0);
             black_box(drain(&mut rec));
         })
     });
