@@ -632,7 +632,8 @@ pub struct NetworkSpec {
     /// the recorder a copy of every packet, instead of a receive and a send
     /// per packet in userspace. `Off` (the default), `Auto` (used where the
     /// node allows it: kernel 6.6 or later; else userspace, which the
-    /// recorder logs at start and reports in `earshot_kernel_fast_path`) or
+    /// recorder logs at start and reports in `earshot_kernel_fast_path`,
+    /// and the status in `replicas[].relay`) or
     /// `Required` (a recorder that cannot load it does not start). Asking
     /// for it runs the recorder container as root with only the
     /// capabilities BPF and NET_ADMIN (and a namespace that admits host
@@ -802,7 +803,14 @@ pub struct ReplicaStatus {
     pub external_address: Option<String>,
     /// Whether it takes calls.
     pub ready: bool,
-    /// One line: `pod@node internal/external ready|not-ready`.
+    /// What relays its established streams, when the policy asks for the
+    /// kernel fast path: `kernel`, `userspace` (`Auto` where it cannot
+    /// load: the recorder's log says why) or `unknown` (its metrics did not
+    /// answer), as the recorder reports it (`earshot_kernel_fast_path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<String>,
+    /// One line: `pod@node internal/external ready|not-ready`, and the
+    /// relay when the policy asks for the kernel fast path.
     pub summary: String,
 }
 

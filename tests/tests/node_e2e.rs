@@ -607,6 +607,12 @@ fn the_chart_on_a_real_node_records_calls_from_outside_the_cluster() {
             .then_some(())
     });
     s.note_ready_pods();
+    // The policy's status says what relays each replica's streams: the
+    // kernel fast path, as the recorder reports it.
+    wait("the replica's relay in the status", 60, || {
+        let st = s.policy_status("acme", "office");
+        (st["replicas"][0]["relay"] == "kernel").then_some(())
+    });
     // The status gives the node's external address, and each replica's
     // two faces (`kubectl get rp -o wide`).
     let st = s.policy_status("acme", "office");

@@ -223,7 +223,59 @@ pub async fn replicas(client: &Client, v: &Validated) -> Result<Vec<ReplicaStatu
         .map_err(kube("list the recorder pods"))?;
     let mut out: Vec<ReplicaStatus> = pods.items.iter().map(|p| replica(p, v)).collect();
     out.sort_by(|a, b| a.pod.cmp(&b.pod));
+    if v.policy.spec.recorder.network.kernel_fast_path != earshot_crds::KernelFastPath::Off {
+        for r in out.iter_mut().filter(|r| r.ready) {
+            let Some(ip) = r.internal_address.clone() else {
+                continue;
+            };
+            let relay = relay_of(&ip, v.policy.spec.recorder.http_port).await;
+            r.summary.push_str(&format!(" relay={relay}"));
+            r.relay = Some(relay.to_owned());
+        }
+    }
     Ok(out)
+}
+
+/// What relays a recorder's established streams, from its own metrics
+/// (`earshot_kernel_fast_path`): the recorder has no API access, so this is
+/// where it says so.
+async fn relay_of(ip: &str, http_port: i32) -> &'static str {
+    let url = format!("http://{}/metrics", join_host_port(ip, http_port));
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(2))
+        .build();
+    let Ok(client) = client else {
+        return "unknown";
+    };
+    let Ok(text) = async { client.get(&url).send().await?.text().await }.await else {
+        return "unknown";
+    };
+    relay_from_metrics(&text)
+}
+
+fn join_host_port(ip: &str, port: i32) -> String {
+    if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    }
+}
+
+/// `kernel`, `userspace` or `unknown`, from a recorder's `/metrics` text.
+pub fn relay_from_metrics(text: &str) -> &'static str {
+    let on = |state: &str| {
+        text.lines().any(|l| {
+            l.strip_prefix(&format!("earshot_kernel_fast_path{{state=\"{state}\"}} "))
+                .is_some_and(|v| v.trim() == "1")
+        })
+    };
+    if on("active") {
+        "kernel"
+    } else if on("unavailable") || on("off") {
+        "userspace"
+    } else {
+        "unknown"
+    }
 }
 
 /// One pod as the status reports it.
@@ -272,6 +324,7 @@ pub fn replica(pod: &Pod, v: &Validated) -> ReplicaStatus {
         internal_address: internal,
         external_address: external,
         ready,
+        relay: None,
         summary,
     }
 }
@@ -412,5 +465,23 @@ mod tests {
             why.contains("RTP port(s) 9000-9999 clash with the HTTP"),
             "{why}"
         );
+    }
+}
+
+#[cfg(test)]
+mod relay_tests {
+    use super::relay_from_metrics;
+
+    #[test]
+    fn the_relay_is_read_from_the_recorders_own_metric() {
+        let m = |active: u8, unavailable: u8, off: u8| {
+            format!(
+                "# TYPE earshot_kernel_fast_path gauge\nearshot_kernel_fast_path{{state=\"active\"}} {active}\nearshot_kernel_fast_path{{state=\"unavailable\"}} {unavailable}\nearshot_kernel_fast_path{{state=\"off\"}} {off}\n"
+            )
+        };
+        assert_eq!(relay_from_metrics(&m(1, 0, 0)), "kernel");
+        assert_eq!(relay_from_metrics(&m(0, 1, 0)), "userspace");
+        assert_eq!(relay_from_metrics(&m(0, 0, 1)), "userspace");
+        assert_eq!(relay_from_metrics("earshot_calls_active 0\n"), "unknown");
     }
 }
