@@ -631,7 +631,7 @@ pub struct NetworkSpec {
     /// interfaces relays each established stream in the kernel and hands
     /// the recorder a copy of every packet, instead of a receive and a send
     /// per packet in userspace. `Off` (the default), `Auto` (used where the
-    /// node allows it: kernel 6.6 or later; else userspace, which the
+    /// node allows it: kernel 6.7 or later; else userspace, which the
     /// recorder logs at start and reports in `earshot_kernel_fast_path`,
     /// and the status in `replicas[].relay`) or
     /// `Required` (a recorder that cannot load it does not start). Asking

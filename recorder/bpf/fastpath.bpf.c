@@ -49,6 +49,7 @@ struct stream_key {
 
 #define F_LOCAL 1     /* the destination is on this host: rewrite and deliver */
 #define F_SSRC 2      /* the offsets apply to packets of `ssrc` only */
+#define F_BOUND 4     /* only packets to `saddr` (the relay's bound address) */
 
 /* What userspace wrote (first part) and what the program counts. */
 struct stream_fwd {
@@ -168,14 +169,22 @@ int earshot_fastpath(struct __sk_buff *skb)
 	struct stream_fwd *f = bpf_map_lookup_elem(&streams, &key);
 	if (!f)
 		return TC_ACT_UNSPEC;
+	/* What the relay's socket would not have received (another address
+	 * than the one it is bound to) is not its stream's. Sockets bound to
+	 * every address (F_BOUND unset) leave source and port as the key: a
+	 * host that routes for others could see a latched source sending to
+	 * another host's port that equals one of ours. */
+	if ((f->flags & F_BOUND) && ip->daddr != f->saddr)
+		return TC_ACT_UNSPEC;
 
 	/* Compared as numbers, not pointers: with CAP_BPF and without
 	 * CAP_PERFMON (what the operator grants) the verifier refuses
 	 * arithmetic on a packet pointer with a variable. */
 	__u32 len = bpf_ntohs(udp->len);
+	__u32 tot = bpf_ntohs(ip->tot_len);
 	if (len < sizeof(struct udphdr) + 12 ||
 	    len > sizeof(struct udphdr) + MAX_COPY ||
-	    len > skb->len - UDP_OFF) {
+	    tot > skb->len - IP_OFF || len > tot - sizeof(struct iphdr)) {
 		count(1);
 		return TC_ACT_UNSPEC;
 	}
@@ -265,12 +274,15 @@ int earshot_fastpath(struct __sk_buff *skb)
 		__u32 old_ts = *(__u32 *)(rtp + 4);
 		__u16 new_seq = bpf_htons(bpf_ntohs(old_seq) + f->seq_off);
 		__u32 new_ts = bpf_htonl(bpf_ntohl(old_ts) + f->ts_off);
-		bpf_l4_csum_replace(skb, UDP_CSUM, old_seq, new_seq,
-				    BPF_F_MARK_MANGLED_0 | 2);
-		bpf_l4_csum_replace(skb, UDP_CSUM, old_ts, new_ts,
-				    BPF_F_MARK_MANGLED_0 | 4);
-		bpf_skb_store_bytes(skb, RTP_OFF + 2, &new_seq, 2, 0);
-		bpf_skb_store_bytes(skb, RTP_OFF + 4, &new_ts, 4, 0);
+		/* A rewrite that fails half-way (a clone that cannot be made
+		 * writable) drops the packet rather than send it half-done. */
+		if (bpf_l4_csum_replace(skb, UDP_CSUM, old_seq, new_seq,
+					BPF_F_MARK_MANGLED_0 | 2) ||
+		    bpf_l4_csum_replace(skb, UDP_CSUM, old_ts, new_ts,
+					BPF_F_MARK_MANGLED_0 | 4) ||
+		    bpf_skb_store_bytes(skb, RTP_OFF + 2, &new_seq, 2, 0) ||
+		    bpf_skb_store_bytes(skb, RTP_OFF + 4, &new_ts, 4, 0))
+			return TC_ACT_SHOT;
 	}
 
 	/* Addresses and ports; the IP header's checksum and the UDP checksum
@@ -285,25 +297,26 @@ int earshot_fastpath(struct __sk_buff *skb)
 	if ((void *)(ip + 1) > end)
 		return TC_ACT_SHOT;
 	old_daddr = ip->daddr;
-	bpf_l4_csum_replace(skb, UDP_CSUM, old_saddr, new_saddr,
-			    BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0 | 4);
-	bpf_l4_csum_replace(skb, UDP_CSUM, old_daddr, daddr,
-			    BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0 | 4);
-	bpf_l4_csum_replace(skb, UDP_CSUM, old_sport, f->sport,
-			    BPF_F_MARK_MANGLED_0 | 2);
-	bpf_l4_csum_replace(skb, UDP_CSUM, old_dport, f->dport,
-			    BPF_F_MARK_MANGLED_0 | 2);
-	bpf_l3_csum_replace(skb, IP_CSUM, old_saddr, new_saddr, 4);
-	bpf_l3_csum_replace(skb, IP_CSUM, old_daddr, daddr, 4);
-	bpf_skb_store_bytes(skb, IP_OFF + offsetof(struct iphdr, saddr),
-			    &new_saddr, 4, 0);
-	bpf_skb_store_bytes(skb, IP_OFF + offsetof(struct iphdr, daddr), &daddr,
-			    4, 0);
 	__u16 sport = f->sport, dport = f->dport;
-	bpf_skb_store_bytes(skb, UDP_OFF + offsetof(struct udphdr, source),
-			    &sport, 2, 0);
-	bpf_skb_store_bytes(skb, UDP_OFF + offsetof(struct udphdr, dest),
-			    &dport, 2, 0);
+	if (bpf_l4_csum_replace(skb, UDP_CSUM, old_saddr, new_saddr,
+				BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0 | 4) ||
+	    bpf_l4_csum_replace(skb, UDP_CSUM, old_daddr, daddr,
+				BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0 | 4) ||
+	    bpf_l4_csum_replace(skb, UDP_CSUM, old_sport, sport,
+				BPF_F_MARK_MANGLED_0 | 2) ||
+	    bpf_l4_csum_replace(skb, UDP_CSUM, old_dport, dport,
+				BPF_F_MARK_MANGLED_0 | 2) ||
+	    bpf_l3_csum_replace(skb, IP_CSUM, old_saddr, new_saddr, 4) ||
+	    bpf_l3_csum_replace(skb, IP_CSUM, old_daddr, daddr, 4) ||
+	    bpf_skb_store_bytes(skb, IP_OFF + offsetof(struct iphdr, saddr),
+				&new_saddr, 4, 0) ||
+	    bpf_skb_store_bytes(skb, IP_OFF + offsetof(struct iphdr, daddr),
+				&daddr, 4, 0) ||
+	    bpf_skb_store_bytes(skb, UDP_OFF + offsetof(struct udphdr, source),
+				&sport, 2, 0) ||
+	    bpf_skb_store_bytes(skb, UDP_OFF + offsetof(struct udphdr, dest),
+				&dport, 2, 0))
+		return TC_ACT_SHOT;
 
 	__sync_fetch_and_add(&f->packets, 1);
 	__sync_fetch_and_add(&f->bytes, len);

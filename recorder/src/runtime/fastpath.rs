@@ -9,7 +9,8 @@
 //! buffers read through a memory map. libbpf-rs would link the C libbpf and
 //! want a skeleton generated at build time for the same result.
 //!
-//! The program is only attached through TCX (kernel 6.6 or later): a
+//! The program is only attached through TCX (kernel 6.6 or later; 6.7 for
+//! the FIB lookup's source address the program asks for): a
 //! netlink filter would outlive the process, and with it the forwarding of
 //! streams whose calls nobody follows any more.
 
@@ -42,6 +43,7 @@ pub(super) const READ_EVERY: Duration = Duration::from_millis(5);
 
 const F_LOCAL: u8 = 1;
 const F_SSRC: u8 = 2;
+const F_BOUND: u8 = 4;
 
 /// `struct stream_key`.
 #[repr(C)]
@@ -196,9 +198,9 @@ impl FastPath {
         }
         let kernel =
             aya::util::KernelVersion::current().context("cannot read the kernel version")?;
-        if kernel < aya::util::KernelVersion::new(6, 6, 0) {
+        if kernel < aya::util::KernelVersion::new(6, 7, 0) {
             anyhow::bail!(
-                "kernel {kernel:?} has no TCX links (6.6 or later: a netlink filter would outlive the process)"
+                "kernel {kernel:?} is older than 6.7 (TCX links, which go with the process, came in 6.6; the FIB lookup's source address in 6.7)"
             );
         }
         let mut loader = aya::EbpfLoader::new();
@@ -302,6 +304,10 @@ impl FastPath {
         v.dport = f.to.port().to_be();
         v.ring = shard as u8;
         v.flags = if f.local { F_LOCAL } else { 0 };
+        if loaded.bind.is_some() {
+            // Sockets bound to one address: only packets to it are ours.
+            v.flags |= F_BOUND;
+        }
         match f.shift {
             Some(s) => {
                 v.flags |= F_SSRC;

@@ -557,6 +557,8 @@ impl Recorder {
     }
 
     pub(super) fn forget_call(&mut self, cid: u64) {
+        // Nothing of the call stays in the kernel once its ports are free.
+        self.kernel_forget(cid);
         if let Some(call) = self.calls.remove(&cid) {
             // A new call may have taken the Call-ID since (a caller trying
             // again after this one ended): its entry stays.

@@ -126,6 +126,12 @@ impl Stream {
         }
         let source = v4(leg.latched?)?;
         let to = v4(other.latched.or(other.negotiated)?)?;
+        // A loopback destination is delivered locally, which the stack
+        // accepts only from loopback; anything else for the host itself
+        // (the recorder's own address) stays in userspace.
+        if to.ip().is_loopback() != source.ip().is_loopback() {
+            return None;
+        }
         let shift = match leg.onward.steady()? {
             (_, 0, 0) => None,
             (ssrc, seq, timestamp) => Some(Shift {
@@ -163,9 +169,10 @@ impl Recorder {
         let Some(call) = self.calls.get_mut(&cid) else {
             return;
         };
-        let relay = self.kernel_relay && call.srs.is_none();
-        let cfg = &self.cfg;
-        let local = |ip: IpAddr| ip.is_loopback() || cfg.is_own(ip);
+        // An ended call lingers (its last packets still relayed) but the
+        // kernel takes none of it again: `forget_call` frees its ports.
+        let relay = self.kernel_relay && call.srs.is_none() && call.ended.is_none();
+        let local = |ip: IpAddr| ip.is_loopback();
         for stream in call.streams.iter_mut() {
             for sender in [Side::Caller, Side::Callee] {
                 let wanted = if relay {
@@ -211,7 +218,8 @@ impl Recorder {
         }
     }
 
-    /// Takes back every leg of a call the kernel relays (the call is gone).
+    /// Takes back every leg of a call the kernel relays (the call ended, or
+    /// is forgotten).
     pub(super) fn kernel_forget(&mut self, cid: u64) {
         let Some(call) = self.calls.get_mut(&cid) else {
             return;
