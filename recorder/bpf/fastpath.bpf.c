@@ -184,7 +184,7 @@ int earshot_fastpath(struct __sk_buff *skb)
 	__u32 tot = bpf_ntohs(ip->tot_len);
 	if (len < sizeof(struct udphdr) + 12 ||
 	    len > sizeof(struct udphdr) + MAX_COPY ||
-	    tot > skb->len - IP_OFF || len > tot - sizeof(struct iphdr)) {
+	    tot > skb->len - IP_OFF || len + sizeof(struct iphdr) > tot) {
 		count(1);
 		return TC_ACT_UNSPEC;
 	}

@@ -13,7 +13,7 @@
 //! is installed after each packet userspace relays and after each change,
 //! so what the kernel holds never outlives what the core knows.
 
-use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+use std::net::{SocketAddr, SocketAddrV4};
 use std::time::Instant;
 
 use crate::event::{MediaNote, Side};
@@ -105,11 +105,7 @@ fn v4(a: SocketAddr) -> Option<SocketAddrV4> {
 
 impl Stream {
     /// What the kernel should do with packets from `sender`, if anything.
-    fn kernel_wanted(
-        &self,
-        sender: Side,
-        local: impl Fn(IpAddr) -> bool,
-    ) -> Option<(KernelStream, KernelForward)> {
+    fn kernel_wanted(&self, sender: Side) -> Option<(KernelStream, KernelForward)> {
         let leg = &self.legs[sender.index()];
         let other = &self.legs[sender.other().index()];
         // Audio only: the program applies the audio rate limit, and video
@@ -148,7 +144,7 @@ impl Stream {
             KernelForward {
                 from_port: self.ports[sender.other().index()],
                 to,
-                local: local(IpAddr::V4(*to.ip())),
+                local: to.ip().is_loopback(),
                 shift,
             },
         ))
@@ -172,11 +168,10 @@ impl Recorder {
         // An ended call lingers (its last packets still relayed) but the
         // kernel takes none of it again: `forget_call` frees its ports.
         let relay = self.kernel_relay && call.srs.is_none() && call.ended.is_none();
-        let local = |ip: IpAddr| ip.is_loopback();
         for stream in call.streams.iter_mut() {
             for sender in [Side::Caller, Side::Callee] {
                 let wanted = if relay {
-                    stream.kernel_wanted(sender, local)
+                    stream.kernel_wanted(sender)
                 } else {
                     None
                 };
